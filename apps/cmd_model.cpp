@@ -1,0 +1,206 @@
+// ptq inspect | generate | bench | synth
+#include <cstdio>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/table.h"
+#include "model/inspect.h"
+#include "model/model.h"
+#include "model/synthetic.h"
+#include "model/tokenizer.h"
+#include "runtime/generate.h"
+
+namespace ptq::cli {
+
+namespace {
+
+void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
+  apply_global_options(g, json);
+  const ModelSummary s = summarize_model(path);
+  const ModelConfig& c = s.config;
+  if (json) {
+    nlohmann::json j = {{"model", s.path},
+                        {"architecture", c.model_type},
+                        {"layers", c.n_layers},
+                        {"hidden_size", c.hidden},
+                        {"intermediate_size", c.ffn},
+                        {"heads", c.n_heads},
+                        {"kv_heads", c.n_kv_heads},
+                        {"head_dim", c.head_dim},
+                        {"vocab_size", c.vocab},
+                        {"context_length", c.max_positions},
+                        {"tie_word_embeddings", c.tie_embeddings},
+                        {"parameters", s.parameters},
+                        {"params_by_dtype", s.params_by_dtype},
+                        {"tensors", s.tensors},
+                        {"file_bytes", s.file_bytes},
+                        {"files", s.files},
+                        {"tokenizer", s.tokenizer}};
+    print_json(j);
+    return;
+  }
+  std::string dtypes;
+  for (const auto& [name, n] : s.params_by_dtype) dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", name, human_count(n));
+  Table t({"field", "value"});
+  t.add_row({"model", s.path});
+  t.add_row({"architecture", c.model_type});
+  t.add_row({"layers", std::to_string(c.n_layers)});
+  t.add_row({"hidden / ffn", fmt::format("{} / {}", c.hidden, c.ffn)});
+  t.add_row({"heads / kv heads / head_dim", fmt::format("{} / {} / {}", c.n_heads, c.n_kv_heads, c.head_dim)});
+  t.add_row({"vocab", std::to_string(c.vocab)});
+  t.add_row({"context", std::to_string(c.max_positions)});
+  t.add_row({"tied embeddings", c.tie_embeddings ? "yes" : "no"});
+  t.add_row({"parameters", fmt::format("{} ({})", s.parameters, human_count(s.parameters))});
+  t.add_row({"dtypes", dtypes});
+  t.add_row({"tensors / files", fmt::format("{} / {}", s.tensors, s.files.size())});
+  t.add_row({"size on disk", human_bytes(s.file_bytes)});
+  t.add_row({"tokenizer", s.tokenizer});
+  std::fputs(t.render().c_str(), stdout);
+}
+
+struct GenerateArgs {
+  std::string model, prompt;
+  GenerateOptions opts;
+  bool json = false;
+};
+
+void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
+  apply_global_options(g, a.json);
+  Model model(a.model);
+  auto tok = load_tokenizer(a.model);
+  std::vector<int32_t> prompt = tok->encode(a.prompt);
+  std::vector<int32_t> shown;
+  if (!a.json) std::printf("%s", a.prompt.c_str());
+  // Decode the growing sequence and print only the new suffix, so multi-token characters come out whole.
+  std::string printed;
+  GenerateResult r = generate(model, prompt, a.opts, [&](int32_t id) {
+    if (a.json) return;
+    shown.push_back(id);
+    std::string text = tok->decode(shown);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::fputs(text.c_str() + printed.size(), stdout);
+      std::fflush(stdout);
+      printed = text;
+    }
+  });
+  const double tok_s = r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0;
+  if (a.json) {
+    print_json({{"model", a.model},
+                {"prompt", a.prompt},
+                {"prompt_ids", prompt},
+                {"ids", r.tokens},
+                {"text", tok->decode(r.tokens)},
+                {"decode_tok_s", tok_s}});
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr, "[%zu prompt tokens, %zu generated, %.1f tok/s]\n", prompt.size(), r.tokens.size(), tok_s);
+  }
+}
+
+struct BenchArgs {
+  std::string model;
+  BenchOptions opts;
+  bool json = false;
+};
+
+void run_bench(const GlobalOptions& g, const BenchArgs& a) {
+  apply_global_options(g, a.json);
+  Model model(a.model);
+  BenchResult r = bench_model(model, a.opts);
+  nlohmann::json j = {{"model", a.model},
+                      {"prompt_tokens", r.prompt_tokens},
+                      {"gen_tokens", r.gen_tokens},
+                      {"prefill_tok_s", r.prefill_tok_s},
+                      {"decode_tok_s", r.decode_tok_s},
+                      {"peak_rss_mb", r.peak_rss_mb},
+                      {"threads", g.threads},
+                      {"repeats", a.opts.repeats}};
+  if (a.json) return print_json(j);
+  Table t({"model", "prompt", "gen", "prefill tok/s", "decode tok/s", "peak RSS MB"});
+  t.add_row({a.model, std::to_string(r.prompt_tokens), std::to_string(r.gen_tokens), fmt::format("{:.1f}", r.prefill_tok_s),
+             fmt::format("{:.1f}", r.decode_tok_s), fmt::format("{:.1f}", r.peak_rss_mb)});
+  std::fputs(t.render().c_str(), stdout);
+}
+
+struct SynthArgs {
+  SyntheticSpec spec;
+  std::string arch = "llama", dtype = "F32", out, tokenizer_from;
+};
+
+void run_synth(const GlobalOptions& g, const SynthArgs& a) {
+  apply_global_options(g, false);
+  SyntheticSpec spec = a.spec;
+  std::map<std::string, Arch> arches = {{"llama", Arch::Llama}, {"mistral", Arch::Mistral}, {"qwen2", Arch::Qwen2}, {"opt", Arch::Opt}};
+  if (!arches.count(a.arch)) fail_input("--arch \"{}\" is not one of {}", a.arch, supported_model_types());
+  spec.arch = arches[a.arch];
+  auto dt = dtype_from_name(a.dtype);
+  if (!dt) fail_input("--dtype \"{}\" is not one of F32, F16, BF16", a.dtype);
+  spec.dtype = *dt;
+  write_synthetic_model(spec, a.out);
+  if (!a.tokenizer_from.empty()) {
+    for (const char* f : {"tokenizer.model", "tokenizer_config.json"}) {
+      const std::string src = a.tokenizer_from + "/" + f;
+      if (file_exists(src)) write_text_file_atomic(a.out + "/" + f, read_text_file(src));
+    }
+  }
+  std::printf("wrote %s (%s, %lld layers, hidden %lld)\n", a.out.c_str(), a.arch.c_str(),
+              static_cast<long long>(spec.n_layers), static_cast<long long>(spec.hidden));
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app, GlobalOptions& g) {
+  {
+    auto* cmd = app.add_subcommand("inspect", "Architecture, dimensions, parameter count, dtypes and size of a model");
+    auto path = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
+    cmd->add_option("MODEL", *path, "Hugging Face model directory")->required();
+    cmd->add_flag("--json", *json, "Print one JSON object");
+    cmd->callback([&g, path, json] { run_inspect(g, *path, *json); });
+  }
+  {
+    auto* cmd = app.add_subcommand("generate", "Generate text from a prompt (greedy by default)");
+    auto a = std::make_shared<GenerateArgs>();
+    cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
+    cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
+    cmd->add_option("-n,--max-new-tokens", a->opts.max_new_tokens, "Tokens to generate")->default_val(64)->check(CLI::PositiveNumber);
+    cmd->add_option("--temperature", a->opts.temperature, "Sampling temperature; 0 = greedy")->default_val(0.0)->check(CLI::NonNegativeNumber);
+    cmd->add_option("--seed", a->opts.seed, "Sampling seed")->default_val(0);
+    cmd->add_flag("--json", a->json, "Print one JSON object");
+    cmd->callback([&g, a] { run_generate(g, *a); });
+  }
+  {
+    auto* cmd = app.add_subcommand("bench", "Prefill and decode throughput (tokens/s) and peak memory of the FP runner");
+    auto a = std::make_shared<BenchArgs>();
+    cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
+    cmd->add_option("--prompt", a->opts.prompt_tokens, "Prompt tokens (random ids)")->default_val(128)->check(CLI::PositiveNumber);
+    cmd->add_option("--gen", a->opts.gen_tokens, "Tokens to decode")->default_val(128)->check(CLI::PositiveNumber);
+    cmd->add_option("--repeats", a->opts.repeats, "Runs; the best is reported")->default_val(3)->check(CLI::PositiveNumber);
+    cmd->add_flag("--json", a->json, "Print one JSON object");
+    cmd->callback([&g, a] { run_bench(g, *a); });
+  }
+  {
+    auto* cmd = app.add_subcommand("synth", "Write a synthetic checkpoint (random weights, real names and config keys)");
+    auto a = std::make_shared<SynthArgs>();
+    cmd->add_option("-o,--output", a->out, "Output directory")->required();
+    cmd->add_option("--arch", a->arch, "llama | mistral | qwen2 | opt")->default_val("llama");
+    cmd->add_option("--hidden", a->spec.hidden, "Hidden size")->default_val(64)->check(CLI::PositiveNumber);
+    cmd->add_option("--layers", a->spec.n_layers, "Decoder layers")->default_val(2)->check(CLI::PositiveNumber);
+    cmd->add_option("--heads", a->spec.n_heads, "Attention heads")->default_val(4)->check(CLI::PositiveNumber);
+    cmd->add_option("--kv-heads", a->spec.n_kv_heads, "Key/value heads (GQA)")->default_val(2)->check(CLI::PositiveNumber);
+    cmd->add_option("--ffn", a->spec.ffn, "MLP width")->default_val(128)->check(CLI::PositiveNumber);
+    cmd->add_option("--vocab", a->spec.vocab, "Vocabulary size")->default_val(512)->check(CLI::PositiveNumber);
+    cmd->add_option("--context", a->spec.max_positions, "Context length")->default_val(256)->check(CLI::PositiveNumber);
+    cmd->add_option("--dtype", a->dtype, "F32 | F16 | BF16")->default_val("F32");
+    cmd->add_option("--seed", a->spec.seed, "Random seed")->default_val(0);
+    cmd->add_flag("--tie", a->spec.tie_embeddings, "Tie lm_head to the embedding");
+    cmd->add_option("--tokenizer-from", a->tokenizer_from, "Copy tokenizer files from this model directory");
+    cmd->callback([&g, a] { run_synth(g, *a); });
+  }
+}
+
+}  // namespace ptq::cli

@@ -1,0 +1,24 @@
+// Subcommand registration for the ptq binary. apps/ only parses arguments and calls lib/.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace ptq::cli {
+
+struct GlobalOptions {
+  int threads = 0;  // 0: all cores
+  bool quiet = false;
+};
+
+// Applies --threads/--quiet/--json; every subcommand calls it first.
+void apply_global_options(const GlobalOptions& g, bool json);
+// Prints one JSON object on stdout.
+void print_json(const nlohmann::json& j);
+
+void add_model_commands(CLI::App& app, GlobalOptions& g);  // inspect, generate, bench, synth
+void add_eval_commands(CLI::App& app, GlobalOptions& g);   // eval ppl
+
+}  // namespace ptq::cli

@@ -1,0 +1,47 @@
+// ptq: offline post-training quantization for LLMs. Entry point: argument parsing and error mapping.
+#include <cstdio>
+#include <stdexcept>
+
+#include <c10/util/Exception.h>
+
+#include "apps/commands.h"
+#include "core/progress.h"
+
+namespace ptq::cli {
+
+void apply_global_options(const GlobalOptions& g, bool json) {
+  set_progress_enabled(!g.quiet && !json);
+  set_num_threads(g.threads);
+}
+
+void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+}  // namespace ptq::cli
+
+int main(int argc, char** argv) {
+  using namespace ptq::cli;
+  CLI::App app{"ptq: offline post-training quantization toolchain for LLMs (C++, CPU)"};
+  app.set_version_flag("--version", std::string("ptq ") + PTQ_VERSION);
+  app.require_subcommand(1);
+  GlobalOptions g;
+  app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_flag("-q,--quiet", g.quiet, "No progress output");
+  add_model_commands(app, g);
+  add_eval_commands(app, g);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    return 3;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

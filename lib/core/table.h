@@ -1,0 +1,25 @@
+// Plain-text tables for terminal reports: columns sized to their widest cell, numbers right-aligned.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ptq {
+
+class Table {
+ public:
+  explicit Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
+  void add_row(std::vector<std::string> cells) { rows_.push_back(std::move(cells)); }
+  std::string render() const;
+
+ private:
+  std::vector<std::string> headers_;
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// "13.2 MB", "1.18 GB": sizes for humans (powers of 1000, as disk vendors and HF hub pages show them).
+std::string human_bytes(double bytes);
+// "8.39M", "6.74B": parameter counts for humans.
+std::string human_count(double n);
+
+}  // namespace ptq

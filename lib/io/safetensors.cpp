@@ -1,0 +1,260 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace ptq {
+
+using nlohmann::json;
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's limit
+
+uint64_t read_u64_le(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+json parse_header(const std::string& path, const char* text, size_t len) {
+  // Duplicate names are an error; nlohmann would silently keep the last one, so watch top-level keys.
+  std::unordered_set<std::string> seen;
+  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      if (!seen.insert(key).second) fail_input("{}: duplicate tensor name \"{}\" in the header", path, key);
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, text + len, cb);
+  } catch (const json::parse_error& e) {
+    fail_input("{}: header is not valid JSON/UTF-8 ({})", path, e.what());
+  }
+}
+
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+  const size_t size = file_.size();
+  if (size < 8) fail_input("{}: file is {} bytes, too short for a safetensors header (8-byte length)", path, size);
+  const uint64_t header_len = read_u64_le(file_.data());
+  if (header_len > size - 8)
+    fail_input("{}: header length {} runs past the end of the file ({} bytes)", path, header_len, size);
+  if (header_len > kMaxHeaderBytes)
+    fail_input("{}: header length {} exceeds the {} byte limit", path, header_len, kMaxHeaderBytes);
+  json header = parse_header(path, reinterpret_cast<const char*>(file_.data() + 8), header_len);
+  if (!header.is_object()) fail_input("{}: header must be a JSON object, found {}", path, header.type_name());
+
+  buffer_ = file_.data() + 8 + header_len;
+  const uint64_t buffer_size = size - 8 - header_len;
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail_input("{}: __metadata__ must be an object of strings", path);
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string())
+          fail_input("{}: __metadata__[\"{}\"] must be a string, found {}", path, m.key(), m.value().type_name());
+        metadata_[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object()) fail_input("{}: tensor \"{}\": entry must be an object", path, name);
+    TensorInfo t;
+    t.name = name;
+    auto dt = v.find("dtype");
+    if (dt == v.end() || !dt->is_string()) fail_input("{}: tensor \"{}\": missing \"dtype\" string", path, name);
+    auto parsed = dtype_from_name(dt->get<std::string>());
+    if (!parsed)
+      fail_input("{}: tensor \"{}\": unknown dtype \"{}\" (expected one of {})", path, name, dt->get<std::string>(),
+                 dtype_names());
+    t.dtype = *parsed;
+    auto sh = v.find("shape");
+    if (sh == v.end() || !sh->is_array()) fail_input("{}: tensor \"{}\": missing \"shape\" array", path, name);
+    for (const auto& d : *sh) {
+      if (!d.is_number_unsigned())
+        fail_input("{}: tensor \"{}\": shape entries must be non-negative integers, found {}", path, name, d.dump());
+      if (d.get<uint64_t>() > uint64_t(std::numeric_limits<int32_t>::max()))
+        fail_input("{}: tensor \"{}\": shape entry {} is implausibly large", path, name, d.get<uint64_t>());
+      t.shape.push_back(d.get<int64_t>());
+    }
+    auto off = v.find("data_offsets");
+    if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+        !(*off)[1].is_number_unsigned())
+      fail_input("{}: tensor \"{}\": \"data_offsets\" must be [begin, end] non-negative integers", path, name);
+    t.begin = (*off)[0].get<uint64_t>();
+    t.end = (*off)[1].get<uint64_t>();
+    if (t.begin > t.end) fail_input("{}: tensor \"{}\": data_offsets [{}, {}] has begin > end", path, name, t.begin, t.end);
+    if (t.end > buffer_size)
+      fail_input("{}: tensor \"{}\": data_offsets [{}, {}] outside the {}-byte data buffer", path, name, t.begin,
+                 t.end, buffer_size);
+    // numel * size cannot overflow: each dim < 2^31 and the product is compared step by step.
+    unsigned __int128 expected = dtype_size(t.dtype);
+    for (int64_t d : t.shape) expected *= static_cast<uint64_t>(d);
+    if (expected != t.end - t.begin)
+      fail_input("{}: tensor \"{}\": shape {} x {} needs {} bytes, data_offsets give {}", path, name,
+                 shape_str(t.shape), dtype_name(t.dtype), static_cast<uint64_t>(expected), t.end - t.begin);
+    tensors_.push_back(std::move(t));
+  }
+
+  // The tensors must tile the buffer exactly.
+  std::vector<const TensorInfo*> by_offset;
+  for (const auto& t : tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t pos = 0;
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo* t : by_offset) {
+    if (t->begin < pos)
+      fail_input("{}: tensor \"{}\" [{}, {}] overlaps tensor \"{}\" [{}, {}]", path, t->name, t->begin, t->end,
+                 prev->name, prev->begin, prev->end);
+    if (t->begin > pos)
+      fail_input("{}: gap of {} unreferenced bytes before tensor \"{}\" at offset {}", path, t->begin - pos, t->name,
+                 pos);
+    pos = t->end;
+    prev = t;
+  }
+  if (pos != buffer_size)
+    fail_input("{}: {} trailing bytes after the last tensor (buffer is {} bytes, tensors cover {})", path,
+               buffer_size - pos, buffer_size, pos);
+
+  for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+TensorView SafetensorsFile::view(const std::string& name) const {
+  const TensorInfo* t = find(name);
+  if (t == nullptr) fail_input("{}: no tensor named \"{}\"", path(), name);
+  return TensorView{t, buffer_ + t->begin};
+}
+
+TensorArchive::TensorArchive(const std::string& path) : path_(path) {
+  auto add_file = [&](const std::string& file) {
+    files_.push_back(std::make_unique<SafetensorsFile>(file));
+    return files_.size() - 1;
+  };
+  if (!is_directory(path)) {
+    size_t idx = add_file(path);
+    for (const auto& t : files_[idx]->tensors()) where_[t.name] = idx;
+    return;
+  }
+  const std::string index_path = path + "/model.safetensors.index.json";
+  const std::string single = path + "/model.safetensors";
+  if (file_exists(index_path)) {
+    json index;
+    try {
+      index = json::parse(read_text_file(index_path));
+    } catch (const json::parse_error& e) {
+      fail_input("{}: not valid JSON ({})", index_path, e.what());
+    }
+    if (!index.contains("weight_map") || !index["weight_map"].is_object())
+      fail_input("{}: missing \"weight_map\" object", index_path);
+    std::map<std::string, size_t> shard_index;
+    for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) fail_input("{}: weight_map[\"{}\"] must be a file name", index_path, it.key());
+      const std::string shard = it.value().get<std::string>();
+      if (shard.find('/') != std::string::npos || shard == "..")
+        fail_input("{}: weight_map[\"{}\"] = \"{}\" must be a file in the same directory", index_path, it.key(), shard);
+      auto s = shard_index.find(shard);
+      size_t idx = s != shard_index.end() ? s->second : (shard_index[shard] = add_file(path + "/" + shard));
+      if (files_[idx]->find(it.key()) == nullptr)
+        fail_input("{}: weight_map names \"{}\" in {}, which does not contain it", index_path, it.key(), shard);
+      where_[it.key()] = idx;
+    }
+  } else if (file_exists(single)) {
+    size_t idx = add_file(single);
+    for (const auto& t : files_[idx]->tensors()) where_[t.name] = idx;
+  } else {
+    fail_input("{}: no model.safetensors or model.safetensors.index.json in this directory", path);
+  }
+}
+
+TensorView TensorArchive::view(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail_input("{}: checkpoint has no tensor \"{}\"", path_, name);
+  return files_[it->second]->view(name);
+}
+
+std::vector<std::string> TensorArchive::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : where_) out.push_back(kv.first);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uint64_t TensorArchive::total_file_bytes() const {
+  uint64_t n = 0;
+  for (const auto& f : files_) n += f->file_size();
+  return n;
+}
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+                            size_t nbytes) {
+  if (name == "__metadata__" || name.empty()) fail_input("safetensors writer: invalid tensor name \"{}\"", name);
+  if (names_.count(name)) fail_input("safetensors writer: tensor \"{}\" added twice", name);
+  size_t expected = dtype_size(dtype);
+  for (int64_t d : shape) {
+    if (d < 0) fail_input("safetensors writer: tensor \"{}\" has negative dimension in {}", name, shape_str(shape));
+    expected *= static_cast<size_t>(d);
+  }
+  if (expected != nbytes)
+    fail_input("safetensors writer: tensor \"{}\" {} x {} needs {} bytes, got {}", name, shape_str(shape),
+               dtype_name(dtype), expected, nbytes);
+  Entry e{name, dtype, shape, {}};
+  e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
+  names_[name] = entries_.size();
+  entries_.push_back(std::move(e));
+}
+
+void SafetensorsWriter::add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  add(name, DType::F32, shape, data, static_cast<size_t>(n) * 4);
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& e : entries_) {
+    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
+    offset += e.bytes.size();
+  }
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text += ' ';  // keep the buffer 8-byte aligned
+  write_file_atomic(path, [&](std::FILE* f) {
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
+    bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    for (const auto& e : entries_) ok = ok && std::fwrite(e.bytes.data(), 1, e.bytes.size(), f) == e.bytes.size();
+    if (!ok) fail_io("write to {} failed", path);
+  });
+}
+
+}  // namespace ptq

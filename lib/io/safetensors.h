@@ -1,0 +1,109 @@
+// safetensors: a validating reader over a memory map (single file or sharded directory) and an atomic writer.
+//
+// Layout (little-endian): u64 N, then N bytes of UTF-8 JSON
+//   {"name": {"dtype": "F16", "shape": [d0, d1, ...], "data_offsets": [begin, end]}, ...,
+//    "__metadata__": {"key": "string value", ...}}
+// then the byte buffer; offsets are relative to the buffer start. The reader requires the tensors to
+// tile the buffer exactly (sorted by offset, no gap, no overlap, nothing left over), as the reference
+// Rust implementation does.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/file.h"
+#include "io/dtype.h"
+
+namespace ptq {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte offsets inside the data buffer
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(end - begin); }
+};
+
+// A tensor's bytes inside a mapped file; valid while the file that produced it is alive.
+struct TensorView {
+  const TensorInfo* info = nullptr;
+  const uint8_t* data = nullptr;
+  const std::string& name() const { return info->name; }
+  DType dtype() const { return info->dtype; }
+  const std::vector<int64_t>& shape() const { return info->shape; }
+  int64_t numel() const { return info->numel(); }
+  size_t nbytes() const { return info->nbytes(); }
+};
+
+std::string shape_str(const std::vector<int64_t>& shape);
+
+class SafetensorsFile {
+ public:
+  // Maps and validates `path`; throws std::invalid_argument naming the file (and tensor) on any defect.
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return file_.path(); }
+  size_t file_size() const { return file_.size(); }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorInfo* find(const std::string& name) const;
+  // Throws std::invalid_argument naming the file when the tensor is absent.
+  TensorView view(const std::string& name) const;
+
+ private:
+  MappedFile file_;
+  const uint8_t* buffer_ = nullptr;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a model directory: `model.safetensors`, or the shards named by
+// `model.safetensors.index.json` ("weight_map": tensor name -> shard file). A path to a single
+// .safetensors file also works.
+class TensorArchive {
+ public:
+  explicit TensorArchive(const std::string& path);
+
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  TensorView view(const std::string& name) const;
+  std::vector<std::string> names() const;  // sorted
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+  uint64_t total_file_bytes() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::unordered_map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+// Collects tensors and metadata, then writes one safetensors file atomically (temp + rename).
+// Tensor data is copied on add(), so callers may free their buffers.
+class SafetensorsWriter {
+ public:
+  void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+           size_t nbytes);
+  void add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data);
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  size_t size() const { return entries_.size(); }
+  void write(const std::string& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Entry> entries_;
+  std::unordered_map<std::string, size_t> names_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace ptq

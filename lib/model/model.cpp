@@ -1,0 +1,282 @@
+#include "model/model.h"
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+
+namespace ptq {
+
+namespace {
+
+const char* linear_field(const ArchTraits& t, LinearId id) {
+  switch (id) {
+    case LinearId::Q: return t.q_proj;
+    case LinearId::K: return t.k_proj;
+    case LinearId::V: return t.v_proj;
+    case LinearId::O: return t.o_proj;
+    case LinearId::Gate: return t.gate_proj;
+    case LinearId::Up: return t.up_proj;
+    case LinearId::Down: return t.down_proj;
+  }
+  return "";
+}
+
+at::Tensor linear(const Linear& l, const at::Tensor& x) {
+  return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::matmul(x, l.weight.t());
+}
+
+at::Tensor apply_norm(const ModelConfig& cfg, const Norm& n, const at::Tensor& x) {
+  if (cfg.norm == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, n.weight, n.bias, cfg.norm_eps);
+  at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
+  return x * at::rsqrt(var + cfg.norm_eps) * n.weight;
+}
+
+// HF rotate-half RoPE: x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1).
+at::Tensor apply_rope(const at::Tensor& x, const ForwardContext& ctx) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return x * ctx.cos + at::cat({-x2, x1}, -1) * ctx.sin;
+}
+
+at::Tensor activation(const ModelConfig& cfg, const at::Tensor& x) {
+  switch (cfg.act) {
+    case Activation::SiLU: return at::silu(x);
+    case Activation::ReLU: return at::relu(x);
+    case Activation::GELU: return at::gelu(x);
+  }
+  return x;
+}
+
+void expect_shape(const std::string& name, const at::Tensor& t, std::vector<int64_t> shape) {
+  if (t.sizes().vec() != shape)
+    fail_input("tensor \"{}\" has shape {}, expected {} from config.json", name, shape_str(t.sizes().vec()),
+               shape_str(shape));
+}
+
+}  // namespace
+
+const char* linear_module_name(const ModelConfig& cfg, LinearId id) { return linear_field(cfg.traits(), id); }
+
+at::Tensor to_float_tensor(const TensorView& view) {
+  at::ScalarType st;
+  switch (view.dtype()) {
+    case DType::F32: st = at::kFloat; break;
+    case DType::F16: st = at::kHalf; break;
+    case DType::BF16: st = at::kBFloat16; break;
+    default:
+      fail_input("tensor \"{}\" has dtype {}, expected F32, F16 or BF16 for a floating-point weight", view.name(),
+                 dtype_name(view.dtype()));
+  }
+  at::Tensor src = at::from_blob(const_cast<uint8_t*>(view.data), view.shape(), at::TensorOptions().dtype(st));
+  return st == at::kFloat ? src.clone() : src.to(at::kFloat);
+}
+
+ForwardContext make_forward_context(const ModelConfig& cfg, int64_t pos0, int64_t n_new) {
+  ForwardContext ctx;
+  ctx.pos0 = pos0;
+  ctx.n_new = n_new;
+  const int64_t total = pos0 + n_new;
+  if (cfg.use_rope) {
+    // Angles in double, then fp32 tables: positions up to the context length stay exact.
+    const int64_t hd = cfg.head_dim, half = hd / 2;
+    at::Tensor inv_freq = at::empty({half}, at::kDouble);
+    auto* f = inv_freq.data_ptr<double>();
+    for (int64_t i = 0; i < half; ++i) f[i] = 1.0 / std::pow(cfg.rope_theta, double(2 * i) / double(hd));
+    at::Tensor pos = at::arange(pos0, total, at::kDouble);
+    at::Tensor ang = at::outer(pos, inv_freq);
+    ang = at::cat({ang, ang}, -1);
+    ctx.cos = ang.cos().to(at::kFloat);
+    ctx.sin = ang.sin().to(at::kFloat);
+  }
+  at::Tensor q_pos = at::arange(pos0, total, at::kLong).unsqueeze(1);
+  at::Tensor k_pos = at::arange(0, total, at::kLong).unsqueeze(0);
+  at::Tensor blocked = k_pos > q_pos;
+  if (cfg.sliding_window > 0) blocked = blocked | (q_pos - k_pos >= cfg.sliding_window);
+  ctx.mask = at::zeros({n_new, total}, at::kFloat).masked_fill(blocked, -std::numeric_limits<float>::infinity());
+  return ctx;
+}
+
+at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_t layer, const at::Tensor& h,
+                                 const ForwardContext& ctx, KVCache* cache, const LinearInputHook* hook) {
+  const int64_t B = h.size(0), T = h.size(1);
+  const int64_t H = cfg.n_heads, Hkv = cfg.n_kv_heads, hd = cfg.head_dim, rep = cfg.n_rep();
+  auto run = [&](LinearId id, const at::Tensor& x) {
+    if (hook != nullptr) (*hook)(layer, id, x);
+    return linear(w[id], x);
+  };
+
+  // Attention block.
+  at::Tensor x = cfg.pre_norm ? apply_norm(cfg, w.attn_norm, h) : h;
+  at::Tensor q = run(LinearId::Q, x).view({B, T, H, hd}).transpose(1, 2);
+  at::Tensor k = run(LinearId::K, x).view({B, T, Hkv, hd}).transpose(1, 2);
+  at::Tensor v = run(LinearId::V, x).view({B, T, Hkv, hd}).transpose(1, 2);
+  if (cfg.use_rope) {
+    q = apply_rope(q, ctx);
+    k = apply_rope(k, ctx);
+  }
+  int64_t L = T;
+  if (cache != nullptr) {
+    if (ctx.pos0 + T > cache->capacity)
+      fail_input("KV cache holds {} positions; {} + {} tokens do not fit", cache->capacity, ctx.pos0, T);
+    cache->k[layer].narrow(2, ctx.pos0, T).copy_(k);
+    cache->v[layer].narrow(2, ctx.pos0, T).copy_(v);
+    L = ctx.pos0 + T;
+    k = cache->k[layer].narrow(2, 0, L);
+    v = cache->v[layer].narrow(2, 0, L);
+  }
+  // GQA without copying keys: the rep query heads of one kv head are stacked along the token axis.
+  at::Tensor qg = q.reshape({B, Hkv, rep * T, hd});
+  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(double(hd)));
+  scores = scores.view({B, Hkv, rep, T, L}).add_(ctx.mask).softmax(-1).view({B, Hkv, rep * T, L});
+  at::Tensor attn = at::matmul(scores, v).view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
+  at::Tensor out = h + run(LinearId::O, attn);
+  if (!cfg.pre_norm) out = apply_norm(cfg, w.attn_norm, out);
+
+  // MLP block.
+  x = cfg.pre_norm ? apply_norm(cfg, w.mlp_norm, out) : out;
+  at::Tensor mid = cfg.gated_mlp ? activation(cfg, run(LinearId::Gate, x)) * run(LinearId::Up, x)
+                                 : activation(cfg, run(LinearId::Up, x));
+  out = out + run(LinearId::Down, mid);
+  if (!cfg.pre_norm) out = apply_norm(cfg, w.mlp_norm, out);
+  return out;
+}
+
+Model::Model(const std::string& dir) : dir_(dir), cfg_(load_model_config(dir)) {
+  archive_ = std::make_unique<TensorArchive>(dir);
+  const ArchTraits& t = cfg_.traits();
+  const std::string pfx_embed = t.embed;
+  embed_ = load(pfx_embed + ".weight");
+  expect_shape(pfx_embed + ".weight", embed_, {cfg_.vocab, cfg_.embed_dim});
+  if (*t.pos_embed) {
+    pos_embed_ = load(std::string(t.pos_embed) + ".weight");
+    if (pos_embed_.size(0) < cfg_.max_positions + cfg_.pos_offset || pos_embed_.size(1) != cfg_.hidden)
+      fail_input("tensor \"{}.weight\" has shape {}, expected [{}, {}]", t.pos_embed, shape_str(pos_embed_.sizes().vec()),
+                 cfg_.max_positions + cfg_.pos_offset, cfg_.hidden);
+  }
+  if (cfg_.embed_dim != cfg_.hidden) {
+    project_in_ = load(std::string(t.project_in) + ".weight");
+    project_out_ = load(std::string(t.project_out) + ".weight");
+    expect_shape(std::string(t.project_in) + ".weight", project_in_, {cfg_.hidden, cfg_.embed_dim});
+    expect_shape(std::string(t.project_out) + ".weight", project_out_, {cfg_.embed_dim, cfg_.hidden});
+  }
+  if (cfg_.final_norm) {
+    final_norm_.weight = load(std::string(t.final_norm) + ".weight");
+    expect_shape(std::string(t.final_norm) + ".weight", final_norm_.weight, {cfg_.hidden});
+    if (cfg_.norm == NormKind::LayerNorm) final_norm_.bias = load(std::string(t.final_norm) + ".bias");
+  }
+  const std::string head_name = std::string(t.lm_head) + ".weight";
+  if (cfg_.tie_embeddings && !archive_->contains(head_name)) {
+    lm_head_ = embed_;
+  } else {
+    lm_head_ = load(head_name);
+    expect_shape(head_name, lm_head_, {cfg_.vocab, cfg_.embed_dim});
+  }
+  layers_.resize(cfg_.n_layers);
+}
+
+Model::~Model() = default;
+
+at::Tensor Model::load(const std::string& name) const { return to_float_tensor(archive_->view(name)); }
+
+at::Tensor Model::load_optional(const std::string& name) const {
+  return archive_->contains(name) ? load(name) : at::Tensor();
+}
+
+LayerWeights Model::load_layer(int64_t i) const {
+  if (i < 0 || i >= cfg_.n_layers) fail_input("layer {} out of range (model has {})", i, cfg_.n_layers);
+  const ArchTraits& t = cfg_.traits();
+  LayerWeights w;
+  auto load_norm = [&](const char* module, Norm& n) {
+    n.weight = load(cfg_.layer_tensor(i, module, "weight"));
+    expect_shape(cfg_.layer_tensor(i, module, "weight"), n.weight, {cfg_.hidden});
+    if (cfg_.norm == NormKind::LayerNorm) n.bias = load(cfg_.layer_tensor(i, module, "bias"));
+  };
+  load_norm(t.attn_norm, w.attn_norm);
+  load_norm(t.mlp_norm, w.mlp_norm);
+  const int64_t q_out = cfg_.n_heads * cfg_.head_dim, kv_out = cfg_.n_kv_heads * cfg_.head_dim;
+  struct Expect {
+    LinearId id;
+    int64_t out, in;
+    bool bias;
+  };
+  const Expect expects[] = {
+      {LinearId::Q, q_out, cfg_.hidden, cfg_.qkv_bias},  {LinearId::K, kv_out, cfg_.hidden, cfg_.qkv_bias},
+      {LinearId::V, kv_out, cfg_.hidden, cfg_.qkv_bias}, {LinearId::O, cfg_.hidden, q_out, cfg_.o_bias},
+      {LinearId::Gate, cfg_.ffn, cfg_.hidden, cfg_.mlp_bias}, {LinearId::Up, cfg_.ffn, cfg_.hidden, cfg_.mlp_bias},
+      {LinearId::Down, cfg_.hidden, cfg_.ffn, cfg_.mlp_bias},
+  };
+  for (const Expect& e : expects) {
+    const char* module = linear_field(t, e.id);
+    if (*module == '\0') continue;
+    Linear& l = w[e.id];
+    const std::string wname = cfg_.layer_tensor(i, module, "weight");
+    l.weight = load(wname);
+    expect_shape(wname, l.weight, {e.out, e.in});
+    const std::string bname = cfg_.layer_tensor(i, module, "bias");
+    l.bias = e.bias ? load(bname) : load_optional(bname);
+    if (l.bias.defined()) expect_shape(bname, l.bias, {e.out});
+  }
+  return w;
+}
+
+const LayerWeights& Model::layer(int64_t i) {
+  if (i < 0 || i >= cfg_.n_layers) fail_input("layer {} out of range (model has {})", i, cfg_.n_layers);
+  if (!layers_[i]) layers_[i] = load_layer(i);
+  return *layers_[i];
+}
+
+void Model::release_layer(int64_t i) { layers_.at(i).reset(); }
+
+at::Tensor Model::embed(const at::Tensor& ids, int64_t pos0) const {
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= cfg_.vocab) fail_input("token id {} outside the vocabulary [0, {})", lo < 0 ? lo : hi, cfg_.vocab);
+  }
+  at::Tensor h = at::embedding(embed_, ids);
+  if (project_in_.defined()) h = at::matmul(h, project_in_.t());
+  if (pos_embed_.defined()) {
+    const int64_t T = ids.size(1);
+    if (pos0 + T > cfg_.max_positions)
+      fail_input("{} positions exceed the model's learned {} positions", pos0 + T, cfg_.max_positions);
+    h = h + pos_embed_.narrow(0, pos0 + cfg_.pos_offset, T);
+  }
+  return h;
+}
+
+at::Tensor Model::head(const at::Tensor& h) const {
+  at::Tensor x = cfg_.final_norm ? apply_norm(cfg_, final_norm_, h) : h;
+  if (project_out_.defined()) x = at::matmul(x, project_out_.t());
+  return at::matmul(x, lm_head_.t());
+}
+
+at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook) {
+  if (ids.dim() != 2) fail_input("forward expects token ids [batch, tokens], got {} dims", ids.dim());
+  const int64_t pos0 = cache != nullptr ? cache->length : 0;
+  const int64_t T = ids.size(1);
+  ForwardContext ctx = make_forward_context(cfg_, pos0, T);
+  at::Tensor h = embed(ids, pos0);
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) h = decoder_layer_forward(cfg_, layer(i), i, h, ctx, cache, hook);
+  if (cache != nullptr) cache->length = pos0 + T;
+  return head(h);
+}
+
+KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  c.capacity = capacity;
+  for (int64_t i = 0; i < cfg_.n_layers; ++i) {
+    c.k.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, at::kFloat));
+    c.v.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, at::kFloat));
+  }
+  return c;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& name : archive_->names()) n += archive_->view(name).numel();
+  return n;
+}
+
+}  // namespace ptq
