@@ -64,10 +64,10 @@ void add_eval_commands(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("MODEL", a->models, "One or more model directories")->required();
   cmd->add_option("--data", a->data, "Text file to evaluate on")->required()->check(CLI::ExistingFile);
   cmd->add_option("--seqlen", a->opts.seqlen, "Window length in tokens (default: min(2048, model context))")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--max-windows", a->opts.max_windows, "Evaluate only the first K windows (default: all)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", a->opts.batch, "Windows per forward pass")->default_val(8)->check(CLI::PositiveNumber);
+      ->check(kNonNegative);
+  cmd->add_option("--batch", a->opts.batch, "Windows per forward pass")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object: {\"results\": [...]}");
   cmd->callback([&g, a] { run_ppl(g, *a); });
 }

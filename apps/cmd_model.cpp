@@ -167,8 +167,8 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     auto a = std::make_shared<GenerateArgs>();
     cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
     cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
-    cmd->add_option("-n,--max-new-tokens", a->opts.max_new_tokens, "Tokens to generate")->default_val(64)->check(CLI::PositiveNumber);
-    cmd->add_option("--temperature", a->opts.temperature, "Sampling temperature; 0 = greedy")->default_val(0.0)->check(CLI::NonNegativeNumber);
+    cmd->add_option("-n,--max-new-tokens", a->opts.max_new_tokens, "Tokens to generate")->default_val(64)->check(kPositive);
+    cmd->add_option("--temperature", a->opts.temperature, "Sampling temperature; 0 = greedy")->default_val(0.0)->check(kNonNegative);
     cmd->add_option("--seed", a->opts.seed, "Sampling seed")->default_val(0);
     cmd->add_flag("--json", a->json, "Print one JSON object");
     cmd->callback([&g, a] { run_generate(g, *a); });
@@ -177,9 +177,9 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     auto* cmd = app.add_subcommand("bench", "Prefill and decode throughput (tokens/s) and peak memory of the FP runner");
     auto a = std::make_shared<BenchArgs>();
     cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
-    cmd->add_option("--prompt", a->opts.prompt_tokens, "Prompt tokens (random ids)")->default_val(128)->check(CLI::PositiveNumber);
-    cmd->add_option("--gen", a->opts.gen_tokens, "Tokens to decode")->default_val(128)->check(CLI::PositiveNumber);
-    cmd->add_option("--repeats", a->opts.repeats, "Runs; the best is reported")->default_val(3)->check(CLI::PositiveNumber);
+    cmd->add_option("--prompt", a->opts.prompt_tokens, "Prompt tokens (random ids)")->default_val(128)->check(kPositive);
+    cmd->add_option("--gen", a->opts.gen_tokens, "Tokens to decode")->default_val(128)->check(kPositive);
+    cmd->add_option("--repeats", a->opts.repeats, "Runs; the best is reported")->default_val(3)->check(kPositive);
     cmd->add_flag("--json", a->json, "Print one JSON object");
     cmd->callback([&g, a] { run_bench(g, *a); });
   }
@@ -188,13 +188,13 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     auto a = std::make_shared<SynthArgs>();
     cmd->add_option("-o,--output", a->out, "Output directory")->required();
     cmd->add_option("--arch", a->arch, "llama | mistral | qwen2 | opt")->default_val("llama");
-    cmd->add_option("--hidden", a->spec.hidden, "Hidden size")->default_val(64)->check(CLI::PositiveNumber);
-    cmd->add_option("--layers", a->spec.n_layers, "Decoder layers")->default_val(2)->check(CLI::PositiveNumber);
-    cmd->add_option("--heads", a->spec.n_heads, "Attention heads")->default_val(4)->check(CLI::PositiveNumber);
-    cmd->add_option("--kv-heads", a->spec.n_kv_heads, "Key/value heads (GQA)")->default_val(2)->check(CLI::PositiveNumber);
-    cmd->add_option("--ffn", a->spec.ffn, "MLP width")->default_val(128)->check(CLI::PositiveNumber);
-    cmd->add_option("--vocab", a->spec.vocab, "Vocabulary size")->default_val(512)->check(CLI::PositiveNumber);
-    cmd->add_option("--context", a->spec.max_positions, "Context length")->default_val(256)->check(CLI::PositiveNumber);
+    cmd->add_option("--hidden", a->spec.hidden, "Hidden size")->default_val(64)->check(kPositive);
+    cmd->add_option("--layers", a->spec.n_layers, "Decoder layers")->default_val(2)->check(kPositive);
+    cmd->add_option("--heads", a->spec.n_heads, "Attention heads")->default_val(4)->check(kPositive);
+    cmd->add_option("--kv-heads", a->spec.n_kv_heads, "Key/value heads (GQA)")->default_val(2)->check(kPositive);
+    cmd->add_option("--ffn", a->spec.ffn, "MLP width")->default_val(128)->check(kPositive);
+    cmd->add_option("--vocab", a->spec.vocab, "Vocabulary size")->default_val(512)->check(kPositive);
+    cmd->add_option("--context", a->spec.max_positions, "Context length")->default_val(256)->check(kPositive);
     cmd->add_option("--dtype", a->dtype, "F32 | F16 | BF16")->default_val("F32");
     cmd->add_option("--seed", a->spec.seed, "Random seed")->default_val(0);
     cmd->add_flag("--tie", a->spec.tie_embeddings, "Tie lm_head to the embedding");

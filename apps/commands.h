@@ -15,6 +15,9 @@ struct GlobalOptions {
 
 // Applies --threads/--quiet/--json; every subcommand calls it first.
 void apply_global_options(const GlobalOptions& g, bool json);
+// Numeric flag checks with short messages (CLI11's own print the whole double range).
+extern const CLI::Validator kNonNegative;  // >= 0
+extern const CLI::Validator kPositive;     // >= 1
 // Prints one JSON object on stdout.
 void print_json(const nlohmann::json& j);
 

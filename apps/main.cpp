@@ -1,5 +1,6 @@
 // ptq: offline post-training quantization for LLMs. Entry point: argument parsing and error mapping.
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 
 #include <c10/util/Exception.h>
@@ -16,6 +17,22 @@ void apply_global_options(const GlobalOptions& g, bool json) {
 
 void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
 
+namespace {
+CLI::Validator number_at_least(double lo, const char* what) {
+  return CLI::Validator(
+      [lo, what](std::string& s) -> std::string {
+        char* end = nullptr;
+        double v = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !(v >= lo)) return std::string("must be ") + what + ", got " + s;
+        return {};
+      },
+      what);
+}
+}  // namespace
+
+const CLI::Validator kNonNegative = number_at_least(0, "a number >= 0");
+const CLI::Validator kPositive = number_at_least(1, "a number >= 1");
+
 }  // namespace ptq::cli
 
 int main(int argc, char** argv) {
@@ -24,15 +41,21 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("ptq ") + PTQ_VERSION);
   app.require_subcommand(1);
   GlobalOptions g;
-  app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(kNonNegative);
   app.add_flag("-q,--quiet", g.quiet, "No progress output");
   add_model_commands(app, g);
   add_eval_commands(app, g);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    return 2;
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -44,7 +44,10 @@ std::string synthetic_config_json(const SyntheticSpec& s) {
     j["rope_theta"] = 10000.0;
     j["hidden_act"] = "silu";
     if (s.arch == Arch::Llama) j["attention_bias"] = false;
-    if (s.arch == Arch::Mistral) j["sliding_window"] = nullptr;
+    if (s.arch == Arch::Mistral) {
+      if (s.sliding_window > 0) j["sliding_window"] = s.sliding_window;
+      else j["sliding_window"] = nullptr;
+    }
     if (s.arch == Arch::Qwen2) j["use_sliding_window"] = false;
   }
   return j.dump(2) + "\n";

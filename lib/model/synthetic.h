@@ -15,7 +15,8 @@ struct SyntheticSpec {
   Arch arch = Arch::Llama;
   int64_t hidden = 64, n_layers = 2, n_heads = 4, n_kv_heads = 2, ffn = 128, vocab = 512, max_positions = 256;
   bool tie_embeddings = false;
-  bool opt_pre_norm = true;  // OPT do_layer_norm_before
+  bool opt_pre_norm = true;    // OPT do_layer_norm_before
+  int64_t sliding_window = 0;  // Mistral; 0 = none
   DType dtype = DType::F32;  // F32, F16 or BF16
   uint64_t seed = 0;
 };

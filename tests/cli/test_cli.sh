@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# CLI behaviour a user sees: --help everywhere, JSON output, and a one-line error with a non-zero exit
+# for bad paths, flags and models. Usage: test_cli.sh PTQ_BINARY REPO_ROOT
+set -u
+ptq=$1
+root=$2
+model="$root/data/models/stories260K"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect_fail NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one line on stderr containing the substring.
+expect_fail() {
+  local name=$1 want=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [[ $rc -eq 0 ]]; then bad "$name: exit 0"; return; fi
+  if [[ $rc -ge 128 ]]; then bad "$name: crashed (rc $rc)"; return; fi
+  if ! grep -qF -- "$want" "$tmp/err"; then bad "$name: stderr lacks '$want': $(cat "$tmp/err")"; return; fi
+  if [[ $(grep -c . "$tmp/err") -ne 1 ]]; then bad "$name: error is not one line: $(cat "$tmp/err")"; return; fi
+  ok
+}
+
+expect_ok() {
+  local name=$1
+  shift
+  if "$@" >"$tmp/out" 2>"$tmp/err"; then ok; else bad "$name: rc $? $(cat "$tmp/err")"; fi
+}
+
+for sub in "" inspect generate bench synth "eval" "eval ppl"; do
+  # shellcheck disable=SC2086
+  expect_ok "help $sub" "$ptq" $sub --help
+done
+grep -q -- "--max-windows" <("$ptq" eval ppl --help) && ok || bad "eval ppl --help lacks --max-windows"
+
+expect_fail "missing model dir" "no config.json" "$ptq" inspect "$tmp/nope"
+expect_fail "unknown flag" "--bogus" "$ptq" inspect "$model" --bogus
+expect_fail "missing data file" "--data" "$ptq" eval ppl "$model" --data "$tmp/none.txt"
+expect_fail "negative seqlen" "--seqlen" "$ptq" eval ppl "$model" --data "$root/data/tinystories-valid.txt" --seqlen -3
+expect_fail "seqlen past context" "exceeds the model's context length" \
+  "$ptq" eval ppl "$model" --data "$root/data/tinystories-valid.txt" --seqlen 4096
+expect_fail "no subcommand" "subcommand" "$ptq"
+
+mkdir -p "$tmp/gptneox"
+cp "$model"/* "$tmp/gptneox/"
+sed -i 's/"llama"/"gpt_neox"/' "$tmp/gptneox/config.json"
+expect_fail "unknown model type" "\"gpt_neox\" is not supported" "$ptq" inspect "$tmp/gptneox"
+
+mkdir -p "$tmp/trunc"
+cp "$model"/* "$tmp/trunc/"
+head -c 100000 "$model/model.safetensors" >"$tmp/trunc/model.safetensors"
+expect_fail "truncated safetensors" "model.safetensors" "$ptq" eval ppl "$tmp/trunc" --data "$root/data/tinystories-valid.txt"
+
+expect_ok "inspect --json" "$ptq" inspect "$model" --json
+grep -q '"parameters": 292800' "$tmp/out" && ok || bad "inspect --json lacks the parameter count"
+expect_ok "eval ppl --json" "$ptq" eval ppl "$model" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2 --json
+grep -q '"windows": 2' "$tmp/out" && grep -q '"data_sha256"' "$tmp/out" && ok || bad "eval ppl --json fields"
+expect_ok "generate --json" "$ptq" generate "$model" --prompt "Once upon a time" -n 8 --json
+expect_ok "bench --json" "$ptq" bench "$model" --prompt 16 --gen 8 --repeats 1 --json
+grep -q '"decode_tok_s"' "$tmp/out" && grep -q '"peak_rss_mb"' "$tmp/out" && ok || bad "bench --json fields"
+expect_ok "synth" "$ptq" synth -o "$tmp/synth" --arch qwen2 --dtype BF16 --tokenizer-from "$model"
+expect_ok "inspect synth" "$ptq" inspect "$tmp/synth"
+grep -q "qwen2" "$tmp/out" && ok || bad "inspect synth architecture"
+
+echo "cli: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]

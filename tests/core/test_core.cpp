@@ -1,0 +1,99 @@
+// lib/core: sha256 against published vectors, fp16/bf16 conversions, atomic writes, tables.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <dirent.h>
+#include <stdexcept>
+
+#include "core/file.h"
+#include "core/half.h"
+#include "core/table.h"
+#include "tests/test_paths.h"
+
+using namespace ptq;
+
+TEST_CASE("sha256 matches the FIPS 180-2 test vectors", "[core]") {
+  CHECK(sha256_hex("", 0) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256_hex("abc", 3) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  CHECK(sha256_hex(two_blocks.data(), two_blocks.size()) ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string million(1000000, 'a');
+  CHECK(sha256_hex(million.data(), million.size()) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("fp16 conversion: known encodings and round half to even", "[core]") {
+  CHECK(f32_to_fp16(1.0f) == 0x3C00);
+  CHECK(f32_to_fp16(-2.0f) == 0xC000);
+  CHECK(f32_to_fp16(65504.0f) == 0x7BFF);           // largest finite
+  CHECK(f32_to_fp16(65520.0f) == 0x7C00);           // halfway to 65536 rounds to inf
+  CHECK(f32_to_fp16(std::ldexp(1.0f, -24)) == 0x0001);  // smallest subnormal
+  CHECK(f32_to_fp16(std::ldexp(1.0f, -26)) == 0x0000);  // below half of it: zero
+  CHECK(f32_to_fp16(1.0f + std::ldexp(1.0f, -11)) == 0x3C00);      // tie -> even mantissa
+  CHECK(f32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3C02);  // tie -> even mantissa (up)
+  CHECK(f32_to_fp16(1.0f / 3.0f) == 0x3555);
+  CHECK(std::isnan(fp16_to_f32(f32_to_fp16(NAN))));
+  CHECK(fp16_to_f32(0x3555) == Approx(0.333251953125).epsilon(0));
+}
+
+TEST_CASE("fp16: every finite half survives half -> float -> half", "[core]") {
+  int mismatches = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    if ((h & 0x7C00) == 0x7C00) continue;  // inf/NaN
+    if (f32_to_fp16(fp16_to_f32(static_cast<uint16_t>(h))) != h) ++mismatches;
+  }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("bf16 conversion rounds to nearest even", "[core]") {
+  CHECK(f32_to_bf16(1.0f) == 0x3F80);
+  CHECK(bf16_to_f32(0x3F80) == 1.0f);
+  // 1 + 2^-8 lies exactly between bf16 neighbours 1 and 1 + 2^-7: ties to even (1.0).
+  CHECK(f32_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 0x3F80);
+  CHECK(f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)) == 0x3F82);
+}
+
+namespace {
+int count_entries(const std::string& dir) {
+  int n = 0;
+  DIR* d = opendir(dir.c_str());
+  while (dirent* e = readdir(d))
+    if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") ++n;
+  closedir(d);
+  return n;
+}
+}  // namespace
+
+TEST_CASE("write_file_atomic leaves the old file intact when the writer fails", "[core]") {
+  const std::string dir = test::make_temp_dir("atomic");
+  const std::string path = dir + "/out.txt";
+  write_text_file_atomic(path, "first");
+  CHECK(read_text_file(path) == "first");
+  CHECK_THROWS_AS(write_file_atomic(path,
+                                    [](std::FILE* f) {
+                                      std::fputs("partial", f);
+                                      throw std::runtime_error("writer failed");
+                                    }),
+                  std::runtime_error);
+  CHECK(read_text_file(path) == "first");
+  CHECK(count_entries(dir) == 1);  // no temporary left behind
+  write_text_file_atomic(path, "second");
+  CHECK(read_text_file(path) == "second");
+}
+
+TEST_CASE("MappedFile reports missing files by name", "[core]") {
+  try {
+    MappedFile f("/nonexistent/file.bin");
+    FAIL("expected an error");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find("/nonexistent/file.bin") != std::string::npos);
+  }
+}
+
+TEST_CASE("Table aligns columns and right-aligns numbers", "[core]") {
+  Table t({"name", "value"});
+  t.add_row({"a", "1.5"});
+  t.add_row({"longer", "10"});
+  CHECK(t.render() == "name    value\n------  -----\na         1.5\nlonger     10\n");
+}

@@ -1,0 +1,170 @@
+// lib/io safetensors: round trips, sharded archives, and one precise error per malformed-file case.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "core/file.h"
+#include "io/safetensors.h"
+#include "tests/test_paths.h"
+
+using namespace ptq;
+
+namespace {
+
+// A raw file: 8-byte little-endian header length, the header text, then `buffer`.
+std::string raw_file(const std::string& header, const std::string& buffer, int64_t len_override = -1) {
+  uint64_t len = len_override >= 0 ? static_cast<uint64_t>(len_override) : header.size();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((len >> (8 * i)) & 0xff);
+  return out + header + buffer;
+}
+
+std::string write_raw(const std::string& dir, const std::string& name, const std::string& bytes) {
+  const std::string path = dir + "/" + name;
+  write_text_file_atomic(path, bytes);
+  return path;
+}
+
+// Opens `bytes` as a safetensors file and returns the error message (empty if it opened).
+std::string open_error(const std::string& bytes) {
+  static const std::string dir = test::make_temp_dir("st-bad");
+  const std::string path = write_raw(dir, "bad.safetensors", bytes);
+  try {
+    SafetensorsFile f(path);
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find(path) != std::string::npos);  // every message names the file
+    return msg;
+  }
+  return "";
+}
+
+const std::string kTwoF32 = std::string(8, '\0');  // 2 float zeros
+
+}  // namespace
+
+TEST_CASE("safetensors writer/reader round trip", "[io]") {
+  const std::string dir = test::make_temp_dir("st-rt");
+  const float a[6] = {1, -2, 3.5f, 0, 1e-30f, 65504};
+  const int32_t b[3] = {7, -8, 1 << 30};
+  const uint16_t c[2] = {0x3C00, 0xC000};
+  SafetensorsWriter w;
+  w.add_f32("model.a", {2, 3}, a);
+  w.add("model.b", DType::I32, {3}, b, sizeof(b));
+  w.add("model.c", DType::F16, {1, 2}, c, sizeof(c));
+  w.add("empty", DType::F32, {0, 4}, nullptr, 0);
+  w.set_metadata("format", "pt");
+  w.write(dir + "/m.safetensors");
+
+  SafetensorsFile f(dir + "/m.safetensors");
+  REQUIRE(f.tensors().size() == 4);
+  CHECK(f.metadata().at("format") == "pt");
+  TensorView va = f.view("model.a");
+  CHECK(va.dtype() == DType::F32);
+  CHECK(va.shape() == std::vector<int64_t>{2, 3});
+  CHECK(std::memcmp(va.data, a, sizeof(a)) == 0);
+  CHECK(std::memcmp(f.view("model.b").data, b, sizeof(b)) == 0);
+  CHECK(std::memcmp(f.view("model.c").data, c, sizeof(c)) == 0);
+  CHECK(f.view("empty").numel() == 0);
+  CHECK(f.find("missing") == nullptr);
+  CHECK_THROWS_AS(f.view("missing"), std::invalid_argument);
+  // The header is padded so the data buffer starts 8-byte aligned.
+  CHECK(reinterpret_cast<uintptr_t>(va.data) % 8 == 0);
+}
+
+TEST_CASE("safetensors writer refuses inconsistent tensors", "[io]") {
+  SafetensorsWriter w;
+  const float x[4] = {};
+  CHECK_THROWS_AS(w.add("t", DType::F32, {3}, x, sizeof(x)), std::invalid_argument);
+  w.add("t", DType::F32, {4}, x, sizeof(x));
+  CHECK_THROWS_AS(w.add("t", DType::F32, {4}, x, sizeof(x)), std::invalid_argument);
+  CHECK_THROWS_AS(w.add("__metadata__", DType::F32, {4}, x, sizeof(x)), std::invalid_argument);
+}
+
+TEST_CASE("sharded checkpoints resolve tensors through the index", "[io]") {
+  const std::string dir = test::make_temp_dir("st-shard");
+  const float x[2] = {1, 2}, y[3] = {3, 4, 5};
+  SafetensorsWriter s1, s2;
+  s1.add_f32("x", {2}, x);
+  s2.add_f32("y", {3}, y);
+  s1.write(dir + "/model-00001-of-00002.safetensors");
+  s2.write(dir + "/model-00002-of-00002.safetensors");
+  write_text_file_atomic(dir + "/model.safetensors.index.json",
+                         R"({"metadata": {"total_size": 20}, "weight_map": {"x": "model-00001-of-00002.safetensors",
+                             "y": "model-00002-of-00002.safetensors"}})");
+  TensorArchive archive(dir);
+  CHECK(archive.files().size() == 2);
+  CHECK(archive.names() == std::vector<std::string>{"x", "y"});
+  CHECK(reinterpret_cast<const float*>(archive.view("y").data)[2] == 5.0f);
+  CHECK_THROWS_AS(archive.view("z"), std::invalid_argument);
+
+  // An index naming a tensor its shard does not hold is refused.
+  write_text_file_atomic(dir + "/model.safetensors.index.json",
+                         R"({"weight_map": {"x": "model-00002-of-00002.safetensors"}})");
+  try {
+    TensorArchive bad(dir);
+    FAIL("expected an error");
+  } catch (const std::invalid_argument& e) {
+    CHECK_THAT(e.what(), Catch::Contains("does not contain it") && Catch::Contains("\"x\""));
+  }
+}
+
+TEST_CASE("malformed safetensors files are rejected with a precise error", "[io]") {
+  const std::string ok_entry = R"("t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]})";
+  SECTION("well-formed baseline opens") { CHECK(open_error(raw_file("{" + ok_entry + "}", kTwoF32)).empty()); }
+  SECTION("file shorter than the length prefix") {
+    CHECK_THAT(open_error("abc"), Catch::Contains("too short"));
+  }
+  SECTION("header length past the end of the file") {
+    CHECK_THAT(open_error(raw_file("{}", "", 1000)), Catch::Contains("runs past the end of the file"));
+  }
+  SECTION("invalid JSON") { CHECK_THAT(open_error(raw_file("{\"t\": [", "")), Catch::Contains("not valid JSON")); }
+  SECTION("invalid UTF-8 in the header") {
+    CHECK_THAT(open_error(raw_file("{\"t\xff\": {}}", "")), Catch::Contains("not valid JSON/UTF-8"));
+  }
+  SECTION("header that is not an object") {
+    CHECK_THAT(open_error(raw_file("[1, 2]", "")), Catch::Contains("must be a JSON object"));
+  }
+  SECTION("offsets outside the buffer") {
+    const std::string h = R"({"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 16]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("outside the 8-byte data buffer") && Catch::Contains("\"t\""));
+  }
+  SECTION("begin after end") {
+    const std::string h = R"({"t": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("begin > end"));
+  }
+  SECTION("overlapping tensors") {
+    const std::string h = R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                             "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("overlaps"));
+  }
+  SECTION("gap between tensors") {
+    const std::string h = R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                             "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32 + std::string(4, '\0'))), Catch::Contains("gap of 4 unreferenced bytes"));
+  }
+  SECTION("trailing bytes after the last tensor") {
+    CHECK_THAT(open_error(raw_file("{" + ok_entry + "}", kTwoF32 + "xx")), Catch::Contains("2 trailing bytes"));
+  }
+  SECTION("shape x dtype does not match the byte range") {
+    const std::string h = R"({"t": {"dtype": "F16", "shape": [2], "data_offsets": [0, 8]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("needs 4 bytes, data_offsets give 8"));
+  }
+  SECTION("unknown dtype") {
+    const std::string h = R"({"t": {"dtype": "F12", "shape": [2], "data_offsets": [0, 8]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("unknown dtype \"F12\"") && Catch::Contains("BF16"));
+  }
+  SECTION("duplicate tensor names") {
+    CHECK_THAT(open_error(raw_file("{" + ok_entry + ", " + ok_entry + "}", kTwoF32)),
+               Catch::Contains("duplicate tensor name \"t\""));
+  }
+  SECTION("negative shape entry") {
+    const std::string h = R"({"t": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("non-negative integers"));
+  }
+  SECTION("metadata values must be strings") {
+    const std::string h = "{" + ok_entry + R"(, "__metadata__": {"n": 3}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("__metadata__[\"n\"] must be a string"));
+  }
+}
