@@ -1,4 +1,5 @@
-// ptq eval ppl
+// ptq eval ppl | tasks
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -7,6 +8,7 @@
 #include "core/file.h"
 #include "core/table.h"
 #include "eval/perplexity.h"
+#include "eval/tasks.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 
@@ -52,10 +54,94 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   std::fputs(t.render().c_str(), stdout);
 }
 
+struct TasksArgs {
+  std::vector<std::string> models;
+  std::vector<std::string> tasks;
+  std::string format = "auto";
+  int64_t limit = 0;
+  TaskOptions opts;
+  bool json = false;
+};
+
+// Column headers: model directory names, or the full paths where two names collide.
+std::vector<std::string> model_labels(const std::vector<std::string>& paths) {
+  std::vector<std::string> labels;
+  for (std::string p : paths) {
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    const size_t slash = p.find_last_of('/');
+    labels.push_back(slash == std::string::npos ? p : p.substr(slash + 1));
+  }
+  for (const auto& l : labels)
+    if (std::count(labels.begin(), labels.end(), l) > 1) return paths;
+  return labels;
+}
+
+void run_tasks(const GlobalOptions& g, const TasksArgs& a) {
+  apply_global_options(g, a.json);
+  const TaskFormat format = parse_task_format(a.format);
+  std::vector<Task> tasks;
+  for (const auto& path : a.tasks) tasks.push_back(load_task(path, format, a.limit));
+  const std::vector<std::string> labels = model_labels(a.models);
+  std::vector<std::vector<TaskResult>> results(a.models.size());  // [model][task]
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t m = 0; m < a.models.size(); ++m) {
+    const std::string& path = a.models[m];
+    Model model(path);
+    auto tok = load_tokenizer(path);
+    for (const Task& task : tasks) {
+      TaskResult r = evaluate_task(model, *tok, task, a.opts, fmt::format("{} {}", task.name, labels[m]));
+      nlohmann::json j = {{"model", path}, {"task", task.name}, {"n", r.n}, {"acc", r.acc}, {"acc_stderr", r.acc_stderr}};
+      if (task.kind == TaskKind::Cloze) {
+        j["target_logprob"] = r.target_logprob;
+      } else {
+        j["acc_norm"] = r.acc_norm;
+        j["acc_norm_stderr"] = r.acc_norm_stderr;
+      }
+      j["format"] = task_format_name(task.format);
+      j["data"] = task.path;
+      j["data_sha256"] = sha256_file(task.path);
+      j["limit"] = a.limit;
+      j["truncated"] = r.truncated;
+      j["tokenizer"] = tok->describe();
+      j["add_bos"] = tok->add_bos_default();
+      j["seconds"] = r.seconds;
+      j["items_per_second"] = r.items_per_second;
+      out.push_back(std::move(j));
+      results[m].push_back(std::move(r));
+    }
+  }
+  if (a.json) return print_json({{"results", out}});
+
+  std::vector<std::string> header = {"task", "format", "n", "metric"};
+  header.insert(header.end(), labels.begin(), labels.end());
+  Table t(header);
+  for (size_t ti = 0; ti < tasks.size(); ++ti) {
+    const Task& task = tasks[ti];
+    // The first row of a task names it; the others only add a metric.
+    auto row = [&](const char* metric, auto cell) {
+      const bool first = std::string(metric) == "acc";
+      std::vector<std::string> r = {first ? task.name : "", first ? task_format_name(task.format) : "",
+                                    first ? std::to_string(results[0][ti].n) : "", metric};
+      for (size_t m = 0; m < a.models.size(); ++m) r.push_back(cell(results[m][ti]));
+      t.add_row(r);
+    };
+    row("acc", [](const TaskResult& r) { return fmt::format("{:.4f} ± {:.4f}", r.acc, r.acc_stderr); });
+    if (task.kind == TaskKind::Cloze)
+      row("target_logprob", [](const TaskResult& r) { return fmt::format("{:.4f}", r.target_logprob); });
+    else
+      row("acc_norm", [](const TaskResult& r) { return fmt::format("{:.4f} ± {:.4f}", r.acc_norm, r.acc_norm_stderr); });
+    row("truncated", [](const TaskResult& r) { return std::to_string(r.truncated); });
+    row("items/s", [](const TaskResult& r) { return fmt::format("{:.1f}", r.items_per_second); });
+  }
+  if (labels != a.models)
+    for (size_t m = 0; m < a.models.size(); ++m) std::printf("%s: %s\n", labels[m].c_str(), a.models[m].c_str());
+  std::fputs(t.render().c_str(), stdout);
+}
+
 }  // namespace
 
 void add_eval_commands(CLI::App& app, GlobalOptions& g) {
-  auto* eval = app.add_subcommand("eval", "Measure model quality: perplexity (ppl)");
+  auto* eval = app.add_subcommand("eval", "Measure model quality: perplexity (ppl), zero-shot accuracy (tasks)");
   eval->require_subcommand(1);
   auto* cmd = eval->add_subcommand(
       "ppl", "Perplexity on a text file: non-overlapping windows of --seqlen tokens, every next token scored "
@@ -70,6 +156,25 @@ void add_eval_commands(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--batch", a->opts.batch, "Windows per forward pass")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object: {\"results\": [...]}");
   cmd->callback([&g, a] { run_ppl(g, *a); });
+
+  auto* tcmd = eval->add_subcommand(
+      "tasks", "Zero-shot accuracy with lm-evaluation-harness semantics: multiple choice by log-likelihood (acc, "
+               "acc_norm by characters) and cloze by greedy match. Several models give one side-by-side table.");
+  auto ta = std::make_shared<TasksArgs>();
+  tcmd->add_option("MODEL", ta->models, "One or more model directories")->required();
+  tcmd->add_option("--tasks", ta->tasks, "One or more JSONL task files")->required()->check(CLI::ExistingFile);
+  std::string formats;
+  for (const auto& n : task_format_names())
+    if (n != "auto") formats += fmt::format("\n  {}: {}", n, task_format_schema(parse_task_format(n)));
+  tcmd->add_option("--format", ta->format, "Schema of the task files (default: detected per file):" + formats)
+      ->check(CLI::IsMember(task_format_names()));
+  tcmd->add_option("--limit", ta->limit, "Evaluate only the first N items of each task (default: all)")
+      ->check(kNonNegative);
+  tcmd->add_option("--batch", ta->opts.batch, "Continuations per forward pass (scores agree to fp32 round-off)")
+      ->default_val(8)
+      ->check(kPositive);
+  tcmd->add_flag("--json", ta->json, "Print one JSON object: {\"results\": [...]}");
+  tcmd->callback([&g, ta] { run_tasks(g, *ta); });
 }
 
 }  // namespace ptq::cli
