@@ -1,0 +1,319 @@
+#include "algorithms/gptq.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace ptq {
+
+namespace {
+
+constexpr double kDampGrowth = 10;  // percdamp multiplier per retry
+constexpr int kDampRetries = 3;     // 0.01 -> 0.1 -> 1 -> 10: beyond that H itself is broken (checked finite)
+
+double next_percdamp(double p) { return p > 0 ? p * kDampGrowth : GptqOptions{}.percdamp; }
+
+std::string damp_warning(std::string_view name, double first, double used) {
+  return fmt::format("{}: the damped Hessian was not positive definite with percdamp {}; used percdamp {}", name,
+                     first, used);
+}
+
+// W [out, in] and H [in, in] as fresh contiguous fp32 tensors, checked.
+std::pair<at::Tensor, at::Tensor> checked_inputs(const LinearQuantRequest& rq) {
+  at::Tensor w = checked_weight(rq.weight, rq.spec, rq.name).clone();
+  const int64_t in = w.size(1);
+  if (!rq.hessian.defined())
+    fail_input("{}: gptq needs the layer's Hessian from calibration data; none was given", rq.name);
+  if (rq.hessian.dim() != 2 || rq.hessian.size(0) != in || rq.hessian.size(1) != in)
+    fail_input("{}: Hessian has shape {}; expected [{}, {}] for a weight [{}, {}]", rq.name,
+               shape_str(rq.hessian.sizes().vec()), in, in, w.size(0), in);
+  at::Tensor h = rq.hessian.to(at::kFloat).clone().contiguous();
+  check_finite(h, rq.name + " Hessian");
+  const GptqOptions& o = rq.gptq;
+  if (!(o.percdamp >= 0) || !std::isfinite(o.percdamp))
+    fail_input("{}: percdamp {} is not a finite value >= 0", rq.name, o.percdamp);
+  if (o.block_size < 1) fail_input("{}: GPTQ block size {} must be at least 1", rq.name, o.block_size);
+  return {w, h};
+}
+
+// True when column i starts a group whose grid is computed during the sweep (static groups are precomputed).
+bool starts_group(bool static_groups, int64_t i, int64_t width) { return i % width == 0 && !static_groups; }
+
+// g_idx and the column -> grid mapping after act-order: with static groups (or a single group) column c
+// belongs to group c / width; otherwise groups form in permuted order, column perm[j] in group j / width.
+std::vector<int32_t> group_index(bool static_groups, const std::vector<int64_t>& perm, int64_t width) {
+  std::vector<int32_t> g(perm.size());
+  for (size_t j = 0; j < perm.size(); ++j) {
+    const int64_t col = perm[j];
+    g[col] = static_cast<int32_t>((static_groups ? col : static_cast<int64_t>(j)) / width);
+  }
+  return g;
+}
+
+// ---- fast path: ATen, fp32, lazy blocks ------------------------------------------------------------------
+
+// Steps 4-5: U upper with U^T U = (H + lambda I)^-1, raising percdamp on failure.
+at::Tensor inverse_cholesky_upper(const at::Tensor& h, const LinearQuantRequest& rq, std::string& warning) {
+  const double mean_diag = h.diagonal().mean().item<double>();
+  double p = rq.gptq.percdamp;
+  for (int attempt = 0;; ++attempt, p = next_percdamp(p)) {
+    at::Tensor hd = h.clone();
+    hd.diagonal().add_(p * mean_diag);
+    auto [l, info] = at::linalg_cholesky_ex(hd);
+    if (info.item<int64_t>() == 0) {
+      auto [u, info_u] = at::linalg_cholesky_ex(at::cholesky_inverse(l), /*upper=*/true);
+      if (info_u.item<int64_t>() == 0 && at::isfinite(u).all().item<bool>()) {
+        if (attempt > 0) warning = damp_warning(rq.name, rq.gptq.percdamp, p);
+        return u;
+      }
+    }
+    if (attempt == kDampRetries)
+      fail_input("{}: the Hessian is not positive definite even with percdamp {} (tried from {})", rq.name, p,
+                 rq.gptq.percdamp);
+  }
+}
+
+}  // namespace
+
+LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
+  auto [w, h] = checked_inputs(rq);
+  const WeightQuantSpec& spec = rq.spec;
+  const GptqOptions& opt = rq.gptq;
+  const int64_t out = w.size(0), in = w.size(1), width = group_width(spec, in), groups = group_count(spec, in);
+  const bool per_tensor = spec.group_size == kPerTensor;
+  const bool static_groups = opt.static_groups && spec.group_size > 0;
+
+  // 2. Dead columns: no calibration signal, so the weight is irrelevant to the objective; zero it.
+  const at::Tensor dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(dead, 1);
+  w.masked_fill_(dead.unsqueeze(0), 0);
+  // Work on W^T [in, out]: column i of W is the contiguous row i, and its update is a rank-1 addr_.
+  at::Tensor wt = w.t().contiguous();
+
+  // 3. Grids, stored [G, out] while sweeping; static groups are computed here, before any update.
+  at::Tensor scales = at::empty({groups, out}), zeros = at::empty({groups, out});
+  auto store_grid = [&](int64_t group, const GridTensors& g) {
+    scales[group].copy_(g.scale);
+    zeros[group].copy_(g.zero);
+  };
+  std::vector<GridTensors> fixed;
+  if (static_groups)
+    for (int64_t g = 0; g < groups; ++g) {
+      fixed.push_back(find_grid(wt.slice(0, g * width, (g + 1) * width).t(), spec.bits, spec.sym, spec.mse));
+      store_grid(g, fixed.back());
+    }
+  std::vector<int64_t> perm(in);
+  std::iota(perm.begin(), perm.end(), 0);
+  if (opt.act_order) {
+    const at::Tensor p = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    std::copy_n(p.data_ptr<int64_t>(), in, perm.begin());
+    wt = wt.index_select(0, p);
+    h = h.index_select(0, p).index_select(1, p);
+  }
+
+  // 4-5.
+  LinearQuantResult result;
+  const at::Tensor u = inverse_cholesky_upper(h, rq, result.warning).contiguous();  // LAPACK returns it column-major
+  const float* ud = u.data_ptr<float>();
+
+  // 6. Sweep in blocks of B columns; inside a block every update is applied at once, to the block only.
+  at::Tensor codes = at::empty({in, out});
+  GridTensors grid;
+  double loss = 0;
+  for (int64_t i1 = 0; i1 < in; i1 += opt.block_size) {
+    const int64_t i2 = std::min(i1 + opt.block_size, in), count = i2 - i1;
+    at::Tensor block = wt.slice(0, i1, i2);  // a view: updates land in wt
+    at::Tensor err = at::empty({count, out});
+    for (int64_t i = i1; i < i2; ++i) {
+      if (starts_group(static_groups, i, width)) {
+        // The group's current weights: block rows are up to date; rows past the block still miss this
+        // block's pending update -err[0, i-i1) * U[i1..i, i2..ge).
+        const int64_t ge = per_tensor ? in : std::min(i + width, in);
+        at::Tensor cur = block.slice(0, i - i1, std::min(ge, i2) - i1);
+        if (ge > i2)
+          cur = at::cat({cur, wt.slice(0, i2, ge) -
+                                  u.slice(0, i1, i).slice(1, i2, ge).t().mm(err.slice(0, 0, i - i1))});
+        grid = per_tensor ? find_grid(cur.reshape({1, -1}), spec.bits, spec.sym, spec.mse)
+                          : find_grid(cur.t(), spec.bits, spec.sym, spec.mse);
+        if (per_tensor) grid = {grid.scale.expand({out}), grid.inv_scale.expand({out}), grid.zero.expand({out})};
+        store_grid(i / width, grid);
+      } else if (static_groups) {
+        grid = fixed[perm[i] / width];
+      }
+      const at::Tensor col = block[i - i1];
+      const at::Tensor q = quantize_codes(col, grid, spec.bits);
+      codes[i].copy_(q);
+      const at::Tensor diff = col - dequantize_codes(q, grid);
+      const double d = ud[i * in + i];
+      loss += diff.dot(diff).item<double>() / (d * d) / 2;
+      const at::Tensor e = err[i - i1].copy_(diff / d);
+      if (i + 1 < i2) block.slice(0, i - i1 + 1).addr_(u[i].slice(0, i + 1, i2), e, 1, -1);
+    }
+    // Lazy batch update of every later column.
+    if (i2 < in) wt.slice(0, i2).addmm_(u.slice(0, i1, i2).slice(1, i2).t(), err, 1, -1);
+  }
+
+  // 7. Undo the permutation.
+  std::vector<int64_t> inv(in);
+  for (int64_t j = 0; j < in; ++j) inv[perm[j]] = j;
+  const at::Tensor invperm = at::tensor(inv, at::kLong);
+  QuantizedWeight& qw = result.weight;
+  qw.spec = spec;
+  qw.q = codes.index_select(0, invperm).t().to(at::kByte).contiguous();
+  qw.scales = scales.t().contiguous();
+  qw.zeros = zeros.t().to(at::kInt).contiguous();
+  qw.g_idx = at::tensor(group_index(static_groups, perm, width), at::kInt);
+  result.loss = loss;
+  return result;
+}
+
+// ---- reference: scalar loops in double -------------------------------------------------------------------
+
+namespace {
+
+using Matrix = std::vector<double>;  // row-major n x n
+
+// Lower Cholesky factor of a symmetric n x n matrix; false when a pivot is not positive.
+bool cholesky_lower(const Matrix& a, int64_t n, Matrix& l) {
+  l.assign(n * n, 0);
+  for (int64_t j = 0; j < n; ++j) {
+    double s = a[j * n + j];
+    for (int64_t k = 0; k < j; ++k) s -= l[j * n + k] * l[j * n + k];
+    if (!(s > 0)) return false;
+    l[j * n + j] = std::sqrt(s);
+    for (int64_t i = j + 1; i < n; ++i) {
+      double t = a[i * n + j];
+      for (int64_t k = 0; k < j; ++k) t -= l[i * n + k] * l[j * n + k];
+      l[i * n + j] = t / l[j * n + j];
+    }
+  }
+  return true;
+}
+
+// (L L^T)^-1 = L^-T L^-1 from the lower factor L.
+Matrix inverse_from_cholesky(const Matrix& l, int64_t n) {
+  Matrix li(n * n, 0);  // L^-1, lower, by forward substitution column by column
+  for (int64_t c = 0; c < n; ++c) {
+    li[c * n + c] = 1 / l[c * n + c];
+    for (int64_t i = c + 1; i < n; ++i) {
+      double s = 0;
+      for (int64_t k = c; k < i; ++k) s -= l[i * n + k] * li[k * n + c];
+      li[i * n + c] = s / l[i * n + i];
+    }
+  }
+  Matrix inv(n * n, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t k = std::max(i, j); k < n; ++k) s += li[k * n + i] * li[k * n + j];
+      inv[i * n + j] = s;
+    }
+  return inv;
+}
+
+// Grid of the current (double) weights w[r * in + c] for c in [c0, c1), via the float primitives.
+GridParams grid_of(const std::vector<double>& w, int64_t in, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                   const WeightQuantSpec& spec) {
+  std::vector<float> v;
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = c0; c < c1; ++c) v.push_back(static_cast<float>(w[r * in + c]));
+  return find_grid_ref(v.data(), static_cast<int64_t>(v.size()), 1, spec.bits, spec.sym, spec.mse);
+}
+
+}  // namespace
+
+LinearQuantResult gptq_ref(const LinearQuantRequest& rq) {
+  auto [wf, hf] = checked_inputs(rq);
+  const WeightQuantSpec& spec = rq.spec;
+  const GptqOptions& opt = rq.gptq;
+  const int64_t out = wf.size(0), n = wf.size(1), width = group_width(spec, n), groups = group_count(spec, n);
+  const bool per_tensor = spec.group_size == kPerTensor;
+  const bool static_groups = opt.static_groups && spec.group_size > 0;
+  std::vector<double> w(wf.data_ptr<float>(), wf.data_ptr<float>() + out * n);
+  Matrix h(hf.data_ptr<float>(), hf.data_ptr<float>() + n * n);
+
+  for (int64_t c = 0; c < n; ++c)
+    if (h[c * n + c] == 0) {
+      h[c * n + c] = 1;
+      for (int64_t r = 0; r < out; ++r) w[r * n + c] = 0;
+    }
+  std::vector<GridParams> grids(out * groups);  // [out, G]
+  if (static_groups)
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t g = 0; g < groups; ++g)
+        grids[r * groups + g] = grid_of(w, n, r, r + 1, g * width, (g + 1) * width, spec);
+  std::vector<int64_t> perm(n);
+  std::iota(perm.begin(), perm.end(), 0);
+  if (opt.act_order)
+    std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return h[a * n + a] > h[b * n + b]; });
+  std::vector<double> wp(out * n);
+  Matrix hp(n * n);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t r = 0; r < out; ++r) wp[r * n + j] = w[r * n + perm[j]];
+    for (int64_t k = 0; k < n; ++k) hp[j * n + k] = h[perm[j] * n + perm[k]];
+  }
+
+  LinearQuantResult result;
+  double mean_diag = 0;
+  for (int64_t c = 0; c < n; ++c) mean_diag += hp[c * n + c] / static_cast<double>(n);
+  Matrix l, u_lower;  // u_lower = U^T
+  double p = opt.percdamp;
+  for (int attempt = 0;; ++attempt, p = next_percdamp(p)) {
+    Matrix hd = hp;
+    for (int64_t c = 0; c < n; ++c) hd[c * n + c] += p * mean_diag;
+    if (cholesky_lower(hd, n, l) && cholesky_lower(inverse_from_cholesky(l, n), n, u_lower)) {
+      if (attempt > 0) result.warning = damp_warning(rq.name, opt.percdamp, p);
+      break;
+    }
+    if (attempt == kDampRetries)
+      fail_input("{}: the Hessian is not positive definite even with percdamp {} (tried from {})", rq.name, p,
+                 opt.percdamp);
+  }
+  auto U = [&](int64_t i, int64_t j) { return u_lower[j * n + i]; };
+
+  std::vector<uint8_t> q(out * n);
+  double loss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (starts_group(static_groups, i, width)) {
+      const GridParams whole = per_tensor ? grid_of(wp, n, 0, out, 0, n, spec) : GridParams{};
+      for (int64_t r = 0; r < out; ++r)
+        grids[r * groups + i / width] = per_tensor ? whole : grid_of(wp, n, r, r + 1, i, i + width, spec);
+    }
+    const int64_t g = static_groups ? perm[i] / width : i / width;
+    for (int64_t r = 0; r < out; ++r) {
+      const GridParams& gp = grids[r * groups + g];
+      const double x = wp[r * n + i];
+      const double code = std::clamp(std::nearbyint(x * gp.inv_scale) + gp.zero, 0.0,
+                                     static_cast<double>(max_code(spec.bits)));
+      q[r * n + i] = static_cast<uint8_t>(code);
+      const double diff = x - gp.scale * (code - gp.zero);
+      loss += diff * diff / (U(i, i) * U(i, i)) / 2;
+      const double e = diff / U(i, i);
+      for (int64_t j = i + 1; j < n; ++j) wp[r * n + j] -= e * U(i, j);
+    }
+  }
+
+  QuantizedWeight& qw = result.weight;
+  qw.spec = spec;
+  qw.q = at::empty({out, n}, at::kByte);
+  qw.scales = at::empty({out, groups}, at::kFloat);
+  qw.zeros = at::empty({out, groups}, at::kInt);
+  for (int64_t r = 0; r < out; ++r) {
+    for (int64_t j = 0; j < n; ++j) qw.q.data_ptr<uint8_t>()[r * n + perm[j]] = q[r * n + j];
+    for (int64_t g = 0; g < groups; ++g) {
+      qw.scales.data_ptr<float>()[r * groups + g] = grids[r * groups + g].scale;
+      qw.zeros.data_ptr<int32_t>()[r * groups + g] = static_cast<int32_t>(grids[r * groups + g].zero);
+    }
+  }
+  qw.g_idx = at::tensor(group_index(static_groups, perm, width), at::kInt);
+  result.loss = loss;
+  return result;
+}
+
+}  // namespace ptq

@@ -1,0 +1,86 @@
+// Weight formats by name (one traits table for parsing, --help, sizes, inspect) and GPTQ int32 packing.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "quant/quantizer.h"
+
+namespace ptq {
+
+// Names are part of recipes and checkpoints: append, never rename. Spelling: "w<bits>", then "g<size>" for
+// groups of input columns (absent: one group per output channel), then "asym" for a grid with a zero point
+// (absent: symmetric, zero 2^(bits-1) implied).
+struct WeightFormat {
+  const char* name;
+  int bits;
+  int64_t group_size;  // g > 0, or kPerChannel
+  bool sym;
+  const char* help;    // one line for --help
+
+  WeightQuantSpec spec(bool mse = false) const { return {bits, group_size, sym, mse}; }
+  // Bytes a packed [out, in] weight needs: b-bit codes, one fp16 scale per (row, group) and, for asymmetric
+  // grids, one b-bit zero per (row, group), with ceil(in / g) groups; rounded up to a whole byte. Packing
+  // padding and g_idx are not counted (they depend on the checkpoint format, not the grid).
+  int64_t bytes_for(int64_t out, int64_t in) const;
+  // Average storage bits per weight of a row of `in` weights (same accounting as bytes_for).
+  double bits_per_weight(int64_t in) const;
+};
+
+const std::vector<WeightFormat>& weight_formats();
+// Throws listing the known names when `name` is not one.
+const WeightFormat& weight_format(std::string_view name);
+std::string weight_format_names();  // comma separated
+
+// ---- GPTQ packing (FORMATS.md "GPTQ safetensors") --------------------------------------------------------
+// Layout: a packed vector of `count` b-bit codes is a little-endian bit stream over int32 words: code j
+// occupies stream bits [j*b, j*b + b), LSB first, and word w holds stream bits [32w, 32w + 32). For b in
+// {2, 4, 8} no code straddles a word (pf = 32 / b codes per word, code k of word w at bits k*b); for b = 3,
+// 32 codes fill 3 words and codes 10 and 21 straddle (bits 30..32 and 63..65), exactly GPTQ's 3-bit layout.
+//   qweight [K*b/32, N]  column n is the stream of q[n, 0..K)    (packed along the input dim)
+//   qzeros  [G, N*b/32]  row g is the stream of zeros[0..N, g]   (packed along the output dim)
+//   scales  [G, N] fp16; g_idx [K] int32
+// "gptq" (v1) stores zero - 1 in qzeros, "gptq_v2" stores zero. A v1 zero of 0 would wrap to -1 (all ones),
+// so packing refuses it rather than writing bits that dequantize wrongly.
+struct BitPosition {
+  int64_t word;
+  int shift;
+};
+constexpr BitPosition code_position(int64_t j, int bits) { return {j * bits / 32, static_cast<int>(j * bits % 32)}; }
+constexpr int64_t packed_words(int64_t count, int bits) { return count * bits / 32; }
+static_assert(code_position(7, 4).word == 0 && code_position(7, 4).shift == 28, "4-bit: 8 codes per word");
+static_assert(code_position(10, 3).shift == 30 && code_position(11, 3).word == 1 && code_position(11, 3).shift == 1,
+              "3-bit: code 10 straddles words 0 and 1");
+static_assert(code_position(21, 3).shift == 31 && code_position(22, 3).word == 2 && code_position(22, 3).shift == 2,
+              "3-bit: code 21 straddles words 1 and 2");
+static_assert(packed_words(32, 3) == 3 && packed_words(32, 2) == 2 && packed_words(4, 8) == 1, "words per stream");
+
+enum class GptqFormat : uint8_t { V1, V2 };  // checkpoint_format "gptq" / "gptq_v2"
+const char* gptq_format_name(GptqFormat f);
+
+// Codes [R, L] (uint8 or int32, each < 2^bits) -> words [R, L*bits/32] int32, each row one stream.
+// Throws naming `name` unless bits is 2, 3, 4 or 8 (the widths GPTQ defines), L*bits is a multiple of 32
+// and every code fits.
+at::Tensor pack_bits(const at::Tensor& codes, int bits, std::string_view name);
+// Words [R, W] int32 -> codes [R, W*32/bits] int32.
+at::Tensor unpack_bits(const at::Tensor& words, int bits);
+// Scalar twins (plain loops over uint32 words).
+at::Tensor pack_bits_ref(const at::Tensor& codes, int bits, std::string_view name);
+at::Tensor unpack_bits_ref(const at::Tensor& words, int bits);
+
+struct GptqTensors {
+  at::Tensor qweight;  // [K*b/32, N] int32
+  at::Tensor qzeros;   // [G, N*b/32] int32
+  at::Tensor scales;   // [G, N] fp16
+  at::Tensor g_idx;    // [K] int32
+};
+GptqTensors pack_gptq(const QuantizedWeight& qw, GptqFormat format, std::string_view name);
+// Inverse of pack_gptq (scales come back from fp16). spec.group_size is K / G (kPerChannel for G = 1),
+// spec.sym is true when every zero is 2^(bits-1). v1 zeros are stored + 1, as GPTQ kernels read them.
+QuantizedWeight unpack_gptq(const GptqTensors& t, int bits, GptqFormat format, std::string_view name);
+
+}  // namespace ptq
