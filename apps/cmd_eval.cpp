@@ -10,6 +10,7 @@
 #include "eval/perplexity.h"
 #include "eval/tasks.h"
 #include "model/model.h"
+#include "runtime/open_model.h"
 #include "model/tokenizer.h"
 
 namespace ptq::cli {
@@ -30,7 +31,8 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   nlohmann::json results = nlohmann::json::array();
   Table t({"model", "ppl", "nll", "windows", "seqlen", "tokens", "tokenizer", "seconds"});
   for (const auto& path : a.models) {
-    Model model(path);
+    auto model_ptr = open_model(path);
+    Model& model = *model_ptr;
     auto tok = load_tokenizer(path);
     const std::vector<int32_t> ids = tok->encode(text);
     PerplexityResult r = evaluate_perplexity(model, ids, a.opts, fmt::format("ppl {}", path));
@@ -86,7 +88,8 @@ void run_tasks(const GlobalOptions& g, const TasksArgs& a) {
   nlohmann::json out = nlohmann::json::array();
   for (size_t m = 0; m < a.models.size(); ++m) {
     const std::string& path = a.models[m];
-    Model model(path);
+    auto model_ptr = open_model(path);
+    Model& model = *model_ptr;
     auto tok = load_tokenizer(path);
     for (const Task& task : tasks) {
       TaskResult r = evaluate_task(model, *tok, task, a.opts, fmt::format("{} {}", task.name, labels[m]));

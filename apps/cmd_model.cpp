@@ -10,6 +10,7 @@
 #include "core/table.h"
 #include "model/inspect.h"
 #include "model/model.h"
+#include "runtime/open_model.h"
 #include "model/synthetic.h"
 #include "model/tokenizer.h"
 #include "runtime/generate.h"
@@ -70,7 +71,8 @@ struct GenerateArgs {
 
 void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
   apply_global_options(g, a.json);
-  Model model(a.model);
+  auto model_ptr = open_model(a.model);
+  Model& model = *model_ptr;
   auto tok = load_tokenizer(a.model);
   std::vector<int32_t> prompt = tok->encode(a.prompt);
   std::vector<int32_t> shown;
@@ -109,7 +111,8 @@ struct BenchArgs {
 
 void run_bench(const GlobalOptions& g, const BenchArgs& a) {
   apply_global_options(g, a.json);
-  Model model(a.model);
+  auto model_ptr = open_model(a.model);
+  Model& model = *model_ptr;
   BenchResult r = bench_model(model, a.opts);
   nlohmann::json j = {{"model", a.model},
                       {"prompt_tokens", r.prompt_tokens},

@@ -22,6 +22,7 @@ extern const CLI::Validator kPositive;     // >= 1
 void print_json(const nlohmann::json& j);
 
 void add_model_commands(CLI::App& app, GlobalOptions& g);  // inspect, generate, bench, synth
-void add_eval_commands(CLI::App& app, GlobalOptions& g);   // eval ppl, eval tasks
+void add_eval_commands(CLI::App& app, GlobalOptions& g);
+void add_quantize_command(CLI::App& app, GlobalOptions& g);   // eval ppl, eval tasks
 
 }  // namespace ptq::cli

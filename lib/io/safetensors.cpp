@@ -1,6 +1,11 @@
 #include "io/safetensors.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <random>
 #include <cstring>
 #include <limits>
 #include <unordered_set>
@@ -239,22 +244,87 @@ void SafetensorsWriter::add_f32(const std::string& name, const std::vector<int64
 }
 
 void SafetensorsWriter::write(const std::string& path) const {
+  std::vector<SafetensorsStreamWriter::Entry> entries;
+  for (const auto& e : entries_) entries.push_back({e.name, e.dtype, e.shape});
+  SafetensorsStreamWriter out(path, entries, metadata_);
+  for (const auto& e : entries_) out.write(e.name, e.bytes.data(), e.bytes.size());
+  out.commit();
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, const std::vector<Entry>& entries,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)) {
   json header = json::object();
-  uint64_t offset = 0;
-  for (const auto& e : entries_) {
-    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
-    offset += e.bytes.size();
+  for (const auto& e : entries) {
+    if (e.name == "__metadata__" || e.name.empty())
+      fail_input("safetensors writer: invalid tensor name \"{}\"", e.name);
+    uint64_t nbytes = dtype_size(e.dtype);
+    for (int64_t d : e.shape) {
+      if (d < 0) fail_input("safetensors writer: tensor \"{}\" has negative dimension in {}", e.name, shape_str(e.shape));
+      nbytes *= static_cast<uint64_t>(d);
+    }
+    if (!slots_.emplace(e.name, Slot{total_, nbytes, false}).second)
+      fail_input("safetensors writer: tensor \"{}\" declared twice", e.name);
+    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {total_, total_ + nbytes}}};
+    total_ += nbytes;
   }
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text = header.dump();
-  while ((8 + text.size()) % 8 != 0) text += ' ';  // keep the buffer 8-byte aligned
-  write_file_atomic(path, [&](std::FILE* f) {
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
-    bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    for (const auto& e : entries_) ok = ok && std::fwrite(e.bytes.data(), 1, e.bytes.size(), f) == e.bytes.size();
-    if (!ok) fail_io("write to {} failed", path);
-  });
+  while ((8 + text.size()) % 8 != 0) text += ' ';  // keep the data buffer 8-byte aligned
+  data_start_ = 8 + text.size();
+
+  std::random_device rd;
+  tmp_ = fmt::format("{}.tmp.{}.{:08x}", path_, ::getpid(), rd());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail_io("cannot create {}: {}", tmp_, std::strerror(errno));
+  std::string prefix(8, '\0');
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((uint64_t(text.size()) >> (8 * i)) & 0xff);
+  prefix += text;
+  if (::pwrite(fd_, prefix.data(), prefix.size(), 0) != static_cast<ssize_t>(prefix.size()) ||
+      ::ftruncate(fd_, static_cast<off_t>(data_start_ + total_)) != 0) {
+    const int e = errno;
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+    fail_io("write to {} failed: {}", tmp_, std::strerror(e));
+  }
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void SafetensorsStreamWriter::write(const std::string& name, const void* data, size_t nbytes) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) fail_input("safetensors writer: tensor \"{}\" was not declared for {}", name, path_);
+  Slot& slot = it->second;
+  if (slot.written) fail_input("safetensors writer: tensor \"{}\" written twice", name);
+  if (nbytes != slot.nbytes)
+    fail_input("safetensors writer: tensor \"{}\" needs {} bytes, got {}", name, slot.nbytes, nbytes);
+  const auto* p = static_cast<const char*>(data);
+  uint64_t done = 0;
+  while (done < nbytes) {
+    const ssize_t n = ::pwrite(fd_, p + done, nbytes - done, static_cast<off_t>(data_start_ + slot.offset + done));
+    if (n <= 0) fail_io("write of tensor \"{}\" to {} failed: {}", name, tmp_, std::strerror(errno));
+    done += static_cast<uint64_t>(n);
+  }
+  slot.written = true;
+}
+
+bool SafetensorsStreamWriter::written(const std::string& name) const {
+  auto it = slots_.find(name);
+  return it != slots_.end() && it->second.written;
+}
+
+void SafetensorsStreamWriter::commit() {
+  for (const auto& [name, slot] : slots_)
+    if (!slot.written) fail_input("safetensors writer: tensor \"{}\" of {} was never written", name, path_);
+  if (::fsync(fd_) != 0) fail_io("fsync of {} failed: {}", tmp_, std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
+    fail_io("cannot rename {} to {}: {}", tmp_, path_, std::strerror(errno));
+  committed_ = true;
 }
 
 }  // namespace ptq

@@ -83,6 +83,41 @@ class TensorArchive {
   std::unordered_map<std::string, size_t> where_;  // tensor name -> index into files_
 };
 
+// Writes a safetensors file whose tensor list is declared up front while the data arrives later, in any
+// order (a quantizer streams layer by layer without holding the output in memory). Data goes to a
+// temporary file next to `path` at each tensor's offset; commit() checks every tensor was written, syncs
+// and renames. Without commit() (an exception on the way) the temporary is removed.
+class SafetensorsStreamWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  SafetensorsStreamWriter(std::string path, const std::vector<Entry>& entries,
+                          const std::map<std::string, std::string>& metadata);
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  // Exactly once per declared tensor; nbytes must match its shape and dtype.
+  void write(const std::string& name, const void* data, size_t nbytes);
+  bool written(const std::string& name) const;
+  void commit();
+  uint64_t file_size() const { return data_start_ + total_; }
+
+ private:
+  struct Slot {
+    uint64_t offset, nbytes;
+    bool written;
+  };
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t data_start_ = 0, total_ = 0;
+  std::unordered_map<std::string, Slot> slots_;
+  bool committed_ = false;
+};
+
 // Collects tensors and metadata, then writes one safetensors file atomically (temp + rename).
 // Tensor data is copied on add(), so callers may free their buffers.
 class SafetensorsWriter {

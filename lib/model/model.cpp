@@ -173,8 +173,23 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   return out;
 }
 
-Model::Model(const std::string& dir) : dir_(dir), cfg_(load_model_config(dir)) {
+Model::Model(const std::string& dir) : Model(dir, SourceFactory()) {}
+
+Model::Model(const std::string& dir, const SourceFactory& make_source) : dir_(dir), cfg_(load_model_config(dir)) {
   archive_ = std::make_unique<TensorArchive>(dir);
+  source_ = make_source ? make_source(*archive_) : std::make_unique<ArchiveWeightSource>(*archive_);
+  // Check the embedding's shape from the header now: a checkpoint that disagrees with its config.json is
+  // refused before any work starts.
+  const std::string embed_name = std::string(cfg_.traits().embed) + ".weight";
+  const std::vector<int64_t> embed_shape = archive_->view(embed_name).shape();
+  if (embed_shape != std::vector<int64_t>{cfg_.vocab, cfg_.embed_dim})
+    fail_input("tensor \"{}\" has shape {}, expected {} from config.json", embed_name, shape_str(embed_shape),
+               shape_str({cfg_.vocab, cfg_.embed_dim}));
+  layers_.resize(cfg_.n_layers);
+}
+
+void Model::load_io_weights() const {
+  if (io_loaded_) return;
   const ArchTraits& t = cfg_.traits();
   const std::string pfx_embed = t.embed;
   embed_ = load(pfx_embed + ".weight");
@@ -197,21 +212,23 @@ Model::Model(const std::string& dir) : dir_(dir), cfg_(load_model_config(dir)) {
     if (cfg_.norm == NormKind::LayerNorm) final_norm_.bias = load(std::string(t.final_norm) + ".bias");
   }
   const std::string head_name = std::string(t.lm_head) + ".weight";
-  if (cfg_.tie_embeddings && !archive_->contains(head_name)) {
+  if (cfg_.tie_embeddings && !source_->contains(head_name)) {
     lm_head_ = embed_;
   } else {
     lm_head_ = load(head_name);
     expect_shape(head_name, lm_head_, {cfg_.vocab, cfg_.embed_dim});
   }
-  layers_.resize(cfg_.n_layers);
+  io_loaded_ = true;
 }
 
 Model::~Model() = default;
 
-at::Tensor Model::load(const std::string& name) const { return to_float_tensor(archive_->view(name)); }
+at::Tensor ArchiveWeightSource::load(const std::string& name) const { return to_float_tensor(archive_.view(name)); }
+
+at::Tensor Model::load(const std::string& name) const { return source_->load(name); }
 
 at::Tensor Model::load_optional(const std::string& name) const {
-  return archive_->contains(name) ? load(name) : at::Tensor();
+  return source_->contains(name) ? load(name) : at::Tensor();
 }
 
 LayerWeights Model::load_layer(int64_t i) const {
@@ -260,6 +277,7 @@ const LayerWeights& Model::layer(int64_t i) {
 void Model::release_layer(int64_t i) { layers_.at(i).reset(); }
 
 at::Tensor Model::embed(const at::Tensor& ids, int64_t pos0) const {
+  load_io_weights();
   if (ids.numel() > 0) {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= cfg_.vocab) fail_input("token id {} outside the vocabulary [0, {})", lo < 0 ? lo : hi, cfg_.vocab);
@@ -276,6 +294,7 @@ at::Tensor Model::embed(const at::Tensor& ids, int64_t pos0) const {
 }
 
 at::Tensor Model::head(const at::Tensor& h) const {
+  load_io_weights();
   at::Tensor x = cfg_.final_norm ? apply_norm(cfg_, final_norm_, h) : h;
   if (project_out_.defined()) x = at::matmul(x, project_out_.t());
   return at::matmul(x, lm_head_.t());

@@ -65,15 +65,41 @@ ForwardContext make_forward_context(const ModelConfig& cfg, int64_t pos0, int64_
 at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_t layer, const at::Tensor& h,
                                  const ForwardContext& ctx, KVCache* cache, const LinearInputHook* hook);
 
+// Where a Model's fp32 tensors come from. The default reads the checkpoint's safetensors; a quantized
+// checkpoint supplies one that dequantizes packed modules (lib/quant/checkpoint.h), so the runner evaluates
+// exactly the stored values.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool contains(const std::string& name) const = 0;
+  // fp32 copy of tensor `name`; throws std::invalid_argument naming it when absent.
+  virtual at::Tensor load(const std::string& name) const = 0;
+};
+
+class ArchiveWeightSource final : public WeightSource {
+ public:
+  explicit ArchiveWeightSource(const TensorArchive& archive) : archive_(archive) {}
+  bool contains(const std::string& name) const override { return archive_.contains(name); }
+  at::Tensor load(const std::string& name) const override;
+
+ private:
+  const TensorArchive& archive_;
+};
+
 class Model {
  public:
-  // Opens a Hugging Face model directory: config.json + safetensors (mapped, not read).
+  // Opens a Hugging Face model directory: config.json + safetensors (mapped, not read). Weights are read
+  // through `source` when given (it may refer to archive()), else straight from the safetensors.
   explicit Model(const std::string& dir);
+  using SourceFactory = std::function<std::unique_ptr<WeightSource>(const TensorArchive&)>;
+  Model(const std::string& dir, const SourceFactory& make_source);
   ~Model();
 
   const ModelConfig& config() const { return cfg_; }
   const std::string& path() const { return dir_; }
   const TensorArchive& archive() const { return *archive_; }
+
+  const WeightSource& weights() const { return *source_; }
 
   // Token ids [batch, tokens] (int64) -> hidden states [batch, tokens, hidden] at positions pos0...
   at::Tensor embed(const at::Tensor& ids, int64_t pos0) const;
@@ -94,12 +120,17 @@ class Model {
  private:
   at::Tensor load(const std::string& name) const;
   at::Tensor load_optional(const std::string& name) const;
+  // Embedding, positions, projections, final norm and lm_head load on first use: quantizing a model
+  // never needs them in fp32.
+  void load_io_weights() const;
 
   std::string dir_;
   ModelConfig cfg_;
   std::unique_ptr<TensorArchive> archive_;
-  at::Tensor embed_, pos_embed_, project_in_, project_out_, lm_head_;
-  Norm final_norm_;
+  std::unique_ptr<WeightSource> source_;
+  mutable bool io_loaded_ = false;
+  mutable at::Tensor embed_, pos_embed_, project_in_, project_out_, lm_head_;
+  mutable Norm final_norm_;
   std::vector<std::optional<LayerWeights>> layers_;
 };
 

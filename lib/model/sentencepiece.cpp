@@ -171,6 +171,9 @@ SentencePieceModel SentencePieceModel::parse(const std::string& bytes, const std
       m.byte_ids_[v] = i;
     }
   }
+  m.space_prefix_only_ = true;
+  for (const auto& [text, id] : m.mergeable_)
+    if (text.find(kSpaceSymbol, 1) != std::string::npos) m.space_prefix_only_ = false;
   if (m.byte_fallback_)
     for (int b = 0; b < 256; ++b)
       if (m.byte_ids_[b] < 0) fail_input("{}: byte_fallback is on but piece <0x{:02X}> is missing", where, b);
@@ -218,7 +221,31 @@ std::vector<int32_t> SentencePieceModel::encode(const std::string& text) const {
   const std::string norm = normalize(text);
   std::vector<int32_t> ids;
   if (norm.empty()) return ids;
+  if (!space_prefix_only_) {
+    encode_normalized(norm, ids);
+    return ids;
+  }
+  // No piece holds "▁" past its first character, so no merge can cross the start of a "▁": segment each
+  // "▁"-led chunk on its own (identical result), remembering chunks already seen.
+  std::unordered_map<std::string, std::vector<int32_t>> cache;
+  size_t begin = 0;
+  while (begin < norm.size()) {
+    size_t end = norm.find(kSpaceSymbol, begin + 1);
+    if (end == std::string::npos) end = norm.size();
+    std::string chunk = norm.substr(begin, end - begin);
+    auto it = cache.find(chunk);
+    if (it == cache.end()) {
+      std::vector<int32_t> part;
+      encode_normalized(chunk, part);
+      it = cache.emplace(std::move(chunk), std::move(part)).first;
+    }
+    ids.insert(ids.end(), it->second.begin(), it->second.end());
+    begin = end;
+  }
+  return ids;
+}
 
+void SentencePieceModel::encode_normalized(const std::string& norm, std::vector<int32_t>& ids) const {
   // Symbols are byte ranges of `norm` in a doubly linked list; start with one symbol per character.
   struct Symbol {
     int32_t prev, next;
@@ -276,7 +303,6 @@ std::vector<int32_t> SentencePieceModel::encode(const std::string& text) const {
       ids.push_back(unk_id_);
     }
   }
-  return ids;
 }
 
 std::string SentencePieceModel::decode(const std::vector<int32_t>& ids) const {

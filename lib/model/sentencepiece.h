@@ -43,6 +43,8 @@ class SentencePieceModel {
 
  private:
   std::string normalize(const std::string& text) const;
+  // BPE of an already normalized string, appending ids.
+  void encode_normalized(const std::string& norm, std::vector<int32_t>& ids) const;
 
   std::vector<Piece> pieces_;
   std::unordered_map<std::string, int32_t> mergeable_;  // normal pieces: what BPE may produce
@@ -52,6 +54,7 @@ class SentencePieceModel {
   bool byte_fallback_ = false;
   bool add_dummy_prefix_ = true, remove_extra_whitespaces_ = true, escape_whitespaces_ = true;
   bool whitespace_as_suffix_ = false;
+  bool space_prefix_only_ = false;  // no piece holds "▁" past its first character: encode "▁"-led chunks apart
   std::string unk_surface_ = " \xE2\x81\x87 ";
 };
 

@@ -244,3 +244,21 @@ TEST_CASE("algorithm registry: lookup by name, listed once", "[gptq]") {
   CHECK(weight_algorithm("gptq").quantize == &gptq_quantize);
   CHECK_THROWS_WITH(weight_algorithm("awq"), Catch::Contains("awq") && Catch::Contains("rtn, gptq"));
 }
+
+TEST_CASE("GPTQ with H = I is RTN exactly", "[gptq]") {
+  // H = I (+ damping, still diagonal): the Cholesky factor of H^-1 is diagonal, so every error-feedback
+  // update multiplies by an exact 0 and no weight moves. Codes, scales and zeros must equal RTN's bit for bit.
+  at::manual_seed(11);
+  const at::Tensor w = 0.05 * at::randn({48, 192});
+  const at::Tensor eye = at::eye(192, at::kFloat);
+  for (const WeightQuantSpec& spec : {WeightQuantSpec{4, 64, true, false}, WeightQuantSpec{3, kPerChannel, false, false},
+                                      WeightQuantSpec{2, 32, false, false}, WeightQuantSpec{8, 96, true, false}}) {
+    const LinearQuantRequest req{"layers.0.self_attn.q_proj", w, eye, spec, {}};
+    const QuantizedWeight g = gptq_quantize(req).weight;
+    const QuantizedWeight r = rtn_quantize(req).weight;
+    CHECK(g.q.equal(r.q));
+    CHECK(g.scales.equal(r.scales));
+    CHECK(g.zeros.equal(r.zeros));
+    CHECK(g.g_idx.equal(r.g_idx));
+  }
+}

@@ -1,0 +1,138 @@
+// ptq quantize
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/table.h"
+#include "pipeline/quantize.h"
+#include "quant/formats.h"
+#include "runtime/open_model.h"
+
+namespace ptq::cli {
+
+namespace {
+
+struct QuantizeArgs {
+  std::string model, recipe, out;
+  std::vector<std::string> data, ignore;
+  std::optional<std::string> method;
+  std::optional<int> bits;
+  std::optional<int64_t> group_size, nsamples, seqlen;
+  std::optional<uint64_t> seed;
+  std::optional<double> damp;
+  bool sym = false, asym = false, act_order = false, static_groups = false, synthetic = false;
+  bool force = false, json = false;
+  int64_t batch = 8;
+};
+
+std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
+  return v ? fmt::format(fmt::runtime(f), *v) : "-";
+}
+
+void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
+  apply_global_options(g, a.json);
+  QuantizeOptions opts;
+  opts.recipe = load_recipe(a.recipe);
+  Recipe& r = opts.recipe;
+  if (a.method) {
+    weight_algorithm(*a.method);
+    r.method = *a.method;
+  }
+  if (a.bits) r.weights.bits = *a.bits;
+  if (a.group_size) r.weights.group_size = *a.group_size;
+  if (a.sym) r.weights.sym = true;
+  if (a.asym) r.weights.sym = false;
+  if (a.act_order) r.gptq.act_order = true;
+  if (a.static_groups) r.gptq.static_groups = true;
+  if (a.damp) r.gptq.percdamp = *a.damp;
+  if (!a.data.empty()) r.calibration.files = a.data;
+  if (a.synthetic) r.calibration.synthetic = true;
+  if (a.nsamples) r.calibration.nsamples = *a.nsamples;
+  if (a.seqlen) r.calibration.seqlen = *a.seqlen;
+  if (a.seed) r.calibration.seed = *a.seed;
+  for (const auto& p : a.ignore) r.ignore.push_back(p);
+  format_name_for(r.weights);  // the overridden grid must still be a known format
+  opts.out_dir = a.out;
+  opts.force = a.force;
+  opts.batch = a.batch;
+
+  auto model = open_model(a.model);
+  const QuantizeReport rep = quantize_model(*model, opts);
+
+  if (a.json) {
+    nlohmann::json mods = nlohmann::json::array();
+    for (const auto& m : rep.modules) {
+      nlohmann::json j = {{"module", m.module},       {"format", m.format}, {"method", m.method},
+                          {"params", m.params},       {"nmse", m.weight_error.nmse},
+                          {"snr_db", m.weight_error.snr_db}, {"max_abs_error", m.weight_error.max_abs_error},
+                          {"sign_flips", m.weight_error.sign_flips}, {"zero_fraction", m.weight_error.zero_fraction}};
+      if (m.loss) j["loss"] = *m.loss;
+      if (m.output_error) j["output_error"] = *m.output_error;
+      if (m.rtn_output_error) j["rtn_output_error"] = *m.rtn_output_error;
+      if (!m.warning.empty()) j["warning"] = m.warning;
+      mods.push_back(j);
+    }
+    print_json({{"model", a.model},
+                {"output", a.out},
+                {"recipe", r.to_json()},
+                {"modules", mods},
+                {"unquantized", rep.unquantized},
+                {"quantized_params", rep.quantized_params},
+                {"avg_bits_per_weight", rep.avg_bits_per_weight},
+                {"output_bytes", rep.output_bytes},
+                {"calibration", rep.calibration},
+                {"seconds", rep.seconds},
+                {"peak_rss_mb", rep.peak_rss_mb}});
+    return;
+  }
+  for (const auto& [path, reason] : rep.unquantized)
+    std::fprintf(stderr, "note: %s stays floating point: %s\n", path.c_str(), reason.c_str());
+  for (const auto& m : rep.modules)
+    if (!m.warning.empty()) std::fprintf(stderr, "warning: %s: %s\n", m.module.c_str(), m.warning.c_str());
+  Table t({"module", "format", "NMSE", "SNR dB", "max|err|", "flips", "loss", "out err", "RTN out err"});
+  for (const auto& m : rep.modules)
+    t.add_row({m.module, m.format, fmt::format("{:.3e}", m.weight_error.nmse), fmt::format("{:.1f}", m.weight_error.snr_db),
+               fmt::format("{:.3g}", m.weight_error.max_abs_error), std::to_string(m.weight_error.sign_flips),
+               fmt_opt(m.loss), fmt_opt(m.output_error), fmt_opt(m.rtn_output_error)});
+  std::fputs(t.render().c_str(), stdout);
+  std::printf("\nmethod %s, %zu modules quantized, %zu kept floating point\n", r.method.c_str(), rep.modules.size(),
+              rep.unquantized.size());
+  std::printf("calibration: %s\n", rep.calibration.c_str());
+  std::printf("avg bits per quantized weight (codes + fp16 scales + zeros): %.3f\n", rep.avg_bits_per_weight);
+  std::printf("output: %s (%s), time %.1f s, peak RSS %.0f MB\n", a.out.c_str(), human_bytes(rep.output_bytes).c_str(),
+              rep.seconds, rep.peak_rss_mb);
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app, GlobalOptions& g) {
+  auto* cmd = app.add_subcommand(
+      "quantize", "Quantize a model with a recipe (configs/*.yaml); flags override the recipe. Methods: " +
+                      weight_algorithm_names() + ". Formats: " + weight_format_names());
+  auto a = std::make_shared<QuantizeArgs>();
+  cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
+  cmd->add_option("--recipe", a->recipe, "Recipe YAML, e.g. configs/w4a16-gptq.yaml")->required();
+  cmd->add_option("-o,--output", a->out, "Output directory (a ptq checkpoint)")->required();
+  cmd->add_flag("--force", a->force, "Replace an existing output directory");
+  cmd->add_option("--data", a->data, "Calibration text file (repeatable; default: data/sotu-train.txt)");
+  cmd->add_flag("--synthetic", a->synthetic, "Calibrate on random tokens (data-free)");
+  cmd->add_option("--nsamples", a->nsamples, "Calibration windows")->check(kPositive);
+  cmd->add_option("--seqlen", a->seqlen, "Calibration window length (0: min(2048, model context))")->check(kNonNegative);
+  cmd->add_option("--seed", a->seed, "Calibration sampling seed");
+  cmd->add_option("--method", a->method, "Weight algorithm: " + weight_algorithm_names());
+  cmd->add_option("--bits", a->bits, "Weight bits");
+  cmd->add_option("--group-size", a->group_size, "Input columns per group; -1 = per output channel");
+  auto* sym = cmd->add_flag("--sym", a->sym, "Symmetric grid (zero 2^(b-1))");
+  cmd->add_flag("--asym", a->asym, "Asymmetric grid (min/max with a zero point)")->excludes(sym);
+  cmd->add_flag("--act-order", a->act_order, "GPTQ: columns in order of decreasing Hessian diagonal (desc_act)");
+  cmd->add_flag("--static-groups", a->static_groups, "GPTQ: group grids from the unpermuted weights");
+  cmd->add_option("--damp", a->damp, "GPTQ dampening: fraction of mean(diag H) added to the diagonal");
+  cmd->add_option("--ignore", a->ignore, "Regex of module paths to keep floating point (repeatable)");
+  cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([&g, a] { run_quantize(g, *a); });
+}
+
+}  // namespace ptq::cli

@@ -1,0 +1,199 @@
+#include "pipeline/quantize.h"
+
+#include <cstdlib>
+#include <ctime>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "calibration/data.h"
+#include "calibration/streamer.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "quant/checkpoint.h"
+#include "quant/formats.h"
+#include "quant/hessian.h"
+
+namespace ptq {
+
+namespace {
+
+constexpr LinearId kAllLinear[] = {LinearId::Q, LinearId::K, LinearId::V, LinearId::O,
+                                   LinearId::Gate, LinearId::Up, LinearId::Down};
+
+// Modules that read the same input: one Hessian serves them all.
+LinearId input_point(LinearId id) {
+  switch (id) {
+    case LinearId::K:
+    case LinearId::V: return LinearId::Q;
+    case LinearId::Gate: return LinearId::Up;
+    default: return id;
+  }
+}
+
+// GPTQ true-sequential groups inside a layer (ALGORITHMS.md): each sees inputs produced by the quantized
+// earlier groups.
+const std::vector<std::vector<LinearId>>& sequential_groups(bool true_sequential) {
+  static const std::vector<std::vector<LinearId>> seq = {
+      {LinearId::Q, LinearId::K, LinearId::V}, {LinearId::O}, {LinearId::Gate, LinearId::Up}, {LinearId::Down}};
+  static const std::vector<std::vector<LinearId>> all = {
+      {LinearId::Q, LinearId::K, LinearId::V, LinearId::O, LinearId::Gate, LinearId::Up, LinearId::Down}};
+  return true_sequential ? seq : all;
+}
+
+// ISO-8601 UTC; SOURCE_DATE_EPOCH (the reproducible-builds convention) pins it so outputs are byte-identical.
+std::string provenance_date() {
+  std::time_t t = std::time(nullptr);
+  if (const char* e = std::getenv("SOURCE_DATE_EPOCH")) t = static_cast<std::time_t>(std::strtoll(e, nullptr, 10));
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+struct PlannedModule {
+  std::string path;
+  WeightQuantSpec spec;
+  std::string format;
+};
+
+}  // namespace
+
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
+  const double t0 = now_seconds();
+  const Recipe& recipe = opts.recipe;
+  const ModelConfig& cfg = model.config();
+  const WeightAlgorithm& algo = weight_algorithm(recipe.method);
+  QuantizeReport report;
+
+  // Plan: every linear module of every layer gets the recipe's grid unless ignored or impossible.
+  std::vector<std::map<LinearId, PlannedModule>> plan(cfg.n_layers);
+  std::map<std::string, ModuleQuantInfo> packed;
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    for (LinearId id : kAllLinear) {
+      const char* name = linear_module_name(cfg, id);
+      if (*name == '\0') continue;
+      const std::string path = cfg.layer_module(i, name);
+      const std::optional<WeightQuantSpec> spec = recipe.spec_for(path);
+      if (!spec) {
+        report.unquantized[path] = "ignored by the recipe";
+        continue;
+      }
+      const int64_t in = model.archive().view(path + ".weight").shape().at(1);
+      if (spec->group_size > 0 && in % spec->group_size != 0) {
+        report.unquantized[path] =
+            fmt::format("in_features {} is not a multiple of group size {}", in, spec->group_size);
+        continue;
+      }
+      PlannedModule p{path, *spec, format_name_for(*spec)};
+      packed[path] = ModuleQuantInfo{p.format, p.spec, recipe.method, recipe.gptq.act_order};
+      plan[i][id] = std::move(p);
+    }
+  }
+  if (packed.empty()) fail_input("the recipe leaves no module to quantize ({} skipped)", report.unquantized.size());
+
+  CheckpointWriter writer(model, opts.out_dir, packed, opts.force);
+
+  // Calibration only when the algorithm uses a Hessian.
+  std::optional<CalibrationData> calib;
+  std::optional<LayerStreamer> streamer;
+  if (algo.needs_hessian) {
+    auto tok = load_tokenizer(model.path());
+    calib = load_calibration_data(recipe.calibration, *tok, cfg.vocab, cfg.max_positions);
+    streamer.emplace(model, *calib, opts.batch);
+    report.calibration = fmt::format("{} ({} windows x {} tokens, seed {}, sha256 {:.12})", calib->source,
+                                     calib->windows.size(), calib->seqlen, calib->seed, calib->data_sha256);
+  } else {
+    report.calibration = "none (the method needs no calibration data)";
+  }
+
+  at::NoGradGuard no_grad;
+  Progress progress("quantize", cfg.n_layers, "layers");
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    LayerWeights w = model.load_layer(i);
+    for (const auto& group : sequential_groups(recipe.true_sequential)) {
+      std::vector<LinearId> members;
+      for (LinearId id : group)
+        if (plan[i].count(id)) members.push_back(id);
+      if (members.empty()) continue;
+      std::map<LinearId, HessianAccumulator> hessians;
+      if (algo.needs_hessian) {
+        for (LinearId id : members) {
+          const LinearId point = input_point(id);
+          if (!hessians.count(point))
+            hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i][id].path + ".input"));
+        }
+        LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
+          auto it = hessians.find(id);
+          if (it != hessians.end()) it->second.add(x);
+        };
+        streamer->run(i, w, &hook, /*advance=*/false);
+      }
+      for (LinearId id : members) {
+        const PlannedModule& p = plan[i][id];
+        progress.update(i, p.path);
+        LinearQuantRequest req;
+        req.name = p.path;
+        req.weight = w[id].weight;
+        req.spec = p.spec;
+        req.gptq = recipe.gptq;
+        if (algo.needs_hessian) req.hessian = hessians.at(input_point(id)).hessian();
+        LinearQuantResult res = algo.quantize(req);
+        const at::Tensor w_hat = dequantize(res.weight);
+        ModuleReport m;
+        m.module = p.path;
+        m.layer = i;
+        m.format = p.format;
+        m.method = recipe.method;
+        m.params = w[id].weight.numel();
+        m.weight_error = distortion(w[id].weight, w_hat);
+        m.loss = res.loss;
+        m.warning = res.warning;
+        if (req.hessian.defined()) {
+          m.output_error = hessian_loss(w[id].weight, w_hat, req.hessian);
+          m.rtn_output_error = hessian_loss(w[id].weight, dequantize(quantize_weight(w[id].weight, p.spec, p.path)),
+                                            req.hessian);
+        }
+        const WeightFormat& fmt = weight_format(p.format);
+        report.quantized_params += m.params;
+        report.quantized_bits += 8.0 * static_cast<double>(fmt.bytes_for(w[id].weight.size(0), w[id].weight.size(1)));
+        writer.write_module(p.path, res.weight);
+        w[id].weight = w_hat;  // later groups and layers see the quantized module
+        report.modules.push_back(std::move(m));
+      }
+    }
+    if (streamer) streamer->run(i, w, nullptr, /*advance=*/true);
+    progress.update(i + 1);
+  }
+  progress.finish();
+  writer.copy_unquantized();
+
+  nlohmann::json unq = nlohmann::json::object();
+  for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
+  nlohmann::json provenance = {{"tool", "ptq"},
+                               {"version", PTQ_VERSION},
+                               {"date", provenance_date()},
+                               {"source_model", model.path()},
+                               {"recipe", recipe.path}};
+  if (calib)
+    provenance["calibration"] = {{"data", calib->source},
+                                 {"data_sha256", calib->data_sha256},
+                                 {"nsamples", calib->windows.size()},
+                                 {"seqlen", calib->seqlen},
+                                 {"seed", calib->seed}};
+  writer.commit({{"weights", recipe.to_json()["weights"]},
+                 {"activations", nullptr},
+                 {"unquantized", unq},
+                 {"recipe", recipe.to_json()},
+                 {"provenance", provenance}});
+  report.output_bytes = writer.bytes();
+  report.avg_bits_per_weight = report.quantized_params ? report.quantized_bits / report.quantized_params : 0;
+  report.seconds = now_seconds() - t0;
+  report.peak_rss_mb = peak_rss_mb();
+  return report;
+}
+
+}  // namespace ptq

@@ -1,0 +1,55 @@
+// The layer-streaming quantize driver: plan every linear module from the recipe, calibrate and quantize one
+// decoder layer at a time (GPTQ sequentially on the outputs of the already quantized layers), and stream
+// the packed checkpoint to disk.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pipeline/recipe.h"
+#include "quant/metrics.h"
+
+namespace ptq {
+
+class Model;
+
+struct QuantizeOptions {
+  Recipe recipe;
+  std::string out_dir;
+  bool force = false;        // replace an existing output directory
+  int64_t batch = 8;         // calibration windows per layer forward
+};
+
+struct ModuleReport {
+  std::string module;   // full path, e.g. model.layers.3.mlp.down_proj
+  int64_t layer = 0;
+  std::string format, method;
+  int64_t params = 0;
+  Distortion weight_error;          // of the dequantized weight against the FP weight
+  std::optional<double> loss;       // the algorithm's objective (GPTQ: damped-Hessian loss)
+  // With a Hessian: ½ tr(ΔW H ΔWᵀ) = ‖X ΔWᵀ‖² / n on the calibration inputs, for this result and for RTN
+  // of the same weight with the same grid (how much the algorithm gained over rounding).
+  std::optional<double> output_error, rtn_output_error;
+  std::string warning;
+};
+
+struct QuantizeReport {
+  std::vector<ModuleReport> modules;
+  std::map<std::string, std::string> unquantized;  // module -> reason it stayed floating point
+  int64_t quantized_params = 0;
+  double quantized_bits = 0;    // storage bits of the quantized modules (codes + scales + zeros)
+  double avg_bits_per_weight = 0;  // quantized_bits / quantized_params
+  uint64_t output_bytes = 0;
+  std::string calibration;      // what calibration data was used ("none" for RTN)
+  double seconds = 0;
+  double peak_rss_mb = 0;
+};
+
+// Quantizes `model` with `opts.recipe` into opts.out_dir (atomic: the directory appears complete or not at
+// all). Throws std::invalid_argument for an unusable recipe, model or output path.
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts);
+
+}  // namespace ptq

@@ -1,0 +1,212 @@
+#include "pipeline/recipe.h"
+
+#include <set>
+
+#include <yaml-cpp/yaml.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "quant/formats.h"
+
+namespace ptq {
+
+namespace {
+
+// Reads typed values out of a YAML mapping, refusing keys it was not asked about.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string where, std::string prefix)
+      : node_(node), where_(std::move(where)), prefix_(std::move(prefix)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap())
+      fail_input("{}: \"{}\" must be a mapping of keys", where_, prefix_.empty() ? "(top level)" : prefix_);
+  }
+
+  template <typename T>
+  std::optional<T> get(const std::string& key) {
+    known_.insert(key);
+    if (!node_ || node_.IsNull() || !node_[key] || node_[key].IsNull()) return std::nullopt;
+    try {
+      return node_[key].as<T>();
+    } catch (const YAML::Exception&) {
+      fail_input("{}: \"{}\" has an invalid value {} (line {})", where_, path(key), YAML::Dump(node_[key]),
+                 node_[key].Mark().line + 1);
+    }
+  }
+  template <typename T>
+  void read(const std::string& key, T& out) {
+    if (auto v = get<T>(key)) out = *v;
+  }
+  YAML::Node child(const std::string& key) {
+    known_.insert(key);
+    return node_ && node_.IsMap() ? node_[key] : YAML::Node();
+  }
+  std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
+  // Call after every get/child: any other key is a typo or an option this version does not have.
+  void finish() const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (known_.count(key)) continue;
+      std::string names;
+      for (const auto& k : known_) names += (names.empty() ? "" : ", ") + k;
+      fail_input("{}: unknown key \"{}\" (line {}); known keys here: {}", where_, path(key), kv.first.Mark().line + 1,
+                 names);
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string where_, prefix_;
+  std::set<std::string> known_;
+};
+
+std::regex compile(const std::string& pattern, const std::string& where, const std::string& key) {
+  try {
+    return std::regex(pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    fail_input("{}: \"{}\" is not a valid regular expression \"{}\" ({})", where, key, pattern, e.what());
+  }
+}
+
+void check_grid(const WeightQuantSpec& s, const std::string& where, const std::string& key) {
+  if (s.bits < 2 || s.bits > 8) fail_input("{}: \"{}.bits\" must be 2..8, got {}", where, key, s.bits);
+  if (s.group_size == 0 || s.group_size < -1)
+    fail_input("{}: \"{}.group_size\" must be a positive group width or -1 (per channel), got {}", where, key,
+               s.group_size);
+  format_name_for(s);  // the grid must be a known format
+}
+
+}  // namespace
+
+std::string format_name_for(const WeightQuantSpec& spec) {
+  for (const auto& f : weight_formats())
+    if (f.bits == spec.bits && f.group_size == spec.group_size && f.sym == spec.sym) return f.name;
+  fail_input("no weight format has {} bits, group size {}, {} grid (known formats: {})", spec.bits, spec.group_size,
+             spec.sym ? "symmetric" : "asymmetric", weight_format_names());
+}
+
+std::optional<WeightQuantSpec> Recipe::spec_for(const std::string& path) const {
+  for (const auto& pattern : ignore)
+    if (std::regex_search(path, std::regex(pattern))) return std::nullopt;
+  WeightQuantSpec s = weights;
+  for (const auto& o : overrides) {
+    if (!std::regex_search(path, o.re)) continue;
+    if (o.bits) s.bits = *o.bits;
+    if (o.group_size) s.group_size = *o.group_size;
+    if (o.sym) s.sym = *o.sym;
+  }
+  return s;
+}
+
+nlohmann::json Recipe::to_json() const {
+  nlohmann::json overrides_json = nlohmann::json::array();
+  for (const auto& o : overrides) {
+    nlohmann::json j = {{"match", o.match}};
+    if (o.bits) j["bits"] = *o.bits;
+    if (o.group_size) j["group_size"] = *o.group_size;
+    if (o.sym) j["sym"] = *o.sym;
+    overrides_json.push_back(j);
+  }
+  return {{"path", path},
+          {"name", name},
+          {"paper", paper},
+          {"weights",
+           {{"method", method},
+            {"bits", weights.bits},
+            {"group_size", weights.group_size},
+            {"sym", weights.sym},
+            {"mse", weights.mse},
+            {"act_order", gptq.act_order},
+            {"static_groups", gptq.static_groups},
+            {"damp", gptq.percdamp},
+            {"true_sequential", true_sequential}}},
+          {"calibration",
+           {{"data", calibration.files},
+            {"nsamples", calibration.nsamples},
+            {"seqlen", calibration.seqlen},
+            {"seed", calibration.seed},
+            {"synthetic", calibration.synthetic}}},
+          {"ignore", ignore},
+          {"overrides", overrides_json}};
+}
+
+Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail_input("{}: not valid YAML ({})", where, e.what());
+  }
+  Recipe r;
+  r.path = where;
+  Section top(root, where, "");
+  top.read("name", r.name);
+  top.read("paper", r.paper);
+  top.read("description", r.description);
+
+  Section w(top.child("weights"), where, "weights");
+  w.read("method", r.method);
+  if (auto f = w.get<std::string>("format")) {
+    const WeightFormat& fmt = weight_format(*f);
+    r.weights.bits = fmt.bits;
+    r.weights.group_size = fmt.group_size;
+    r.weights.sym = fmt.sym;
+  }
+  w.read("bits", r.weights.bits);
+  w.read("group_size", r.weights.group_size);
+  w.read("sym", r.weights.sym);
+  w.read("mse", r.weights.mse);
+  w.read("act_order", r.gptq.act_order);
+  w.read("static_groups", r.gptq.static_groups);
+  w.read("damp", r.gptq.percdamp);
+  w.read("true_sequential", r.true_sequential);
+  w.finish();
+  weight_algorithm(r.method);  // throws listing the known algorithms
+  check_grid(r.weights, where, "weights");
+  if (!(r.gptq.percdamp > 0)) fail_input("{}: \"weights.damp\" must be > 0, got {}", where, r.gptq.percdamp);
+
+  Section c(top.child("calibration"), where, "calibration");
+  c.read("data", r.calibration.files);
+  c.read("nsamples", r.calibration.nsamples);
+  c.read("seqlen", r.calibration.seqlen);
+  c.read("seed", r.calibration.seed);
+  c.read("synthetic", r.calibration.synthetic);
+  c.finish();
+  if (r.calibration.nsamples < 1) fail_input("{}: \"calibration.nsamples\" must be >= 1", where);
+  if (r.calibration.seqlen < 0) fail_input("{}: \"calibration.seqlen\" must be >= 0 (0: model context)", where);
+
+  top.read("ignore", r.ignore);
+  for (const auto& p : r.ignore) compile(p, where, "ignore");
+  YAML::Node ov = top.child("overrides");
+  if (ov && !ov.IsNull()) {
+    if (!ov.IsSequence()) fail_input("{}: \"overrides\" must be a list", where);
+    for (size_t i = 0; i < ov.size(); ++i) {
+      const std::string key = fmt::format("overrides[{}]", i);
+      Section o(ov[i], where, key);
+      ModuleOverride m;
+      auto match = o.get<std::string>("match");
+      if (!match) fail_input("{}: \"{}.match\" (a module path regex) is required", where, key);
+      m.match = *match;
+      m.re = compile(m.match, where, key + ".match");
+      m.bits = o.get<int>("bits");
+      m.group_size = o.get<int64_t>("group_size");
+      m.sym = o.get<bool>("sym");
+      o.finish();
+      WeightQuantSpec probe = r.weights;
+      if (m.bits) probe.bits = *m.bits;
+      if (m.group_size) probe.group_size = *m.group_size;
+      if (m.sym) probe.sym = *m.sym;
+      check_grid(probe, where, key);
+      r.overrides.push_back(std::move(m));
+    }
+  }
+  top.finish();
+  return r;
+}
+
+Recipe load_recipe(const std::string& path) {
+  if (!file_exists(path)) fail_input("recipe {} does not exist (recipes live in configs/)", path);
+  return parse_recipe(read_text_file(path), path);
+}
+
+}  // namespace ptq

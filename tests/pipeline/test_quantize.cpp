@@ -1,0 +1,150 @@
+// The quantize pipeline end to end on the bundled sotu-llama-8m: GPTQ beats RTN on every module's
+// calibration output error, the checkpoint evaluates to the stored values, runs are deterministic, and
+// recipes are validated key by key.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+
+#include <ATen/ATen.h>
+
+#include "core/file.h"
+#include "pipeline/quantize.h"
+#include "pipeline/recipe.h"
+#include "quant/checkpoint.h"
+#include "runtime/open_model.h"
+#include "tests/test_paths.h"
+
+using namespace ptq;
+
+namespace {
+
+Recipe small_recipe(const std::string& config) {
+  Recipe r = load_recipe(test::repo_path("configs/" + config));
+  r.calibration.nsamples = 8;
+  r.calibration.seqlen = 64;
+  r.calibration.files = {test::repo_path("data/sotu-test.txt")};  // small text: fast to tokenize
+  return r;
+}
+
+QuantizeReport run(const Recipe& r, const std::string& out) {
+  Model model(test::repo_path("data/models/sotu-llama-8m"));
+  QuantizeOptions o;
+  o.recipe = r;
+  o.out_dir = out;
+  return quantize_model(model, o);
+}
+
+}  // namespace
+
+TEST_CASE("GPTQ's calibration output error is below RTN's for every module of sotu-llama-8m", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-gptq");
+  const QuantizeReport rep = run(small_recipe("w4a16-gptq.yaml"), dir + "/out");
+  REQUIRE(rep.modules.size() == 42);
+  CHECK(rep.unquantized.empty());
+  for (const auto& m : rep.modules) {
+    INFO(m.module << ": GPTQ " << *m.output_error << " vs RTN " << *m.rtn_output_error);
+    REQUIRE(m.output_error.has_value());
+    CHECK(*m.output_error < *m.rtn_output_error);
+  }
+  // 4-bit codes + one fp16 scale per 128 weights: 4 + 16/128 bits.
+  CHECK(rep.avg_bits_per_weight == Approx(4.125).epsilon(1e-12));
+
+  // The checkpoint carries its recipe and provenance, and the runner reads back quantized weights that
+  // differ from the FP ones but sit on the 4-bit grid: at most 16 distinct values per group of 128.
+  CheckpointQuantConfig qc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/out", qc));
+  CHECK(qc.modules.size() == 42);
+  CHECK(qc.raw["provenance"]["calibration"]["nsamples"] == 8);
+  CHECK(qc.raw["recipe"]["weights"]["method"] == "gptq");
+  auto q = open_model(dir + "/out");
+  Model fp(test::repo_path("data/models/sotu-llama-8m"));
+  const at::Tensor wq = q->load_layer(2)[LinearId::Down].weight, wf = fp.load_layer(2)[LinearId::Down].weight;
+  CHECK_FALSE(wq.equal(wf));
+  CHECK(std::get<0>(at::_unique(wq[0].narrow(0, 0, 128))).numel() <= 16);
+}
+
+TEST_CASE("quantize is deterministic: the same recipe and seed give byte-identical checkpoints", "[pipeline]") {
+  ::setenv("SOURCE_DATE_EPOCH", "1700000000", 1);
+  const std::string dir = test::make_temp_dir("pipe-det");
+  Recipe r = small_recipe("w4a16-gptq.yaml");
+  r.gptq.act_order = true;
+  run(r, dir + "/a");
+  run(r, dir + "/b");
+  ::unsetenv("SOURCE_DATE_EPOCH");
+  for (const char* f : {"model.safetensors", "config.json", "tokenizer.model"})
+    CHECK(sha256_file(dir + "/a/" + f) == sha256_file(dir + "/b/" + f));
+}
+
+TEST_CASE("modules that cannot take the format stay floating point, listed with the reason", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-skip");
+  // stories260K's down_proj reads 172 columns: no group of 32 fits.
+  Model stories(test::repo_path("data/models/stories260K"));
+  QuantizeOptions o;
+  o.recipe = small_recipe("w4a16-rtn.yaml");
+  o.recipe.weights.group_size = 32;
+  o.out_dir = dir + "/stories";
+  const QuantizeReport rep = quantize_model(stories, o);
+  CHECK(rep.modules.size() == 30);
+  REQUIRE(rep.unquantized.size() == 5);
+  CHECK(rep.unquantized.at("model.layers.4.mlp.down_proj") == "in_features 172 is not a multiple of group size 32");
+  o.recipe.weights.group_size = 128;  // nothing fits: refused, no output
+  o.out_dir = dir + "/none";
+  CHECK_THROWS_WITH(quantize_model(stories, o), Catch::Contains("no module to quantize"));
+  CHECK_FALSE(is_directory(dir + "/none"));
+
+  Recipe r = small_recipe("w4a16-rtn.yaml");
+  r.ignore = {"down_proj$"};
+  const QuantizeReport ign = run(r, dir + "/out");
+  CHECK(ign.modules.size() == 36);
+  CHECK(ign.unquantized.at("model.layers.0.mlp.down_proj") == "ignored by the recipe");
+  CheckpointQuantConfig qc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/out", qc));
+  CHECK(qc.unquantized.size() == 6);
+  // The FP module is copied unchanged.
+  Model fp(test::repo_path("data/models/sotu-llama-8m"));
+  CHECK(open_model(dir + "/out")->load_layer(0)[LinearId::Down].weight.equal(fp.load_layer(0)[LinearId::Down].weight));
+}
+
+TEST_CASE("bundled recipes parse and name their paper", "[recipe]") {
+  for (const char* f : {"w4a16-gptq.yaml", "w4a16-rtn.yaml", "w3a16-gptq.yaml", "w8a16-rtn.yaml"}) {
+    const Recipe r = load_recipe(test::repo_path(std::string("configs/") + f));
+    CHECK_FALSE(r.paper.empty());
+    CHECK_NOTHROW(format_name_for(r.weights));
+  }
+  CHECK(load_recipe(test::repo_path("configs/w3a16-gptq.yaml")).weights.bits == 3);
+}
+
+TEST_CASE("recipe validation names the key", "[recipe]") {
+  auto error = [](const std::string& yaml) {
+    try {
+      parse_recipe(yaml, "r.yaml");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK_THAT(error("weights:\n  bitz: 4\n"), Catch::Contains("unknown key \"weights.bitz\"") && Catch::Contains("line 2"));
+  CHECK_THAT(error("weights:\n  bits: four\n"), Catch::Contains("\"weights.bits\" has an invalid value"));
+  CHECK_THAT(error("weights:\n  bits: 5\n"), Catch::Contains("no weight format has 5 bits"));
+  CHECK_THAT(error("weights:\n  method: awq\n"), Catch::Contains("awq") && Catch::Contains("gptq"));
+  CHECK_THAT(error("ignore: ['(unclosed']\n"), Catch::Contains("not a valid regular expression"));
+  CHECK_THAT(error("overrides:\n  - bits: 8\n"), Catch::Contains("overrides[0].match"));
+  CHECK_THAT(error("weights: [1, 2]\n"), Catch::Contains("\"weights\" must be a mapping"));
+  CHECK_THAT(error("calibration:\n  nsamples: 0\n"), Catch::Contains("calibration.nsamples"));
+  CHECK(error("name: ok\nweights:\n  format: w4g32asym\n").empty());
+}
+
+TEST_CASE("recipe overrides and ignore select per-module grids", "[recipe]") {
+  const Recipe r = parse_recipe(R"(
+weights: {method: rtn, bits: 4, group_size: 128, sym: true}
+ignore: ['layers\.0\.']
+overrides:
+  - match: 'down_proj$'
+    bits: 8
+    group_size: -1
+)", "r.yaml");
+  CHECK_FALSE(r.spec_for("model.layers.0.mlp.up_proj").has_value());
+  CHECK(r.spec_for("model.layers.3.mlp.up_proj")->bits == 4);
+  CHECK(r.spec_for("model.layers.3.mlp.down_proj")->bits == 8);
+  CHECK(r.spec_for("model.layers.3.mlp.down_proj")->group_size == -1);
+}
