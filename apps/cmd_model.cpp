@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/table.h"
-#include "model/inspect.h"
+#include "runtime/inspect.h"
 #include "model/model.h"
 #include "runtime/open_model.h"
 #include "model/synthetic.h"
@@ -40,7 +40,19 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
                         {"tensors", s.tensors},
                         {"file_bytes", s.file_bytes},
                         {"files", s.files},
-                        {"tokenizer", s.tokenizer}};
+                        {"tokenizer", s.tokenizer},
+                        {"quantized", s.quantized},
+                        {"bits_per_weight", s.model_bits_per_weight}};
+    if (s.quantized) {
+      nlohmann::json mods = nlohmann::json::array();
+      for (const auto& m : s.modules)
+        mods.push_back({{"module", m.module}, {"format", m.format}, {"method", m.method}, {"params", m.params},
+                        {"bits_per_weight", m.bits_per_weight}, {"metrics", m.metrics}});
+      j["modules"] = mods;
+      j["unquantized"] = s.unquantized;
+      j["modules_by_format"] = s.modules_by_format;
+      j["quantized_bits_per_weight"] = s.quantized_bits_per_weight;
+    }
     print_json(j);
     return;
   }
@@ -60,7 +72,28 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
   t.add_row({"tensors / files", fmt::format("{} / {}", s.tensors, s.files.size())});
   t.add_row({"size on disk", human_bytes(s.file_bytes)});
   t.add_row({"tokenizer", s.tokenizer});
+  t.add_row({"bits per weight (all tensors)", fmt::format("{:.3f}", s.model_bits_per_weight)});
+  if (s.quantized) {
+    std::string formats;
+    for (const auto& [f, n] : s.modules_by_format) formats += fmt::format("{}{} x {}", formats.empty() ? "" : ", ", n, f);
+    t.add_row({"quantized modules", formats});
+    t.add_row({"bits per quantized weight", fmt::format("{:.3f}", s.quantized_bits_per_weight)});
+    t.add_row({"floating-point linear modules", std::to_string(s.unquantized.size())});
+  }
   std::fputs(t.render().c_str(), stdout);
+  if (!s.quantized) return;
+  std::printf("\n");
+  Table m({"module", "format", "method", "bits/w", "NMSE", "SNR dB", "out err", "RTN out err"});
+  auto metric = [](const nlohmann::json& j, const char* key, const char* f) {
+    return j.is_object() && j.contains(key) && j[key].is_number() ? fmt::format(fmt::runtime(f), j[key].get<double>())
+                                                                  : std::string("-");
+  };
+  for (const auto& q : s.modules)
+    m.add_row({q.module, q.format, q.method, fmt::format("{:.3f}", q.bits_per_weight), metric(q.metrics, "nmse", "{:.3e}"),
+               metric(q.metrics, "snr_db", "{:.1f}"), metric(q.metrics, "output_error", "{:.4g}"),
+               metric(q.metrics, "rtn_output_error", "{:.4g}")});
+  std::fputs(m.render().c_str(), stdout);
+  for (const auto& [module, reason] : s.unquantized) std::printf("%s: floating point (%s)\n", module.c_str(), reason.c_str());
 }
 
 struct GenerateArgs {

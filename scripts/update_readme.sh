@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the measured tables in README.md (between "<!-- BEGIN name -->" and "<!-- END name -->")
 # by running ptq on the bundled models and data. Nothing in those sections is typed by hand.
+# Needs python3 (formatting only). Takes ~20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh ptq >/dev/null
@@ -26,6 +27,18 @@ trap 'rm -rf "$tmp"' EXIT
 
 {
   echo '```'
+  echo "\$ ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
+  $ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
+  echo
+  echo "\$ ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
+  $ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
+  echo '```'
+} >"$tmp/fp-tasks"
+
+scripts/quant_table.sh >"$tmp/quant-table"
+
+{
+  echo '```'
   echo "\$ scripts/bench_fp.sh   # ptq bench MODEL --json (prompt 128, gen 128, best of 3), $(nproc) threads, $(lscpu | sed -n 's/^Model name: *//p')"
   scripts/bench_fp.sh
   echo '```'
@@ -36,7 +49,7 @@ import re, sys, pathlib
 tmp = pathlib.Path(sys.argv[1])
 readme = pathlib.Path("README.md")
 text = readme.read_text()
-for section in ("fp-ppl", "fp-bench"):
+for section in ("fp-ppl", "fp-tasks", "quant-table", "fp-bench"):
     body = (tmp / section).read_text()
     pattern = re.compile(r"(<!-- BEGIN %s -->\n).*?(<!-- END %s -->)" % (section, section), re.S)
     if not pattern.search(text):

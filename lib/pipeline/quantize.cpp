@@ -160,7 +160,15 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         const WeightFormat& fmt = weight_format(p.format);
         report.quantized_params += m.params;
         report.quantized_bits += 8.0 * static_cast<double>(fmt.bytes_for(w[id].weight.size(0), w[id].weight.size(1)));
-        writer.write_module(p.path, res.weight);
+        nlohmann::json metrics = {{"nmse", m.weight_error.nmse},
+                                  {"snr_db", m.weight_error.snr_db},
+                                  {"max_abs_error", m.weight_error.max_abs_error},
+                                  {"sign_flips", m.weight_error.sign_flips},
+                                  {"zero_fraction", m.weight_error.zero_fraction}};
+        if (m.loss) metrics["loss"] = *m.loss;
+        if (m.output_error) metrics["output_error"] = *m.output_error;
+        if (m.rtn_output_error) metrics["rtn_output_error"] = *m.rtn_output_error;
+        writer.write_module(p.path, res.weight, metrics);
         w[id].weight = w_hat;  // later groups and layers see the quantized module
         report.modules.push_back(std::move(m));
       }

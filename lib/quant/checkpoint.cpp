@@ -60,6 +60,7 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
     m.act_order = j.value("act_order", false);
     m.out_features = j.at("out_features").get<int64_t>();
     m.in_features = j.at("in_features").get<int64_t>();
+    m.metrics = j.value("metrics", json());
   } catch (const json::exception& e) {
     fail_input("{}: quantization_config.modules[\"{}\"] is malformed ({})", where, module, e.what());
   }
@@ -217,9 +218,10 @@ CheckpointWriter::~CheckpointWriter() {
   }
 }
 
-void CheckpointWriter::write_module(const std::string& module, const QuantizedWeight& qw) {
+void CheckpointWriter::write_module(const std::string& module, const QuantizedWeight& qw, json metrics) {
   auto it = modules_.find(module);
   if (it == modules_.end()) fail_input("checkpoint writer: module \"{}\" was not planned", module);
+  it->second.metrics = std::move(metrics);
   const int b = qw.spec.bits;
   auto write = [&](const std::string& name, const at::Tensor& t) {
     const at::Tensor c = t.contiguous();
@@ -262,6 +264,7 @@ void CheckpointWriter::commit(json quantization_config) {
                        {"group_size", info.spec.group_size}, {"sym", info.spec.sym},
                        {"method", info.method},   {"act_order", info.act_order},
                        {"out_features", info.out_features},  {"in_features", info.in_features}};
+    if (!info.metrics.is_null()) modules[module]["metrics"] = info.metrics;
   }
   quantization_config["modules"] = modules;
   cfg["quantization_config"] = quantization_config;

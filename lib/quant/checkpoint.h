@@ -15,7 +15,7 @@
 //   <m>.g_idx   [K] I32                only when columns are not in natural group order (act-order)
 // quantization_config = {"quant_method": "ptq", "format_version": 1,
 //   "modules": {<m>: {"format", "bits", "group_size", "sym", "method", "act_order", "out_features",
-//                     "in_features"}},
+//                     "in_features", "metrics": {"nmse", "snr_db", ...}}},
 //   "unquantized": {<m>: reason}, "weights": {...defaults...}, "provenance": {...}}
 #pragma once
 
@@ -44,6 +44,7 @@ struct ModuleQuantInfo {
   std::string method;  // algorithm name
   bool act_order = false;
   int64_t out_features = 0, in_features = 0;  // W[out, in]; K is not recoverable from the padded qweight
+  nlohmann::json metrics;  // distortion measured when it was quantized (quant/metrics.h), shown by inspect
 };
 
 struct CheckpointQuantConfig {
@@ -79,7 +80,7 @@ class CheckpointWriter {
 
   // Packs and writes module `module` (declared in `modules`). Throws naming the module if a scale does
   // not fit fp16.
-  void write_module(const std::string& module, const QuantizedWeight& qw);
+  void write_module(const std::string& module, const QuantizedWeight& qw, nlohmann::json metrics = {});
   // Copies every source tensor not replaced by a packed module (embeddings, norms, biases, FP modules),
   // straight from the source's mapped file in its original dtype.
   void copy_unquantized();

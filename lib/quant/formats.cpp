@@ -96,6 +96,7 @@ const std::vector<WeightFormat>& weight_formats() {
       {"w3g128asym", 3, 128, false, "3-bit asymmetric, groups of 128"},
       {"w2g64", 2, 64, true, "2-bit symmetric, groups of 64"},
       {"w2g64asym", 2, 64, false, "2-bit asymmetric, groups of 64"},
+      {"w3", 3, kPerChannel, true, "3-bit symmetric, per output channel"},
   };
   return formats;
 }

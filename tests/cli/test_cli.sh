@@ -32,7 +32,7 @@ expect_ok() {
   if "$@" >"$tmp/out" 2>"$tmp/err"; then ok; else bad "$name: rc $? $(cat "$tmp/err")"; fi
 }
 
-for sub in "" inspect generate bench synth "eval" "eval ppl"; do
+for sub in "" inspect generate bench synth quantize "eval" "eval ppl" "eval tasks"; do
   # shellcheck disable=SC2086
   expect_ok "help $sub" "$ptq" $sub --help
 done
@@ -66,6 +66,18 @@ grep -q '"decode_tok_s"' "$tmp/out" && grep -q '"peak_rss_mb"' "$tmp/out" && ok 
 expect_ok "synth" "$ptq" synth -o "$tmp/synth" --arch qwen2 --dtype BF16 --tokenizer-from "$model"
 expect_ok "inspect synth" "$ptq" inspect "$tmp/synth"
 grep -q "qwen2" "$tmp/out" && ok || bad "inspect synth architecture"
+
+# quantize -> inspect -> eval on the quantized checkpoint; output safety.
+q="$tmp/q"
+expect_ok "quantize rtn" "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --group-size 32 -o "$q"
+grep -q "stays floating point" "$tmp/err" && ok || bad "quantize does not report the FP down_proj modules"
+expect_fail "quantize onto existing output" "--force"   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --group-size 32 -o "$q"
+expect_fail "quantize missing recipe" "does not exist" "$ptq" quantize "$model" --recipe "$tmp/none.yaml" -o "$tmp/q2"
+expect_fail "quantize impossible grid" "no weight format has 5 bits"   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --bits 5 -o "$tmp/q3"
+[[ ! -e "$tmp/q3" ]] && ok || bad "a failed quantize left an output behind"
+expect_ok "inspect quantized" "$ptq" inspect "$q" --json
+grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
+expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2
 
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,0 +1,59 @@
+#include "runtime/inspect.h"
+
+#include "io/safetensors.h"
+#include "model/tokenizer.h"
+#include "quant/checkpoint.h"
+
+namespace ptq {
+
+ModelSummary summarize_model(const std::string& dir) {
+  ModelSummary s;
+  s.path = dir;
+  s.config = load_model_config(dir);
+  TensorArchive archive(dir);
+  CheckpointQuantConfig qc;
+  s.quantized = read_checkpoint_quant_config(dir, qc);
+  s.file_bytes = archive.total_file_bytes();
+  uint64_t tensor_bytes = 0;
+  std::map<std::string, uint64_t> module_bytes;  // packed bytes per quantized module
+  for (const auto& f : archive.files()) {
+    s.files.push_back(f->path());
+    for (const auto& t : f->tensors()) {
+      ++s.tensors;
+      tensor_bytes += t.nbytes();
+      s.params_by_dtype[dtype_name(t.dtype)] += t.numel();
+      const size_t dot = t.name.rfind('.');
+      const std::string module = dot == std::string::npos ? "" : t.name.substr(0, dot);
+      const std::string suffix = dot == std::string::npos ? "" : t.name.substr(dot + 1);
+      if (qc.modules.count(module) && suffix != "bias") {
+        module_bytes[module] += t.nbytes();
+      } else {
+        s.parameters += t.numel();
+      }
+    }
+  }
+  if (s.quantized) {
+    int64_t qparams = 0;
+    uint64_t qbytes = 0;
+    for (const auto& [module, info] : qc.modules) {
+      QuantizedModuleSummary m{module, info.format, info.method, info.out_features * info.in_features, 0, info.metrics};
+      m.bits_per_weight = 8.0 * static_cast<double>(module_bytes[module]) / static_cast<double>(m.params);
+      qparams += m.params;
+      qbytes += module_bytes[module];
+      s.modules_by_format[info.format] += 1;
+      s.modules.push_back(std::move(m));
+    }
+    s.parameters += qparams;
+    s.quantized_bits_per_weight = qparams ? 8.0 * static_cast<double>(qbytes) / static_cast<double>(qparams) : 0;
+    s.unquantized = qc.unquantized;
+  }
+  s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(s.parameters) : 0;
+  try {
+    s.tokenizer = load_tokenizer(dir)->describe();
+  } catch (const std::exception& e) {
+    s.tokenizer = std::string("none: ") + e.what();
+  }
+  return s;
+}
+
+}  // namespace ptq

@@ -1,0 +1,42 @@
+// What `ptq inspect` reports about a model directory (FP or ptq-quantized), gathered without loading weights.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.h"
+
+namespace ptq {
+
+struct QuantizedModuleSummary {
+  std::string module, format, method;
+  int64_t params = 0;           // out * in
+  double bits_per_weight = 0;   // stored bytes of qweight + scales + qzeros + g_idx, in bits, per weight
+  nlohmann::json metrics;       // distortion recorded at quantization time (may be null)
+};
+
+struct ModelSummary {
+  std::string path;
+  ModelConfig config;
+  int64_t parameters = 0;  // logical parameters (a packed module counts out * in)
+  uint64_t file_bytes = 0;                         // all safetensors files
+  std::map<std::string, int64_t> params_by_dtype;  // dtype name -> elements stored with it
+  std::vector<std::string> files;
+  int64_t tensors = 0;
+  std::string tokenizer;  // description, or "none: <reason>"
+
+  bool quantized = false;
+  std::vector<QuantizedModuleSummary> modules;           // quantized modules, in name order
+  std::map<std::string, std::string> unquantized;        // linear modules kept FP, with the reason
+  std::map<std::string, int64_t> modules_by_format;
+  double quantized_bits_per_weight = 0;  // over the quantized modules
+  double model_bits_per_weight = 0;      // all stored tensor bytes over all parameters
+};
+
+ModelSummary summarize_model(const std::string& dir);
+
+}  // namespace ptq
