@@ -1,0 +1,124 @@
+// ptq export (GGUF), ptq gguf-to-hf (the dequantized weights llama.cpp reads) and ptq logits (raw logits of a
+// token sequence, for comparison with other runtimes).
+#include <cstdio>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "core/table.h"
+#include "export/gguf_export.h"
+#include "runtime/open_model.h"
+
+namespace ptq::cli {
+
+namespace {
+
+struct ExportArgs {
+  std::string model, format, out, gguf_type;
+  bool allow_requant = false, json = false;
+};
+
+void run_export(const GlobalOptions& g, const ExportArgs& a) {
+  apply_global_options(g, a.json);
+  if (a.format != "gguf")
+    fail_input("--format {} is not supported yet (supported: gguf; planned: gptq, gptq_v2, compressed-tensors, "
+               "imatrix)", a.format);
+  GgufExportOptions opts;
+  if (!a.gguf_type.empty()) {
+    opts.type = ggml_type_from_name(a.gguf_type);
+    if (!opts.type) fail_input("--gguf-type {} is not one of {}", a.gguf_type, ggml_writable_type_names());
+  }
+  opts.allow_requant = a.allow_requant;
+  const GgufExportReport rep = export_gguf(a.model, a.out, opts);
+  if (a.json) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const auto& t : rep.tensors)
+      tensors.push_back({{"name", t.gguf_name}, {"source", t.source_name}, {"type", ggml_type_name(t.type)},
+                         {"dims", t.dims}, {"how", t.how}});
+    print_json({{"output", rep.output}, {"bytes", rep.bytes}, {"parameters", rep.parameters},
+                {"bits_per_weight", rep.bits_per_weight}, {"tensors", tensors}, {"kept_float", rep.kept_float},
+                {"requant_nmse", rep.requant_nmse}, {"mapped_max_abs_error", rep.mapped_max_abs_error}});
+    return;
+  }
+  for (const auto& [name, why] : rep.kept_float) std::fprintf(stderr, "note: %s stays F32: %s\n", name.c_str(), why.c_str());
+  for (const auto& [mod, nmse] : rep.requant_nmse)
+    std::fprintf(stderr, "warning: %s re-quantized; NMSE added vs the ptq weights %.3e\n", mod.c_str(), nmse);
+  std::map<std::string, int> by_type;
+  for (const auto& t : rep.tensors) by_type[ggml_type_name(t.type)]++;
+  std::string types;
+  for (const auto& [t, n] : by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
+  std::printf("wrote %s: %zu tensors (%s), %s, %.3f bits/weight\n", rep.output.c_str(), rep.tensors.size(),
+              types.c_str(), human_bytes(rep.bytes).c_str(), rep.bits_per_weight);
+}
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> ids;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find_first_of(", ", i);
+    if (j == std::string::npos) j = s.size();
+    if (j > i) {
+      try {
+        size_t used = 0;
+        ids.push_back(std::stoll(s.substr(i, j - i), &used));
+        if (used != j - i) throw std::invalid_argument("trailing");
+      } catch (const std::exception&) {
+        fail_input("--ids: \"{}\" is not an integer", s.substr(i, j - i));
+      }
+    }
+    i = j + 1;
+  }
+  if (ids.empty()) fail_input("--ids is empty");
+  return ids;
+}
+
+}  // namespace
+
+void add_export_commands(CLI::App& app, GlobalOptions& g) {
+  auto* cmd = app.add_subcommand("export", "Export a model (FP or ptq-quantized) for another runtime: --format gguf");
+  auto a = std::make_shared<ExportArgs>();
+  cmd->add_option("MODEL", a->model, "Hugging Face model directory or ptq checkpoint")->required();
+  cmd->add_option("--format", a->format, "Output format: gguf")->required();
+  cmd->add_option("-o,--output", a->out, "Output file")->required();
+  cmd->add_option("--gguf-type", a->gguf_type,
+                  "FP tensors / re-quantization of FP linear modules: " + ggml_writable_type_names() + " (default f32)");
+  cmd->add_flag("--allow-requant", a->allow_requant,
+                "Re-quantize modules whose grid has no ggml equivalent (reports the error added)");
+  cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->callback([&g, a] { run_export(g, *a); });
+
+  auto* back = app.add_subcommand("gguf-to-hf", "Decode a llama GGUF into an FP32 Hugging Face directory (the exact "
+                                                "weights llama.cpp loads), config/tokenizer from CONFIG_DIR");
+  auto b = std::make_shared<std::array<std::string, 3>>();
+  back->add_option("GGUF", (*b)[0], "GGUF file")->required();
+  back->add_option("--config", (*b)[1], "Directory with config.json and tokenizer files")->required();
+  back->add_option("-o,--output", (*b)[2], "Output directory (must not exist)")->required();
+  back->callback([&g, b] {
+    apply_global_options(g, false);
+    gguf_to_hf_f32((*b)[0], (*b)[1], (*b)[2]);
+  });
+
+  auto* lg = app.add_subcommand("logits", "Raw logits of one token sequence (JSON: {\"ids\", \"logits\": [T][V]})");
+  auto l = std::make_shared<std::pair<std::string, std::string>>();
+  lg->add_option("MODEL", l->first, "Model directory")->required();
+  lg->add_option("--ids", l->second, "Token ids, comma separated")->required();
+  lg->callback([&g, l] {
+    apply_global_options(g, true);
+    const std::vector<int64_t> ids = parse_ids(l->second);
+    auto model = open_model(l->first);
+    for (int64_t id : ids)
+      if (id < 0 || id >= model->config().vocab)
+        fail_input("--ids: token {} is outside the vocabulary [0, {})", id, model->config().vocab);
+    at::Tensor t = at::from_blob(const_cast<int64_t*>(ids.data()), {1, int64_t(ids.size())}, at::kLong).clone();
+    at::Tensor logits = model->forward(t).squeeze(0).to(at::kFloat).contiguous();
+    nlohmann::json rows = nlohmann::json::array();
+    const float* p = logits.data_ptr<float>();
+    for (int64_t i = 0; i < logits.size(0); ++i)
+      rows.push_back(std::vector<float>(p + i * logits.size(1), p + (i + 1) * logits.size(1)));
+    print_json({{"model", l->first}, {"ids", ids}, {"logits", rows}});
+  });
+}
+
+}  // namespace ptq::cli

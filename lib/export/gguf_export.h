@@ -1,0 +1,74 @@
+// GGUF export (llama.cpp): an FP or ptq-quantized Llama checkpoint to one GGUF v3 file, and the way back
+// to a dequantized Hugging Face directory (so ptq's runner can evaluate exactly what llama.cpp loads).
+//
+// Mapping (llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM):
+//   model.embed_tokens.weight                -> token_embd.weight
+//   model.norm.weight                        -> output_norm.weight
+//   lm_head.weight                           -> output.weight (absent with tied embeddings)
+//   model.layers.{i}.self_attn.{q,k,v,o}_proj -> blk.{i}.attn_{q,k,v,output}.weight
+//   model.layers.{i}.input_layernorm / post_attention_layernorm -> blk.{i}.attn_norm / ffn_norm
+//   model.layers.{i}.mlp.{gate,down,up}_proj -> blk.{i}.ffn_{gate,down,up}.weight
+// in that order (the order llama.cpp's converter writes). W[N, K] is written with GGUF dims {K, N}. q_proj and
+// k_proj rows are permuted from HF's rotate-half RoPE layout to ggml's interleaved one:
+//   row h*hd + 2i + t  <-  row h*hd + t*hd/2 + i     (h < heads (k: kv heads), i < hd/2, t in {0, 1})
+// Norm vectors are always F32 (ggml requires it).
+//
+// Types: FP tensors are F32 (default) or --gguf-type f16/bf16; --gguf-type q8_0/q4_0/q4_1 quantizes the seven
+// linear modules of every layer with llama.cpp's reference rounding (embeddings and output stay F32). A module
+// of a ptq checkpoint is mapped without re-quantizing when its grid is a ggml type:
+//   4-bit symmetric, group 32, natural column order -> Q4_0  (d = scale; lossless when the scale is fp16)
+//   4-bit asymmetric, group 32, natural order       -> Q4_1  (d = scale, m = -zero * scale rounded to fp16)
+//   8-bit symmetric, group 32, natural order        -> Q8_0  (qs = q - 128, d = scale)
+// Any other grid (g128, per-channel, act-order, 2/3-bit, 8-bit asymmetric) is refused with the list of modules
+// unless allow_requant, which re-quantizes the dequantized weight to Q4_0 (sym) / Q4_1 (asym) / Q8_0 (8-bit)
+// and reports the error that added. Rows whose width is not a multiple of 32 stay F32 (dequantized values,
+// exact) and are reported.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/gguf.h"
+
+namespace ptq {
+
+struct GgufExportOptions {
+  std::optional<GgmlType> type;  // unset: F32 for FP tensors, quantized modules mapped
+  bool allow_requant = false;
+};
+
+struct GgufExportTensor {
+  std::string gguf_name, source_name;
+  GgmlType type = GgmlType::F32;
+  std::vector<int64_t> dims;  // ggml order
+  std::string how;            // "copied", "converted", "quantized", "mapped from ptq w4g32", "re-quantized", ...
+};
+
+struct GgufExportReport {
+  std::string output;
+  uint64_t bytes = 0;
+  std::vector<GgufExportTensor> tensors;
+  std::map<std::string, std::string> kept_float;  // tensor -> why it is not of the requested/mapped type
+  std::map<std::string, double> requant_nmse;     // module -> ||W_gguf - W_ptq||² / ||W_ptq||² added
+  std::map<std::string, double> mapped_max_abs_error;  // module -> max |W_gguf - W_ptq| of a mapped module
+  double bits_per_weight = 0;  // tensor data bits over all parameters
+  int64_t parameters = 0;
+};
+
+// Exports `model_dir` (an HF Llama directory or a ptq checkpoint) to `out_path` atomically. Throws
+// std::invalid_argument listing the modules whose grids have no ggml equivalent (unless allow_requant), or for
+// an architecture other than llama/mistral.
+GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& opts);
+
+// Writes `out_dir` (created; must not exist) as an FP32 Hugging Face directory holding exactly the weights
+// llama.cpp reads from `gguf_path` (every tensor decoded, q/k rows permuted back), with config.json and the
+// tokenizer files copied from `config_dir`. Used to compare llama.cpp against ptq's runner on identical weights.
+void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir, const std::string& out_dir);
+
+// Row permutation of q/k (see above): perm[new_row] = old_row for `heads` heads of `head_dim` rows.
+std::vector<int64_t> gguf_rope_permutation(int64_t heads, int64_t head_dim);
+
+}  // namespace ptq
