@@ -178,7 +178,7 @@ void run_synth(const GlobalOptions& g, const SynthArgs& a) {
   spec.dtype = *dt;
   write_synthetic_model(spec, a.out);
   if (!a.tokenizer_from.empty()) {
-    for (const char* f : {"tokenizer.model", "tokenizer_config.json"}) {
+    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
       const std::string src = a.tokenizer_from + "/" + f;
       if (file_exists(src)) write_text_file_atomic(a.out + "/" + f, read_text_file(src));
     }
@@ -235,6 +235,11 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     cmd->add_option("--seed", a->spec.seed, "Random seed")->default_val(0);
     cmd->add_flag("--tie", a->spec.tie_embeddings, "Tie lm_head to the embedding");
     cmd->add_option("--tokenizer-from", a->tokenizer_from, "Copy tokenizer files from this model directory");
+    cmd->add_option("--shard-size", a->spec.shard_bytes,
+                    "Split the weights into model-0000i-of-0000n.safetensors files of at most this size plus an "
+                    "index, as Hugging Face does (e.g. 10GB; kb = 1000 bytes, kib = 1024); 0 = one file")
+        ->transform(CLI::AsSizeValue(true))
+        ->default_val(0);
     cmd->callback([&g, a] { run_synth(g, *a); });
   }
 }

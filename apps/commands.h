@@ -24,5 +24,8 @@ void print_json(const nlohmann::json& j);
 void add_model_commands(CLI::App& app, GlobalOptions& g);  // inspect, generate, bench, synth
 void add_eval_commands(CLI::App& app, GlobalOptions& g);
 void add_quantize_command(CLI::App& app, GlobalOptions& g);   // eval ppl, eval tasks
+void add_calibrate_command(CLI::App& app, GlobalOptions& g);  // calibrate
+void add_export_commands(CLI::App& app, GlobalOptions& g);    // export, gguf-to-hf, logits
+void add_tokenize_command(CLI::App& app, GlobalOptions& g);   // tokenize
 
 }  // namespace ptq::cli

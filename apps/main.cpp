@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
   add_model_commands(app, g);
   add_quantize_command(app, g);
   add_eval_commands(app, g);
+  add_calibrate_command(app, g);
+  add_export_commands(app, g);
+  add_tokenize_command(app, g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -10,6 +10,7 @@ packages=(
   libcli11-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev
   catch2                  # Catch2 v2 (tests)
   sentencepiece           # spm_encode: the reference the tokenizer tests compare against
+  libpcre2-dev libicu-dev  # tokenizer.json: split regexes with Unicode properties, NFC normalization
 )
 
 missing=()

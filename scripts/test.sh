@@ -8,6 +8,16 @@ scripts/build.sh
 jobs=$(nproc)
 (cd build && ctest --output-on-failure -j "$jobs")
 
+# GGUF export checked by llama.cpp itself (npm: node-llama-cpp prebuilt CPU binary, @huggingface/gguf); exit 77 =
+# npm unavailable, reported as skipped.
+rc=0
+scripts/check_gguf_llama_cpp.sh build/ptq build/npm-oracle || rc=$?
+if [[ $rc -eq 77 ]]; then echo "llama.cpp GGUF check skipped (npm unavailable)"; elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
+
+# tokenizer.json ids against the npm reference tokenizers (GPT-2, Llama-2, Qwen3) + synthetic end-to-end runs;
+# skips loudly when npm is unreachable.
+tests/oracle/tokenizers/run.sh build
+
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 [[ -f build-asan/CMakeCache.txt ]] || cmake -S . -B build-asan "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DPTQ_SANITIZE=ON

@@ -44,6 +44,17 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::release(size_t offset, size_t length) const {
+  if (offset > size_ || length > size_ - offset)
+    fail_input("{}: cannot release bytes [{}, {}) of a {}-byte mapping", path_, offset, offset + length, size_);
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  // Only whole pages: the partial pages at either end may hold bytes that are still in use.
+  const size_t begin = (offset + page - 1) / page * page, end = (offset + length) / page * page;
+  if (begin >= end) return;
+  if (::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED) != 0)
+    fail_io("{}: cannot release mapped bytes [{}, {}): {}", path_, begin, end, std::strerror(errno));
+}
+
 std::string read_text_file(const std::string& path) {
   MappedFile f(path);
   return std::string(reinterpret_cast<const char*>(f.data()), f.size());

@@ -22,6 +22,12 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Drops the resident pages that lie wholly inside [offset, offset + length) from this process (they
+  // count in its RSS once read). The content is unchanged: the mapping is read-only and private, so a
+  // later read faults the pages in again from the file (usually still in the page cache). Const for that
+  // reason. The range must lie inside the file.
+  void release(size_t offset, size_t length) const;
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;

@@ -159,6 +159,11 @@ TensorView SafetensorsFile::view(const std::string& name) const {
   return TensorView{t, buffer_ + t->begin};
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorView v = view(name);
+  file_.release(static_cast<size_t>(v.data - file_.data()), v.nbytes());
+}
+
 TensorArchive::TensorArchive(const std::string& path) : path_(path) {
   auto add_file = [&](const std::string& file) {
     files_.push_back(std::make_unique<SafetensorsFile>(file));
@@ -204,6 +209,12 @@ TensorView TensorArchive::view(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail_input("{}: checkpoint has no tensor \"{}\"", path_, name);
   return files_[it->second]->view(name);
+}
+
+void TensorArchive::release(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail_input("{}: checkpoint has no tensor \"{}\"", path_, name);
+  files_[it->second]->release(name);
 }
 
 std::vector<std::string> TensorArchive::names() const {

@@ -54,6 +54,9 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;
   // Throws std::invalid_argument naming the file when the tensor is absent.
   TensorView view(const std::string& name) const;
+  // Drops the tensor's pages from this process's resident memory once a caller has copied what it
+  // needs (MappedFile::release); views stay valid and read the same bytes.
+  void release(const std::string& name) const;
 
  private:
   MappedFile file_;
@@ -72,6 +75,7 @@ class TensorArchive {
 
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
   TensorView view(const std::string& name) const;
+  void release(const std::string& name) const;  // SafetensorsFile::release
   std::vector<std::string> names() const;  // sorted
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
   uint64_t total_file_bytes() const;

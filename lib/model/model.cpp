@@ -223,7 +223,13 @@ void Model::load_io_weights() const {
 
 Model::~Model() = default;
 
-at::Tensor ArchiveWeightSource::load(const std::string& name) const { return to_float_tensor(archive_.view(name)); }
+at::Tensor ArchiveWeightSource::load(const std::string& name) const {
+  at::Tensor t = to_float_tensor(archive_.view(name));
+  // The fp32 copy is what the caller keeps; the mapped pages would otherwise stay resident, and a model
+  // streamed layer by layer would end up with the whole checkpoint in its RSS.
+  archive_.release(name);
+  return t;
+}
 
 at::Tensor Model::load(const std::string& name) const { return source_->load(name); }
 

@@ -2,14 +2,21 @@
 
 #include <sys/stat.h>
 
-#include <random>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
 #include <vector>
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/file.h"
 #include "core/half.h"
+#include "core/progress.h"
 #include "io/safetensors.h"
 
 namespace ptq {
@@ -53,6 +60,48 @@ std::string synthetic_config_json(const SyntheticSpec& s) {
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+// splitmix64's output function: a bijective 64-bit mix with full avalanche, so consecutive counters give
+// independent-looking words.
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Approximately N(0, 1) from one 64-bit word: four 16-bit uniforms u = (k + 0.5) / 2^16 on (0, 1) summed
+// (Irwin-Hall: mean 2, variance 1/3), centred and scaled to unit variance. Exact in float.
+inline float approx_normal(uint64_t h) {
+  const uint32_t sum = uint32_t(h & 0xffff) + uint32_t((h >> 16) & 0xffff) + uint32_t((h >> 32) & 0xffff) +
+                       uint32_t(h >> 48);
+  return (float(sum + 2) * (1.f / 65536.f) - 2.f) * 1.7320508f;
+}
+
+struct SyntheticTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  float mean, stddev;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+// Element i of tensor `index` depends only on (seed, index, i): the result is the same for any thread
+// count and chunking.
+template <typename T, typename Convert>
+void fill_tensor(const SyntheticTensor& t, uint64_t seed, size_t index, T* out, Convert convert) {
+  const uint64_t key = mix64(mix64(seed) + index);
+  at::parallel_for(0, t.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      out[i] = convert(t.mean + t.stddev * approx_normal(mix64(key + uint64_t(i + 1) * 0x9e3779b97f4a7c15ULL)));
+  });
+}
+
+}  // namespace
+
 void write_synthetic_model(const SyntheticSpec& s, const std::string& dir) {
   if (s.dtype != DType::F32 && s.dtype != DType::F16 && s.dtype != DType::BF16)
     fail_input("synthetic model: dtype {} is not a float type (F32, F16, BF16)", dtype_name(s.dtype));
@@ -62,21 +111,11 @@ void write_synthetic_model(const SyntheticSpec& s, const std::string& dir) {
   const ModelConfig cfg = parse_model_config(cfg_text, "synthetic config");
   const ArchTraits& t = cfg.traits();
 
-  std::mt19937_64 rng(s.seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  SafetensorsWriter writer;
+  // Every tensor is declared first (the writer lays out the file from the list), then generated and
+  // written one at a time.
+  std::vector<SyntheticTensor> tensors;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float stddev) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = mean + stddev * normal(rng);
-    if (s.dtype == DType::F32) {
-      writer.add_f32(name, shape, v.data());
-      return;
-    }
-    std::vector<uint16_t> h(n);
-    for (int64_t i = 0; i < n; ++i) h[i] = s.dtype == DType::F16 ? f32_to_fp16(v[i]) : f32_to_bf16(v[i]);
-    writer.add(name, s.dtype, shape, h.data(), h.size() * 2);
+    tensors.push_back({name, std::move(shape), mean, stddev});
   };
   const bool layer_norm = cfg.norm == NormKind::LayerNorm;
   auto add_norm = [&](const std::string& base) {
@@ -108,10 +147,61 @@ void write_synthetic_model(const SyntheticSpec& s, const std::string& dir) {
   if (cfg.final_norm) add_norm(t.final_norm);
   if (!cfg.tie_embeddings) add(std::string(t.lm_head) + ".weight", {cfg.vocab, cfg.hidden}, 0.f, 0.02f);
 
-  if (!is_directory(dir) && ::mkdir(dir.c_str(), 0755) != 0) fail_io("cannot create directory {}", dir);
-  writer.set_metadata("format", "pt");
-  writer.set_metadata("producer", "ptq synth");
-  writer.write(dir + "/model.safetensors");
+  // Shards: consecutive tensors, each shard at most shard_bytes of data unless one tensor alone is larger.
+  const size_t esize = dtype_size(s.dtype);
+  std::vector<std::vector<size_t>> shards(1);
+  uint64_t shard_fill = 0, total_bytes = 0;
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const uint64_t nbytes = static_cast<uint64_t>(tensors[k].numel()) * esize;
+    if (s.shard_bytes > 0 && !shards.back().empty() && shard_fill + nbytes > s.shard_bytes) {
+      shards.emplace_back();
+      shard_fill = 0;
+    }
+    shards.back().push_back(k);
+    shard_fill += nbytes;
+    total_bytes += nbytes;
+  }
+
+  if (!is_directory(dir) && ::mkdir(dir.c_str(), 0755) != 0)
+    fail_io("cannot create directory {}: {}", dir, std::strerror(errno));
+  const std::string index_path = dir + "/model.safetensors.index.json";
+  // A stale index would take precedence over the new model.safetensors when the directory is read.
+  if (shards.size() == 1 && file_exists(index_path) && std::remove(index_path.c_str()) != 0)
+    fail_io("cannot remove the stale {}: {}", index_path, std::strerror(errno));
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"producer", "ptq synth"}};
+  std::vector<float> f32;
+  std::vector<uint16_t> f16;  // F16 or BF16 bits
+  nlohmann::json weight_map = nlohmann::json::object();
+  Progress progress("synth", static_cast<int64_t>(tensors.size()), "tensors");
+  size_t done = 0;
+  for (size_t sh = 0; sh < shards.size(); ++sh) {
+    const std::string file = shards.size() == 1 ? std::string("model.safetensors")
+                                                : fmt::format("model-{:05d}-of-{:05d}.safetensors", sh + 1, shards.size());
+    std::vector<SafetensorsStreamWriter::Entry> entries;
+    for (size_t k : shards[sh]) entries.push_back({tensors[k].name, s.dtype, tensors[k].shape});
+    SafetensorsStreamWriter writer(dir + "/" + file, entries, metadata);
+    for (size_t k : shards[sh]) {
+      const SyntheticTensor& st = tensors[k];
+      progress.update(static_cast<int64_t>(done++), st.name);
+      const size_t n = static_cast<size_t>(st.numel());
+      if (s.dtype == DType::F32) {
+        f32.resize(n);
+        fill_tensor(st, s.seed, k, f32.data(), [](float v) { return v; });
+        writer.write(st.name, f32.data(), n * 4);
+      } else {
+        f16.resize(n);
+        if (s.dtype == DType::F16) fill_tensor(st, s.seed, k, f16.data(), [](float v) { return f32_to_fp16(v); });
+        else fill_tensor(st, s.seed, k, f16.data(), [](float v) { return f32_to_bf16(v); });
+        writer.write(st.name, f16.data(), n * 2);
+      }
+      weight_map[st.name] = file;
+    }
+    writer.commit();
+  }
+  progress.finish();
+  if (shards.size() > 1)
+    write_text_file_atomic(index_path, nlohmann::json{{"metadata", {{"total_size", total_bytes}}},
+                                                      {"weight_map", weight_map}}.dump(2) + "\n");
   write_text_file_atomic(dir + "/config.json", cfg_text);
 }
 

@@ -25,8 +25,10 @@ class Tokenizer {
   std::vector<int32_t> encode(const std::string& text) const { return encode(text, add_bos_default()); }
 };
 
-// Loads the tokenizer of a Hugging Face model directory (tokenizer.model via SentencePiece), honouring
-// tokenizer_config.json. Throws std::invalid_argument naming the directory when there is none it can read.
+// Loads the tokenizer of a Hugging Face model directory, honouring tokenizer_config.json: tokenizer.json
+// (lib/model/tokenizer_json.h) or tokenizer.model (SentencePiece); when both exist, tokenizer.json only if it
+// encodes a fixed sample exactly as tokenizer.model does. A GGUF file gives its embedded vocabulary
+// (lib/model/gguf_model.h). Throws std::invalid_argument naming the directory when there is none it can read.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
 }  // namespace ptq

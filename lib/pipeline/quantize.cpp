@@ -6,12 +6,11 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
-#include "calibration/data.h"
+#include "calibration/calibrate.h"
 #include "calibration/streamer.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "model/model.h"
-#include "model/tokenizer.h"
 #include "quant/checkpoint.h"
 #include "quant/formats.h"
 #include "quant/hessian.h"
@@ -89,7 +88,8 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         continue;
       }
       PlannedModule p{path, *spec, format_name_for(*spec)};
-      packed[path] = ModuleQuantInfo{p.format, p.spec, recipe.method, recipe.gptq.act_order};
+      // act-order only means something to Hessian methods; RTN keeps columns in natural order.
+      packed[path] = ModuleQuantInfo{p.format, p.spec, recipe.method, algo.needs_hessian && recipe.gptq.act_order};
       plan[i][id] = std::move(p);
     }
   }
@@ -101,8 +101,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   std::optional<CalibrationData> calib;
   std::optional<LayerStreamer> streamer;
   if (algo.needs_hessian) {
-    auto tok = load_tokenizer(model.path());
-    calib = load_calibration_data(recipe.calibration, *tok, cfg.vocab, cfg.max_positions);
+    calib = load_model_calibration_data(model, recipe.calibration);  // synthetic data needs no tokenizer
     streamer.emplace(model, *calib, opts.batch);
     report.calibration = fmt::format("{} ({} windows x {} tokens, seed {}, sha256 {:.12})", calib->source,
                                      calib->windows.size(), calib->seqlen, calib->seed, calib->data_sha256);
@@ -169,7 +168,9 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         if (m.output_error) metrics["output_error"] = *m.output_error;
         if (m.rtn_output_error) metrics["rtn_output_error"] = *m.rtn_output_error;
         writer.write_module(p.path, res.weight, metrics);
-        w[id].weight = w_hat;  // later groups and layers see the quantized module
+        // Later groups and layers see the quantized module; without calibration nothing reads it again, and
+        // freeing it keeps the peak at the modules still to do (a 7B layer is 0.8 GB in fp32).
+        w[id].weight = streamer ? w_hat : at::Tensor();
         report.modules.push_back(std::move(m));
       }
     }

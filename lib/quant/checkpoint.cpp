@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -24,11 +25,19 @@ const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tok
 int64_t padded32(int64_t n) { return (n + 31) / 32 * 32; }
 
 // Codes [R, L] -> words [R, ceil(L/32)*bits]: rows padded with zero codes to a multiple of 32.
+// Rows are packed independently, a block of about 1M codes at a time: pack_bits holds several int64 copies
+// of its input, which for a whole 7B MLP weight (45M codes) would add ~2 GB to the peak memory.
 at::Tensor pack_rows(const at::Tensor& codes, int bits, const std::string& name) {
-  const int64_t L = codes.size(1), Lp = padded32(L);
-  at::Tensor c = codes.to(at::kInt);
-  if (Lp != L) c = at::constant_pad_nd(c, {0, Lp - L}, 0);
-  return pack_bits(c, bits, name);
+  const int64_t R = codes.size(0), L = codes.size(1), Lp = padded32(L);
+  const int64_t block = std::max<int64_t>(1, (int64_t{1} << 20) / Lp);
+  at::Tensor out = at::empty({R, Lp / 32 * bits}, at::kInt);
+  for (int64_t r0 = 0; r0 < R; r0 += block) {
+    const int64_t n = std::min(block, R - r0);
+    at::Tensor c = codes.narrow(0, r0, n).to(at::kInt);
+    if (Lp != L) c = at::constant_pad_nd(c, {0, Lp - L}, 0);
+    out.narrow(0, r0, n).copy_(pack_bits(c, bits, name));
+  }
+  return out;
 }
 
 at::Tensor unpack_rows(const at::Tensor& words, int bits, int64_t L) {
@@ -248,6 +257,7 @@ void CheckpointWriter::copy_unquantized() {
     if (modules_.count(module) && name.compare(name.size() - 7, 7, ".weight") == 0) continue;
     const TensorView v = archive.view(name);
     tensors_->write(name, v.data, v.nbytes());
+    archive.release(name);  // embeddings and lm_head are large; keep RSS at one tensor, not all of them
   }
 }
 

@@ -1,8 +1,12 @@
 // lib/io safetensors: round trips, sharded archives, and one precise error per malformed-file case.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "core/file.h"
 #include "io/safetensors.h"
@@ -108,6 +112,46 @@ TEST_CASE("sharded checkpoints resolve tensors through the index", "[io]") {
   } catch (const std::invalid_argument& e) {
     CHECK_THAT(e.what(), Catch::Contains("does not contain it") && Catch::Contains("\"x\""));
   }
+}
+
+TEST_CASE("released tensors leave the process's memory and read back unchanged", "[io]") {
+  const std::string dir = test::make_temp_dir("st-release");
+  // "big" spans many pages and starts mid-page (after "a"); its partial end pages are shared with "a" and
+  // "z", which must stay intact.
+  std::vector<float> big(2 << 20);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i % 1000) - 500.f;
+  const float a[3] = {1, 2, 3}, z[5] = {-1, -2, -3, -4, -5};
+  SafetensorsWriter w;
+  w.add_f32("a", {3}, a);
+  w.add_f32("big", {static_cast<int64_t>(big.size())}, big.data());
+  w.add_f32("z", {5}, z);
+  w.write(dir + "/model.safetensors");
+
+  auto resident_bytes = [] {
+    long pages = 0, resident = 0;
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    REQUIRE(f != nullptr);
+    REQUIRE(std::fscanf(f, "%ld %ld", &pages, &resident) == 2);
+    std::fclose(f);
+    return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  };
+  TensorArchive archive(dir);
+  const TensorView v = archive.view("big");
+  REQUIRE(std::memcmp(v.data, big.data(), v.nbytes()) == 0);  // faults every page in
+  const double touched = resident_bytes();
+  archive.release("big");
+  const double released = resident_bytes();
+  INFO("resident " << touched << " -> " << released << " bytes");
+  CHECK(touched - released > 0.75 * static_cast<double>(v.nbytes()));
+  CHECK(std::memcmp(v.data, big.data(), v.nbytes()) == 0);  // faulted in again from the file
+  CHECK(std::memcmp(archive.view("a").data, a, sizeof(a)) == 0);
+  CHECK(std::memcmp(archive.view("z").data, z, sizeof(z)) == 0);
+  archive.release("a");  // smaller than a page: nothing to drop, no error
+  CHECK(std::memcmp(archive.view("a").data, a, sizeof(a)) == 0);
+  CHECK_THROWS_WITH(archive.release("missing"), Catch::Contains("missing") && Catch::Contains(dir));
+
+  MappedFile f(dir + "/model.safetensors");
+  CHECK_THROWS_WITH(f.release(f.size() - 4, 8), Catch::Contains("model.safetensors") && Catch::Contains("cannot release"));
 }
 
 TEST_CASE("malformed safetensors files are rejected with a precise error", "[io]") {
