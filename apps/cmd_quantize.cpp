@@ -15,7 +15,7 @@ namespace ptq::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, recipe, out;
+  std::string model, recipe, out, stats;
   std::vector<std::string> data, ignore;
   std::optional<std::string> method;
   std::optional<int> bits;
@@ -57,6 +57,7 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.out_dir = a.out;
   opts.force = a.force;
   opts.batch = a.batch;
+  opts.stats_path = a.stats;
 
   auto model = open_model(a.model);
   const QuantizeReport rep = quantize_model(*model, opts);
@@ -118,6 +119,10 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   cmd->add_flag("--force", a->force, "Replace an existing output directory");
   cmd->add_option("--data", a->data, "Calibration text file (repeatable; default: data/sotu-train.txt)");
   cmd->add_flag("--synthetic", a->synthetic, "Calibrate on random tokens (data-free)");
+  cmd->add_option("--stats", a->stats,
+                  "Statistics from `ptq calibrate --hessian`: GPTQ uses the FP model's Hessians from it instead of "
+                  "streaming calibration data (no forward passes; not sequential)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--nsamples", a->nsamples, "Calibration windows")->check(kPositive);
   cmd->add_option("--seqlen", a->seqlen, "Calibration window length (0: min(2048, model context))")->check(kNonNegative);
   cmd->add_option("--seed", a->seed, "Calibration sampling seed");

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "calibration/calibrate.h"
+#include "calibration/stats.h"
 #include "calibration/streamer.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -95,12 +96,21 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   }
   if (packed.empty()) fail_input("the recipe leaves no module to quantize ({} skipped)", report.unquantized.size());
 
+  std::optional<CalibrationStats> stats;
+  if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
   CheckpointWriter writer(model, opts.out_dir, packed, opts.force);
 
-  // Calibration only when the algorithm uses a Hessian.
+  // Calibration only when the algorithm uses a Hessian: from a stats file (the FP model's Hessians, no
+  // forward pass) or by streaming calibration windows through the layers as they are quantized.
   std::optional<CalibrationData> calib;
   std::optional<LayerStreamer> streamer;
-  if (algo.needs_hessian) {
+  if (algo.needs_hessian && stats) {
+    if (!stats->points().empty() && !stats->has(0, LinearId::Q, Stat::Hessian))
+      fail_input("{} holds no Hessians; GPTQ needs them: re-run ptq calibrate with --hessian, or drop --stats",
+                 opts.stats_path);
+    report.calibration = fmt::format("Hessians of the FP model from {} ({} windows x {} tokens; not sequential)",
+                                     opts.stats_path, stats->metadata["nsamples"], stats->metadata["seqlen"]);
+  } else if (algo.needs_hessian) {
     calib = load_model_calibration_data(model, recipe.calibration);  // synthetic data needs no tokenizer
     streamer.emplace(model, *calib, opts.batch);
     report.calibration = fmt::format("{} ({} windows x {} tokens, seed {}, sha256 {:.12})", calib->source,
@@ -119,7 +129,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         if (plan[i].count(id)) members.push_back(id);
       if (members.empty()) continue;
       std::map<LinearId, HessianAccumulator> hessians;
-      if (algo.needs_hessian) {
+      if (algo.needs_hessian && !stats) {
         for (LinearId id : members) {
           const LinearId point = input_point(id);
           if (!hessians.count(point))
@@ -139,7 +149,8 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         req.weight = w[id].weight;
         req.spec = p.spec;
         req.gptq = recipe.gptq;
-        if (algo.needs_hessian) req.hessian = hessians.at(input_point(id)).hessian();
+        if (algo.needs_hessian)
+          req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(input_point(id)).hessian();
         LinearQuantResult res = algo.quantize(req);
         const at::Tensor w_hat = dequantize(res.weight);
         ModuleReport m;
@@ -187,7 +198,14 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
                                {"date", provenance_date()},
                                {"source_model", model.path()},
                                {"recipe", recipe.path}};
-  if (calib)
+  if (stats)
+    provenance["calibration"] = {{"stats", opts.stats_path},
+                                 {"data", stats->metadata["data_source"]},
+                                 {"data_sha256", stats->metadata["data_sha256"]},
+                                 {"nsamples", stats->metadata["nsamples"]},
+                                 {"seqlen", stats->metadata["seqlen"]},
+                                 {"seed", stats->metadata["seed"]}};
+  else if (calib)
     provenance["calibration"] = {{"data", calib->source},
                                  {"data_sha256", calib->data_sha256},
                                  {"nsamples", calib->windows.size()},

@@ -21,6 +21,9 @@ struct QuantizeOptions {
   std::string out_dir;
   bool force = false;        // replace an existing output directory
   int64_t batch = 8;         // calibration windows per layer forward
+  // A stats file from `ptq calibrate --hessian`: GPTQ then uses the FP model's Hessians instead of
+  // streaming calibration data (faster, not sequential). Refused when made for another model.
+  std::string stats_path;
 };
 
 struct ModuleReport {

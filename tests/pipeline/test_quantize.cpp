@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "calibration/calibrate.h"
+#include "calibration/stats.h"
 #include "core/file.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
@@ -147,4 +149,31 @@ overrides:
   CHECK(r.spec_for("model.layers.3.mlp.up_proj")->bits == 4);
   CHECK(r.spec_for("model.layers.3.mlp.down_proj")->bits == 8);
   CHECK(r.spec_for("model.layers.3.mlp.down_proj")->group_size == -1);
+}
+
+TEST_CASE("GPTQ from a stats file uses the FP Hessians, still beats RTN, and refuses another model's stats", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-stats");
+  Model model(test::repo_path("data/models/sotu-llama-8m"));
+  CalibrationDataSpec spec;
+  spec.files = {test::repo_path("data/sotu-test.txt")};
+  spec.nsamples = 8;
+  spec.seqlen = 64;
+  CalibrateOptions copts;
+  copts.stats = default_stats().add(Stat::Hessian);
+  save_calibration_stats(calibrate(model, load_model_calibration_data(model, spec), copts), dir + "/sotu.stats", false);
+
+  QuantizeOptions o;
+  o.recipe = small_recipe("w4a16-gptq.yaml");
+  o.out_dir = dir + "/out";
+  o.stats_path = dir + "/sotu.stats";
+  const QuantizeReport rep = quantize_model(model, o);
+  REQUIRE(rep.modules.size() == 42);
+  for (const auto& m : rep.modules) CHECK(*m.output_error < *m.rtn_output_error);
+  CHECK_THAT(rep.calibration, Catch::Contains("not sequential"));
+
+  Model stories(test::repo_path("data/models/stories260K"));
+  o.recipe.weights.group_size = 32;
+  o.out_dir = dir + "/stories";
+  CHECK_THROWS_WITH(quantize_model(stories, o), Catch::Contains("another model"));
+  CHECK_FALSE(is_directory(dir + "/stories"));
 }
