@@ -1,14 +1,16 @@
 #include "runtime/inspect.h"
 
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
 #include "model/tokenizer.h"
 #include "quant/checkpoint.h"
 
 namespace ptq {
 
-ModelSummary summarize_model(const std::string& dir) {
+ModelSummary summarize_model(const std::string& path) {
+  const std::string dir = resolve_model_path(path);
   ModelSummary s;
-  s.path = dir;
+  s.path = path;
   s.config = load_model_config(dir);
   TensorArchive archive(dir);
   CheckpointQuantConfig qc;

@@ -113,7 +113,7 @@ TEST_CASE("q/k row permutation from HF rotate-half to ggml interleaved", "[expor
   for (int64_t r = 0; r < 24; ++r) CHECK(expect[r][0].item<float>() == float(perm[r]));
 }
 
-TEST_CASE("--gguf-type q8_0/q4_0/q4_1 quantize FP linear modules with the reference rounding", "[export][gguf]") {
+TEST_CASE("gguf-type q8_0/q4_0/q4_1 quantizes FP linear modules with the reference rounding", "[export][gguf]") {
   const std::string dir = test::make_temp_dir("gguf-q");
   Model hf(test::repo_path(kStories));
   for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1}) {
