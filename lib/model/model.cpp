@@ -29,9 +29,14 @@ at::Tensor linear(const Linear& l, const at::Tensor& x) {
 }
 
 at::Tensor apply_norm(const ModelConfig& cfg, const Norm& n, const at::Tensor& x) {
-  if (cfg.norm == NormKind::LayerNorm) return at::layer_norm(x, {x.size(-1)}, n.weight, n.bias, cfg.norm_eps);
-  at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
-  return x * at::rsqrt(var + cfg.norm_eps) * n.weight;
+  const bool layer_norm = cfg.norm == NormKind::LayerNorm;
+  if (layer_norm && !n.index.defined()) return at::layer_norm(x, {x.size(-1)}, n.weight, n.bias, cfg.norm_eps);
+  at::Tensor y = layer_norm ? at::layer_norm(x, {x.size(-1)}, {}, {}, cfg.norm_eps)
+                            : x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + cfg.norm_eps);
+  // Only folds (lib/transforms/fold.h) give an RMSNorm a bias (OutlierTune shift) or an index (channel split).
+  if (n.index.defined()) y = y.index_select(-1, n.index);
+  y = y * n.weight;
+  return n.bias.defined() ? y + n.bias : y;
 }
 
 // HF rotate-half RoPE: x * cos + rotate_half(x) * sin, rotate_half(x) = cat(-x2, x1).

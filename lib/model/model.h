@@ -28,8 +28,11 @@ struct Linear {
 };
 
 struct Norm {
-  at::Tensor weight;  // [hidden]
-  at::Tensor bias;    // LayerNorm only
+  at::Tensor weight;  // [hidden], or [n'] with index
+  at::Tensor bias;    // LayerNorm; for RMSNorm only when a fold introduced a shift (x̂·γ + β)
+  // Channel split (lib/transforms/fold.h): int64 [n'], the norm emits x̂[..., index]·γ + β with the
+  // statistics over the original channels. Undefined: no split (every checkpoint).
+  at::Tensor index;
 };
 
 // One decoder layer's weights, fp32. `linear[int(LinearId)]`; Gate is empty for ungated MLPs.
