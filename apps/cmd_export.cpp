@@ -1,5 +1,5 @@
-// ptq export (GGUF), ptq gguf-to-hf (the dequantized weights llama.cpp reads) and ptq logits (raw logits of a
-// token sequence, for comparison with other runtimes).
+// ptq export (GGUF, GPTQ v1/v2, compressed-tensors), ptq gguf-to-hf (the dequantized weights llama.cpp reads)
+// and ptq logits (raw logits of a token sequence, for comparison with other runtimes).
 #include <cstdio>
 
 #include <ATen/ATen.h>
@@ -9,6 +9,8 @@
 #include "core/error.h"
 #include "core/table.h"
 #include "export/gguf_export.h"
+#include "export/compressed_tensors_export.h"
+#include "export/gptq_export.h"
 #include "runtime/open_model.h"
 
 namespace ptq::cli {
@@ -16,14 +18,39 @@ namespace ptq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, format, out, gguf_type;
-  bool allow_requant = false, json = false;
+  std::string model, format, out, gguf_type, float_dtype = "F16";
+  bool allow_requant = false, json = false, force = false, keep_unpackable_float = false;
 };
+
+// gptq, gptq_v2, compressed-tensors: directories of packed modules.
+void run_export_packed(const ExportArgs& a) {
+  PackedExportOptions opts;
+  opts.format = a.format == "gptq" ? GptqFormat::V1 : GptqFormat::V2;
+  const auto dt = dtype_from_name(a.float_dtype);
+  if (!dt || (*dt != DType::F16 && *dt != DType::BF16 && *dt != DType::F32))
+    fail_input("--float-dtype {} is not one of F16, BF16, F32", a.float_dtype);
+  opts.float_dtype = *dt;
+  opts.force = a.force;
+  opts.keep_unpackable_float = a.keep_unpackable_float;
+  const PackedExportReport rep = a.format == "compressed-tensors" ? export_compressed_tensors(a.model, a.out, opts)
+                                                                   : export_gptq(a.model, a.out, opts);
+  if (a.json) {
+    print_json({{"output", rep.output}, {"format", rep.format}, {"bytes", rep.bytes}, {"modules", rep.modules},
+                {"kept_float", rep.kept_float}, {"bits_per_weight", rep.bits_per_weight},
+                {"quantization_config", rep.quantization_config}});
+    return;
+  }
+  for (const auto& [m, why] : rep.kept_float)
+    std::fprintf(stderr, "note: %s stays %s: %s\n", m.c_str(), a.float_dtype.c_str(), why.c_str());
+  std::printf("wrote %s (%s): %zu modules packed, %s, %.3f bits/weight over the packed modules\n", rep.output.c_str(),
+              rep.format.c_str(), rep.modules.size(), human_bytes(rep.bytes).c_str(), rep.bits_per_weight);
+}
 
 void run_export(const GlobalOptions& g, const ExportArgs& a) {
   apply_global_options(g, a.json);
+  if (a.format == "gptq" || a.format == "gptq_v2" || a.format == "compressed-tensors") return run_export_packed(a);
   if (a.format != "gguf")
-    fail_input("--format {} is not supported yet (supported: gguf; planned: gptq, gptq_v2, compressed-tensors, "
+    fail_input("--format {} is not supported yet (supported: gguf, gptq, gptq_v2, compressed-tensors; planned: "
                "imatrix)", a.format);
   GgufExportOptions opts;
   if (!a.gguf_type.empty()) {
@@ -77,15 +104,29 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 }  // namespace
 
 void add_export_commands(CLI::App& app, GlobalOptions& g) {
-  auto* cmd = app.add_subcommand("export", "Export a model (FP or ptq-quantized) for another runtime: --format gguf");
+  auto* cmd = app.add_subcommand("export", "Export a model (FP or quantized) for another runtime: --format "
+                                           "gguf|gptq|gptq_v2|compressed-tensors");
   auto a = std::make_shared<ExportArgs>();
-  cmd->add_option("MODEL", a->model, "Hugging Face model directory or ptq checkpoint")->required();
-  cmd->add_option("--format", a->format, "Output format: gguf")->required();
-  cmd->add_option("-o,--output", a->out, "Output file")->required();
+  cmd->add_option("MODEL", a->model,
+                  "Hugging Face model directory, ptq checkpoint, or (gptq/compressed-tensors input) a GPTQ or "
+                  "compressed-tensors checkpoint")
+      ->required();
+  cmd->add_option("--format", a->format,
+                  "Output format: gguf, gptq (v1 layout), gptq_v2, compressed-tensors (pack-quantized); the last three "
+                  "need a quantized MODEL")
+      ->required();
+  cmd->add_option("-o,--output", a->out, "Output file (gguf) or directory (gptq, gptq_v2, compressed-tensors)")
+      ->required();
   cmd->add_option("--gguf-type", a->gguf_type,
                   "FP tensors / re-quantization of FP linear modules: " + ggml_writable_type_names() + " (default f32)");
   cmd->add_flag("--allow-requant", a->allow_requant,
                 "Re-quantize modules whose grid has no ggml equivalent (reports the error added)");
+  cmd->add_option("--float-dtype", a->float_dtype,
+                  "gptq/compressed-tensors: dtype of the tensors not packed: F16 (default), BF16, F32");
+  cmd->add_flag("--keep-unpackable-float", a->keep_unpackable_float,
+                "gptq/compressed-tensors: store modules whose width does not fill int32 words as float weights "
+                "(default: refused with the list)");
+  cmd->add_flag("--force", a->force, "gptq/compressed-tensors: replace an existing output directory");
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([&g, a] { run_export(g, *a); });
 

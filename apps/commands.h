@@ -27,5 +27,6 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g);   // eval ppl, eval 
 void add_calibrate_command(CLI::App& app, GlobalOptions& g);  // calibrate
 void add_export_commands(CLI::App& app, GlobalOptions& g);    // export, gguf-to-hf, logits
 void add_tokenize_command(CLI::App& app, GlobalOptions& g);   // tokenize
+void add_transform_commands(CLI::App& app, GlobalOptions& g);  // outlierize
 
 }  // namespace ptq::cli

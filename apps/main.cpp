@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   add_calibrate_command(app, g);
   add_export_commands(app, g);
   add_tokenize_command(app, g);
+  add_transform_commands(app, g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -4,6 +4,7 @@
 #include "model/gguf_model.h"
 #include "model/tokenizer.h"
 #include "quant/checkpoint.h"
+#include "quant/gptq_checkpoint.h"
 
 namespace ptq {
 
@@ -14,7 +15,13 @@ ModelSummary summarize_model(const std::string& path) {
   s.config = load_model_config(dir);
   TensorArchive archive(dir);
   CheckpointQuantConfig qc;
-  s.quantized = read_checkpoint_quant_config(dir, qc);
+  ImportedCheckpoint ic;  // GPTQ / compressed-tensors: modules in ptq's terms (format "gptq_v2:w4g128", ...)
+  if (read_imported_config(dir, ic)) {
+    qc = imported_module_config(archive, ic);
+    s.quantized = true;
+  } else {
+    s.quantized = read_checkpoint_quant_config(dir, qc);
+  }
   s.file_bytes = archive.total_file_bytes();
   uint64_t tensor_bytes = 0;
   std::map<std::string, uint64_t> module_bytes;  // packed bytes per quantized module

@@ -79,5 +79,8 @@ expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2
 
+expect_ok "outlierize" "$ptq" outlierize "$model" -o "$tmp/outl" --channels 4 --scale 50
+expect_fail "outlierize onto existing output" "--force" "$ptq" outlierize "$model" -o "$tmp/outl"
+
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,0 +1,301 @@
+#include "export/gptq_export.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "model/model.h"
+#include "quant/gptq_checkpoint.h"
+
+namespace ptq {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Same list as the ptq checkpoint writer (quant/checkpoint.cpp), which keeps its copy private.
+const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                                       "special_tokens_map.json", "generation_config.json", "vocab.json",
+                                       "merges.txt", "added_tokens.json"};
+
+at::ScalarType scalar_type(DType d) {
+  switch (d) {
+    case DType::F16: return at::kHalf;
+    case DType::BF16: return at::kBFloat16;
+    case DType::F32: return at::kFloat;
+    default: fail_input("export: float tensors can be written as F16, BF16 or F32, not {}", dtype_name(d));
+  }
+}
+
+const char* torch_dtype_name(DType d) {
+  return d == DType::F16 ? "float16" : d == DType::BF16 ? "bfloat16" : "float32";
+}
+
+bool is_float(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16; }
+
+bool has_suffix(const std::string& s, const char* suf) {
+  const size_t n = std::strlen(suf);
+  return s.size() > n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+// Tensors a packed module of the input occupies (ptq and GPTQ names; compressed-tensors names).
+const char* const kInputPackedSuffixes[] = {".qweight", ".qzeros", ".scales", ".g_idx", ".weight_packed",
+                                            ".weight_scale", ".weight_zero_point", ".weight_shape", ".weight_g_idx"};
+
+std::string gptq_scheme(const ModuleQuantInfo& m) {
+  return fmt::format("{} bits, group_size {}", m.spec.bits, m.spec.group_size > 0 ? m.spec.group_size : -1);
+}
+
+}  // namespace
+
+std::string join_module_list(const std::vector<std::string>& v, size_t max) {
+  std::string s;
+  for (size_t i = 0; i < v.size() && i < max; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > max) s += fmt::format(", ... ({} in all)", v.size());
+  return s;
+}
+
+PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir_arg,
+                                 const PackedFormat& format, const PackedExportOptions& opts) {
+  const at::ScalarType float_st = scalar_type(opts.float_dtype);
+  std::string out_dir = out_dir_arg;
+  while (out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
+  if (fs::exists(out_dir) && !opts.force)
+    fail_input("output {} already exists; choose another -o or pass --force to replace it", out_dir);
+  if (fs::exists(out_dir) && fs::exists(model_dir) && fs::equivalent(out_dir, model_dir))
+    fail_input("output {} is the input model; inputs are never modified", out_dir);
+
+  const TensorArchive archive(model_dir);
+  PackedExportInput in;
+  in.dir = model_dir;
+  std::function<QuantizedWeight(const std::string&)> load;
+  ImportedCheckpoint imported;
+  if (read_imported_config(model_dir, imported)) {
+    in.qc = imported_module_config(archive, imported);
+    load = [&](const std::string& m) { return load_imported_weight(archive, m, imported); };
+    in.damp = imported.raw.value("damp_percent", 0.01);
+    in.true_sequential = imported.raw.value("true_sequential", true);
+    in.static_groups = imported.raw.value("static_groups", false);
+    in.provenance = {{"source_format", imported.format_name()}};
+  } else if (read_checkpoint_quant_config(model_dir, in.qc)) {
+    load = [&](const std::string& m) { return load_quantized_weight(archive, m, in.qc.modules.at(m)); };
+    const json w = in.qc.raw.value("weights", json::object());
+    in.damp = w.value("damp", 0.01);
+    in.true_sequential = w.value("true_sequential", true);
+    in.static_groups = w.value("static_groups", false);
+    in.provenance = in.qc.raw.value("provenance", json::object());
+  } else {
+    fail_input("{} is not a quantized checkpoint; {} export writes the codes of a quantized model: run `ptq "
+               "quantize` first (e.g. with configs/w4a16-gptq.yaml), then export its output", model_dir, format.name);
+  }
+  if (in.qc.modules.empty()) fail_input("{}: the checkpoint has no quantized module to export", model_dir);
+  if (format.check) format.check(in);
+
+  PackedExportReport rep;
+  rep.output = out_dir;
+  rep.format = format.name;
+  std::vector<std::string> unpackable;
+  for (const auto& [m, info] : in.qc.modules) {
+    const std::string why = format.unpackable(info);
+    if (why.empty()) continue;
+    rep.kept_float[m] = why;
+    unpackable.push_back(fmt::format("{} [{}, {}]", m, info.out_features, info.in_features));
+  }
+  if (!unpackable.empty() && !opts.keep_unpackable_float)
+    fail_input("{}: {} module(s) cannot be stored as {}: {} ({}); pass --keep-unpackable-float to store them as {} "
+               "weights", model_dir, unpackable.size(), format.name, join_module_list(unpackable),
+               rep.kept_float.begin()->second, dtype_name(opts.float_dtype));
+
+  auto input_packed = [&](const std::string& name) {
+    for (const char* suf : kInputPackedSuffixes)
+      if (has_suffix(name, suf) && in.qc.modules.count(name.substr(0, name.size() - std::strlen(suf)))) return true;
+    return false;
+  };
+  std::vector<SafetensorsStreamWriter::Entry> entries;
+  for (const auto& name : archive.names()) {
+    if (input_packed(name)) continue;
+    const TensorView v = archive.view(name);
+    entries.push_back({name, is_float(v.dtype()) ? opts.float_dtype : v.dtype(), v.shape()});
+  }
+  std::map<std::string, uint64_t> module_bytes;
+  for (const auto& [m, info] : in.qc.modules) {
+    if (rep.kept_float.count(m)) {
+      entries.push_back({m + ".weight", opts.float_dtype, {info.out_features, info.in_features}});
+      continue;
+    }
+    for (auto& e : format.declare(m, info)) {
+      int64_t n = 1;
+      for (int64_t d : e.shape) n *= d;
+      module_bytes[m] += uint64_t(n) * dtype_size(e.dtype);
+      entries.push_back(std::move(e));
+    }
+  }
+
+  const std::string tmp_dir = fmt::format("{}.tmp-{}", out_dir, ::getpid());
+  fs::remove_all(tmp_dir);
+  std::error_code ec;
+  fs::create_directories(tmp_dir, ec);
+  if (ec) fail_io("cannot create directory {}: {}", tmp_dir, ec.message());
+  struct Cleanup {
+    std::string dir;
+    bool keep = false;
+    ~Cleanup() {
+      std::error_code e;
+      if (!keep) fs::remove_all(dir, e);
+    }
+  } cleanup{tmp_dir};
+
+  const json provenance = {{"tool", "ptq"}, {"version", PTQ_VERSION}, {"format", format.name},
+                           {"exported_from", model_dir}, {"source_provenance", in.provenance}};
+  {
+    SafetensorsStreamWriter out(tmp_dir + "/model.safetensors", entries,
+                                {{"format", "pt"}, {"ptq.provenance", provenance.dump()}});
+    auto write = [&](const std::string& name, const at::Tensor& t) {
+      const at::Tensor c = t.contiguous();
+      out.write(name, c.data_ptr(), static_cast<size_t>(c.numel() * c.element_size()));
+    };
+    std::vector<std::string> refused;  // collected so that the message lists them all
+    for (const auto& [m, info] : in.qc.modules) {
+      const QuantizedWeight qw = load(m);
+      if (rep.kept_float.count(m)) {
+        write(m + ".weight", dequantize(qw).to(float_st));
+        continue;
+      }
+      if (format.refuse && format.refuse(qw)) {
+        refused.push_back(m);
+        continue;
+      }
+      if (at::isinf(qw.scales.to(at::kHalf)).any().item<bool>())
+        fail_input("{}: module \"{}\": a scale of {} does not fit fp16; {} stores fp16 scales", model_dir, m,
+                   qw.scales.abs().max().item<double>(), format.name);
+      for (const auto& [name, t] : format.pack(m, info, qw)) write(name, t);
+      rep.modules.push_back(m);
+    }
+    if (!refused.empty()) fail_input("{}: {}", model_dir, format.refusal(join_module_list(refused)));
+    for (const auto& name : archive.names()) {
+      if (out.written(name) || input_packed(name)) continue;
+      const TensorView v = archive.view(name);
+      if (is_float(v.dtype())) {
+        write(name, to_float_tensor(v).to(float_st));
+      } else {
+        out.write(name, v.data, v.nbytes());
+      }
+      archive.release(name);
+    }
+    out.commit();
+    rep.bytes = out.file_size();
+  }
+
+  uint64_t packed_bytes = 0;
+  int64_t packed_params = 0;
+  for (const auto& m : rep.modules) {
+    packed_bytes += module_bytes[m];
+    packed_params += in.qc.modules.at(m).out_features * in.qc.modules.at(m).in_features;
+  }
+  rep.bits_per_weight = packed_params ? 8.0 * double(packed_bytes) / double(packed_params) : 0;
+
+  // Provenance stays out of quantization_config, which loaders parse against their own schema.
+  const json q = format.config(in, rep);
+  rep.quantization_config = q;
+  json cfg = json::parse(read_text_file(model_dir + "/config.json"));
+  cfg["torch_dtype"] = torch_dtype_name(opts.float_dtype);
+  cfg["quantization_config"] = q;
+  cfg["ptq_provenance"] = provenance;
+  write_text_file_atomic(tmp_dir + "/config.json", cfg.dump(2) + "\n");
+  if (format.quantize_config_json) write_text_file_atomic(tmp_dir + "/quantize_config.json", q.dump(2) + "\n");
+  for (const char* f : kTokenizerFiles) {
+    const std::string src = model_dir + "/" + f;
+    if (file_exists(src)) write_text_file_atomic(tmp_dir + "/" + f, read_text_file(src));
+  }
+  if (fs::exists(out_dir)) fs::remove_all(out_dir);  // force was checked above
+  fs::rename(tmp_dir, out_dir, ec);
+  if (ec) fail_io("cannot rename {} to {}: {}", tmp_dir, out_dir, ec.message());
+  cleanup.keep = true;
+  return rep;
+}
+
+GptqExportReport export_gptq(const std::string& model_dir, const std::string& out_dir, const GptqExportOptions& opts) {
+  const GptqFormat gf = opts.format;
+  PackedFormat f;
+  f.name = gptq_format_name(gf);
+  f.check = [](const PackedExportInput& in) {
+    std::map<std::string, std::vector<std::string>> by_scheme;
+    for (const auto& [m, info] : in.qc.modules) by_scheme[gptq_scheme(info)].push_back(m);
+    if (by_scheme.size() <= 1) return;
+    std::string list;
+    for (const auto& [scheme, mods] : by_scheme) list += fmt::format("; {}: {}", scheme, join_module_list(mods, 4));
+    fail_input("{}: a GPTQ checkpoint has one global bits/group_size, but this one mixes {} schemes{}", in.dir,
+               by_scheme.size(), list);
+  };
+  f.unpackable = [](const ModuleQuantInfo& info) -> std::string {
+    const int b = info.spec.bits;
+    if ((info.in_features * b) % 32 == 0 && (info.out_features * b) % 32 == 0) return "";
+    return fmt::format("at {} bits, in_features*{} and out_features*{} must be multiples of 32 (GPTQ packs whole "
+                       "int32 words along K in qweight and along N in qzeros)", b, b, b);
+  };
+  f.declare = [](const std::string& m, const ModuleQuantInfo& info) {
+    const int b = info.spec.bits;
+    const int64_t N = info.out_features, K = info.in_features, G = group_count(info.spec, K);
+    return std::vector<SafetensorsStreamWriter::Entry>{{m + ".qweight", DType::I32, {K * b / 32, N}},
+                                                       {m + ".qzeros", DType::I32, {G, N * b / 32}},
+                                                       {m + ".scales", DType::F16, {G, N}},
+                                                       {m + ".g_idx", DType::I32, {K}}};
+  };
+  if (gf == GptqFormat::V1) {
+    f.refuse = [](const QuantizedWeight& qw) { return (qw.zeros == 0).any().item<bool>(); };
+    f.refusal = [](const std::string& list) {
+      return fmt::format("these modules have an asymmetric zero point of 0, which a \"gptq\" (v1) checkpoint cannot "
+                         "store (v1 stores zero - 1; -1 wraps to all ones and corrupts the neighbouring zeros of "
+                         "the packed word, the known v1 interop bug): {}; export --format gptq_v2, or quantize with a "
+                         "symmetric grid (--sym)", list);
+    };
+  }
+  f.pack = [gf](const std::string& m, const ModuleQuantInfo&, const QuantizedWeight& qw) {
+    const GptqTensors t = pack_gptq(qw, gf, m);
+    return std::vector<std::pair<std::string, at::Tensor>>{
+        {m + ".qweight", t.qweight}, {m + ".qzeros", t.qzeros}, {m + ".scales", t.scales}, {m + ".g_idx", t.g_idx}};
+  };
+  f.config = [gf](const PackedExportInput& in, const PackedExportReport& rep) {
+    // sym only when every module is symmetric (zeros are stored for every module, so dequantization does not
+    // depend on it); desc_act when any module is act-ordered (g_idx is always written).
+    bool sym = true, desc_act = false;
+    for (const auto& [m, info] : in.qc.modules) {
+      sym = sym && info.spec.sym;
+      desc_act = desc_act || info.act_order;
+    }
+    const ModuleQuantInfo& first = in.qc.modules.begin()->second;
+    json q = {{"bits", first.spec.bits},
+              {"group_size", first.spec.group_size > 0 ? first.spec.group_size : -1},
+              {"damp_percent", in.damp},
+              {"desc_act", desc_act},
+              {"static_groups", in.static_groups},
+              {"sym", sym},
+              {"true_sequential", in.true_sequential},
+              {"quant_method", "gptq"},
+              {"checkpoint_format", gptq_format_name(gf)},
+              {"model_file_base_name", "model"},
+              {"meta", {{"quantizer", {fmt::format("ptq:{}", PTQ_VERSION)}}}}};
+    if (!rep.kept_float.empty()) {
+      json dynamic = json::object();  // GPTQModel: a "-:regex" key skips the module (it stays a float Linear)
+      for (const auto& [m, why] : rep.kept_float) {
+        std::string re = "-:^";
+        for (char c : m) re += (c == '.' ? std::string("\\.") : std::string(1, c));
+        dynamic[re + "$"] = json::object();
+      }
+      q["dynamic"] = dynamic;
+    }
+    return q;
+  };
+  f.quantize_config_json = true;
+  return export_packed(model_dir, out_dir, f, opts);
+}
+
+}  // namespace ptq

@@ -1,0 +1,105 @@
+// GPTQ export: a quantized checkpoint (ptq's own, or an imported GPTQ / compressed-tensors one) to a GPTQ directory
+// that AutoGPTQ, GPTQModel, transformers and vLLM load, in the "gptq" (v1) or "gptq_v2" layout of FORMATS.md; and the
+// driver shared with the compressed-tensors export (compressed_tensors_export.h).
+//
+// Output directory (assembled under OUT.tmp-<pid>, renamed to OUT; an existing OUT needs `force`):
+//   model.safetensors      per quantized module <m> with W[N, K], b bits, G groups (pack_gptq, formats.h):
+//                            <m>.qweight [K*b/32, N] I32, <m>.qzeros [G, N*b/32] I32 (v1: zero - 1),
+//                            <m>.scales [G, N] F16 (the stored fp16 scales, bit for bit), <m>.g_idx [K] I32
+//                          every other tensor (embeddings, norms, biases, modules kept floating point) in
+//                          `float_dtype` (fp16 by default, as GPTQ tools write); I32/I64/... copied unchanged.
+//                          __metadata__: {"format": "pt", "ptq.provenance": JSON}
+//   config.json            the source config, "torch_dtype" = float_dtype, "quantization_config" = the GPTQ
+//                          config below, "ptq_provenance" (tool, version, input, the input's own provenance)
+//   quantize_config.json   the same GPTQ config (AutoGPTQ reads this file)
+//   tokenizer files        copied
+// GPTQ config: bits, group_size, damp_percent, desc_act, static_groups, sym, true_sequential,
+// quant_method "gptq", checkpoint_format "gptq" | "gptq_v2", model_file_base_name, "meta": {"quantizer": ["ptq:V"]}.
+//
+// GPTQ has one global config, so every quantized module must share bits and group size (refused otherwise, with
+// the list of schemes and modules). sym is true only when every module is symmetric (zeros are stored for
+// every module either way, so dequantization does not depend on it); desc_act is true when any module uses
+// act-order (g_idx is always written). A module whose K or N does not fill whole int32 words (K*b and N*b
+// multiples of 32) cannot be packed: refused with the list, or with keep_unpackable_float written as
+// "<m>.weight" in float_dtype from its dequantized values (exact in float32) and reported; GPTQModel is told
+// to skip those modules through its "dynamic" config ("-:" negative matches). v1 cannot store an asymmetric
+// zero of 0 (it wraps to -1 and corrupts the neighbouring zeros): every such module is listed and the export
+// refused, suggesting gptq_v2 or a symmetric (--sym) quantization.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include "io/dtype.h"
+#include "io/safetensors.h"
+#include "quant/checkpoint.h"
+#include "quant/formats.h"
+
+namespace ptq {
+
+// Options of every packed-checkpoint export (GPTQ, compressed-tensors).
+struct PackedExportOptions {
+  GptqFormat format = GptqFormat::V2;  // GPTQ only
+  DType float_dtype = DType::F16;      // F16, BF16 or F32 for the tensors that are not packed
+  bool keep_unpackable_float = false;
+  bool force = false;
+};
+using GptqExportOptions = PackedExportOptions;
+
+struct PackedExportReport {
+  std::string output, format;
+  uint64_t bytes = 0;
+  std::vector<std::string> modules;                 // packed modules
+  std::map<std::string, std::string> kept_float;    // module -> why it is stored as a float weight
+  double bits_per_weight = 0;                       // bytes of the packed modules' tensors per packed weight
+  nlohmann::json quantization_config;               // as written into config.json
+};
+using GptqExportReport = PackedExportReport;
+
+// Throws std::invalid_argument when `model_dir` is not a quantized checkpoint (an FP model: quantize it first),
+// mixes bit widths or group sizes, has unpackable modules (without keep_unpackable_float), or, for v1, a zero of 0.
+GptqExportReport export_gptq(const std::string& model_dir, const std::string& out_dir, const GptqExportOptions& opts);
+
+// ---- The shared driver (GPTQ here, compressed-tensors in compressed_tensors_export.cpp) -------------------------
+// Reads a quantized checkpoint (ptq's own or an imported one: quant/gptq_checkpoint.h), writes every packed module
+// through `PackedFormat`, every other tensor in float_dtype (non-float dtypes unchanged), config.json with the
+// format's quantization_config, tokenizer files; atomically (OUT.tmp-<pid> renamed to OUT).
+struct PackedExportInput {
+  std::string dir;
+  CheckpointQuantConfig qc;
+  nlohmann::json provenance;  // of the input checkpoint
+  double damp = 0.01;
+  bool true_sequential = true, static_groups = false;
+};
+
+struct PackedFormat {
+  std::string name;
+  std::function<void(const PackedExportInput&)> check;  // whole-checkpoint constraints (may be empty)
+  // Why a module cannot be stored in this format ("" when it can); listed, or kept float with keep_unpackable_float.
+  std::function<std::string(const ModuleQuantInfo&)> unpackable;
+  std::function<std::vector<SafetensorsStreamWriter::Entry>(const std::string& module, const ModuleQuantInfo&)> declare;
+  // True when this module's values cannot be written (collected over all modules, then refused with `refusal`).
+  std::function<bool(const QuantizedWeight&)> refuse;
+  std::function<std::string(const std::string& module_list)> refusal;
+  std::function<std::vector<std::pair<std::string, at::Tensor>>(const std::string& module, const ModuleQuantInfo&,
+                                                                 const QuantizedWeight&)>
+      pack;
+  // The quantization_config, from the input and the modules packed / kept float (in the report).
+  std::function<nlohmann::json(const PackedExportInput&, const PackedExportReport&)> config;
+  bool quantize_config_json = false;  // also write quantize_config.json (AutoGPTQ)
+};
+
+PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir, const PackedFormat& format,
+                                 const PackedExportOptions& opts);
+
+// "a, b, c, ... (N in all)"
+std::string join_module_list(const std::vector<std::string>& modules, size_t max = 12);
+
+}  // namespace ptq

@@ -1,0 +1,292 @@
+#include "quant/gptq_checkpoint.h"
+
+#include <functional>
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/file.h"
+
+namespace ptq {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kQweight = ".qweight";
+
+at::Tensor int_tensor(const TensorView& v, const std::string& file) {
+  if (v.dtype() != DType::I32)
+    fail_input("{}: tensor \"{}\" is {}, expected I32 (GPTQ packs codes into int32 words)", file, v.name(),
+               dtype_name(v.dtype()));
+  return at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::TensorOptions().dtype(at::kInt)).clone();
+}
+
+std::string grid_name(int bits, int64_t group_size, bool sym) {
+  return fmt::format("w{}{}{}", bits, group_size > 0 ? fmt::format("g{}", group_size) : "", sym ? "" : "asym");
+}
+
+std::string grid_name_of(const WeightQuantSpec& spec) {
+  return grid_name(spec.bits, spec.group_size > 0 ? spec.group_size : -1, spec.sym);
+}
+
+// "<m>.weight" of every module with a "<m><packed_suffix>" tensor is dequantized through `load`.
+class ImportedWeightSource final : public WeightSource {
+ public:
+  ImportedWeightSource(const TensorArchive& archive, std::string packed_suffix,
+                       std::function<QuantizedWeight(const std::string&)> load)
+      : archive_(archive), suffix_(std::move(packed_suffix)), load_(std::move(load)) {}
+  bool contains(const std::string& name) const override { return archive_.contains(name) || quantized(name); }
+  at::Tensor load(const std::string& name) const override {
+    if (!quantized(name)) return to_float_tensor(archive_.view(name));
+    return dequantize(load_(name.substr(0, name.size() - 7)));
+  }
+
+ private:
+  bool quantized(const std::string& name) const {
+    return name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
+           archive_.contains(name.substr(0, name.size() - 7) + suffix_);
+  }
+  const TensorArchive& archive_;
+  const std::string suffix_;
+  const std::function<QuantizedWeight(const std::string&)> load_;
+};
+
+// config.json's quantization_config (null when absent).
+json quantization_config_of(const std::string& path) {
+  if (!file_exists(path)) return json();
+  json cfg;
+  try {
+    cfg = json::parse(read_text_file(path));
+  } catch (const json::parse_error& e) {
+    fail_input("{}: not valid JSON ({})", path, e.what());
+  }
+  return cfg.is_object() && cfg.contains("quantization_config") ? cfg["quantization_config"] : json();
+}
+
+constexpr const char* kPacked = ".weight_packed";
+
+// ---- compressed-tensors pack-quantized ----
+struct CtModule {
+  int64_t N = 0, K = 0, G = 0;
+  int bits = 0;
+  bool sym = true, act_order = false;
+};
+
+CtModule ct_module(const TensorArchive& archive, const std::string& m) {
+  CtModule c;
+  const TensorView packed = archive.view(m + kPacked);
+  const TensorView shape = archive.view(m + ".weight_shape");
+  const TensorView scale = archive.view(m + ".weight_scale");
+  if (shape.numel() != 2 || (shape.dtype() != DType::I64 && shape.dtype() != DType::I32))
+    fail_input("{}: tensor \"{}\" is {} {}, expected I64 [2] ([N, K])", archive.path(), shape.name(),
+               dtype_name(shape.dtype()), shape_str(shape.shape()));
+  if (shape.dtype() == DType::I64) {
+    const auto* p = reinterpret_cast<const int64_t*>(shape.data);
+    c.N = p[0], c.K = p[1];
+  } else {
+    const auto* p = reinterpret_cast<const int32_t*>(shape.data);
+    c.N = p[0], c.K = p[1];
+  }
+  if (packed.dtype() != DType::I32 || packed.shape().size() != 2 || packed.shape()[0] != c.N || c.K <= 0 ||
+      (packed.shape()[1] * 32) % c.K != 0)
+    fail_input("{}: tensor \"{}\" is {} {}, expected I32 [{}, {}*bits/32]", archive.path(), packed.name(),
+               dtype_name(packed.dtype()), shape_str(packed.shape()), c.N, c.K);
+  c.bits = static_cast<int>(packed.shape()[1] * 32 / c.K);
+  if (c.bits != 2 && c.bits != 4 && c.bits != 8)
+    fail_input("{}: module \"{}\" packs {} bits per weight; pack-quantized holds 2, 4 or 8", archive.path(), m, c.bits);
+  if (scale.shape().size() != 2 || scale.shape()[0] != c.N || scale.shape()[1] < 1 || c.K % scale.shape()[1] != 0)
+    fail_input("{}: tensor \"{}\" has shape {}, expected [{}, G] with G dividing {}", archive.path(), scale.name(),
+               shape_str(scale.shape()), c.N, c.K);
+  c.G = scale.shape()[1];
+  c.sym = !archive.contains(m + ".weight_zero_point");
+  c.act_order = archive.contains(m + ".weight_g_idx");
+  return c;
+}
+
+QuantizedWeight load_ct_weight(const TensorArchive& archive, const std::string& m) {
+  const CtModule c = ct_module(archive, m);
+  QuantizedWeight qw;
+  qw.spec = {c.bits, c.G == 1 ? kPerChannel : c.K / c.G, c.sym, false};
+  qw.q = unpack_bits(int_tensor(archive.view(m + kPacked), archive.path()), c.bits).to(at::kByte);
+  qw.scales = to_float_tensor(archive.view(m + ".weight_scale")).contiguous();
+  if (c.sym) {
+    qw.zeros = at::full({c.N, c.G}, 1 << (c.bits - 1), at::kInt);
+  } else {
+    const at::Tensor zp = int_tensor(archive.view(m + ".weight_zero_point"), archive.path());
+    if ((c.N * c.bits) % 32 != 0 || zp.dim() != 2 || zp.size(0) != packed_words(c.N, c.bits) || zp.size(1) != c.G)
+      fail_input("{}: tensor \"{}.weight_zero_point\" has shape {}, expected [{}, {}] (packed along N)",
+                 archive.path(), m, shape_str(zp.sizes().vec()), packed_words(c.N, c.bits), c.G);
+    qw.zeros = unpack_bits(zp.t().contiguous(), c.bits).t().contiguous();
+  }
+  if (c.act_order) {
+    qw.g_idx = int_tensor(archive.view(m + ".weight_g_idx"), archive.path());
+    if (qw.g_idx.numel() != c.K || qw.g_idx.min().item<int64_t>() < 0 || qw.g_idx.max().item<int64_t>() >= c.G)
+      fail_input("{}: tensor \"{}.weight_g_idx\" must hold {} groups in [0, {})", archive.path(), m, c.K, c.G);
+  } else {
+    qw.g_idx = at::arange(c.K, at::kInt).div(c.K / c.G, "floor").to(at::kInt);
+  }
+  return qw;
+}
+
+}  // namespace
+
+bool read_gptq_config(const std::string& dir, GptqCheckpointConfig& out) {
+  std::string path = dir + "/config.json";
+  json q = quantization_config_of(path);
+  if (q.is_null() && file_exists(dir + "/quantize_config.json")) {  // AutoGPTQ before transformers integration
+    path = dir + "/quantize_config.json";
+    try {
+      q = json::parse(read_text_file(path));
+    } catch (const json::parse_error& e) {
+      fail_input("{}: not valid JSON ({})", path, e.what());
+    }
+    if (!q.contains("quant_method")) q["quant_method"] = "gptq";
+  }
+  if (!q.is_object() || q.value("quant_method", "") != "gptq") return false;
+  out.config_path = path;
+  out.raw = q;
+  const std::string fmt_name = q.value("checkpoint_format", "gptq");
+  if (fmt_name == "gptq") {
+    out.format = GptqFormat::V1;
+  } else if (fmt_name == "gptq_v2") {
+    out.format = GptqFormat::V2;
+  } else {
+    fail_input("{}: quantization_config.checkpoint_format \"{}\" is not a GPTQ layout ptq reads (\"gptq\", "
+               "\"gptq_v2\")", path, fmt_name);
+  }
+  try {
+    out.bits = q.at("bits").get<int>();
+    out.group_size = q.value("group_size", int64_t{-1});
+    out.sym = q.value("sym", true);
+    out.desc_act = q.value("desc_act", false);
+  } catch (const json::exception& e) {
+    fail_input("{}: quantization_config is malformed ({})", path, e.what());
+  }
+  if (out.bits != 2 && out.bits != 3 && out.bits != 4 && out.bits != 8)
+    fail_input("{}: GPTQ bits {} is not one of 2, 3, 4, 8", path, out.bits);
+  if (out.group_size == 0 || out.group_size < -1)
+    fail_input("{}: GPTQ group_size {} is neither -1 nor positive", path, out.group_size);
+  return true;
+}
+
+CheckpointQuantConfig gptq_module_config(const TensorArchive& archive, const GptqCheckpointConfig& cfg) {
+  CheckpointQuantConfig qc;
+  qc.raw = cfg.raw;
+  const std::string method = fmt::format("imported {}", gptq_format_name(cfg.format));
+  for (const auto& name : archive.names()) {
+    if (name.size() <= 8 || name.compare(name.size() - 8, 8, kQweight) != 0) continue;
+    const std::string module = name.substr(0, name.size() - 8);
+    const std::vector<int64_t>& qshape = archive.view(name).shape();
+    if (qshape.size() != 2)
+      fail_input("{}: tensor \"{}\" has shape {}, expected [K*{}/32, N]", archive.path(), name, shape_str(qshape),
+                 cfg.bits);
+    ModuleQuantInfo m;
+    m.in_features = qshape[0] * 32 / cfg.bits;
+    m.out_features = qshape[1];
+    m.spec = {cfg.bits, cfg.group_size > 0 ? cfg.group_size : kPerChannel, cfg.sym, false};
+    m.format = fmt::format("{}:{}", gptq_format_name(cfg.format), grid_name(cfg.bits, cfg.group_size, cfg.sym));
+    m.method = method;
+    m.act_order = cfg.desc_act;
+    qc.modules[module] = m;
+  }
+  if (qc.modules.empty())
+    fail_input("{}: GPTQ config ({}) but no \"*.qweight\" tensor in the checkpoint", archive.path(), cfg.config_path);
+  return qc;
+}
+
+QuantizedWeight load_gptq_weight(const TensorArchive& archive, const std::string& module,
+                                 const GptqCheckpointConfig& cfg) {
+  const std::string& file = archive.path();
+  GptqTensors t;
+  t.qweight = int_tensor(archive.view(module + kQweight), file);
+  t.qzeros = int_tensor(archive.view(module + ".qzeros"), file);
+  t.scales = to_float_tensor(archive.view(module + ".scales"));
+  if (t.qweight.dim() != 2 || t.scales.dim() != 2)
+    fail_input("{}: module \"{}\": qweight {} and scales {} must be 2-D", file, module,
+               shape_str(t.qweight.sizes().vec()), shape_str(t.scales.sizes().vec()));
+  const int64_t k = t.qweight.size(0) * 32 / cfg.bits, groups = t.scales.size(0);
+  if (archive.contains(module + ".g_idx")) {
+    t.g_idx = int_tensor(archive.view(module + ".g_idx"), file);
+  } else {
+    if (groups <= 0 || k % groups != 0)
+      fail_input("{}: module \"{}\" has {} groups of scales for K = {} input columns and no g_idx", file, module,
+                 groups, k);
+    t.g_idx = at::arange(k, at::kInt).div(k / groups, "floor").to(at::kInt);
+  }
+  QuantizedWeight qw = unpack_gptq(t, cfg.bits, cfg.format, fmt::format("{}: module \"{}\"", file, module));
+  if (cfg.group_size > 0 && groups != (k + cfg.group_size - 1) / cfg.group_size)
+    fail_input("{}: module \"{}\" has {} scale groups; group_size {} over K = {} needs {}", file, module, groups,
+               cfg.group_size, k, (k + cfg.group_size - 1) / cfg.group_size);
+  return qw;
+}
+
+std::unique_ptr<WeightSource> make_gptq_weight_source(const TensorArchive& archive, const GptqCheckpointConfig& cfg) {
+  return std::make_unique<ImportedWeightSource>(
+      archive, kQweight, [&archive, cfg](const std::string& m) { return load_gptq_weight(archive, m, cfg); });
+}
+
+std::string ImportedCheckpoint::format_name() const {
+  return kind == Kind::CompressedTensors ? "compressed-tensors" : gptq_format_name(gptq.format);
+}
+
+bool read_imported_config(const std::string& dir, ImportedCheckpoint& out) {
+  if (read_gptq_config(dir, out.gptq)) {
+    out.kind = ImportedCheckpoint::Kind::Gptq;
+    out.config_path = out.gptq.config_path;
+    out.raw = out.gptq.raw;
+    return true;
+  }
+  const std::string path = dir + "/config.json";
+  const json q = quantization_config_of(path);
+  if (!q.is_object() || q.value("quant_method", "") != "compressed-tensors") return false;
+  const std::string format = q.value("format", "");
+  if (format != "pack-quantized")
+    fail_input("{}: compressed-tensors format \"{}\" is not supported as input (ptq reads \"pack-quantized\")",
+               path, format);
+  if (q.value("quantization_status", "compressed") != "compressed")
+    fail_input("{}: compressed-tensors quantization_status \"{}\": ptq reads \"compressed\" checkpoints", path,
+               q.value("quantization_status", ""));
+  out.kind = ImportedCheckpoint::Kind::CompressedTensors;
+  out.config_path = path;
+  out.raw = q;
+  return true;
+}
+
+CheckpointQuantConfig imported_module_config(const TensorArchive& archive, const ImportedCheckpoint& ck) {
+  if (ck.kind == ImportedCheckpoint::Kind::Gptq) return gptq_module_config(archive, ck.gptq);
+  CheckpointQuantConfig qc;
+  qc.raw = ck.raw;
+  for (const auto& name : archive.names()) {
+    if (name.size() <= 14 || name.compare(name.size() - 14, 14, kPacked) != 0) continue;
+    const std::string m = name.substr(0, name.size() - 14);
+    const CtModule c = ct_module(archive, m);
+    ModuleQuantInfo info;
+    info.out_features = c.N;
+    info.in_features = c.K;
+    info.spec = {c.bits, c.G == 1 ? kPerChannel : c.K / c.G, c.sym, false};
+    info.format = "compressed-tensors:" + grid_name_of(info.spec);
+    info.method = "imported compressed-tensors";
+    info.act_order = c.act_order;
+    qc.modules[m] = info;
+  }
+  if (qc.modules.empty())
+    fail_input("{}: compressed-tensors config ({}) but no \"*.weight_packed\" tensor", archive.path(), ck.config_path);
+  return qc;
+}
+
+QuantizedWeight load_imported_weight(const TensorArchive& archive, const std::string& module,
+                                     const ImportedCheckpoint& ck) {
+  if (ck.kind == ImportedCheckpoint::Kind::Gptq) return load_gptq_weight(archive, module, ck.gptq);
+  return load_ct_weight(archive, module);
+}
+
+std::unique_ptr<WeightSource> make_imported_weight_source(const TensorArchive& archive, const ImportedCheckpoint& ck) {
+  if (ck.kind == ImportedCheckpoint::Kind::Gptq) return make_gptq_weight_source(archive, ck.gptq);
+  return std::make_unique<ImportedWeightSource>(
+      archive, kPacked, [&archive](const std::string& m) { return load_ct_weight(archive, m); });
+}
+
+}  // namespace ptq
