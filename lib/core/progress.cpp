@@ -1,5 +1,6 @@
 #include "core/progress.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -64,5 +65,7 @@ double peak_rss_mb() {
   ::getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;  // Linux reports kilobytes.
 }
+
+void release_free_heap() { ::malloc_trim(0); }
 
 }  // namespace ptq

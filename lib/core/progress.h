@@ -32,6 +32,11 @@ class Progress {
 double now_seconds();
 double peak_rss_mb();
 
+// Hands the heap's free pages back to the OS (glibc malloc_trim). Long loops that allocate and free
+// tensors of a few MB (below glibc's adaptive mmap threshold) otherwise keep a growing, fragmented heap
+// resident: quantizing a 7B model gained ~0.4 GB of RSS over its 32 layers.
+void release_free_heap();
+
 // Sets the number of CPU threads for LibTorch intra-op work and OpenMP; n <= 0 means all cores.
 // Returns the count in effect.
 int set_num_threads(int n);

@@ -186,6 +186,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
       }
     }
     if (streamer) streamer->run(i, w, nullptr, /*advance=*/true);
+    release_free_heap();
     progress.update(i + 1);
   }
   progress.finish();

@@ -1,11 +1,14 @@
 // The FP forward: each decoder layer against a plain per-head reference written from the HF modeling
-// code, KV-cache decoding against the full forward, batching, sliding window, OPT positions.
+// code, KV-cache decoding against the full forward, batching, sliding window, OPT positions; the
+// synthetic checkpoints the other tests build on.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 
 #include <ATen/ATen.h>
 
+#include "core/file.h"
 #include "model/model.h"
 #include "model/synthetic.h"
 #include "tests/test_paths.h"
@@ -232,4 +235,39 @@ TEST_CASE("a tensor with the wrong shape is reported by name", "[forward]") {
   Model ok(synth("ids", s));
   at::NoGradGuard ng;
   CHECK_THROWS_WITH(ok.forward(ids_of({1, 600})), Catch::Contains("token id 600 outside the vocabulary"));
+}
+
+TEST_CASE("synthetic checkpoints: deterministic in the seed, sharded like Hugging Face, same tensors either way",
+          "[forward]") {
+  SyntheticSpec s;
+  s.dtype = DType::F16;
+  s.seed = 7;
+  const std::string one = synth("synth-one", s), again = synth("synth-again", s);
+  SyntheticSpec sharded = s;
+  sharded.shard_bytes = 40000;  // the 64 KB embedding alone exceeds it: it gets a shard of its own
+  const std::string split = synth("synth-split", sharded);
+  SyntheticSpec other = s;
+  other.seed = 8;
+  const std::string reseeded = synth("synth-seed8", other);
+
+  TensorArchive a(one), b(again), c(split), d(reseeded);
+  CHECK(a.files().size() == 1);
+  CHECK(c.files().size() > 2);
+  CHECK(read_text_file(split + "/model.safetensors.index.json").find("model-00001-of-0000") != std::string::npos);
+  REQUIRE(a.names() == c.names());
+  for (const std::string& name : a.names()) {
+    INFO(name);
+    const TensorView va = a.view(name), vb = b.view(name), vc = c.view(name);
+    CHECK(va.shape() == vc.shape());
+    CHECK(std::memcmp(va.data, vb.data, va.nbytes()) == 0);
+    CHECK(std::memcmp(va.data, vc.data, va.nbytes()) == 0);
+  }
+  const TensorView e = a.view("model.embed_tokens.weight");
+  CHECK(std::memcmp(e.data, d.view("model.embed_tokens.weight").data, e.nbytes()) != 0);
+  // Weights are 0.02 z with z of unit variance, norm weights 1 + 0.1 z.
+  Model m(split);
+  const LayerWeights w = m.load_layer(0);
+  CHECK(w[LinearId::Up].weight.std().item<double>() == Approx(0.02).epsilon(0.02));
+  CHECK(w[LinearId::Up].weight.mean().item<double>() == Approx(0).margin(0.001));
+  CHECK(w.attn_norm.weight.mean().item<double>() == Approx(1).margin(0.05));
 }

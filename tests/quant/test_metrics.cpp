@@ -34,6 +34,28 @@ TEST_CASE("distortion of an exact copy and of an all-zero original", "[quant]") 
   CHECK_THROWS_AS(distortion(at::zeros({4}), at::zeros({5})), std::invalid_argument);
 }
 
+TEST_CASE("distortion equals the all-double formula bit for bit", "[quant]") {
+  // distortion() converts one operand at a time to bound its memory; conversion to double is exact, so
+  // every figure must equal the straightforward version that converts both inputs up front. Large enough
+  // for the multi-threaded reduction path.
+  at::manual_seed(5);
+  const at::Tensor w = at::randn({512, 384});
+  const at::Tensor wq = ((w * 8).round() + 1) / 8;  // a biased grid: some signs flip, some values become 0
+  const at::Tensor x = w.to(at::kDouble), y = wq.to(at::kDouble), d = y - x;
+  const double nmse = d.square().sum().item<double>() / x.square().sum().item<double>();
+  const Distortion m = distortion(w, wq);
+  CHECK(m.nmse == nmse);
+  CHECK(m.snr_db == -10 * std::log10(nmse));
+  CHECK(m.max_abs_error == d.abs().max().item<double>());
+  CHECK(m.sign_flips == (((x > 0) & (y < 0)) | ((x < 0) & (y > 0))).sum().item<int64_t>());
+  CHECK(m.zero_fraction == ((x != 0) & (y == 0)).sum().item<double>() / (x != 0).sum().item<double>());
+  CHECK(m.sign_flips > 0);
+  CHECK(m.zero_fraction > 0);
+  const at::Tensor yd = y.clone();
+  CHECK(distortion(w, yd).nmse == nmse);
+  CHECK(yd.equal(y));  // a double `dequantized` is not modified in place
+}
+
 TEST_CASE("hessian_loss is 1/2 dW H dW^T, computed by hand", "[quant]") {
   // dW = [0.5, -1], H = [[2, 1], [1, 4]]: dW H dW^T = 0.5 - 1 + 4 = 3.5.
   const at::Tensor w = at::tensor({1.0f, 2.0f}).reshape({1, 2}), wh = at::tensor({1.5f, 1.0f}).reshape({1, 2});
