@@ -1,4 +1,4 @@
-// ptq export (GGUF, GPTQ v1/v2, compressed-tensors), ptq gguf-to-hf (the dequantized weights llama.cpp reads)
+// ptq export (GGUF, GPTQ v1/v2, compressed-tensors, llama.cpp imatrix), ptq gguf-to-hf (the dequantized weights llama.cpp reads)
 // and ptq logits (raw logits of a token sequence, for comparison with other runtimes).
 #include <cstdio>
 
@@ -11,6 +11,7 @@
 #include "export/gguf_export.h"
 #include "export/compressed_tensors_export.h"
 #include "export/gptq_export.h"
+#include "export/imatrix_export.h"
 #include "runtime/open_model.h"
 
 namespace ptq::cli {
@@ -36,28 +37,48 @@ void run_export_packed(const ExportArgs& a) {
                                                                    : export_gptq(a.model, a.out, opts);
   if (a.json) {
     print_json({{"output", rep.output}, {"format", rep.format}, {"bytes", rep.bytes}, {"modules", rep.modules},
-                {"kept_float", rep.kept_float}, {"bits_per_weight", rep.bits_per_weight},
+                {"kept_float", rep.kept_float}, {"bits_per_weight", rep.bits_per_weight}, {"notes", rep.notes},
                 {"quantization_config", rep.quantization_config}});
     return;
   }
   for (const auto& [m, why] : rep.kept_float)
     std::fprintf(stderr, "note: %s stays %s: %s\n", m.c_str(), a.float_dtype.c_str(), why.c_str());
-  std::printf("wrote %s (%s): %zu modules packed, %s, %.3f bits/weight over the packed modules\n", rep.output.c_str(),
-              rep.format.c_str(), rep.modules.size(), human_bytes(rep.bytes).c_str(), rep.bits_per_weight);
+  for (const auto& n : rep.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
+  const std::string layout = rep.quantization_config.value("format", "");
+  std::printf("wrote %s (%s%s%s): %zu modules packed, %s, %.3f bits/weight over the packed modules\n",
+              rep.output.c_str(), rep.format.c_str(), layout.empty() ? "" : " ", layout.c_str(), rep.modules.size(),
+              human_bytes(rep.bytes).c_str(), rep.bits_per_weight);
+}
+
+// imatrix: the calibration Σx² of a stats file as llama.cpp's importance matrix GGUF.
+void run_export_imatrix(const ExportArgs& a) {
+  if (!a.gguf_type.empty() || a.allow_requant || a.keep_unpackable_float)
+    fail_input("--format imatrix exports statistics, not weights: --gguf-type, --allow-requant and "
+               "--keep-unpackable-float do not apply");
+  const ImatrixExportReport rep = export_imatrix(a.model, a.out, a.force);
+  if (a.json) {
+    print_json({{"output", rep.output}, {"format", "imatrix"}, {"bytes", rep.bytes}, {"entries", rep.entries},
+                {"chunk_count", rep.chunk_count}, {"chunk_size", rep.chunk_size}, {"datasets", rep.datasets}});
+    return;
+  }
+  std::printf("wrote %s (llama.cpp imatrix): %lld weight entries, %lld chunks of %lld tokens, %s\n", rep.output.c_str(),
+              static_cast<long long>(rep.entries), static_cast<long long>(rep.chunk_count),
+              static_cast<long long>(rep.chunk_size), human_bytes(rep.bytes).c_str());
 }
 
 void run_export(const GlobalOptions& g, const ExportArgs& a) {
   apply_global_options(g, a.json);
   if (a.format == "gptq" || a.format == "gptq_v2" || a.format == "compressed-tensors") return run_export_packed(a);
+  if (a.format == "imatrix") return run_export_imatrix(a);
   if (a.format != "gguf")
-    fail_input("--format {} is not supported yet (supported: gguf, gptq, gptq_v2, compressed-tensors; planned: "
-               "imatrix)", a.format);
+    fail_input("--format {} is not one of gguf, gptq, gptq_v2, compressed-tensors, imatrix", a.format);
   GgufExportOptions opts;
   if (!a.gguf_type.empty()) {
     opts.type = ggml_type_from_name(a.gguf_type);
     if (!opts.type) fail_input("--gguf-type {} is not one of {}", a.gguf_type, ggml_writable_type_names());
   }
   opts.allow_requant = a.allow_requant;
+  opts.force = a.force;
   const GgufExportReport rep = export_gguf(a.model, a.out, opts);
   if (a.json) {
     nlohmann::json tensors = nlohmann::json::array();
@@ -71,7 +92,7 @@ void run_export(const GlobalOptions& g, const ExportArgs& a) {
   }
   for (const auto& [name, why] : rep.kept_float) std::fprintf(stderr, "note: %s stays F32: %s\n", name.c_str(), why.c_str());
   for (const auto& [mod, nmse] : rep.requant_nmse)
-    std::fprintf(stderr, "warning: %s re-quantized; NMSE added vs the ptq weights %.3e\n", mod.c_str(), nmse);
+    std::fprintf(stderr, "warning: %s re-quantized; NMSE added vs the checkpoint's weights %.3e\n", mod.c_str(), nmse);
   std::map<std::string, int> by_type;
   for (const auto& t : rep.tensors) by_type[ggml_type_name(t.type)]++;
   std::string types;
@@ -104,29 +125,43 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 }  // namespace
 
 void add_export_commands(CLI::App& app, GlobalOptions& g) {
-  auto* cmd = app.add_subcommand("export", "Export a model (FP or quantized) for another runtime: --format "
-                                           "gguf|gptq|gptq_v2|compressed-tensors");
+  auto* cmd = app.add_subcommand(
+      "export",
+      "Export a model (FP or quantized) for another runtime: --format gguf|gptq|gptq_v2|compressed-tensors; or a "
+      "calibration stats file as llama.cpp's importance matrix: --format imatrix. Activation-quantized checkpoints "
+      "(W8A8: 8-bit weights, per-token dynamic or per-tensor static 8-bit activations) export only as "
+      "compressed-tensors int-quantized. Every format refuses, with the list, what a standard Llama cannot run: "
+      "RMSNorm biases (OutlierTune), norm index tensors / split channels (MergeQuant), linear biases the "
+      "architecture lacks, an online Hadamard rotation (--hadamard), and activation schemes the format does not "
+      "carry (any, for gguf/gptq/gptq_v2; per-channel, non-8-bit or clipped-dynamic ones for compressed-tensors)");
   auto a = std::make_shared<ExportArgs>();
   cmd->add_option("MODEL", a->model,
-                  "Hugging Face model directory, ptq checkpoint, or (gptq/compressed-tensors input) a GPTQ or "
-                  "compressed-tensors checkpoint")
+                  "Hugging Face model directory, ptq checkpoint, or GPTQ (v1/v2) / compressed-tensors checkpoint; "
+                  "for --format imatrix the stats file of `ptq calibrate`")
       ->required();
   cmd->add_option("--format", a->format,
-                  "Output format: gguf, gptq (v1 layout), gptq_v2, compressed-tensors (pack-quantized); the last three "
-                  "need a quantized MODEL")
+                  "Output format: gguf (llama.cpp; quantized g32 grids of any quantized MODEL map to Q4_0/Q4_1/Q8_0), "
+                  "gptq (v1 layout), gptq_v2, compressed-tensors (pack-quantized for weight-only checkpoints, "
+                  "int-quantized with input_activations + input_scale for W8A8 ones; these three need a quantized "
+                  "MODEL), "
+                  "imatrix (llama.cpp importance matrix GGUF from the calibration Σx², for llama-quantize --imatrix)")
       ->required();
-  cmd->add_option("-o,--output", a->out, "Output file (gguf) or directory (gptq, gptq_v2, compressed-tensors)")
+  cmd->add_option("-o,--output", a->out,
+                  "Output file (gguf, imatrix) or directory (gptq, gptq_v2, compressed-tensors)")
       ->required();
   cmd->add_option("--gguf-type", a->gguf_type,
-                  "FP tensors / re-quantization of FP linear modules: " + ggml_writable_type_names() + " (default f32)");
+                  "gguf: type of FP tensors / re-quantization of FP linear modules: " + ggml_writable_type_names() +
+                      " (default f32)");
   cmd->add_flag("--allow-requant", a->allow_requant,
-                "Re-quantize modules whose grid has no ggml equivalent (reports the error added)");
+                "gguf: re-quantize modules whose grid has no ggml equivalent (reports the error added; without it "
+                "they are refused with the list)");
   cmd->add_option("--float-dtype", a->float_dtype,
-                  "gptq/compressed-tensors: dtype of the tensors not packed: F16 (default), BF16, F32");
+                  "gptq/compressed-tensors: dtype of the tensors not packed: F16 (default), BF16, F32 (keeps the F32 "
+                  "tensors a transform rewrote, e.g. folded norms, bit for bit; a note lists those F16 rounds)");
   cmd->add_flag("--keep-unpackable-float", a->keep_unpackable_float,
                 "gptq/compressed-tensors: store modules whose width does not fill int32 words as float weights "
                 "(default: refused with the list)");
-  cmd->add_flag("--force", a->force, "gptq/compressed-tensors: replace an existing output directory");
+  cmd->add_flag("--force", a->force, "Replace an existing output file or directory (never the input)");
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([&g, a] { run_export(g, *a); });
 

@@ -47,11 +47,16 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
       nlohmann::json mods = nlohmann::json::array();
       for (const auto& m : s.modules)
         mods.push_back({{"module", m.module}, {"format", m.format}, {"method", m.method}, {"params", m.params},
-                        {"bits_per_weight", m.bits_per_weight}, {"metrics", m.metrics}});
+                        {"bits_per_weight", m.bits_per_weight}, {"metrics", m.metrics},
+                        {"activation", m.activation.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.activation)},
+                        {"folded", m.folded},
+                        {"input_scale_range", m.act_scale_max > 0 ? nlohmann::json{m.act_scale_min, m.act_scale_max}
+                                                                  : nlohmann::json(nullptr)}});
       j["modules"] = mods;
       j["unquantized"] = s.unquantized;
       j["modules_by_format"] = s.modules_by_format;
       j["quantized_bits_per_weight"] = s.quantized_bits_per_weight;
+      if (!s.rotation.empty()) j["rotation"] = nlohmann::json::parse(s.rotation);
     }
     print_json(j);
     return;
@@ -83,6 +88,21 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
   std::fputs(t.render().c_str(), stdout);
   if (!s.quantized) return;
   std::printf("\n");
+  bool any_act = false;
+  for (const auto& q : s.modules) any_act = any_act || !q.activation.empty() || !q.folded.empty();
+  if (any_act) {
+    // Activation-quantized checkpoints: the scheme per module, what was folded in, the static scale range.
+    Table a({"module", "format", "activation", "input scale range", "folded"});
+    for (const auto& q : s.modules) {
+      std::string folded;
+      for (const auto& f : q.folded) folded += (folded.empty() ? "" : "; ") + f;
+      a.add_row({q.module, q.format, q.activation.empty() ? "fp" : q.activation,
+                 q.act_scale_max > 0 ? fmt::format("[{:.4g}, {:.4g}]", q.act_scale_min, q.act_scale_max) : "-",
+                 folded.empty() ? "-" : folded});
+    }
+    std::fputs(a.render().c_str(), stdout);
+    if (!s.rotation.empty()) std::printf("rotation: %s\n", s.rotation.c_str());
+  }
   Table m({"module", "format", "method", "bits/w", "NMSE", "SNR dB", "out err", "RTN out err"});
   auto metric = [](const nlohmann::json& j, const char* key, const char* f) {
     return j.is_object() && j.contains(key) && j[key].is_number() ? fmt::format(fmt::runtime(f), j[key].get<double>())

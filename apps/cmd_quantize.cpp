@@ -22,6 +22,9 @@ struct QuantizeArgs {
   std::optional<int64_t> group_size, nsamples, seqlen;
   std::optional<uint64_t> seed;
   std::optional<double> damp;
+  std::optional<int> act_bits;
+  std::optional<std::string> act_granularity, act_method;
+  bool hadamard = false;
   bool sym = false, asym = false, act_order = false, static_groups = false, synthetic = false;
   bool force = false, json = false;
   int64_t batch = 8;
@@ -53,6 +56,20 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   if (a.seqlen) r.calibration.seqlen = *a.seqlen;
   if (a.seed) r.calibration.seed = *a.seed;
   for (const auto& p : a.ignore) r.ignore.push_back(p);
+  if (a.act_bits || a.act_granularity) r.act_enabled = true;
+  if (a.act_bits) r.activations.bits = *a.act_bits;
+  if (a.act_granularity) {
+    const auto gran = act_granularity_from_name(*a.act_granularity);
+    if (!gran) fail_input("--act-granularity {} is not per_tensor, per_channel or per_token", *a.act_granularity);
+    r.activations.granularity = *gran;
+  }
+  if (a.act_method) {
+    migration_method(*a.act_method);  // throws listing the methods
+    r.migration.method = *a.act_method;
+    if (r.migration.method != "none" && !r.act_enabled)
+      fail_input("--act-method {} needs activation quantization: give --act-bits or use a W*A* recipe", *a.act_method);
+  }
+  if (a.hadamard) r.rotation.enabled = true;
   format_name_for(r.weights);  // the overridden grid must still be a known format
   opts.out_dir = a.out;
   opts.force = a.force;
@@ -135,6 +152,13 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   cmd->add_flag("--static-groups", a->static_groups, "GPTQ: group grids from the unpermuted weights");
   cmd->add_option("--damp", a->damp, "GPTQ dampening: fraction of mean(diag H) added to the diagonal");
   cmd->add_option("--ignore", a->ignore, "Regex of module paths to keep floating point (repeatable)");
+  cmd->add_option("--act-bits", a->act_bits, "Activation bits (enables activation quantization)")
+      ->check(CLI::Range(2, 8));
+  cmd->add_option("--act-granularity", a->act_granularity,
+                  "Activation scales: per_tensor (static), per_channel (static), per_token (dynamic)");
+  cmd->add_option("--act-method", a->act_method, "Activation method (migration): " + migration_method_names());
+  cmd->add_flag("--hadamard", a->hadamard,
+                "QuaRot-style randomized Hadamard rotation of the residual stream, plus online before down_proj");
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->callback([&g, a] { run_quantize(g, *a); });

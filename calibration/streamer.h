@@ -22,6 +22,8 @@ class LayerStreamer {
   void run(int64_t layer, const LayerWeights& w, const LinearInputHook* hook, bool advance);
 
   const at::Tensor& hidden() const { return hidden_; }
+  // For a transform of the residual stream (rotation): the caller rewrites the states in place.
+  at::Tensor& mutable_hidden() { return hidden_; }
   int64_t samples() const { return hidden_.size(0); }
   int64_t tokens() const { return hidden_.size(0) * hidden_.size(1); }
 

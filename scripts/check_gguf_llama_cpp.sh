@@ -2,7 +2,8 @@
 # Verifies GGUF export with the real llama.cpp runtime (node-llama-cpp's prebuilt CPU binary from npm) and an
 # independent GGUF parser (@huggingface/gguf). For stories260K exported as F32, Q8_0 and Q4_0, and for a ptq
 # RTN w4 g32 checkpoint mapped to Q4_0: llama.cpp's logits on a fixed token sequence are compared with ptq's
-# runner on the same weights (the GGUF decoded back to an HF directory by `ptq gguf-to-hf`).
+# runner on the same weights (the GGUF decoded back to an HF directory by `ptq gguf-to-hf`). The imatrix export of a
+# calibration stats file is parsed by @huggingface/gguf too.
 # Limits (issue 7): F32 max |diff| <= 1e-4; quantized: top-1 agreement at every position and mean KL <= 1e-3
 # (llama.cpp rounds activations to 8 bits inside quantized matmuls, so exact logits are not expected).
 # Usage: check_gguf_llama_cpp.sh PTQ_BINARY [NPM_DIR]   (NPM_DIR default: build/npm-oracle; not committed)
@@ -25,7 +26,7 @@ if [[ ! -d $npm_dir/node_modules/@node-llama-cpp/linux-x64 || ! -d $npm_dir/node
   fi
 fi
 # ESM imports resolve next to the script: run the oracle scripts from the npm directory.
-cp "$root"/tests/oracle/{llama_logits,gguf_parse,compare_logits}.mjs "$npm_dir/"
+cp "$root"/tests/oracle/{llama_logits,llama_ppl,gguf_parse,compare_logits}.mjs "$npm_dir/"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -61,4 +62,64 @@ if res=$(node "$npm_dir/compare_logits.mjs" "$tmp/w4g32.ckpt.json" "$tmp/mapped_
 else
   echo "FAIL mapping not lossless: $res"; fail=1
 fi
+
+# The imatrix export (calibration Σx² as llama.cpp's importance matrix GGUF) parsed by @huggingface/gguf: the keys
+# llama-quantize requires, and an in_sum2/counts pair per linear weight (5 layers x 7).
+"$ptq" -q calibrate "$model" -o "$tmp/stats.safetensors" --nsamples 4 --seqlen 64 >/dev/null 2>&1
+"$ptq" -q export "$tmp/stats.safetensors" --format imatrix -o "$tmp/imatrix.gguf" >/dev/null 2>&1
+if node "$npm_dir/gguf_parse.mjs" "$tmp/imatrix.gguf" >"$tmp/imatrix.parse.json" && res=$(node -e '
+  const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const m = d.metadata, t = d.tensors;
+  const ok = m["general.type"] === "imatrix" && m["imatrix.chunk_count"] === 4 && m["imatrix.chunk_size"] === 64 &&
+    m["imatrix.datasets"]?.array === 1 && t.length === 70 &&
+    t.every((x) => x.dtype === 0 && (x.name.endsWith(".in_sum2") || (x.name.endsWith(".counts") && x.shape.join() === "1,1")));
+  console.log(JSON.stringify({tensors: t.length, chunk_count: m["imatrix.chunk_count"], chunk_size: m["imatrix.chunk_size"]}));
+  process.exit(ok ? 0 : 1);' "$tmp/imatrix.parse.json"); then
+  echo "ok   imatrix parsed by @huggingface/gguf: $res"
+else
+  echo "FAIL imatrix: $(cat "$tmp/imatrix.parse.json" 2>/dev/null | head -c 400)"; fail=1
+fi
+
+# The imatrix used by llama.cpp's own llama-quantize: the tool is compiled from the llama.cpp source that node-llama-cpp
+# ships (its git bundle: the exact version of its prebuilt libraries) and linked against those libraries. On
+# sotu-llama-8m with 4 outlier channels planted (`ptq outlierize`, FP output unchanged), Q2_K weights the rounding
+# error of every input channel alike unless given an importance matrix: ptq's imatrix must be loaded (42 entries)
+# and must bring llama.cpp's perplexity back near FP. Skipped (not failed) where g++ or the bundle is missing.
+imatrix_llama_quantize() {
+  local bins=$npm_dir/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64 quantize=$npm_dir/llama-quantize
+  local src=$npm_dir/llama.cpp-src sotu=$root/data/models/sotu-llama-8m
+  if [[ ! -x $quantize ]]; then
+    command -v g++ >/dev/null || { echo "skip imatrix in llama-quantize: no g++"; return; }
+    [[ -d $src ]] || git clone -q "$npm_dir/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$src" 2>/dev/null ||
+      { echo "skip imatrix in llama-quantize: no llama.cpp source bundle in node-llama-cpp"; return; }
+    local libs=(-l:libllama-common.so "-l:$(cd "$bins" && ls libllama.*so | head -1)"
+                "-l:$(cd "$bins" && ls libggml.*so | head -1)" -l:libggml-base.so)
+    g++ -std=c++17 -O1 -I"$src/include" -I"$src/common" -I"$src/ggml/include" "$src/tools/quantize/quantize.cpp" \
+      "$src/tools/quantize/main.cpp" -o "$quantize" -L"$bins" "${libs[@]}" -Wl,-rpath,"$bins" >"$tmp/quantize-build.log" 2>&1 ||
+      { echo "skip imatrix in llama-quantize: building llama-quantize failed ($(tail -1 "$tmp/quantize-build.log"))"; return; }
+  fi
+  "$ptq" -q outlierize "$sotu" -o "$tmp/outl" --channels 4 --scale 50 >/dev/null 2>&1
+  "$ptq" -q calibrate "$tmp/outl" -o "$tmp/outl.stats" --data "$root/data/sotu-train.txt" --nsamples 32 --seqlen 256 >/dev/null 2>&1
+  "$ptq" -q export "$tmp/outl.stats" --format imatrix -o "$tmp/outl.imatrix.gguf" >/dev/null 2>&1
+  "$ptq" -q export "$tmp/outl" --format gguf -o "$tmp/outl.gguf" >/dev/null 2>&1
+  "$ptq" -q tokenize "$sotu" --file "$root/data/sotu-test.txt" --json >"$tmp/sotu.ids.json"
+  "$quantize" "$tmp/outl.gguf" "$tmp/outl.q2k.gguf" Q2_K 2 >"$tmp/q2k.log" 2>&1
+  "$quantize" --imatrix "$tmp/outl.imatrix.gguf" "$tmp/outl.gguf" "$tmp/outl.q2k-imatrix.gguf" Q2_K 2 >"$tmp/q2k-imatrix.log" 2>&1 ||
+    { echo "FAIL llama-quantize --imatrix: $(grep -i -m1 'imatrix\|error' "$tmp/q2k-imatrix.log")"; fail=1; return; }
+  local loaded fp plain imx
+  loaded=$(grep -o 'loaded [0-9]* importance matrix entries' "$tmp/q2k-imatrix.log" || true)
+  fp=$(node "$npm_dir/llama_ppl.mjs" "$tmp/outl.gguf" "$tmp/sotu.ids.json" 256 10)
+  plain=$(node "$npm_dir/llama_ppl.mjs" "$tmp/outl.q2k.gguf" "$tmp/sotu.ids.json" 256 10)
+  imx=$(node "$npm_dir/llama_ppl.mjs" "$tmp/outl.q2k-imatrix.gguf" "$tmp/sotu.ids.json" 256 10)
+  local res
+  if res=$(node -e '
+    const [fp, plain, imx] = process.argv.slice(1, 4).map((s) => JSON.parse(s).ppl);
+    console.log(JSON.stringify({ppl_f32: fp, ppl_q2k: plain, ppl_q2k_imatrix: imx}));
+    process.exit(imx < plain && imx < 1.1 * fp ? 0 : 1);' "$fp" "$plain" "$imx") && [[ $loaded == "loaded 42 importance matrix entries" ]]; then
+    echo "ok   imatrix used by llama-quantize ($loaded): $res"
+  else
+    echo "FAIL imatrix in llama-quantize (${loaded:-not loaded}): $res"; fail=1
+  fi
+}
+imatrix_llama_quantize
 exit $fail

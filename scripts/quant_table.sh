@@ -2,10 +2,11 @@
 # FP vs RTN vs GPTQ on the bundled models: perplexity in-domain and out-of-domain, average bits per
 # quantized weight, checkpoint size, quantization time and peak RSS. Prints a Markdown table per model
 # (scripts/update_readme.sh puts it in the README). Needs python3 for the formatting. ~15 min on 2 cores.
+# PTQ_BIN: an existing ptq binary (default: build/ptq, built by scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/build.sh ptq >/dev/null
-ptq="build/ptq --quiet"
+[[ -n ${PTQ_BIN:-} ]] || scripts/build.sh ptq >/dev/null
+ptq="${PTQ_BIN:-build/ptq} --quiet"
 work=$(mktemp -d "${TMPDIR:-/tmp}/ptq-quant-table.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 

@@ -1,55 +1,81 @@
 #!/usr/bin/env bash
 # Regenerates the measured tables in README.md (between "<!-- BEGIN name -->" and "<!-- END name -->")
 # by running ptq on the bundled models and data. Nothing in those sections is typed by hand.
-# Needs python3 (formatting only). Takes ~20 minutes on 2 cores.
+# Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
+#   sections: fp-ppl fp-tasks quant-table fp-bench export-table activation-table
+#   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
+# Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/build.sh ptq >/dev/null
-ptq="build/ptq --quiet"
+all=(fp-ppl fp-tasks quant-table fp-bench export-table activation-table)
+sections=("$@")
+[[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
+for s in "${sections[@]}"; do
+  [[ " ${all[*]} " == *" $s "* ]] || { echo "unknown section $s (sections: ${all[*]})" >&2; exit 2; }
+done
+if [[ -n ${PTQ_BIN:-} ]]; then
+  PTQ_BIN=$(realpath "$PTQ_BIN")
+else
+  scripts/build.sh ptq >/dev/null
+  PTQ_BIN=$PWD/build/ptq
+fi
+export PTQ_BIN
+ptq="$PTQ_BIN --quiet"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+wanted() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
-{
-  echo '```'
-  echo "\$ ptq eval ppl data/models/stories260K --data data/tinystories-valid.txt --seqlen 512"
-  $ptq eval ppl data/models/stories260K --data data/tinystories-valid.txt --seqlen 512
-  echo
-  echo "\$ ptq eval ppl data/models/sotu-llama-8m --data data/sotu-test.txt --seqlen 256"
-  $ptq eval ppl data/models/sotu-llama-8m --data data/sotu-test.txt --seqlen 256
-  echo
-  echo "\$ ptq eval ppl data/models/stories260K --data data/moby-dick.txt --seqlen 512 --max-windows 50"
-  $ptq eval ppl data/models/stories260K --data data/moby-dick.txt --seqlen 512 --max-windows 50
-  echo
-  echo "\$ ptq eval ppl data/models/sotu-llama-8m --data data/moby-dick.txt --seqlen 256 --max-windows 200"
-  $ptq eval ppl data/models/sotu-llama-8m --data data/moby-dick.txt --seqlen 256 --max-windows 200
-  echo '```'
-} >"$tmp/fp-ppl"
+if wanted fp-ppl; then
+  {
+    echo '```'
+    echo "\$ ptq eval ppl data/models/stories260K --data data/tinystories-valid.txt --seqlen 512"
+    $ptq eval ppl data/models/stories260K --data data/tinystories-valid.txt --seqlen 512
+    echo
+    echo "\$ ptq eval ppl data/models/sotu-llama-8m --data data/sotu-test.txt --seqlen 256"
+    $ptq eval ppl data/models/sotu-llama-8m --data data/sotu-test.txt --seqlen 256
+    echo
+    echo "\$ ptq eval ppl data/models/stories260K --data data/moby-dick.txt --seqlen 512 --max-windows 50"
+    $ptq eval ppl data/models/stories260K --data data/moby-dick.txt --seqlen 512 --max-windows 50
+    echo
+    echo "\$ ptq eval ppl data/models/sotu-llama-8m --data data/moby-dick.txt --seqlen 256 --max-windows 200"
+    $ptq eval ppl data/models/sotu-llama-8m --data data/moby-dick.txt --seqlen 256 --max-windows 200
+    echo '```'
+  } >"$tmp/fp-ppl"
+fi
 
-{
-  echo '```'
-  echo "\$ ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
-  $ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
-  echo
-  echo "\$ ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
-  $ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
-  echo '```'
-} >"$tmp/fp-tasks"
+if wanted fp-tasks; then
+  {
+    echo '```'
+    echo "\$ ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
+    $ptq eval tasks data/models/stories260K --tasks data/tasks/tinystories-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
+    echo
+    echo "\$ ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl"
+    $ptq eval tasks data/models/sotu-llama-8m --tasks data/tasks/sotu-{continuation,cloze}.jsonl data/tasks/moby-{continuation,cloze}.jsonl
+    echo '```'
+  } >"$tmp/fp-tasks"
+fi
 
-scripts/quant_table.sh >"$tmp/quant-table"
+if wanted quant-table; then scripts/quant_table.sh >"$tmp/quant-table"; fi
 
-{
-  echo '```'
-  echo "\$ scripts/bench_fp.sh   # ptq bench MODEL --json (prompt 128, gen 128, best of 3), $(nproc) threads, $(lscpu | sed -n 's/^Model name: *//p')"
-  scripts/bench_fp.sh
-  echo '```'
-} >"$tmp/fp-bench"
+if wanted fp-bench; then
+  {
+    echo '```'
+    echo "\$ scripts/bench_fp.sh   # ptq bench MODEL --json (prompt 128, gen 128, best of 3), $(nproc) threads, $(lscpu | sed -n 's/^Model name: *//p')"
+    scripts/bench_fp.sh
+    echo '```'
+  } >"$tmp/fp-bench"
+fi
 
-python3 - "$tmp" <<'PY'
+if wanted export-table; then scripts/export_table.sh >"$tmp/export-table"; fi
+
+if wanted activation-table; then scripts/activation_table.sh "$PTQ_BIN" >"$tmp/activation-table"; fi
+
+python3 - "$tmp" "${sections[@]}" <<'PY'
 import re, sys, pathlib
 tmp = pathlib.Path(sys.argv[1])
 readme = pathlib.Path("README.md")
 text = readme.read_text()
-for section in ("fp-ppl", "fp-tasks", "quant-table", "fp-bench"):
+for section in sys.argv[2:]:
     body = (tmp / section).read_text()
     pattern = re.compile(r"(<!-- BEGIN %s -->\n).*?(<!-- END %s -->)" % (section, section), re.S)
     if not pattern.search(text):
@@ -57,4 +83,4 @@ for section in ("fp-ppl", "fp-tasks", "quant-table", "fp-bench"):
     text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
 readme.write_text(text)
 PY
-echo "README.md updated"
+echo "README.md updated: ${sections[*]}"

@@ -14,10 +14,14 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/half.h"
+#include "core/model_dir.h"
+#include "export/gptq_export.h"
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "model/sentencepiece.h"
 #include "quant/checkpoint.h"
+#include "quant/gptq_checkpoint.h"
 #include "runtime/open_model.h"
 
 namespace ptq {
@@ -32,6 +36,18 @@ std::vector<int64_t> gguf_rope_permutation(int64_t heads, int64_t head_dim) {
     for (int64_t i = 0; i < half; ++i)
       for (int64_t t = 0; t < 2; ++t) perm[h * head_dim + 2 * i + t] = h * head_dim + t * half + i;
   return perm;
+}
+
+namespace {
+
+// GGUF names of the seven linear modules, in LinearId order (llama.cpp's LLM_TENSOR_* names for llama).
+constexpr const char* kGgufLinearNames[kNumLinear] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                      "ffn_gate", "ffn_up", "ffn_down"};
+
+}  // namespace
+
+std::string gguf_linear_tensor_name(int64_t layer, LinearId id) {
+  return fmt::format("blk.{}.{}.weight", layer, kGgufLinearNames[static_cast<int>(id)]);
 }
 
 namespace {
@@ -51,21 +67,21 @@ std::vector<Slot> llama_slots(const ModelConfig& cfg) {
   s.push_back({"output_norm.weight", std::string(t.final_norm) + ".weight", "", 0, true, false});
   if (!cfg.tie_embeddings) s.push_back({"output.weight", std::string(t.lm_head) + ".weight", "", 0, false, false});
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
-    auto lin = [&](const char* gguf, const char* mod, int64_t heads) {
-      s.push_back({fmt::format("blk.{}.{}.weight", i, gguf), cfg.layer_tensor(i, mod, "weight"),
-                   cfg.layer_module(i, mod), heads, false, true});
+    auto lin = [&](LinearId id, const char* mod, int64_t heads) {
+      s.push_back({gguf_linear_tensor_name(i, id), cfg.layer_tensor(i, mod, "weight"), cfg.layer_module(i, mod),
+                   heads, false, true});
     };
     auto norm = [&](const char* gguf, const char* mod) {
       s.push_back({fmt::format("blk.{}.{}.weight", i, gguf), cfg.layer_tensor(i, mod, "weight"), "", 0, true, false});
     };
-    lin("attn_q", t.q_proj, cfg.n_heads);
-    lin("attn_k", t.k_proj, cfg.n_kv_heads);
-    lin("attn_v", t.v_proj, 0);
-    lin("attn_output", t.o_proj, 0);
+    lin(LinearId::Q, t.q_proj, cfg.n_heads);
+    lin(LinearId::K, t.k_proj, cfg.n_kv_heads);
+    lin(LinearId::V, t.v_proj, 0);
+    lin(LinearId::O, t.o_proj, 0);
     norm("attn_norm", t.attn_norm);
-    lin("ffn_gate", t.gate_proj, 0);
-    lin("ffn_down", t.down_proj, 0);
-    lin("ffn_up", t.up_proj, 0);
+    lin(LinearId::Gate, t.gate_proj, 0);
+    lin(LinearId::Down, t.down_proj, 0);
+    lin(LinearId::Up, t.up_proj, 0);
     norm("ffn_norm", t.mlp_norm);
   }
   return s;
@@ -184,11 +200,34 @@ int64_t pieces_or_fail(const SentencePieceModel& sp, const ModelConfig& cfg, con
 }  // namespace
 
 GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& opts) {
+  if (is_directory(out_path)) fail_input("output {} is a directory; GGUF export writes one file", out_path);
+  check_output_path(out_path, model_dir, opts.force);
+  if (!is_gguf_file(model_dir)) {  // what a standard llama cannot hold is refused before the model is opened
+    const TensorArchive archive(model_dir);
+    CheckpointQuantConfig qc;
+    ImportedCheckpoint imported;
+    if (read_imported_config(model_dir, imported)) {
+      qc = imported_module_config(archive, imported);
+    } else {
+      read_checkpoint_quant_config(model_dir, qc);
+    }
+    refuse_nonstandard(model_dir, "GGUF", archive, qc);
+  }
   std::unique_ptr<Model> model = open_model(model_dir);
   const ModelConfig& cfg = model->config();
   check_llama(cfg, model_dir);
+  // Quantized modules: a ptq checkpoint's, or an imported GPTQ / compressed-tensors checkpoint's (the readers
+  // open_model uses), so a GPTQ grid that is a ggml type maps onto it exactly as a ptq one does.
   CheckpointQuantConfig qc;
-  const bool quantized = read_checkpoint_quant_config(model_dir, qc);
+  ImportedCheckpoint imported;
+  const bool is_imported = read_imported_config(model_dir, imported);
+  if (is_imported) qc = imported_module_config(model->archive(), imported);
+  const bool quantized = is_imported || read_checkpoint_quant_config(model_dir, qc);
+  const TensorArchive& archive = model->archive();
+  const std::function<QuantizedWeight(const std::string&)> load_codes = [&](const std::string& module) {
+    return is_imported ? load_imported_weight(archive, module, imported)
+                       : load_quantized_weight(archive, module, qc.modules.at(module));
+  };
 
   // --gguf-type: a float type applies to every non-norm tensor, a block type to the FP linear modules.
   const GgmlType requested = opts.type.value_or(GgmlType::F32);
@@ -203,7 +242,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     GgmlType type;
     Mapping map = Mapping::None;
     bool requant = false;
-    std::vector<int64_t> dims;
+    std::vector<int64_t> dims = {};
   };
   std::vector<Plan> plans;
   std::vector<std::string> refused;
@@ -315,13 +354,15 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   // Provenance (llama.cpp ignores unknown keys).
   w.set("ptq.version", GgufValue::string(PTQ_VERSION));
   w.set("ptq.source", GgufValue::string(model_dir));
+  if (is_imported) w.set("ptq.source_format", GgufValue::string(imported.format_name()));
   if (quantized) w.set("ptq.quantization_config", GgufValue::string(qc.raw.dump()));
 
   const Model* m = model.get();
   for (const Plan& p : plans) {
     GgufExportTensor info{p.slot.gguf, p.slot.hf, p.type, p.dims, ""};
     const bool is_q = quantized && qc.modules.count(p.slot.module);
-    info.how = p.map != Mapping::None ? fmt::format("mapped from ptq {}", qc.modules.at(p.slot.module).format)
+    info.how = p.map != Mapping::None ? fmt::format("mapped from {}{}", is_imported ? "" : "ptq ",
+                                                    qc.modules.at(p.slot.module).format)
                : p.requant           ? "re-quantized"
                : is_q                ? "dequantized"
                : ggml_type_traits(p.type).block_size > 1 ? "quantized"
@@ -333,11 +374,11 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     rep.bits_per_weight += 8.0 * double(ggml_nbytes(p.type, numel));
     const std::vector<int64_t> perm =
         p.slot.rope_heads > 0 ? gguf_rope_permutation(p.slot.rope_heads, cfg.head_dim) : std::vector<int64_t>();
-    const ModuleQuantInfo* qinfo = is_q ? &qc.modules.at(p.slot.module) : nullptr;
     GgufExportReport* r = &rep;
-    w.add_tensor(p.slot.gguf, p.dims, p.type, [m, p, perm, qinfo, r]() -> std::vector<uint8_t> {
+    // Producers run inside w.write() below, while everything captured by reference is alive.
+    w.add_tensor(p.slot.gguf, p.dims, p.type, [m, p, perm, r, &load_codes]() -> std::vector<uint8_t> {
       if (p.map != Mapping::None) {
-        QuantizedWeight qw = load_quantized_weight(m->archive(), p.slot.module, *qinfo);
+        QuantizedWeight qw = load_codes(p.slot.module);
         if (!perm.empty()) {
           qw.q = permute_rows(qw.q, perm);
           qw.scales = permute_rows(qw.scales, perm);
@@ -375,11 +416,8 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
   const GgufFile g(gguf_path);
   const ModelConfig cfg = load_model_config(config_dir);
   check_llama(cfg, config_dir);
-  if (fs::exists(out_dir)) fail_input("{} already exists", out_dir);
-  const std::string tmp = out_dir + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
+  ModelDirWriter dir(out_dir, config_dir, /*force=*/false);
+  {
     SafetensorsWriter sw;
     for (const Slot& s : llama_slots(cfg)) {
       const GgufTensorInfo& t = g.tensor(s.gguf);
@@ -397,20 +435,14 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
     }
     sw.set_metadata("format", "pt");
     sw.set_metadata("ptq.source_gguf", gguf_path);
-    sw.write(tmp + "/model.safetensors");
-    json c = json::parse(read_text_file(config_dir + "/config.json"));
-    c.erase("quantization_config");
-    c["torch_dtype"] = "float32";
-    write_text_file_atomic(tmp + "/config.json", c.dump(2));
-    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                          "generation_config.json"})
-      if (file_exists(config_dir + "/" + f)) fs::copy_file(config_dir + "/" + f, tmp + "/" + f);
-    fs::rename(tmp, out_dir);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
+    sw.write(dir.file("model.safetensors"));
   }
+  json c = json::parse(read_text_file(config_dir + "/config.json"));
+  c.erase("quantization_config");
+  c["torch_dtype"] = "float32";
+  write_text_file_atomic(dir.file("config.json"), c.dump(2));
+  dir.copy_tokenizer_files(config_dir);
+  dir.commit();
 }
 
 }  // namespace ptq

@@ -1,5 +1,6 @@
-// GGUF export (llama.cpp): an FP or ptq-quantized Llama checkpoint to one GGUF v3 file, and the way back
-// to a dequantized Hugging Face directory (so ptq's runner can evaluate exactly what llama.cpp loads).
+// GGUF export (llama.cpp): an FP, ptq-quantized, or imported GPTQ (v1/v2) / compressed-tensors Llama checkpoint to
+// one GGUF v3 file, and the way back to a dequantized Hugging Face directory (so ptq's runner can evaluate exactly
+// what llama.cpp loads).
 //
 // Mapping (llama.cpp's convert_hf_to_gguf.py for LlamaForCausalLM):
 //   model.embed_tokens.weight                -> token_embd.weight
@@ -15,7 +16,8 @@
 //
 // Types: FP tensors are F32 (default) or --gguf-type f16/bf16; --gguf-type q8_0/q4_0/q4_1 quantizes the seven
 // linear modules of every layer with llama.cpp's reference rounding (embeddings and output stay F32). A module
-// of a ptq checkpoint is mapped without re-quantizing when its grid is a ggml type:
+// of a quantized checkpoint (ptq's own, or GPTQ / compressed-tensors read through quant/gptq_checkpoint.h, whose
+// codes, fp16 scales and zeros are the same numbers) is mapped without re-quantizing when its grid is a ggml type:
 //   4-bit symmetric, group 32, natural column order -> Q4_0  (d = scale; lossless when the scale is fp16)
 //   4-bit asymmetric, group 32, natural order       -> Q4_1  (d = scale, m = -zero * scale rounded to fp16)
 //   8-bit symmetric, group 32, natural order        -> Q8_0  (qs = q - 128, d = scale)
@@ -23,6 +25,13 @@
 // unless allow_requant, which re-quantizes the dequantized weight to Q4_0 (sym) / Q4_1 (asym) / Q8_0 (8-bit)
 // and reports the error that added. Rows whose width is not a multiple of 32 stay F32 (dequantized values,
 // exact) and are reported.
+//
+// GGUF's llama runs weights only and the architecture's own tensors: an activation-quantized checkpoint, or one with
+// norm biases, norm index tensors / split channels, extra linear biases or an online rotation, is refused with the
+// list before anything is written (refuse_nonstandard, gptq_export.h), suggesting compressed-tensors int-quantized
+// where that carries the activation schemes.
+//
+// The output file is written atomically; an existing one is replaced only with `force`, and never the input.
 #pragma once
 
 #include <cstdint>
@@ -32,12 +41,14 @@
 #include <vector>
 
 #include "io/gguf.h"
+#include "model/model.h"
 
 namespace ptq {
 
 struct GgufExportOptions {
   std::optional<GgmlType> type;  // unset: F32 for FP tensors, quantized modules mapped
   bool allow_requant = false;
+  bool force = false;  // replace an existing output file
 };
 
 struct GgufExportTensor {
@@ -58,15 +69,20 @@ struct GgufExportReport {
   int64_t parameters = 0;
 };
 
-// Exports `model_dir` (an HF Llama directory or a ptq checkpoint) to `out_path` atomically. Throws
-// std::invalid_argument listing the modules whose grids have no ggml equivalent (unless allow_requant), or for
-// an architecture other than llama/mistral.
+// Exports `model_dir` (an HF Llama directory, a ptq checkpoint, or a GPTQ / compressed-tensors checkpoint) to
+// `out_path` atomically. Throws std::invalid_argument listing the modules whose grids have no ggml equivalent
+// (unless allow_requant), for an architecture other than llama/mistral, for what a standard llama cannot represent
+// (above), or for an existing output without force.
 GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& opts);
 
-// Writes `out_dir` (created; must not exist) as an FP32 Hugging Face directory holding exactly the weights
+// Writes `out_dir` (created atomically; must not exist) as an FP32 Hugging Face directory holding exactly the weights
 // llama.cpp reads from `gguf_path` (every tensor decoded, q/k rows permuted back), with config.json and the
 // tokenizer files copied from `config_dir`. Used to compare llama.cpp against ptq's runner on identical weights.
 void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir, const std::string& out_dir);
+
+// GGUF name of linear module `id` of decoder layer `layer`, e.g. "blk.3.attn_q.weight" (the table above; the
+// imatrix export names its entries with it too).
+std::string gguf_linear_tensor_name(int64_t layer, LinearId id);
 
 // Row permutation of q/k (see above): perm[new_row] = old_row for `heads` heads of `head_dim` rows.
 std::vector<int64_t> gguf_rope_permutation(int64_t heads, int64_t head_dim);

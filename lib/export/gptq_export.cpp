@@ -1,9 +1,6 @@
 #include "export/gptq_export.h"
 
-#include <unistd.h>
-
 #include <cstring>
-#include <filesystem>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -11,20 +8,17 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
+#include "export/compressed_tensors_export.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "quant/gptq_checkpoint.h"
 
 namespace ptq {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// Same list as the ptq checkpoint writer (quant/checkpoint.cpp), which keeps its copy private.
-const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                                       "special_tokens_map.json", "generation_config.json", "vocab.json",
-                                       "merges.txt", "added_tokens.json"};
 
 at::ScalarType scalar_type(DType d) {
   switch (d) {
@@ -46,15 +40,138 @@ bool has_suffix(const std::string& s, const char* suf) {
   return s.size() > n && s.compare(s.size() - n, n, suf) == 0;
 }
 
-// Tensors a packed module of the input occupies (ptq and GPTQ names; compressed-tensors names).
-const char* const kInputPackedSuffixes[] = {".qweight", ".qzeros", ".scales", ".g_idx", ".weight_packed",
-                                            ".weight_scale", ".weight_zero_point", ".weight_shape", ".weight_g_idx"};
+// Tensors a packed module of the input occupies (ptq and GPTQ names, static activation parameters;
+// compressed-tensors names, the int8 ".weight" of int-quantized included).
+const char* const kInputPackedSuffixes[] = {".qweight",       ".qzeros",           ".scales",
+                                            ".g_idx",         ".input_scale",      ".input_zero_point",
+                                            ".weight_packed", ".weight_scale",     ".weight_zero_point",
+                                            ".weight_shape",  ".weight_g_idx",     ".weight"};
 
 std::string gptq_scheme(const ModuleQuantInfo& m) {
   return fmt::format("{} bits, group_size {}", m.spec.bits, m.spec.group_size > 0 ? m.spec.group_size : -1);
 }
 
+// The [out, in] config.json gives linear module `id` (what a standard runtime allocates).
+std::pair<int64_t, int64_t> expected_shape(const ModelConfig& cfg, LinearId id) {
+  switch (id) {
+    case LinearId::Q: return {cfg.n_heads * cfg.head_dim, cfg.hidden};
+    case LinearId::K:
+    case LinearId::V: return {cfg.n_kv_heads * cfg.head_dim, cfg.hidden};
+    case LinearId::O: return {cfg.hidden, cfg.n_heads * cfg.head_dim};
+    case LinearId::Down: return {cfg.hidden, cfg.ffn};
+    default: return {cfg.ffn, cfg.hidden};  // gate, up
+  }
+}
+
+bool has_bias_in_architecture(const ModelConfig& cfg, LinearId id) {
+  switch (id) {
+    case LinearId::Q:
+    case LinearId::K:
+    case LinearId::V: return cfg.qkv_bias;
+    case LinearId::O: return cfg.o_bias;
+    default: return cfg.mlp_bias;
+  }
+}
+
 }  // namespace
+
+std::vector<std::string> nonstandard_features(const std::string& model_dir, const TensorArchive& archive,
+                                              const CheckpointQuantConfig& qc, const ActivationGap& activation_gap) {
+  const ModelConfig cfg = load_model_config(model_dir);
+  const ArchTraits& t = cfg.traits();
+  // kind -> names, in the order the kinds are first met
+  std::vector<std::pair<std::string, std::vector<std::string>>> gaps;
+  auto add = [&gaps](const std::string& kind, const std::string& name) {
+    for (auto& [k, names] : gaps)
+      if (k == kind) return names.push_back(name);
+    gaps.push_back({kind, {name}});
+  };
+
+  std::vector<std::string> norms;  // norm paths, without ".weight"
+  if (cfg.final_norm && *t.final_norm) norms.push_back(t.final_norm);
+  for (int64_t l = 0; l < cfg.n_layers; ++l)
+    for (const char* n : {t.attn_norm, t.mlp_norm})
+      if (*n) norms.push_back(cfg.layer_module(l, n));
+  for (const std::string& n : norms) {
+    if (cfg.norm == NormKind::RMSNorm && archive.contains(n + ".bias"))
+      add(fmt::format("RMSNorm biases ({} has none; a shift folded in, e.g. OutlierTune's symmetrization)",
+                      cfg.model_type), n + ".bias");
+    if (archive.contains(n + ".index"))
+      add("norm channel-index tensors (channel splits, e.g. MergeQuant's dimensional reconstruction: the norm emits "
+          "duplicated channels no standard norm does)", n + ".index");
+  }
+
+  for (int64_t l = 0; l < cfg.n_layers; ++l)
+    for (int i = 0; i < kNumLinear; ++i) {
+      const LinearId id = static_cast<LinearId>(i);
+      const char* name = linear_module_name(cfg, id);
+      if (*name == '\0') continue;
+      const std::string m = cfg.layer_module(l, name);
+      if (!has_bias_in_architecture(cfg, id) && archive.contains(m + ".bias") &&
+          to_float_tensor(archive.view(m + ".bias")).abs().max().item<double>() != 0)
+        add(fmt::format("linear biases on modules the {} architecture has none on (config.json)", cfg.model_type),
+            m + ".bias");
+      const auto it = qc.modules.find(m);
+      std::pair<int64_t, int64_t> shape{0, 0};
+      if (it != qc.modules.end()) {
+        shape = {it->second.out_features, it->second.in_features};
+      } else if (archive.contains(m + ".weight") && archive.view(m + ".weight").shape().size() == 2) {
+        shape = {archive.view(m + ".weight").shape()[0], archive.view(m + ".weight").shape()[1]};
+      }
+      const std::pair<int64_t, int64_t> want = expected_shape(cfg, id);
+      if (shape.first != 0 && shape != want)
+        add("modules of another shape than config.json gives (split channels: widened inputs, or producers emitting "
+            "copies)", fmt::format("{} [{}, {}], expected [{}, {}]", m, shape.first, shape.second, want.first,
+                                   want.second));
+    }
+
+  if (qc.raw.is_object() && qc.raw.contains("rotation") && qc.raw["rotation"].is_object() &&
+      qc.raw["rotation"].contains("down_proj_hadamard_seed"))
+    add("an online Hadamard rotation of every down_proj input (quantization_config.rotation), which no standard "
+        "runtime applies", fmt::format("down_proj_hadamard_seed {}", qc.raw["rotation"]["down_proj_hadamard_seed"].dump()));
+
+  std::vector<std::string> out;
+  for (const auto& [kind, names] : gaps) out.push_back(kind + ": " + join_module_list(names, 6));
+
+  // Activation schemes, one line per reason: the schemes met, then the modules.
+  std::map<std::string, std::pair<std::set<std::string>, std::vector<std::string>>> acts;
+  for (const auto& [m, info] : qc.modules) {
+    if (!info.act) continue;
+    const std::string why = activation_gap ? activation_gap(info)
+                                           : "the format stores weights only: a runtime would run these modules on "
+                                             "unquantized inputs";
+    if (why.empty()) continue;
+    acts[why].first.insert(info.act->describe());
+    acts[why].second.push_back(m);
+  }
+  for (const auto& [why, v] : acts) {
+    const std::vector<std::string> schemes(v.first.begin(), v.first.end());
+    out.push_back(fmt::format("activation quantization ({}; {}): {}", join_module_list(schemes, 3), why,
+                              join_module_list(v.second, 6)));
+  }
+  return out;
+}
+
+void refuse_nonstandard(const std::string& model_dir, const std::string& format, const TensorArchive& archive,
+                        const CheckpointQuantConfig& qc, const ActivationGap& activation_gap) {
+  const std::vector<std::string> gaps = nonstandard_features(model_dir, archive, qc, activation_gap);
+  if (gaps.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < gaps.size(); ++i) list += fmt::format("{}({}) {}", i ? "; " : "", i + 1, gaps[i]);
+  bool any_act = false;
+  for (const auto& [m, info] : qc.modules) any_act = any_act || info.act.has_value();
+  std::string hint;
+  if (any_act && nonstandard_features(model_dir, archive, qc, int_quantized_activation_gap).empty()) {
+    hint = "; compressed-tensors int-quantized carries these 8-bit activation schemes: ptq export --format "
+           "compressed-tensors";
+  } else {
+    hint = "; ptq evaluates this checkpoint as it is (ptq eval); for another runtime, quantize with a recipe whose "
+           "transforms fold into the architecture's own tensors (e.g. configs/w8a8-smoothquant.yaml, or weight-only)";
+  }
+  fail_input("{}: {} export cannot represent what this checkpoint holds beyond a standard {} model, and would "
+             "silently change its function: {}{}", model_dir, format, load_model_config(model_dir).model_type, list,
+             hint);
+}
 
 std::string join_module_list(const std::vector<std::string>& v, size_t max) {
   std::string s;
@@ -63,15 +180,10 @@ std::string join_module_list(const std::vector<std::string>& v, size_t max) {
   return s;
 }
 
-PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir_arg,
+PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir,
                                  const PackedFormat& format, const PackedExportOptions& opts) {
   const at::ScalarType float_st = scalar_type(opts.float_dtype);
-  std::string out_dir = out_dir_arg;
-  while (out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
-  if (fs::exists(out_dir) && !opts.force)
-    fail_input("output {} already exists; choose another -o or pass --force to replace it", out_dir);
-  if (fs::exists(out_dir) && fs::exists(model_dir) && fs::equivalent(out_dir, model_dir))
-    fail_input("output {} is the input model; inputs are never modified", out_dir);
+  ModelDirWriter dir(out_dir, model_dir, opts.force);  // refusals before reading anything
 
   const TensorArchive archive(model_dir);
   PackedExportInput in;
@@ -81,12 +193,14 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
   if (read_imported_config(model_dir, imported)) {
     in.qc = imported_module_config(archive, imported);
     load = [&](const std::string& m) { return load_imported_weight(archive, m, imported); };
+    in.load_act = [&](const std::string& m) { return load_imported_act_params(archive, m, in.qc.modules.at(m)); };
     in.damp = imported.raw.value("damp_percent", 0.01);
     in.true_sequential = imported.raw.value("true_sequential", true);
     in.static_groups = imported.raw.value("static_groups", false);
     in.provenance = {{"source_format", imported.format_name()}};
   } else if (read_checkpoint_quant_config(model_dir, in.qc)) {
     load = [&](const std::string& m) { return load_quantized_weight(archive, m, in.qc.modules.at(m)); };
+    in.load_act = [&](const std::string& m) { return load_act_params(archive, m, in.qc.modules.at(m)); };
     const json w = in.qc.raw.value("weights", json::object());
     in.damp = w.value("damp", 0.01);
     in.true_sequential = w.value("true_sequential", true);
@@ -97,11 +211,13 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
                "quantize` first (e.g. with configs/w4a16-gptq.yaml), then export its output", model_dir, format.name);
   }
   if (in.qc.modules.empty()) fail_input("{}: the checkpoint has no quantized module to export", model_dir);
+  refuse_nonstandard(model_dir, format.name, archive, in.qc, format.activation_gap);
   if (format.check) format.check(in);
 
   PackedExportReport rep;
-  rep.output = out_dir;
+  rep.output = dir.out();
   rep.format = format.name;
+  if (format.notes) rep.notes = format.notes(in);
   std::vector<std::string> unpackable;
   for (const auto& [m, info] : in.qc.modules) {
     const std::string why = format.unpackable(info);
@@ -139,24 +255,10 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
     }
   }
 
-  const std::string tmp_dir = fmt::format("{}.tmp-{}", out_dir, ::getpid());
-  fs::remove_all(tmp_dir);
-  std::error_code ec;
-  fs::create_directories(tmp_dir, ec);
-  if (ec) fail_io("cannot create directory {}: {}", tmp_dir, ec.message());
-  struct Cleanup {
-    std::string dir;
-    bool keep = false;
-    ~Cleanup() {
-      std::error_code e;
-      if (!keep) fs::remove_all(dir, e);
-    }
-  } cleanup{tmp_dir};
-
   const json provenance = {{"tool", "ptq"}, {"version", PTQ_VERSION}, {"format", format.name},
                            {"exported_from", model_dir}, {"source_provenance", in.provenance}};
   {
-    SafetensorsStreamWriter out(tmp_dir + "/model.safetensors", entries,
+    SafetensorsStreamWriter out(dir.file("model.safetensors"), entries,
                                 {{"format", "pt"}, {"ptq.provenance", provenance.dump()}});
     auto write = [&](const std::string& name, const at::Tensor& t) {
       const at::Tensor c = t.contiguous();
@@ -176,15 +278,18 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
       if (at::isinf(qw.scales.to(at::kHalf)).any().item<bool>())
         fail_input("{}: module \"{}\": a scale of {} does not fit fp16; {} stores fp16 scales", model_dir, m,
                    qw.scales.abs().max().item<double>(), format.name);
-      for (const auto& [name, t] : format.pack(m, info, qw)) write(name, t);
+      for (const auto& [name, t] : format.pack(m, info, qw, in.load_act(m))) write(name, t);
       rep.modules.push_back(m);
     }
     if (!refused.empty()) fail_input("{}: {}", model_dir, format.refusal(join_module_list(refused)));
+    std::vector<std::string> rounded;  // float tensors float_dtype does not hold exactly (e.g. F32 folded norms)
     for (const auto& name : archive.names()) {
       if (out.written(name) || input_packed(name)) continue;
       const TensorView v = archive.view(name);
       if (is_float(v.dtype())) {
-        write(name, to_float_tensor(v).to(float_st));
+        const at::Tensor x = to_float_tensor(v), y = x.to(float_st);
+        if (!at::equal(y.to(x.scalar_type()), x)) rounded.push_back(name);
+        write(name, y);
       } else {
         out.write(name, v.data, v.nbytes());
       }
@@ -192,6 +297,9 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
     }
     out.commit();
     rep.bytes = out.file_size();
+    if (!rounded.empty())
+      rep.notes.push_back(fmt::format("{} float tensor(s) rounded to {} (--float-dtype F32 keeps them bit for bit): {}",
+                                      rounded.size(), dtype_name(opts.float_dtype), join_module_list(rounded, 4)));
   }
 
   uint64_t packed_bytes = 0;
@@ -209,16 +317,10 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
   cfg["torch_dtype"] = torch_dtype_name(opts.float_dtype);
   cfg["quantization_config"] = q;
   cfg["ptq_provenance"] = provenance;
-  write_text_file_atomic(tmp_dir + "/config.json", cfg.dump(2) + "\n");
-  if (format.quantize_config_json) write_text_file_atomic(tmp_dir + "/quantize_config.json", q.dump(2) + "\n");
-  for (const char* f : kTokenizerFiles) {
-    const std::string src = model_dir + "/" + f;
-    if (file_exists(src)) write_text_file_atomic(tmp_dir + "/" + f, read_text_file(src));
-  }
-  if (fs::exists(out_dir)) fs::remove_all(out_dir);  // force was checked above
-  fs::rename(tmp_dir, out_dir, ec);
-  if (ec) fail_io("cannot rename {} to {}: {}", tmp_dir, out_dir, ec.message());
-  cleanup.keep = true;
+  write_text_file_atomic(dir.file("config.json"), cfg.dump(2) + "\n");
+  if (format.quantize_config_json) write_text_file_atomic(dir.file("quantize_config.json"), q.dump(2) + "\n");
+  dir.copy_tokenizer_files(model_dir);
+  dir.commit();
   return rep;
 }
 
@@ -258,7 +360,7 @@ GptqExportReport export_gptq(const std::string& model_dir, const std::string& ou
                          "symmetric grid (--sym)", list);
     };
   }
-  f.pack = [gf](const std::string& m, const ModuleQuantInfo&, const QuantizedWeight& qw) {
+  f.pack = [gf](const std::string& m, const ModuleQuantInfo&, const QuantizedWeight& qw, const ActQuantParams&) {
     const GptqTensors t = pack_gptq(qw, gf, m);
     return std::vector<std::pair<std::string, at::Tensor>>{
         {m + ".qweight", t.qweight}, {m + ".qzeros", t.qzeros}, {m + ".scales", t.scales}, {m + ".g_idx", t.g_idx}};

@@ -24,7 +24,8 @@
 // "<m>.weight" in float_dtype from its dequantized values (exact in float32) and reported; GPTQModel is told
 // to skip those modules through its "dynamic" config ("-:" negative matches). v1 cannot store an asymmetric
 // zero of 0 (it wraps to -1 and corrupts the neighbouring zeros): every such module is listed and the export
-// refused, suggesting gptq_v2 or a symmetric (--sym) quantization.
+// refused, suggesting gptq_v2 or a symmetric (--sym) quantization. GPTQ stores weights only: an activation-quantized
+// checkpoint, or one with tensors a standard model does not have, is refused (refuse_nonstandard below).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,29 @@
 
 namespace ptq {
 
+// ---- What a checkpoint holds beyond a standard model of its architecture (every exporter asks) --------------------
+// A runtime loading an export (transformers, vLLM, llama.cpp) runs its architecture's own forward on the tensors that
+// architecture declares. A ptq checkpoint can hold more, written by the transforms and activation methods
+// (quant/checkpoint.h): RMSNorm biases (OutlierTune's shift), norm channel-index tensors and modules wider than
+// config.json says (MergeQuant's channel splits), linear biases on modules the architecture has none on, an online
+// Hadamard rotation before down_proj (quantization_config.rotation), and activation quantization schemes. A format
+// that dropped them would silently change the model's function, so every exporter refuses such a checkpoint before
+// writing anything, naming what is in the way and where.
+//
+// activation_gap(info): why the output format cannot carry module info's activation scheme, "" when it can; an empty
+// function stands for a weight-only format (GGUF, GPTQ, compressed-tensors pack-quantized).
+using ActivationGap = std::function<std::string(const ModuleQuantInfo&)>;
+
+// One line per kind of gap, "what (why): names" (empty for a standard model). An all-zero linear bias is no gap.
+std::vector<std::string> nonstandard_features(const std::string& model_dir, const TensorArchive& archive,
+                                              const CheckpointQuantConfig& qc, const ActivationGap& activation_gap = {});
+
+// Throws std::invalid_argument "<dir>: <format> export cannot represent ...: (1) ...; (2) ..." when
+// nonstandard_features is not empty; when activation schemes are all that is in the way and compressed-tensors
+// int-quantized carries every one of them, the message suggests that export.
+void refuse_nonstandard(const std::string& model_dir, const std::string& format, const TensorArchive& archive,
+                        const CheckpointQuantConfig& qc, const ActivationGap& activation_gap = {});
+
 // Options of every packed-checkpoint export (GPTQ, compressed-tensors).
 struct PackedExportOptions {
   GptqFormat format = GptqFormat::V2;  // GPTQ only
@@ -58,6 +82,7 @@ struct PackedExportReport {
   uint64_t bytes = 0;
   std::vector<std::string> modules;                 // packed modules
   std::map<std::string, std::string> kept_float;    // module -> why it is stored as a float weight
+  std::vector<std::string> notes;                   // what a particular runtime will not run as written (printed)
   double bits_per_weight = 0;                       // bytes of the packed modules' tensors per packed weight
   nlohmann::json quantization_config;               // as written into config.json
 };
@@ -68,28 +93,34 @@ using GptqExportReport = PackedExportReport;
 GptqExportReport export_gptq(const std::string& model_dir, const std::string& out_dir, const GptqExportOptions& opts);
 
 // ---- The shared driver (GPTQ here, compressed-tensors in compressed_tensors_export.cpp) -------------------------
-// Reads a quantized checkpoint (ptq's own or an imported one: quant/gptq_checkpoint.h), writes every packed module
-// through `PackedFormat`, every other tensor in float_dtype (non-float dtypes unchanged), config.json with the
-// format's quantization_config, tokenizer files; atomically (OUT.tmp-<pid> renamed to OUT).
+// Reads a quantized checkpoint (ptq's own or an imported one: quant/gptq_checkpoint.h), refuses what the format
+// cannot represent (refuse_nonstandard with the format's activation_gap), writes every packed module through
+// `PackedFormat`, every other tensor in float_dtype (non-float dtypes unchanged), config.json with the format's
+// quantization_config, tokenizer files; atomically (OUT.tmp-<pid> renamed to OUT).
 struct PackedExportInput {
   std::string dir;
   CheckpointQuantConfig qc;
   nlohmann::json provenance;  // of the input checkpoint
+  std::function<ActQuantParams(const std::string&)> load_act;  // a module's static activation parameters
   double damp = 0.01;
   bool true_sequential = true, static_groups = false;
 };
 
 struct PackedFormat {
   std::string name;
+  ActivationGap activation_gap;  // empty: weights only, every activation-quantized module is refused
   std::function<void(const PackedExportInput&)> check;  // whole-checkpoint constraints (may be empty)
+  // Remarks on the output for a particular runtime (may be empty), reported as PackedExportReport::notes.
+  std::function<std::vector<std::string>(const PackedExportInput&)> notes;
   // Why a module cannot be stored in this format ("" when it can); listed, or kept float with keep_unpackable_float.
   std::function<std::string(const ModuleQuantInfo&)> unpackable;
   std::function<std::vector<SafetensorsStreamWriter::Entry>(const std::string& module, const ModuleQuantInfo&)> declare;
   // True when this module's values cannot be written (collected over all modules, then refused with `refusal`).
   std::function<bool(const QuantizedWeight&)> refuse;
   std::function<std::string(const std::string& module_list)> refusal;
+  // `act`: the module's static activation parameters (undefined tensors for weight-only / dynamic schemes).
   std::function<std::vector<std::pair<std::string, at::Tensor>>(const std::string& module, const ModuleQuantInfo&,
-                                                                 const QuantizedWeight&)>
+                                                                 const QuantizedWeight&, const ActQuantParams& act)>
       pack;
   // The quantization_config, from the input and the modules packed / kept float (in the report).
   std::function<nlohmann::json(const PackedExportInput&, const PackedExportReport&)> config;

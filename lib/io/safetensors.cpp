@@ -13,10 +13,30 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace ptq {
 
 using nlohmann::json;
+
+namespace {
+
+// What both writers accept from add(): a valid new name and exactly shape x dtype bytes.
+void check_added_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, size_t nbytes,
+                        bool duplicate) {
+  if (name == "__metadata__" || name.empty()) fail_input("safetensors writer: invalid tensor name \"{}\"", name);
+  if (duplicate) fail_input("safetensors writer: tensor \"{}\" added twice", name);
+  uint64_t expected = dtype_size(dtype);
+  for (int64_t d : shape) {
+    if (d < 0) fail_input("safetensors writer: tensor \"{}\" has negative dimension in {}", name, shape_str(shape));
+    expected *= static_cast<uint64_t>(d);
+  }
+  if (expected != nbytes)
+    fail_input("safetensors writer: tensor \"{}\" {} x {} needs {} bytes, got {}", name, shape_str(shape),
+               dtype_name(dtype), expected, nbytes);
+}
+
+}  // namespace
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
@@ -232,16 +252,7 @@ uint64_t TensorArchive::total_file_bytes() const {
 
 void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
                             size_t nbytes) {
-  if (name == "__metadata__" || name.empty()) fail_input("safetensors writer: invalid tensor name \"{}\"", name);
-  if (names_.count(name)) fail_input("safetensors writer: tensor \"{}\" added twice", name);
-  size_t expected = dtype_size(dtype);
-  for (int64_t d : shape) {
-    if (d < 0) fail_input("safetensors writer: tensor \"{}\" has negative dimension in {}", name, shape_str(shape));
-    expected *= static_cast<size_t>(d);
-  }
-  if (expected != nbytes)
-    fail_input("safetensors writer: tensor \"{}\" {} x {} needs {} bytes, got {}", name, shape_str(shape),
-               dtype_name(dtype), expected, nbytes);
+  check_added_tensor(name, dtype, shape, nbytes, names_.count(name) != 0);
   Entry e{name, dtype, shape, {}};
   e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
   names_[name] = entries_.size();
@@ -335,6 +346,57 @@ void SafetensorsStreamWriter::commit() {
   fd_ = -1;
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
     fail_io("cannot rename {} to {}: {}", tmp_, path_, std::strerror(errno));
+  committed_ = true;
+}
+
+SafetensorsSpoolWriter::SafetensorsSpoolWriter(std::string path, std::map<std::string, std::string> metadata)
+    : path_(std::move(path)), metadata_(std::move(metadata)) {
+  std::random_device rd;
+  spool_ = fmt::format("{}.spool.{}.{:08x}", path_, ::getpid(), rd());
+  fd_ = ::open(spool_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail_io("cannot create {}: {}", spool_, std::strerror(errno));
+}
+
+SafetensorsSpoolWriter::~SafetensorsSpoolWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(spool_.c_str());
+}
+
+void SafetensorsSpoolWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                 const void* data, size_t nbytes) {
+  if (committed_) fail_input("safetensors writer: {} is already committed", path_);
+  check_added_tensor(name, dtype, shape, nbytes, index_.count(name) != 0);
+  const auto* p = static_cast<const char*>(data);
+  for (uint64_t done = 0; done < nbytes;) {
+    const ssize_t n = ::pwrite(fd_, p + done, nbytes - done, static_cast<off_t>(spooled_ + done));
+    if (n <= 0) fail_io("write of tensor \"{}\" to {} failed: {}", name, spool_, std::strerror(errno));
+    done += static_cast<uint64_t>(n);
+  }
+  index_[name] = entries_.size();
+  entries_.push_back({name, dtype, shape, spooled_, nbytes});
+  spooled_ += nbytes;
+}
+
+void SafetensorsSpoolWriter::commit() {
+  if (committed_) return;
+  if (::fsync(fd_) != 0) fail_io("fsync of {} failed: {}", spool_, std::strerror(errno));
+  ::close(fd_);
+  fd_ = -1;
+  std::vector<SafetensorsStreamWriter::Entry> decl;
+  for (const Entry& e : entries_) decl.push_back({e.name, e.dtype, e.shape});
+  SafetensorsStreamWriter out(path_, decl, metadata_);
+  if (spooled_ > 0) {
+    MappedFile spool(spool_);
+    for (const Entry& e : entries_) {
+      out.write(e.name, spool.data() + e.offset, e.nbytes);
+      spool.release(e.offset, e.nbytes);
+    }
+  } else {
+    for (const Entry& e : entries_) out.write(e.name, nullptr, 0);
+  }
+  out.commit();
+  file_size_ = out.file_size();
+  ::unlink(spool_.c_str());
   committed_ = true;
 }
 

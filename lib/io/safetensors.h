@@ -122,6 +122,41 @@ class SafetensorsStreamWriter {
   bool committed_ = false;
 };
 
+// Writes a safetensors file whose tensors are not known up front (shapes decided while streaming, e.g. a
+// layer whose input channels a transform split): each add() appends the data to a spool file next to
+// `path`; commit() writes the header and copies the spooled data behind it (one sequential pass through a
+// mapping, a tensor at a time, so memory stays bounded), then renames. Without commit() both temporaries
+// are removed.
+class SafetensorsSpoolWriter {
+ public:
+  SafetensorsSpoolWriter(std::string path, std::map<std::string, std::string> metadata);
+  ~SafetensorsSpoolWriter();
+  SafetensorsSpoolWriter(const SafetensorsSpoolWriter&) = delete;
+  SafetensorsSpoolWriter& operator=(const SafetensorsSpoolWriter&) = delete;
+
+  // Once per name; nbytes must match shape x dtype.
+  void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data, size_t nbytes);
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  void commit();
+  uint64_t data_bytes() const { return spooled_; }
+  uint64_t file_size() const { return file_size_; }  // after commit()
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    uint64_t offset, nbytes;
+  };
+  std::string path_, spool_;
+  std::map<std::string, std::string> metadata_;
+  int fd_ = -1;
+  uint64_t spooled_ = 0, file_size_ = 0;
+  std::vector<Entry> entries_;
+  std::unordered_map<std::string, size_t> index_;
+  bool committed_ = false;
+};
+
 // Collects tensors and metadata, then writes one safetensors file atomically (temp + rename).
 // Tensor data is copied on add(), so callers may free their buffers.
 class SafetensorsWriter {

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -25,6 +26,7 @@ const char* linear_field(const ArchTraits& t, LinearId id) {
 }
 
 at::Tensor linear(const Linear& l, const at::Tensor& x) {
+  if (l.kernel) return l.kernel->forward(x);
   return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::matmul(x, l.weight.t());
 }
 
@@ -173,6 +175,7 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   x = cfg.pre_norm ? apply_norm(cfg, w.mlp_norm, out) : out;
   at::Tensor mid = cfg.gated_mlp ? activation(cfg, run(LinearId::Gate, x)) * run(LinearId::Up, x)
                                  : activation(cfg, run(LinearId::Up, x));
+  if (w.down_rotation.defined()) mid = at::matmul(mid, w.down_rotation);
   out = out + run(LinearId::Down, mid);
   if (!cfg.pre_norm) out = apply_norm(cfg, w.mlp_norm, out);
   return out;
@@ -246,24 +249,48 @@ LayerWeights Model::load_layer(int64_t i) const {
   if (i < 0 || i >= cfg_.n_layers) fail_input("layer {} out of range (model has {})", i, cfg_.n_layers);
   const ArchTraits& t = cfg_.traits();
   LayerWeights w;
+  // A checkpoint written after folds may give a norm an index (channel split) and an RMSNorm a bias
+  // (shift); the consumers' input width is then the index length.
   auto load_norm = [&](const char* module, Norm& n) {
-    n.weight = load(cfg_.layer_tensor(i, module, "weight"));
-    expect_shape(cfg_.layer_tensor(i, module, "weight"), n.weight, {cfg_.hidden});
-    if (cfg_.norm == NormKind::LayerNorm) n.bias = load(cfg_.layer_tensor(i, module, "bias"));
+    const std::string iname = cfg_.layer_tensor(i, module, "index");
+    if (archive_->contains(iname)) {
+      const TensorView v = archive_->view(iname);
+      if (v.dtype() != DType::I64 || v.shape().size() != 1)
+        fail_input("tensor \"{}\" is {} {}, expected I64 [n]", iname, dtype_name(v.dtype()), shape_str(v.shape()));
+      n.index = at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::kLong).clone();
+      if (n.index.numel() > 0 && (n.index.min().item<int64_t>() < 0 || n.index.max().item<int64_t>() >= cfg_.hidden))
+        fail_input("tensor \"{}\" holds a channel outside [0, {})", iname, cfg_.hidden);
+    }
+    const int64_t width = n.index.defined() ? n.index.size(0) : cfg_.hidden;
+    const std::string wname = cfg_.layer_tensor(i, module, "weight"), bname = cfg_.layer_tensor(i, module, "bias");
+    n.weight = load(wname);
+    expect_shape(wname, n.weight, {width});
+    n.bias = cfg_.norm == NormKind::LayerNorm ? load(bname) : load_optional(bname);
+    if (n.bias.defined()) expect_shape(bname, n.bias, {width});
   };
   load_norm(t.attn_norm, w.attn_norm);
   load_norm(t.mlp_norm, w.mlp_norm);
   const int64_t q_out = cfg_.n_heads * cfg_.head_dim, kv_out = cfg_.n_kv_heads * cfg_.head_dim;
+  const int64_t attn_in = w.attn_norm.weight.size(0), mlp_in = w.mlp_norm.weight.size(0);
+  // up_proj may have more rows than config's ffn after a split of down_proj's input channels.
+  int64_t ffn = cfg_.ffn;
+  if (const char* up = linear_field(t, LinearId::Up); *up != '\0') {
+    for (const char* field : {"weight", "qweight"}) {  // a packed module's qweight also has `out` rows
+      const std::string uname = cfg_.layer_tensor(i, up, field);
+      if (archive_->contains(uname) && !archive_->view(uname).shape().empty())
+        ffn = std::max(ffn, archive_->view(uname).shape()[0]);
+    }
+  }
   struct Expect {
     LinearId id;
     int64_t out, in;
     bool bias;
   };
   const Expect expects[] = {
-      {LinearId::Q, q_out, cfg_.hidden, cfg_.qkv_bias},  {LinearId::K, kv_out, cfg_.hidden, cfg_.qkv_bias},
-      {LinearId::V, kv_out, cfg_.hidden, cfg_.qkv_bias}, {LinearId::O, cfg_.hidden, q_out, cfg_.o_bias},
-      {LinearId::Gate, cfg_.ffn, cfg_.hidden, cfg_.mlp_bias}, {LinearId::Up, cfg_.ffn, cfg_.hidden, cfg_.mlp_bias},
-      {LinearId::Down, cfg_.hidden, cfg_.ffn, cfg_.mlp_bias},
+      {LinearId::Q, q_out, attn_in, cfg_.qkv_bias},  {LinearId::K, kv_out, attn_in, cfg_.qkv_bias},
+      {LinearId::V, kv_out, attn_in, cfg_.qkv_bias}, {LinearId::O, cfg_.hidden, q_out, cfg_.o_bias},
+      {LinearId::Gate, ffn, mlp_in, cfg_.mlp_bias}, {LinearId::Up, ffn, mlp_in, cfg_.mlp_bias},
+      {LinearId::Down, cfg_.hidden, ffn, cfg_.mlp_bias},
   };
   for (const Expect& e : expects) {
     const char* module = linear_field(t, e.id);
@@ -276,6 +303,7 @@ LayerWeights Model::load_layer(int64_t i) const {
     l.bias = e.bias ? load(bname) : load_optional(bname);
     if (l.bias.defined()) expect_shape(bname, l.bias, {e.out});
   }
+  if (finisher_) finisher_(i, w);
   return w;
 }
 

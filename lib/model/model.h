@@ -21,9 +21,19 @@ enum class LinearId : uint8_t { Q, K, V, O, Gate, Up, Down };
 constexpr int kNumLinear = 7;
 const char* linear_module_name(const ModelConfig& cfg, LinearId id);  // e.g. "self_attn.q_proj"
 
+// A linear module's forward when it is not `x Wᵀ + b` in fp32: activation-quantized modules run through a
+// kernel with integer semantics (lib/quant/act_linear.h). Defined here, implemented above the model layer.
+class LinearKernel {
+ public:
+  virtual ~LinearKernel() = default;
+  // x [..., in] -> [..., out]; the bias is applied by the kernel.
+  virtual at::Tensor forward(const at::Tensor& x) const = 0;
+};
+
 struct Linear {
-  at::Tensor weight;  // [out, in] fp32
+  at::Tensor weight;  // [out, in] fp32 (for a kernel module: the dequantized weight, for inspection/metrics)
   at::Tensor bias;    // [out] or undefined
+  std::shared_ptr<const LinearKernel> kernel;  // set: forward goes through it
   bool defined() const { return weight.defined(); }
 };
 
@@ -39,6 +49,9 @@ struct Norm {
 struct LayerWeights {
   Norm attn_norm, mlp_norm;
   Linear linear[kNumLinear];
+  // Online rotation of down_proj's input (QuaRot-style Hadamard, lib/model/hadamard.h): [in, in] orthogonal,
+  // the MLP computes down(mid · R). Undefined: none.
+  at::Tensor down_rotation;
   Linear& operator[](LinearId id) { return linear[static_cast<int>(id)]; }
   const Linear& operator[](LinearId id) const { return linear[static_cast<int>(id)]; }
 };
@@ -117,6 +130,11 @@ class Model {
   // Reads layer i's weights from the checkpoint without caching them.
   LayerWeights load_layer(int64_t i) const;
 
+  // Called by load_layer on every layer it returns: a quantized checkpoint attaches its activation-quantized
+  // kernels and online rotations here (lib/quant/checkpoint.h), above the model layer.
+  using LayerFinisher = std::function<void(int64_t layer, LayerWeights& w)>;
+  void set_layer_finisher(LayerFinisher f) { finisher_ = std::move(f); }
+
   KVCache new_cache(int64_t batch, int64_t capacity) const;
   int64_t parameter_count() const;
 
@@ -135,6 +153,7 @@ class Model {
   mutable at::Tensor embed_, pos_embed_, project_in_, project_out_, lm_head_;
   mutable Norm final_norm_;
   std::vector<std::optional<LayerWeights>> layers_;
+  LayerFinisher finisher_;
 };
 
 // fp32 copy of a tensor stored as F32/F16/BF16; throws naming the tensor for other dtypes.

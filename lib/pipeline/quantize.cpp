@@ -1,4 +1,5 @@
 #include "pipeline/quantize.h"
+#include "pipeline/quantize_detail.h"
 
 #include <cstdlib>
 #include <ctime>
@@ -19,9 +20,6 @@
 namespace ptq {
 
 namespace {
-
-constexpr LinearId kAllLinear[] = {LinearId::Q, LinearId::K, LinearId::V, LinearId::O,
-                                   LinearId::Gate, LinearId::Up, LinearId::Down};
 
 // Modules that read the same input: one Hessian serves them all.
 LinearId input_point(LinearId id) {
@@ -54,24 +52,12 @@ std::string provenance_date() {
   return buf;
 }
 
-struct PlannedModule {
-  std::string path;
-  WeightQuantSpec spec;
-  std::string format;
-};
-
 }  // namespace
 
-QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
-  const double t0 = now_seconds();
-  const Recipe& recipe = opts.recipe;
+LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const WeightAlgorithm& algo,
+                             QuantizeReport& report, std::map<std::string, ModuleQuantInfo>& packed) {
   const ModelConfig& cfg = model.config();
-  const WeightAlgorithm& algo = weight_algorithm(recipe.method);
-  QuantizeReport report;
-
-  // Plan: every linear module of every layer gets the recipe's grid unless ignored or impossible.
-  std::vector<std::map<LinearId, PlannedModule>> plan(cfg.n_layers);
-  std::map<std::string, ModuleQuantInfo> packed;
+  LayerModulePlan plan(cfg.n_layers);
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
     for (LinearId id : kAllLinear) {
       const char* name = linear_module_name(cfg, id);
@@ -95,6 +81,84 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
     }
   }
   if (packed.empty()) fail_input("the recipe leaves no module to quantize ({} skipped)", report.unquantized.size());
+  return plan;
+}
+
+ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::string& method, const at::Tensor& weight,
+                           const LinearQuantResult& res, const at::Tensor& w_hat, const at::Tensor& hessian,
+                           QuantizeReport& report, nlohmann::json& metrics) {
+  ModuleReport m;
+  m.module = p.path;
+  m.layer = layer;
+  m.format = p.format;
+  m.method = method;
+  m.params = weight.numel();
+  m.weight_error = distortion(weight, w_hat);
+  m.loss = res.loss;
+  m.warning = res.warning;
+  if (hessian.defined()) {
+    m.output_error = hessian_loss(weight, w_hat, hessian);
+    m.rtn_output_error = hessian_loss(weight, dequantize(quantize_weight(weight, p.spec, p.path)), hessian);
+  }
+  const WeightFormat& fmt = weight_format(p.format);
+  report.quantized_params += m.params;
+  report.quantized_bits += 8.0 * static_cast<double>(fmt.bytes_for(weight.size(0), weight.size(1)));
+  metrics = {{"nmse", m.weight_error.nmse},
+             {"snr_db", m.weight_error.snr_db},
+             {"max_abs_error", m.weight_error.max_abs_error},
+             {"sign_flips", m.weight_error.sign_flips},
+             {"zero_fraction", m.weight_error.zero_fraction}};
+  if (m.loss) metrics["loss"] = *m.loss;
+  if (m.output_error) metrics["output_error"] = *m.output_error;
+  if (m.rtn_output_error) metrics["rtn_output_error"] = *m.rtn_output_error;
+  return m;
+}
+
+nlohmann::json provenance_json(const Model& model, const Recipe& recipe, const std::string& stats_path,
+                               const CalibrationStats* stats, const CalibrationData* calib) {
+  nlohmann::json provenance = {{"tool", "ptq"},
+                               {"version", PTQ_VERSION},
+                               {"date", provenance_date()},
+                               {"source_model", model.path()},
+                               {"recipe", recipe.path}};
+  auto meta = [&](const char* key) {
+    auto it = stats->metadata.find(key);
+    return it == stats->metadata.end() ? std::string() : it->second;
+  };
+  if (stats)
+    provenance["calibration"] = {{"stats", stats_path},
+                                 {"data", meta("data_source")},
+                                 {"data_sha256", meta("data_sha256")},
+                                 {"nsamples", meta("nsamples")},
+                                 {"seqlen", meta("seqlen")},
+                                 {"seed", meta("seed")}};
+  else if (calib)
+    provenance["calibration"] = {{"data", calib->source},
+                                 {"data_sha256", calib->data_sha256},
+                                 {"nsamples", calib->windows.size()},
+                                 {"seqlen", calib->seqlen},
+                                 {"seed", calib->seed}};
+  return provenance;
+}
+
+void finish_report(QuantizeReport& report, const CheckpointWriter& writer, double t0) {
+  report.output_bytes = writer.bytes();
+  report.avg_bits_per_weight = report.quantized_params ? report.quantized_bits / report.quantized_params : 0;
+  report.seconds = now_seconds() - t0;
+  report.peak_rss_mb = peak_rss_mb();
+}
+
+QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
+  const double t0 = now_seconds();
+  const Recipe& recipe = opts.recipe;
+  const ModelConfig& cfg = model.config();
+  const WeightAlgorithm& algo = weight_algorithm(recipe.method);
+  QuantizeReport report;
+
+  // Plan: every linear module of every layer gets the recipe's grid unless ignored or impossible.
+  if (recipe.activation_path()) return quantize_model_activation(model, opts);
+  std::map<std::string, ModuleQuantInfo> packed;
+  const LayerModulePlan plan = plan_modules(model, recipe, algo, report, packed);
 
   std::optional<CalibrationStats> stats;
   if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
@@ -133,7 +197,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         for (LinearId id : members) {
           const LinearId point = input_point(id);
           if (!hessians.count(point))
-            hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i][id].path + ".input"));
+            hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input"));
         }
         LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
           auto it = hessians.find(id);
@@ -142,7 +206,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         streamer->run(i, w, &hook, /*advance=*/false);
       }
       for (LinearId id : members) {
-        const PlannedModule& p = plan[i][id];
+        const PlannedModule& p = plan[i].at(id);
         progress.update(i, p.path);
         LinearQuantRequest req;
         req.name = p.path;
@@ -153,31 +217,8 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
           req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(input_point(id)).hessian();
         LinearQuantResult res = algo.quantize(req);
         const at::Tensor w_hat = dequantize(res.weight);
-        ModuleReport m;
-        m.module = p.path;
-        m.layer = i;
-        m.format = p.format;
-        m.method = recipe.method;
-        m.params = w[id].weight.numel();
-        m.weight_error = distortion(w[id].weight, w_hat);
-        m.loss = res.loss;
-        m.warning = res.warning;
-        if (req.hessian.defined()) {
-          m.output_error = hessian_loss(w[id].weight, w_hat, req.hessian);
-          m.rtn_output_error = hessian_loss(w[id].weight, dequantize(quantize_weight(w[id].weight, p.spec, p.path)),
-                                            req.hessian);
-        }
-        const WeightFormat& fmt = weight_format(p.format);
-        report.quantized_params += m.params;
-        report.quantized_bits += 8.0 * static_cast<double>(fmt.bytes_for(w[id].weight.size(0), w[id].weight.size(1)));
-        nlohmann::json metrics = {{"nmse", m.weight_error.nmse},
-                                  {"snr_db", m.weight_error.snr_db},
-                                  {"max_abs_error", m.weight_error.max_abs_error},
-                                  {"sign_flips", m.weight_error.sign_flips},
-                                  {"zero_fraction", m.weight_error.zero_fraction}};
-        if (m.loss) metrics["loss"] = *m.loss;
-        if (m.output_error) metrics["output_error"] = *m.output_error;
-        if (m.rtn_output_error) metrics["rtn_output_error"] = *m.rtn_output_error;
+        nlohmann::json metrics;
+        ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
         writer.write_module(p.path, res.weight, metrics);
         // Later groups and layers see the quantized module; without calibration nothing reads it again, and
         // freeing it keeps the peak at the modules still to do (a 7B layer is 0.8 GB in fp32).
@@ -194,33 +235,14 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
 
   nlohmann::json unq = nlohmann::json::object();
   for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
-  nlohmann::json provenance = {{"tool", "ptq"},
-                               {"version", PTQ_VERSION},
-                               {"date", provenance_date()},
-                               {"source_model", model.path()},
-                               {"recipe", recipe.path}};
-  if (stats)
-    provenance["calibration"] = {{"stats", opts.stats_path},
-                                 {"data", stats->metadata["data_source"]},
-                                 {"data_sha256", stats->metadata["data_sha256"]},
-                                 {"nsamples", stats->metadata["nsamples"]},
-                                 {"seqlen", stats->metadata["seqlen"]},
-                                 {"seed", stats->metadata["seed"]}};
-  else if (calib)
-    provenance["calibration"] = {{"data", calib->source},
-                                 {"data_sha256", calib->data_sha256},
-                                 {"nsamples", calib->windows.size()},
-                                 {"seqlen", calib->seqlen},
-                                 {"seed", calib->seed}};
+  const nlohmann::json provenance = provenance_json(model, recipe, opts.stats_path, stats ? &*stats : nullptr,
+                                                    calib ? &*calib : nullptr);
   writer.commit({{"weights", recipe.to_json()["weights"]},
                  {"activations", nullptr},
                  {"unquantized", unq},
                  {"recipe", recipe.to_json()},
                  {"provenance", provenance}});
-  report.output_bytes = writer.bytes();
-  report.avg_bits_per_weight = report.quantized_params ? report.quantized_bits / report.quantized_params : 0;
-  report.seconds = now_seconds() - t0;
-  report.peak_rss_mb = peak_rss_mb();
+  finish_report(report, writer, t0);
   return report;
 }
 

@@ -127,7 +127,23 @@ nlohmann::json Recipe::to_json() const {
             {"seed", calibration.seed},
             {"synthetic", calibration.synthetic}}},
           {"ignore", ignore},
-          {"overrides", overrides_json}};
+          {"overrides", overrides_json},
+          {"activations", act_enabled ? activations.to_json() : nlohmann::json(nullptr)},
+          {"migration",
+           {{"method", migration.method},
+            {"alpha", migration.alpha},
+            {"points", migration.points},
+            {"v0", migration.v0},
+            {"v1", migration.v1},
+            {"stat_clip", migration.stat_clip},
+            {"symmetrize", migration.symmetrize},
+            {"tau", migration.tau},
+            {"max_split", migration.max_split},
+            {"pad_to", migration.pad_to},
+            {"split_on", migration.split_on},
+            {"clip_search", migration.clip_grid},
+            {"dynamic", migration.dynamic_points}}},
+          {"rotation", {{"hadamard", rotation.enabled}, {"seed", rotation.seed}, {"online_down", rotation.online_down}}}};
 }
 
 Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
@@ -174,6 +190,70 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
   c.finish();
   if (r.calibration.nsamples < 1) fail_input("{}: \"calibration.nsamples\" must be >= 1", where);
   if (r.calibration.seqlen < 0) fail_input("{}: \"calibration.seqlen\" must be >= 0 (0: model context)", where);
+
+  YAML::Node act_node = top.child("activations");
+  Section a(act_node, where, "activations");
+  r.act_enabled = act_node && !act_node.IsNull();
+  a.read("bits", r.activations.bits);
+  if (auto g = a.get<std::string>("granularity")) {
+    const auto gran = act_granularity_from_name(*g);
+    if (!gran) fail_input("{}: \"activations.granularity\" is \"{}\"; expected per_tensor, per_channel or per_token", where, *g);
+    r.activations.granularity = *gran;
+  }
+  a.read("sym", r.activations.sym);
+  a.read("clip", r.activations.clip);
+  a.read("dynamic", r.migration.dynamic_points);
+  // Reserved: the KV cache stays floating point for now (issue 6); any other value is refused, not ignored.
+  if (auto kv = a.get<std::string>("kv_cache"); kv && *kv != "fp")
+    fail_input("{}: \"activations.kv_cache\" is \"{}\"; KV-cache quantization is not implemented yet, only \"fp\"",
+               where, *kv);
+  a.finish();
+  if (r.activations.bits < 2 || r.activations.bits > 8)
+    fail_input("{}: \"activations.bits\" must be 2..8, got {}", where, r.activations.bits);
+  if (!(r.activations.clip > 0 && r.activations.clip <= 1))
+    fail_input("{}: \"activations.clip\" must be in (0, 1], got {}", where, r.activations.clip);
+
+  Section m(top.child("migration"), where, "migration");
+  m.read("method", r.migration.method);
+  m.read("alpha", r.migration.alpha);
+  m.read("points", r.migration.points);
+  m.read("v0", r.migration.v0);
+  m.read("v1", r.migration.v1);
+  m.read("stat_clip", r.migration.stat_clip);
+  m.read("symmetrize", r.migration.symmetrize);
+  m.read("tau", r.migration.tau);
+  m.read("max_split", r.migration.max_split);
+  m.read("pad_to", r.migration.pad_to);
+  m.read("split_on", r.migration.split_on);
+  m.read("clip_search", r.migration.clip_grid);
+  m.finish();
+  migration_method(r.migration.method);  // throws listing the known methods
+  for (const auto& list : {r.migration.points, r.migration.dynamic_points})
+    for (const auto& p : list)
+      if (!act_point_from_name(p))
+        fail_input("{}: input point \"{}\" is not one of attn, o, mlp, down", where, p);
+  if (!(r.migration.alpha >= 0 && r.migration.alpha <= 1))
+    fail_input("{}: \"migration.alpha\" must be in [0, 1], got {}", where, r.migration.alpha);
+  if (!(r.migration.v0 > 0 && r.migration.v1 >= r.migration.v0))
+    fail_input("{}: \"migration.v0\"/\"v1\" must satisfy 0 < v0 <= v1", where);
+  if (!(r.migration.stat_clip > 0 && r.migration.stat_clip <= 1))
+    fail_input("{}: \"migration.stat_clip\" must be in (0, 1]", where);
+  if (!(r.migration.tau >= 1)) fail_input("{}: \"migration.tau\" must be >= 1, got {}", where, r.migration.tau);
+  if (r.migration.max_split < 2) fail_input("{}: \"migration.max_split\" must be >= 2", where);
+  if (r.migration.pad_to < 0) fail_input("{}: \"migration.pad_to\" must be >= 0", where);
+  if (r.migration.split_on != "step" && r.migration.split_on != "weight")
+    fail_input("{}: \"migration.split_on\" is \"{}\"; expected step or weight", where, r.migration.split_on);
+  for (double c : r.migration.clip_grid)
+    if (!(c > 0 && c <= 1)) fail_input("{}: \"migration.clip_search\" values must be in (0, 1], got {}", where, c);
+  if (r.migration.method != "none" && !r.act_enabled)
+    fail_input("{}: migration method \"{}\" needs an \"activations:\" section (what the inputs are quantized to)",
+               where, r.migration.method);
+
+  Section rot(top.child("rotation"), where, "rotation");
+  rot.read("hadamard", r.rotation.enabled);
+  rot.read("seed", r.rotation.seed);
+  rot.read("online_down", r.rotation.online_down);
+  rot.finish();
 
   top.read("ignore", r.ignore);
   for (const auto& p : r.ignore) compile(p, where, "ignore");

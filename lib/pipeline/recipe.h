@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "algorithms/algorithm.h"
+#include "algorithms/migration.h"
 #include "calibration/data.h"
+#include "quant/act_quant.h"
 #include "quant/quantizer.h"
 
 namespace ptq {
@@ -34,6 +36,18 @@ struct Recipe {
   CalibrationDataSpec calibration;
   std::vector<std::string> ignore;  // regexes of module paths left in floating point
   std::vector<ModuleOverride> overrides;
+  // Activation quantization ("activations:"): the scheme every quantized module's input gets, unless the
+  // migration method decides otherwise per input point.
+  bool act_enabled = false;
+  ActQuantSpec activations;
+  MigrationSettings migration;  // "migration:" (method none: no rewrite)
+  struct Rotation {
+    bool enabled = false;       // QuaRot-style randomized Hadamard of the residual stream, fused offline
+    uint64_t seed = 0;
+    bool online_down = true;    // plus an online Hadamard before down_proj
+  } rotation;
+  // Whether layers are rewritten or activations quantized (the activation-aware quantize path).
+  bool activation_path() const { return act_enabled || migration.method != "none" || rotation.enabled; }
 
   // The grid of module `path` after overrides, or nullopt when it is ignored.
   std::optional<WeightQuantSpec> spec_for(const std::string& path) const;

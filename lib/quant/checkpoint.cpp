@@ -1,26 +1,23 @@
 #include "quant/checkpoint.h"
 
-#include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
+#include <optional>
 
 #include <ATen/ATen.h>
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
+#include "model/hadamard.h"
+#include "quant/act_linear.h"
 #include "quant/formats.h"
 
 namespace ptq {
 
 using nlohmann::json;
-namespace fs = std::filesystem;
 
 namespace {
-
-const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                                       "special_tokens_map.json", "generation_config.json", "vocab.json",
-                                       "merges.txt", "added_tokens.json"};
 
 int64_t padded32(int64_t n) { return (n + 31) / 32 * 32; }
 
@@ -70,11 +67,14 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
     m.out_features = j.at("out_features").get<int64_t>();
     m.in_features = j.at("in_features").get<int64_t>();
     m.metrics = j.value("metrics", json());
+    if (j.contains("activation") && !j["activation"].is_null())
+      m.act = act_spec_from_json(j["activation"], fmt::format("{}: module \"{}\"", where, module));
+    if (j.contains("folded")) m.folded = j["folded"].get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     fail_input("{}: quantization_config.modules[\"{}\"] is malformed ({})", where, module, e.what());
   }
-  if (m.spec.bits != 2 && m.spec.bits != 3 && m.spec.bits != 4 && m.spec.bits != 8)
-    fail_input("{}: module \"{}\" has {} bits; packed checkpoints hold 2, 3, 4 or 8", where, module, m.spec.bits);
+  if (m.spec.bits < 2 || m.spec.bits > 8)
+    fail_input("{}: module \"{}\" has {} bits; packed checkpoints hold 2 to 8", where, module, m.spec.bits);
   return m;
 }
 
@@ -174,94 +174,144 @@ std::unique_ptr<WeightSource> make_quantized_weight_source(const TensorArchive& 
   return std::make_unique<QuantizedWeightSource>(archive, qc);
 }
 
+ActQuantParams load_act_params(const TensorArchive& archive, const std::string& module, const ModuleQuantInfo& info) {
+  ActQuantParams p;
+  if (!info.act || !info.act->is_static()) return p;
+  const int64_t n = info.act->granularity == ActGranularity::PerChannel ? info.in_features : 1;
+  const std::string sname = module + ".input_scale";
+  if (!archive.contains(sname)) fail_input("{}: module \"{}\" has a static activation scheme but no {}", archive.path(), module, sname);
+  const TensorView sv = archive.view(sname);
+  expect(sv, DType::F32, {n});
+  p.scale = tensor_of(sv, at::kFloat);
+  if (!(p.scale > 0).all().item<bool>() || !at::isfinite(p.scale).all().item<bool>())
+    fail_input("tensor \"{}\" holds a scale that is not finite and > 0", sname);
+  if (info.act->sym) {
+    p.zero = at::zeros({n}, at::kFloat);
+  } else {
+    const std::string zname = module + ".input_zero_point";
+    if (!archive.contains(zname)) fail_input("{}: asymmetric module \"{}\" has no {}", archive.path(), module, zname);
+    const TensorView zv = archive.view(zname);
+    expect(zv, DType::F32, {n});
+    p.zero = tensor_of(zv, at::kFloat);
+  }
+  return p;
+}
+
+void attach_act_kernels(const ModelConfig& cfg, int64_t layer, LayerWeights& w, const CheckpointQuantConfig& qc,
+                        const QuantWeightLoader& load_weight, const ActParamsLoader& load_params) {
+  for (int id = 0; id < kNumLinear; ++id) {
+    const char* name = linear_module_name(cfg, static_cast<LinearId>(id));
+    if (*name == '\0') continue;
+    const std::string path = cfg.layer_module(layer, name);
+    const auto it = qc.modules.find(path);
+    if (it == qc.modules.end() || !it->second.act) continue;
+    w.linear[id].kernel = std::make_shared<ActQuantLinear>(load_weight(path, it->second), w.linear[id].bias,
+                                                           *it->second.act, load_params(path, it->second));
+  }
+}
+
+Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const CheckpointQuantConfig& qc) {
+  std::optional<uint64_t> down_seed;
+  if (qc.raw.contains("rotation") && qc.raw["rotation"].is_object() &&
+      qc.raw["rotation"].contains("down_proj_hadamard_seed"))
+    down_seed = qc.raw["rotation"]["down_proj_hadamard_seed"].get<uint64_t>();
+  bool any_act = false;
+  for (const auto& [m, info] : qc.modules) any_act = any_act || info.act.has_value();
+  if (!any_act && !down_seed) return {};
+  const Model* mp = &model;
+  return [mp, qc, down_seed](int64_t layer, LayerWeights& w) {
+    const TensorArchive& archive = mp->archive();
+    attach_act_kernels(
+        mp->config(), layer, w, qc,
+        [&](const std::string& m, const ModuleQuantInfo& info) { return load_quantized_weight(archive, m, info); },
+        [&](const std::string& m, const ModuleQuantInfo& info) { return load_act_params(archive, m, info); });
+    if (down_seed && w[LinearId::Down].defined())
+      w.down_rotation = random_hadamard(w[LinearId::Down].weight.size(1), *down_seed);
+  };
+}
+
 CheckpointWriter::CheckpointWriter(const Model& source, const std::string& out_dir,
                                    std::map<std::string, ModuleQuantInfo> modules, bool force)
-    : source_(source), out_dir_(out_dir), force_(force), modules_(std::move(modules)) {
-  while (out_dir_.size() > 1 && out_dir_.back() == '/') out_dir_.pop_back();
-  if (fs::exists(out_dir_) && !force_)
-    fail_input("output {} already exists; choose another -o or pass --force to replace it", out_dir_);
-  if (fs::absolute(out_dir_).lexically_normal() == fs::absolute(source.path()).lexically_normal())
-    fail_input("output {} is the input model; inputs are never modified", out_dir_);
-  tmp_dir_ = fmt::format("{}.tmp-{}", out_dir_, ::getpid());
-  fs::remove_all(tmp_dir_);
-  std::error_code ec;
-  fs::create_directories(tmp_dir_, ec);
-  if (ec) fail_io("cannot create directory {}: {}", tmp_dir_, ec.message());
-
+    : source_(source), dir_(std::make_unique<ModelDirWriter>(out_dir, source.path(), force)),
+      modules_(std::move(modules)) {
   const TensorArchive& archive = source_.archive();
-  std::vector<SafetensorsStreamWriter::Entry> entries;
-  for (const auto& name : archive.names()) {
-    const std::string module = name.size() > 7 ? name.substr(0, name.size() - 7) : "";
-    auto it = modules_.find(module);
-    if (it == modules_.end() || name.compare(name.size() - 7, 7, ".weight") != 0) {
-      const TensorView v = archive.view(name);
-      entries.push_back({name, v.dtype(), v.shape()});
-      continue;
-    }
-    const std::vector<int64_t> shape = archive.view(name).shape();
-    const int64_t out = shape.at(0), in = shape.at(1);
-    const WeightQuantSpec& spec = it->second.spec;
-    check_spec(spec, in, module);
-    const int b = spec.bits;
-    const int64_t G = group_count(spec, in);
-    entries.push_back({module + ".qweight", DType::I32, {out, padded32(in) * b / 32}});
-    entries.push_back({module + ".scales", DType::F16, {out, G}});
-    if (!spec.sym) entries.push_back({module + ".qzeros", DType::I32, {out, padded32(G) * b / 32}});
-    if (it->second.act_order) entries.push_back({module + ".g_idx", DType::I32, {in}});
-  }
   for (auto& [module, info] : modules_) {
     if (!archive.contains(module + ".weight")) fail_input("{}: no tensor \"{}.weight\" to quantize", source.path(), module);
     const std::vector<int64_t> shape = archive.view(module + ".weight").shape();
     info.out_features = shape.at(0);
     info.in_features = shape.at(1);
   }
-  tensors_ = std::make_unique<SafetensorsStreamWriter>(tmp_dir_ + "/model.safetensors", entries,
-                                                       std::map<std::string, std::string>{{"format", "pt"}});
+  tensors_ = std::make_unique<SafetensorsSpoolWriter>(dir_->file("model.safetensors"),
+                                                      std::map<std::string, std::string>{{"format", "pt"}});
 }
 
-CheckpointWriter::~CheckpointWriter() {
-  tensors_.reset();
-  if (!committed_) {
-    std::error_code ec;
-    fs::remove_all(tmp_dir_, ec);
-  }
-}
+// Members go in reverse order: the spool writer (its temporaries live in the directory) before the directory,
+// which removes itself unless committed.
+CheckpointWriter::~CheckpointWriter() = default;
 
 void CheckpointWriter::write_module(const std::string& module, const QuantizedWeight& qw, json metrics) {
   auto it = modules_.find(module);
   if (it == modules_.end()) fail_input("checkpoint writer: module \"{}\" was not planned", module);
-  it->second.metrics = std::move(metrics);
+  ModuleQuantInfo& info = it->second;
+  info.metrics = std::move(metrics);
+  // A transform may have widened the module (channel split): the stored shape is the quantized one.
+  info.out_features = qw.q.size(0);
+  info.in_features = qw.q.size(1);
+  check_spec(qw.spec, info.in_features, module);
   const int b = qw.spec.bits;
-  auto write = [&](const std::string& name, const at::Tensor& t) {
+  auto write = [&](const std::string& name, const at::Tensor& t, DType dtype) {
     const at::Tensor c = t.contiguous();
-    tensors_->write(name, c.data_ptr(), static_cast<size_t>(c.numel() * c.element_size()));
+    tensors_->add(name, dtype, c.sizes().vec(), c.data_ptr(), static_cast<size_t>(c.numel() * c.element_size()));
   };
   if (at::isinf(qw.scales.to(at::kHalf)).any().item<bool>())
     fail_input("module \"{}\": a scale of {} does not fit fp16; the checkpoint stores fp16 scales", module,
                qw.scales.abs().max().item<double>());
-  write(module + ".qweight", pack_rows(qw.q, b, module));
-  write(module + ".scales", qw.scales.to(at::kHalf));
-  if (!qw.spec.sym) write(module + ".qzeros", pack_rows(qw.zeros, b, module + " zeros"));
-  if (it->second.act_order) {
-    write(module + ".g_idx", qw.g_idx.to(at::kInt));
+  write(module + ".qweight", pack_rows(qw.q, b, module), DType::I32);
+  write(module + ".scales", qw.scales.to(at::kHalf), DType::F16);
+  if (!qw.spec.sym) write(module + ".qzeros", pack_rows(qw.zeros, b, module + " zeros"), DType::I32);
+  if (info.act_order) {
+    write(module + ".g_idx", qw.g_idx.to(at::kInt), DType::I32);
   } else if (!qw.g_idx.to(at::kInt).equal(natural_g_idx(qw.spec, qw.q.size(1)))) {
     fail_input("module \"{}\": columns are permuted (act-order) but the plan did not say so", module);
   }
 }
 
+void CheckpointWriter::write_activation(const std::string& module, const ActQuantSpec& act, const ActQuantParams* params,
+                                        std::vector<std::string> folded) {
+  auto it = modules_.find(module);
+  if (it == modules_.end()) fail_input("checkpoint writer: module \"{}\" was not planned", module);
+  it->second.act = act;
+  it->second.folded = std::move(folded);
+  if (!act.is_static()) return;
+  if (params == nullptr || !params->scale.defined())
+    fail_input("checkpoint writer: module \"{}\" has a static activation scheme but no scales", module);
+  write_tensor(module + ".input_scale", params->scale);
+  if (!act.sym) write_tensor(module + ".input_zero_point", params->zero);
+}
+
+void CheckpointWriter::write_tensor(const std::string& name, const at::Tensor& t) {
+  const bool index = t.scalar_type() == at::kLong;
+  const at::Tensor c = index ? t.contiguous() : t.to(at::kFloat).contiguous();
+  tensors_->add(name, index ? DType::I64 : DType::F32, c.sizes().vec(), c.data_ptr(),
+                static_cast<size_t>(c.numel() * c.element_size()));
+}
+
 void CheckpointWriter::copy_unquantized() {
   const TensorArchive& archive = source_.archive();
   for (const auto& name : archive.names()) {
-    if (tensors_->written(name)) continue;
+    if (tensors_->contains(name)) continue;
     const std::string module = name.size() > 7 ? name.substr(0, name.size() - 7) : "";
     if (modules_.count(module) && name.compare(name.size() - 7, 7, ".weight") == 0) continue;
     const TensorView v = archive.view(name);
-    tensors_->write(name, v.data, v.nbytes());
+    tensors_->add(name, v.dtype(), v.shape(), v.data, v.nbytes());
     archive.release(name);  // embeddings and lm_head are large; keep RSS at one tensor, not all of them
   }
 }
 
-uint64_t CheckpointWriter::bytes() const { return tensors_ ? tensors_->file_size() : 0; }
+uint64_t CheckpointWriter::bytes() const {
+  if (!tensors_) return 0;
+  return tensors_->file_size() ? tensors_->file_size() : tensors_->data_bytes();
+}
 
 void CheckpointWriter::commit(json quantization_config) {
   tensors_->commit();
@@ -275,22 +325,14 @@ void CheckpointWriter::commit(json quantization_config) {
                        {"method", info.method},   {"act_order", info.act_order},
                        {"out_features", info.out_features},  {"in_features", info.in_features}};
     if (!info.metrics.is_null()) modules[module]["metrics"] = info.metrics;
+    if (info.act) modules[module]["activation"] = info.act->to_json();
+    if (!info.folded.empty()) modules[module]["folded"] = info.folded;
   }
   quantization_config["modules"] = modules;
   cfg["quantization_config"] = quantization_config;
-  write_text_file_atomic(tmp_dir_ + "/config.json", cfg.dump(2) + "\n");
-  for (const char* f : kTokenizerFiles) {
-    const std::string src = source_.path() + "/" + f;
-    if (file_exists(src)) write_text_file_atomic(tmp_dir_ + "/" + f, read_text_file(src));
-  }
-  if (fs::exists(out_dir_)) {
-    if (!force_) fail_input("output {} appeared while quantizing; not replacing it without --force", out_dir_);
-    fs::remove_all(out_dir_);
-  }
-  std::error_code ec;
-  fs::rename(tmp_dir_, out_dir_, ec);
-  if (ec) fail_io("cannot rename {} to {}: {}", tmp_dir_, out_dir_, ec.message());
-  committed_ = true;
+  write_text_file_atomic(dir_->file("config.json"), cfg.dump(2) + "\n");
+  dir_->copy_tokenizer_files(source_.path());
+  dir_->commit();
 }
 
 }  // namespace ptq

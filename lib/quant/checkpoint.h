@@ -13,13 +13,23 @@
 //   <m>.qzeros  [N, ceil(G/32)*b] I32  asymmetric grids only, same stream layout over zeros[n, 0..G)
 //                                      (symmetric grids: zero = 2^(b-1), not stored)
 //   <m>.g_idx   [K] I32                only when columns are not in natural group order (act-order)
+//   <m>.input_scale      [1] or [K] F32   static activation step (modules with a static "activation" scheme)
+//   <m>.input_zero_point [1] or [K] F32   its zero point (integer valued; asymmetric static schemes only)
+// Transforms applied while quantizing (lib/transforms, the activation methods) replace or add FP tensors
+// beside them: folded norm weights, norm biases (RMSNorm shift), "<norm>.index" I64 [n'] (channel split: the
+// norm emits x̂[index]·γ + β), linear biases, rotated embeddings. Every tensor a transform wrote is F32.
 // quantization_config = {"quant_method": "ptq", "format_version": 1,
 //   "modules": {<m>: {"format", "bits", "group_size", "sym", "method", "act_order", "out_features",
-//                     "in_features", "metrics": {"nmse", "snr_db", ...}}},
+//                     "in_features", "metrics": {"nmse", "snr_db", ...},
+//                     "activation": {"bits", "granularity", "sym", "clip"} (absent: FP activations),
+//                     "folded": [what transforms put into this module, e.g. "smoothquant s"]}},
+//   "rotation": {"down_proj_hadamard_seed": S} (optional: down_proj inputs are multiplied online by
+//               random_hadamard(in, S), lib/model/hadamard.h),
 //   "unquantized": {<m>: reason}, "weights": {...defaults...}, "provenance": {...}}
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,9 +40,12 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "quant/act_quant.h"
 #include "quant/quantizer.h"
 
 namespace ptq {
+
+class ModelDirWriter;
 
 constexpr int kCheckpointFormatVersion = 1;
 constexpr const char* kCheckpointQuantMethod = "ptq";
@@ -44,7 +57,9 @@ struct ModuleQuantInfo {
   std::string method;  // algorithm name
   bool act_order = false;
   int64_t out_features = 0, in_features = 0;  // W[out, in]; K is not recoverable from the padded qweight
-  nlohmann::json metrics;  // distortion measured when it was quantized (quant/metrics.h), shown by inspect
+  nlohmann::json metrics = {};  // distortion measured when it was quantized (quant/metrics.h), shown by inspect
+  std::optional<ActQuantSpec> act = std::nullopt;  // activation scheme; nullopt: FP inputs (weight-only)
+  std::vector<std::string> folded = {};  // transforms folded into the module (inspect shows them)
 };
 
 struct CheckpointQuantConfig {
@@ -67,8 +82,25 @@ QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::s
 std::unique_ptr<WeightSource> make_quantized_weight_source(const TensorArchive& archive,
                                                            const CheckpointQuantConfig& qc);
 
-// Writes a checkpoint from `source` while the quantizer streams layers. Construction declares every output
-// tensor (packed shapes follow from `modules`), so the output is written in place, never held in memory.
+// Static activation parameters of `module` (input_scale / input_zero_point), checked against the scheme.
+ActQuantParams load_act_params(const TensorArchive& archive, const std::string& module, const ModuleQuantInfo& info);
+
+// Gives every module of layer `layer` that has an activation scheme in `qc` its integer-semantics kernel
+// (act_linear.h), reading the codes and static parameters through the loaders (ptq and imported checkpoints store
+// them differently).
+using QuantWeightLoader = std::function<QuantizedWeight(const std::string& module, const ModuleQuantInfo& info)>;
+using ActParamsLoader = std::function<ActQuantParams(const std::string& module, const ModuleQuantInfo& info)>;
+void attach_act_kernels(const ModelConfig& cfg, int64_t layer, LayerWeights& w, const CheckpointQuantConfig& qc,
+                        const QuantWeightLoader& load_weight, const ActParamsLoader& load_params);
+
+// Layer finisher (Model::set_layer_finisher) of a ptq checkpoint with activation schemes or rotations: gives
+// activation-quantized modules their integer-semantics kernel (act_linear.h) and down_proj its online rotation.
+// Returns an empty function for a weight-only checkpoint.
+Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const CheckpointQuantConfig& qc);
+
+// Writes a checkpoint from `source` while the quantizer streams layers. Tensors are spooled to disk as they
+// come (lib/io/safetensors.h SafetensorsSpoolWriter), so shapes may be decided late (a split widens a module)
+// and the output is never held in memory.
 // The directory is assembled under OUT.tmp-* and renamed to OUT by commit(); an existing OUT is refused
 // unless `force`. Without commit() (an error on the way), the temporary directory is removed.
 class CheckpointWriter {
@@ -81,6 +113,11 @@ class CheckpointWriter {
   // Packs and writes module `module` (declared in `modules`). Throws naming the module if a scale does
   // not fit fp16.
   void write_module(const std::string& module, const QuantizedWeight& qw, nlohmann::json metrics = {});
+  // Static activation scheme of a written module and its parameters (input_scale, input_zero_point).
+  void write_activation(const std::string& module, const ActQuantSpec& act, const ActQuantParams* params,
+                        std::vector<std::string> folded = {});
+  // A floating-point tensor replacing the source's `name` (or a new one), stored as F32 (I64 for indices).
+  void write_tensor(const std::string& name, const at::Tensor& t);
   // Copies every source tensor not replaced by a packed module (embeddings, norms, biases, FP modules),
   // straight from the source's mapped file in its original dtype.
   void copy_unquantized();
@@ -90,11 +127,9 @@ class CheckpointWriter {
 
  private:
   const Model& source_;
-  std::string out_dir_, tmp_dir_;
-  bool force_;
+  std::unique_ptr<ModelDirWriter> dir_;  // OUT.tmp-PID until commit()
   std::map<std::string, ModuleQuantInfo> modules_;
-  std::unique_ptr<SafetensorsStreamWriter> tensors_;
-  bool committed_ = false;
+  std::unique_ptr<SafetensorsSpoolWriter> tensors_;
 };
 
 }  // namespace ptq

@@ -15,7 +15,13 @@ constexpr int kWordBits = 32;
 constexpr int64_t kWordMask = 0xffffffff;
 static_assert(sizeof(int32_t) * 8 == kWordBits, "qweight/qzeros words are int32");
 
+// The stream layout holds any width 2..8 (ptq checkpoints store 6-bit W6A6 weights); GPTQ files only 2, 3,
+// 4 and 8, which pack_gptq/unpack_gptq check on top.
 void check_pack_bits(int bits, std::string_view name) {
+  if (bits < 2 || bits > 8) fail_input("{}: packing holds 2 to 8 bits, found {} bits", name, bits);
+}
+
+void check_gptq_bits(int bits, std::string_view name) {
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
     fail_input("{}: GPTQ packing defines 2, 3, 4 and 8 bits, found {} bits", name, bits);
 }
@@ -97,6 +103,7 @@ const std::vector<WeightFormat>& weight_formats() {
       {"w2g64", 2, 64, true, "2-bit symmetric, groups of 64"},
       {"w2g64asym", 2, 64, false, "2-bit asymmetric, groups of 64"},
       {"w3", 3, kPerChannel, true, "3-bit symmetric, per output channel"},
+      {"w6", 6, kPerChannel, true, "6-bit symmetric, per output channel (the weight half of W6A6)"},
   };
   return formats;
 }
@@ -177,6 +184,7 @@ at::Tensor unpack_bits_ref(const at::Tensor& words, int bits) {
 
 GptqTensors pack_gptq(const QuantizedWeight& qw, GptqFormat format, std::string_view name) {
   const int bits = qw.spec.bits;
+  check_gptq_bits(bits, name);
   at::Tensor zeros = qw.zeros.t();  // [G, N]
   if (format == GptqFormat::V1) {
     const at::Tensor zero0 = at::nonzero(zeros == 0);
@@ -195,7 +203,7 @@ GptqTensors pack_gptq(const QuantizedWeight& qw, GptqFormat format, std::string_
 }
 
 QuantizedWeight unpack_gptq(const GptqTensors& t, int bits, GptqFormat format, std::string_view name) {
-  check_pack_bits(bits, name);
+  check_gptq_bits(bits, name);
   if (t.qweight.dim() != 2 || t.qzeros.dim() != 2 || t.scales.dim() != 2 || t.g_idx.dim() != 1)
     fail_input("{}: expected qweight, qzeros, scales 2-D and g_idx 1-D, found shapes {}, {}, {}, {}", name,
                shape_str(t.qweight.sizes().vec()), shape_str(t.qzeros.sizes().vec()), shape_str(t.scales.sizes().vec()),

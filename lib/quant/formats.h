@@ -63,8 +63,8 @@ enum class GptqFormat : uint8_t { V1, V2 };  // checkpoint_format "gptq" / "gptq
 const char* gptq_format_name(GptqFormat f);
 
 // Codes [R, L] (uint8 or int32, each < 2^bits) -> words [R, L*bits/32] int32, each row one stream.
-// Throws naming `name` unless bits is 2, 3, 4 or 8 (the widths GPTQ defines), L*bits is a multiple of 32
-// and every code fits.
+// Throws naming `name` unless bits is 2..8 (GPTQ files: 2, 3, 4 or 8, checked by pack_gptq/unpack_gptq),
+// L*bits is a multiple of 32 and every code fits.
 at::Tensor pack_bits(const at::Tensor& codes, int bits, std::string_view name);
 // Words [R, W] int32 -> codes [R, W*32/bits] int32.
 at::Tensor unpack_bits(const at::Tensor& words, int bits);

@@ -1,6 +1,8 @@
 #include "quant/gptq_checkpoint.h"
 
 #include <functional>
+#include <memory>
+#include <regex>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -8,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "quant/act_linear.h"
 
 namespace ptq {
 
@@ -131,6 +134,136 @@ QuantizedWeight load_ct_weight(const TensorArchive& archive, const std::string& 
   return qw;
 }
 
+// ---- compressed-tensors int-quantized (one signed integer per weight) ----
+constexpr const char* kIntWeightScale = ".weight_scale";
+
+// The config group of module `m`: an exact target, else a "re:" target matching from the start (as
+// compressed-tensors and vLLM match), else "Linear"; null when none.
+const json* ct_group_of(const json& q, const std::string& m) {
+  const json* linear = nullptr;
+  const json* regex_hit = nullptr;
+  if (!q.contains("config_groups") || !q["config_groups"].is_object()) return nullptr;
+  for (const auto& [name, g] : q["config_groups"].items()) {  // by reference: the result points into q
+    if (!g.is_object() || !g.contains("targets") || !g["targets"].is_array()) continue;
+    for (const auto& t : g["targets"]) {
+      if (!t.is_string()) continue;
+      const std::string target = t.get<std::string>();
+      if (target == m) return &g;
+      if (target.rfind("re:", 0) == 0 && !regex_hit && std::regex_search(m, std::regex("^(?:" + target.substr(3) + ")")))
+        regex_hit = &g;
+      if (target == "Linear" && !linear) linear = &g;
+    }
+  }
+  return regex_hit ? regex_hit : linear;
+}
+
+// Input activations of a config group as ptq's scheme: "tensor" static or "token" dynamic int, clip 1.
+std::optional<ActQuantSpec> ct_input_scheme(const json& group, const std::string& where) {
+  const json a = group.value("input_activations", json());
+  if (a.is_null()) return std::nullopt;
+  ActQuantSpec spec;
+  spec.bits = a.value("num_bits", 8);
+  spec.sym = a.value("symmetric", true);
+  const std::string strategy = a.value("strategy", "tensor"), type = a.value("type", "int");
+  const bool dynamic = a.value("dynamic", false);
+  if (type != "int" || spec.bits < 2 || spec.bits > 8)
+    fail_input("{}: input_activations {} {}-bit: ptq reads int activations of 2 to 8 bits", where, type, spec.bits);
+  if (strategy == "tensor" && !dynamic) {
+    spec.granularity = ActGranularity::PerTensor;
+  } else if (strategy == "token" && dynamic) {
+    spec.granularity = ActGranularity::PerToken;
+  } else {
+    fail_input("{}: input_activations strategy \"{}\" with dynamic {}: ptq reads static \"tensor\" and dynamic "
+               "\"token\" activations", where, strategy, dynamic);
+  }
+  return spec;
+}
+
+ModuleQuantInfo ct_int_module(const TensorArchive& archive, const std::string& m, const json& q,
+                              const std::string& config_path) {
+  const TensorView w = archive.view(m + ".weight");
+  const TensorView scale = archive.view(m + kIntWeightScale);
+  if (w.shape().size() != 2)
+    fail_input("{}: tensor \"{}\" has shape {}, expected [N, K]", archive.path(), w.name(), shape_str(w.shape()));
+  const int64_t N = w.shape()[0], K = w.shape()[1];
+  if (scale.shape().size() != 2 || scale.shape()[0] != N || scale.shape()[1] < 1 || K % scale.shape()[1] != 0)
+    fail_input("{}: tensor \"{}\" has shape {}, expected [{}, G] with G dividing {}", archive.path(), scale.name(),
+               shape_str(scale.shape()), N, K);
+  const json* group = ct_group_of(q, m);
+  if (!group) fail_input("{}: module \"{}\" has int8 weights but no config group targets it", config_path, m);
+  ModuleQuantInfo info;
+  info.out_features = N;
+  info.in_features = K;
+  const int64_t G = scale.shape()[1];
+  const int bits = group->value("weights", json::object()).value("num_bits", 8);
+  if (bits < 2 || bits > 8) fail_input("{}: module \"{}\": {}-bit weights in int8 tensors", config_path, m, bits);
+  info.spec = {bits, G == 1 ? kPerChannel : K / G, !archive.contains(m + ".weight_zero_point"), false};
+  info.act_order = archive.contains(m + ".weight_g_idx");
+  info.format = "compressed-tensors:" + grid_name_of(info.spec);
+  info.method = "imported compressed-tensors";
+  info.act = ct_input_scheme(*group, fmt::format("{}: module \"{}\"", config_path, m));
+  return info;
+}
+
+// An I8 (or I32) tensor of signed values, shifted by 2^(bits-1) into ptq's unsigned grid.
+at::Tensor unsigned_from_signed(const TensorView& v, int bits, const std::string& file) {
+  at::Tensor t;
+  if (v.dtype() == DType::I8) {
+    t = at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::TensorOptions().dtype(at::kChar)).to(at::kInt);
+  } else {
+    t = int_tensor(v, file);
+  }
+  t = t + (1 << (bits - 1));
+  if (t.numel() > 0 && (t.min().item<int>() < 0 || t.max().item<int>() >= (1 << bits)))
+    fail_input("{}: tensor \"{}\" holds values outside the signed {}-bit range", file, v.name(), bits);
+  return t.contiguous();
+}
+
+QuantizedWeight load_ct_int_weight(const TensorArchive& archive, const std::string& m, const ModuleQuantInfo& info) {
+  const int bits = info.spec.bits;
+  const int64_t N = info.out_features, K = info.in_features, G = group_count(info.spec, K);
+  const TensorView w = archive.view(m + ".weight");
+  if (w.dtype() != DType::I8)
+    fail_input("{}: tensor \"{}\" is {}, expected I8", archive.path(), w.name(), dtype_name(w.dtype()));
+  QuantizedWeight qw;
+  qw.spec = info.spec;
+  qw.q = unsigned_from_signed(w, bits, archive.path()).to(at::kByte);
+  qw.scales = to_float_tensor(archive.view(m + kIntWeightScale)).contiguous();
+  if (info.spec.sym) {
+    qw.zeros = at::full({N, G}, 1 << (bits - 1), at::kInt);
+  } else {
+    const TensorView zv = archive.view(m + ".weight_zero_point");
+    if (zv.shape() != std::vector<int64_t>{N, G})
+      fail_input("{}: tensor \"{}\" has shape {}, expected [{}, {}]", archive.path(), zv.name(), shape_str(zv.shape()),
+                 N, G);
+    qw.zeros = unsigned_from_signed(zv, bits, archive.path());
+  }
+  if (info.act_order) {
+    qw.g_idx = int_tensor(archive.view(m + ".weight_g_idx"), archive.path());
+    if (qw.g_idx.numel() != K || qw.g_idx.min().item<int64_t>() < 0 || qw.g_idx.max().item<int64_t>() >= G)
+      fail_input("{}: tensor \"{}.weight_g_idx\" must hold {} groups in [0, {})", archive.path(), m, K, G);
+  } else {
+    qw.g_idx = at::arange(K, at::kInt).div(K / G, "floor").to(at::kInt);
+  }
+  return qw;
+}
+
+bool is_int_quantized(const ImportedCheckpoint& ck) {
+  return ck.kind == ImportedCheckpoint::Kind::CompressedTensors && ck.raw.value("format", "") == "int-quantized";
+}
+
+std::unique_ptr<WeightSource> imported_weight_source(const TensorArchive& archive, const ImportedCheckpoint& ck) {
+  if (ck.kind == ImportedCheckpoint::Kind::Gptq) return make_gptq_weight_source(archive, ck.gptq);
+  if (is_int_quantized(ck)) {
+    auto qc = std::make_shared<CheckpointQuantConfig>(imported_module_config(archive, ck));
+    return std::make_unique<ImportedWeightSource>(archive, kIntWeightScale, [&archive, qc](const std::string& m) {
+      return load_ct_int_weight(archive, m, qc->modules.at(m));
+    });
+  }
+  return std::make_unique<ImportedWeightSource>(
+      archive, kPacked, [&archive](const std::string& m) { return load_ct_weight(archive, m); });
+}
+
 }  // namespace
 
 bool read_gptq_config(const std::string& dir, GptqCheckpointConfig& out) {
@@ -243,9 +376,9 @@ bool read_imported_config(const std::string& dir, ImportedCheckpoint& out) {
   const json q = quantization_config_of(path);
   if (!q.is_object() || q.value("quant_method", "") != "compressed-tensors") return false;
   const std::string format = q.value("format", "");
-  if (format != "pack-quantized")
-    fail_input("{}: compressed-tensors format \"{}\" is not supported as input (ptq reads \"pack-quantized\")",
-               path, format);
+  if (format != "pack-quantized" && format != "int-quantized")
+    fail_input("{}: compressed-tensors format \"{}\" is not supported as input (ptq reads \"pack-quantized\" and "
+               "\"int-quantized\")", path, format);
   if (q.value("quantization_status", "compressed") != "compressed")
     fail_input("{}: compressed-tensors quantization_status \"{}\": ptq reads \"compressed\" checkpoints", path,
                q.value("quantization_status", ""));
@@ -259,6 +392,18 @@ CheckpointQuantConfig imported_module_config(const TensorArchive& archive, const
   if (ck.kind == ImportedCheckpoint::Kind::Gptq) return gptq_module_config(archive, ck.gptq);
   CheckpointQuantConfig qc;
   qc.raw = ck.raw;
+  if (is_int_quantized(ck)) {
+    for (const auto& name : archive.names()) {
+      if (name.size() <= 7 || name.compare(name.size() - 7, 7, ".weight") != 0) continue;
+      const std::string m = name.substr(0, name.size() - 7);
+      if (archive.view(name).dtype() != DType::I8 || !archive.contains(m + kIntWeightScale)) continue;
+      qc.modules[m] = ct_int_module(archive, m, ck.raw, ck.config_path);
+    }
+    if (qc.modules.empty())
+      fail_input("{}: compressed-tensors int-quantized config ({}) but no int8 \"*.weight\" with a weight_scale",
+                 archive.path(), ck.config_path);
+    return qc;
+  }
   for (const auto& name : archive.names()) {
     if (name.size() <= 14 || name.compare(name.size() - 14, 14, kPacked) != 0) continue;
     const std::string m = name.substr(0, name.size() - 14);
@@ -280,13 +425,68 @@ CheckpointQuantConfig imported_module_config(const TensorArchive& archive, const
 QuantizedWeight load_imported_weight(const TensorArchive& archive, const std::string& module,
                                      const ImportedCheckpoint& ck) {
   if (ck.kind == ImportedCheckpoint::Kind::Gptq) return load_gptq_weight(archive, module, ck.gptq);
+  if (is_int_quantized(ck)) return load_ct_int_weight(archive, module, ct_int_module(archive, module, ck.raw, ck.config_path));
   return load_ct_weight(archive, module);
 }
 
+ActQuantParams load_imported_act_params(const TensorArchive& archive, const std::string& module,
+                                        const ModuleQuantInfo& info) {
+  ActQuantParams p;
+  if (!info.act || !info.act->is_static()) return p;
+  const std::string sname = module + ".input_scale", zname = module + ".input_zero_point";
+  if (!archive.contains(sname))
+    fail_input("{}: module \"{}\" has a static activation scheme but no {}", archive.path(), module, sname);
+  const TensorView sv = archive.view(sname);
+  if (sv.numel() != 1)
+    fail_input("{}: tensor \"{}\" has shape {}, expected one per-tensor scale", archive.path(), sname,
+               shape_str(sv.shape()));
+  p.scale = to_float_tensor(sv).to(at::kFloat).reshape({1}).contiguous();
+  if (!(p.scale > 0).all().item<bool>() || !at::isfinite(p.scale).all().item<bool>())
+    fail_input("{}: tensor \"{}\" holds a scale that is not finite and > 0", archive.path(), sname);
+  if (info.act->sym) {
+    p.zero = at::zeros({1}, at::kFloat);
+  } else {
+    if (!archive.contains(zname))
+      fail_input("{}: asymmetric module \"{}\" has no {}", archive.path(), module, zname);
+    const TensorView zv = archive.view(zname);
+    if (zv.numel() != 1)
+      fail_input("{}: tensor \"{}\" has shape {}, expected one zero point", archive.path(), zname,
+                 shape_str(zv.shape()));
+    p.zero = unsigned_from_signed(zv, info.act->bits, archive.path()).to(at::kFloat).reshape({1});
+  }
+  return p;
+}
+
 std::unique_ptr<WeightSource> make_imported_weight_source(const TensorArchive& archive, const ImportedCheckpoint& ck) {
-  if (ck.kind == ImportedCheckpoint::Kind::Gptq) return make_gptq_weight_source(archive, ck.gptq);
-  return std::make_unique<ImportedWeightSource>(
-      archive, kPacked, [&archive](const std::string& m) { return load_ct_weight(archive, m); });
+  if (is_int_quantized(ck))
+    for (const auto& [m, info] : imported_module_config(archive, ck).modules)
+      if (info.act)
+        fail_input("{}: module \"{}\" quantizes its inputs ({}); without its activation kernels the model would run "
+                   "W8A16, so it is opened only through open_imported_model (quant/gptq_checkpoint.h)", archive.path(),
+                   m, info.act->describe());
+  return imported_weight_source(archive, ck);
+}
+
+Model::LayerFinisher make_imported_layer_finisher(const Model& model, const ImportedCheckpoint& ck) {
+  auto qc = std::make_shared<CheckpointQuantConfig>(imported_module_config(model.archive(), ck));
+  bool any_act = false;
+  for (const auto& [m, info] : qc->modules) any_act = any_act || info.act.has_value();
+  if (!any_act) return {};
+  const Model* mp = &model;
+  return [mp, qc](int64_t layer, LayerWeights& w) {
+    const TensorArchive& archive = mp->archive();
+    attach_act_kernels(
+        mp->config(), layer, w, *qc,
+        [&](const std::string& m, const ModuleQuantInfo& info) { return load_ct_int_weight(archive, m, info); },
+        [&](const std::string& m, const ModuleQuantInfo& info) { return load_imported_act_params(archive, m, info); });
+  };
+}
+
+std::unique_ptr<Model> open_imported_model(const std::string& dir, const ImportedCheckpoint& ck) {
+  auto model = std::make_unique<Model>(
+      dir, [&ck](const TensorArchive& archive) { return imported_weight_source(archive, ck); });
+  model->set_layer_finisher(make_imported_layer_finisher(*model, ck));
+  return model;
 }
 
 }  // namespace ptq

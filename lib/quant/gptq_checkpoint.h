@@ -12,7 +12,8 @@
 //   <m>.bias    [N]               unchanged
 //
 // compressed-tensors: config.json["quantization_config"] with quant_method "compressed-tensors" and format
-// "pack-quantized" (other formats are refused by name). Modules are the tensors named "<m>.weight_packed":
+// "pack-quantized" or "int-quantized" (other formats are refused by name). pack-quantized modules are the tensors
+// named "<m>.weight_packed":
 //   <m>.weight_packed     [N, K*b/32] I32  row n is the stream of codes q[n, 0..K) (pack_bits layout); a code is
 //                                          the signed value + 2^(b-1), i.e. exactly ptq's unsigned code
 //   <m>.weight_scale      [N, G] float
@@ -20,6 +21,11 @@
 //   <m>.weight_zero_point [N*b/32, G] I32  asymmetric only: column g is the stream of zero[0..N, g], each the
 //                                          signed zero + 2^(b-1) (= ptq's unsigned zero); absent: zero 2^(b-1)
 //   <m>.weight_g_idx      [K] I32          actorder "group" only
+// int-quantized modules are the I8 tensors "<m>.weight" with a "<m>.weight_scale" (compressed_tensors_export.h has
+// the layout): signed codes + 2^(b-1) = ptq's unsigned codes, b the num_bits of the module's config group (exact
+// name, "re:" regex, or "Linear" target); weight_zero_point [N, G] I8 likewise; the group's input_activations give
+// the activation scheme ("tensor" static with input_scale / input_zero_point, or "token" dynamic), run through the
+// integer-semantics kernels of act_linear.h by make_imported_layer_finisher.
 // Dequantized exactly as ptq's own checkpoints: w = scale * (q - zero) in fp32 (quantizer.h dequantize).
 #pragma once
 
@@ -77,5 +83,15 @@ CheckpointQuantConfig imported_module_config(const TensorArchive& archive, const
 QuantizedWeight load_imported_weight(const TensorArchive& archive, const std::string& module,
                                      const ImportedCheckpoint& ck);
 std::unique_ptr<WeightSource> make_imported_weight_source(const TensorArchive& archive, const ImportedCheckpoint& ck);
+// Static activation parameters of an imported module (undefined tensors when it has no static activation scheme):
+// input_scale (any float dtype, one element) and, asymmetric, input_zero_point shifted into ptq's unsigned grid.
+ActQuantParams load_imported_act_params(const TensorArchive& archive, const std::string& module,
+                                        const ModuleQuantInfo& info);
+// Layer finisher (Model::set_layer_finisher) giving an imported int-quantized checkpoint's activation-quantized
+// modules their integer-semantics kernel (act_linear.h); empty when no module quantizes its inputs.
+Model::LayerFinisher make_imported_layer_finisher(const Model& model, const ImportedCheckpoint& ck);
+// The model of an imported checkpoint: dequantizing weight source plus the layer finisher. make_imported_weight_source
+// alone refuses a checkpoint with activation schemes (a model without their kernels would run W8A16 silently).
+std::unique_ptr<Model> open_imported_model(const std::string& dir, const ImportedCheckpoint& ck);
 
 }  // namespace ptq

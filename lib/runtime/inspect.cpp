@@ -16,7 +16,8 @@ ModelSummary summarize_model(const std::string& path) {
   TensorArchive archive(dir);
   CheckpointQuantConfig qc;
   ImportedCheckpoint ic;  // GPTQ / compressed-tensors: modules in ptq's terms (format "gptq_v2:w4g128", ...)
-  if (read_imported_config(dir, ic)) {
+  const bool imported = read_imported_config(dir, ic);
+  if (imported) {
     qc = imported_module_config(archive, ic);
     s.quantized = true;
   } else {
@@ -47,6 +48,16 @@ ModelSummary summarize_model(const std::string& path) {
     for (const auto& [module, info] : qc.modules) {
       QuantizedModuleSummary m{module, info.format, info.method, info.out_features * info.in_features, 0, info.metrics};
       m.bits_per_weight = 8.0 * static_cast<double>(module_bytes[module]) / static_cast<double>(m.params);
+      if (info.act) {
+        m.activation = info.act->describe();
+        if (info.act->is_static()) {
+          const ActQuantParams p = imported ? load_imported_act_params(archive, module, info)
+                                            : load_act_params(archive, module, info);
+          m.act_scale_min = p.scale.min().item<double>();
+          m.act_scale_max = p.scale.max().item<double>();
+        }
+      }
+      m.folded = info.folded;
       qparams += m.params;
       qbytes += module_bytes[module];
       s.modules_by_format[info.format] += 1;
@@ -55,6 +66,7 @@ ModelSummary summarize_model(const std::string& path) {
     s.parameters += qparams;
     s.quantized_bits_per_weight = qparams ? 8.0 * static_cast<double>(qbytes) / static_cast<double>(qparams) : 0;
     s.unquantized = qc.unquantized;
+    if (qc.raw.contains("rotation") && qc.raw["rotation"].is_object()) s.rotation = qc.raw["rotation"].dump();
   }
   s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(s.parameters) : 0;
   try {

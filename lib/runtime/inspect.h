@@ -17,6 +17,9 @@ struct QuantizedModuleSummary {
   int64_t params = 0;           // out * in
   double bits_per_weight = 0;   // stored bytes of qweight + scales + qzeros + g_idx, in bits, per weight
   nlohmann::json metrics;       // distortion recorded at quantization time (may be null)
+  std::string activation = {};  // activation scheme ("a8 per_tensor sym"), empty: FP inputs
+  std::vector<std::string> folded = {};  // transforms folded into the module
+  double act_scale_min = 0, act_scale_max = 0;  // static input_scale range (0, 0: none stored)
 };
 
 struct ModelSummary {
@@ -35,6 +38,7 @@ struct ModelSummary {
   std::map<std::string, int64_t> modules_by_format;
   double quantized_bits_per_weight = 0;  // over the quantized modules
   double model_bits_per_weight = 0;      // all stored tensor bytes over all parameters
+  std::string rotation;                  // "" or a description of the stored rotation
 };
 
 ModelSummary summarize_model(const std::string& dir);

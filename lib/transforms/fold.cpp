@@ -170,6 +170,38 @@ void add_input_shift(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, const
   for (LinearId id : consumers(cfg, p)) shift_bias(w[id].bias, at::mv(w[id].weight, cols));
 }
 
+namespace {
+
+// New input channel c' of the consumers reads current channel index[c'] scaled by frac[c'] (the producer emits
+// it); channels from `pad_from` on are padding, whose consumer columns are zeroed.
+void apply_channel_map(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, const std::vector<int64_t>& index,
+                       const std::vector<float>& frac, int64_t pad_from) {
+  const at::Tensor idx = at::tensor(index, at::kLong);
+  const at::Tensor f = at::tensor(frac, at::kFloat);
+  if (p == FoldPoint::UpToDown) {
+    Linear& up = w[LinearId::Up];
+    up.weight = up.weight.index_select(0, idx) * f.unsqueeze(1);
+    if (up.bias.defined()) up.bias = up.bias.index_select(0, idx) * f;
+    if (cfg.gated_mlp) {
+      Linear& gate = w[LinearId::Gate];
+      gate.weight = gate.weight.index_select(0, idx);
+      if (gate.bias.defined()) gate.bias = gate.bias.index_select(0, idx);
+    }
+  } else {
+    Norm& nm = p == FoldPoint::AttnNorm ? w.attn_norm : w.mlp_norm;
+    nm.index = nm.index.defined() ? nm.index.index_select(0, idx) : idx;
+    nm.weight = nm.weight.index_select(0, idx) * f;
+    if (nm.bias.defined()) nm.bias = nm.bias.index_select(0, idx) * f;
+  }
+  for (LinearId id : consumers(cfg, p)) {
+    at::Tensor cols = w[id].weight.index_select(1, idx);
+    if (pad_from < static_cast<int64_t>(index.size())) cols.narrow(1, pad_from, cols.size(1) - pad_from).zero_();
+    w[id].weight = cols;
+  }
+}
+
+}  // namespace
+
 void split_input_channels(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, const std::vector<int64_t>& channels,
                           const std::vector<int64_t>& k) {
   if (p == FoldPoint::VToO || p == FoldPoint::QToK || p == FoldPoint::GateToDown)
@@ -203,24 +235,26 @@ void split_input_channels(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, 
       frac.push_back(share);
     }
   }
-  const at::Tensor idx = at::tensor(index, at::kLong);
-  const at::Tensor f = at::tensor(frac, at::kFloat);
-  if (p == FoldPoint::UpToDown) {
-    Linear& up = w[LinearId::Up];
-    up.weight = up.weight.index_select(0, idx) * f.unsqueeze(1);
-    if (up.bias.defined()) up.bias = up.bias.index_select(0, idx) * f;
-    if (cfg.gated_mlp) {
-      Linear& gate = w[LinearId::Gate];
-      gate.weight = gate.weight.index_select(0, idx);
-      if (gate.bias.defined()) gate.bias = gate.bias.index_select(0, idx);
-    }
-  } else {
-    Norm& nm = p == FoldPoint::AttnNorm ? w.attn_norm : w.mlp_norm;
-    nm.index = nm.index.defined() ? nm.index.index_select(0, idx) : idx;
-    nm.weight = nm.weight.index_select(0, idx) * f;
-    if (nm.bias.defined()) nm.bias = nm.bias.index_select(0, idx) * f;
-  }
-  for (LinearId id : consumers(cfg, p)) w[id].weight = w[id].weight.index_select(1, idx);
+  apply_channel_map(cfg, w, p, index, frac, /*pad_from=*/static_cast<int64_t>(index.size()));
+}
+
+void pad_input_channels(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, int64_t extra) {
+  if (p == FoldPoint::VToO || p == FoldPoint::QToK || p == FoldPoint::GateToDown)
+    fail_input("pad {}: not supported: only norm -> consumers and up -> down can emit extra channels",
+               fold_point_name(p));
+  if (extra < 0) fail_input("pad {}: {} extra channels requested", fold_point_name(p), extra);
+  for (LinearId id : consumers(cfg, p)) require_linear(cfg, w, p, id);
+  if (p != FoldPoint::UpToDown) require_pre_norm(cfg, p);
+  if (extra == 0) return;
+  const int64_t n = fold_point_width(cfg, w, p);
+  std::vector<int64_t> index(n);
+  for (int64_t j = 0; j < n; ++j) index[j] = j;
+  std::vector<float> frac(n, 1.0f);
+  // Padding channels copy channel 0 with share 0: the producer emits exact zeros (norm γ·0 and β·0; up rows · 0,
+  // so silu(gate)·0 = relu(0) = 0), and their consumer columns are zero.
+  index.resize(n + extra, 0);
+  frac.resize(n + extra, 0.0f);
+  apply_channel_map(cfg, w, p, index, frac, n);
 }
 
 }  // namespace ptq

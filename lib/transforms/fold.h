@@ -57,4 +57,9 @@ void add_input_shift(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, const
 void split_input_channels(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, const std::vector<int64_t>& channels,
                           const std::vector<int64_t>& k);
 
+// Pads the consumers' input with `extra` zero channels (appended), e.g. to a multiple of the weight group size or
+// the kernel tile after a split (MergeQuant): the producer emits exact zeros there (a norm through its index with
+// γ = β = 0; up_proj with zero rows), the consumers' columns are zero. Valid where splits are.
+void pad_input_channels(const ModelConfig& cfg, LayerWeights& w, FoldPoint p, int64_t extra);
+
 }  // namespace ptq

@@ -1,10 +1,7 @@
 #include "transforms/outlierize.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <numeric>
 #include <utility>
 
@@ -13,17 +10,12 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
 #include "transforms/fold.h"
 
 namespace ptq {
 
-namespace fs = std::filesystem;
-
 namespace {
-
-const char* const kTokenizerFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                                       "special_tokens_map.json", "generation_config.json", "vocab.json",
-                                       "merges.txt", "added_tokens.json"};
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -83,13 +75,8 @@ void outlierize_layer(const ModelConfig& cfg, LayerWeights& w, const std::vector
   fold_input_scale(cfg, w, FoldPoint::MlpNorm, s);
 }
 
-OutlierizeResult outlierize_model(const std::string& src, const std::string& out_in, const OutlierizeOptions& opt) {
-  std::string out = out_in;
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  if (fs::exists(out) && fs::absolute(out).lexically_normal() == fs::absolute(src).lexically_normal())
-    fail_input("outlierize: output {} is the input model; inputs are never modified", out);
-  if (fs::exists(out) && !opt.force)
-    fail_input("outlierize: output {} already exists; choose another -o or pass --force to replace it", out);
+OutlierizeResult outlierize_model(const std::string& src, const std::string& out, const OutlierizeOptions& opt) {
+  ModelDirWriter dir(out, src, opt.force);
   Model model(src);
   const ModelConfig& cfg = model.config();
   if (!cfg.pre_norm)
@@ -98,27 +85,13 @@ OutlierizeResult outlierize_model(const std::string& src, const std::string& out
   if (!(opt.scale > 0) || !std::isfinite(opt.scale))
     fail_input("outlierize: --scale {} must be a finite value > 0", opt.scale);
 
-  const std::string tmp = fmt::format("{}.tmp-{}", out, ::getpid());
-  fs::remove_all(tmp);
-  std::error_code ec;
-  fs::create_directories(tmp, ec);
-  if (ec) fail_io("cannot create directory {}: {}", tmp, ec.message());
-  struct Cleanup {
-    std::string dir;
-    bool keep = false;
-    ~Cleanup() {
-      std::error_code e;
-      if (!keep) fs::remove_all(dir, e);
-    }
-  } cleanup{tmp};
-
   const TensorArchive& archive = model.archive();
   std::vector<SafetensorsStreamWriter::Entry> entries;
   for (const auto& name : archive.names()) {
     const TensorView v = archive.view(name);
     entries.push_back({name, is_float(v.dtype()) ? DType::F32 : v.dtype(), v.shape()});
   }
-  SafetensorsStreamWriter writer(tmp + "/model.safetensors", entries, {{"format", "pt"}});
+  SafetensorsStreamWriter writer(dir.file("model.safetensors"), entries, {{"format", "pt"}});
   auto write_f32 = [&](const std::string& name, const at::Tensor& t) {
     const at::Tensor c = t.to(at::kFloat).contiguous();
     writer.write(name, c.data_ptr(), static_cast<size_t>(c.numel()) * sizeof(float));
@@ -147,15 +120,9 @@ OutlierizeResult outlierize_model(const std::string& src, const std::string& out
   config["ptq_outlierize"] = {{"source", src},      {"channels", opt.channels}, {"scale", opt.scale},
                               {"seed", opt.seed},   {"channels_per_layer", result.channels},
                               {"tool", "ptq " PTQ_VERSION}};
-  write_text_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
-  for (const char* f : kTokenizerFiles) {
-    const std::string path = src + "/" + f;
-    if (file_exists(path)) write_text_file_atomic(tmp + "/" + f, read_text_file(path));
-  }
-  if (fs::exists(out)) fs::remove_all(out);  // checked above: only with --force
-  fs::rename(tmp, out, ec);
-  if (ec) fail_io("cannot rename {} to {}: {}", tmp, out, ec.message());
-  cleanup.keep = true;
+  write_text_file_atomic(dir.file("config.json"), config.dump(2) + "\n");
+  dir.copy_tokenizer_files(src);
+  dir.commit();
   return result;
 }
 

@@ -32,7 +32,7 @@ expect_ok() {
   if "$@" >"$tmp/out" 2>"$tmp/err"; then ok; else bad "$name: rc $? $(cat "$tmp/err")"; fi
 }
 
-for sub in "" inspect generate bench synth quantize "eval" "eval ppl" "eval tasks"; do
+for sub in "" inspect generate bench synth quantize "eval" "eval ppl" "eval tasks" export; do
   # shellcheck disable=SC2086
   expect_ok "help $sub" "$ptq" $sub --help
 done
@@ -81,6 +81,45 @@ expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tiny
 
 expect_ok "outlierize" "$ptq" outlierize "$model" -o "$tmp/outl" --channels 4 --scale 50
 expect_fail "outlierize onto existing output" "--force" "$ptq" outlierize "$model" -o "$tmp/outl"
+
+# export: GGUF output safety, imatrix from a stats file, format errors.
+expect_ok "export gguf" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf"
+expect_fail "export gguf onto existing output" "--force" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf"
+expect_ok "export gguf --force" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf" --force
+expect_fail "export onto its input" "is the input model" "$ptq" export "$tmp/m.gguf" --format gguf -o "$tmp/m.gguf" --force
+expect_fail "export unknown format" "imatrix" "$ptq" export "$model" --format onnx -o "$tmp/m.onnx"
+expect_ok "calibrate small" "$ptq" calibrate "$model" -o "$tmp/stats.safetensors" --nsamples 2 --seqlen 32
+expect_ok "export imatrix" "$ptq" export "$tmp/stats.safetensors" --format imatrix -o "$tmp/imatrix.gguf" --json
+grep -q '"entries": 35' "$tmp/out" && ok || bad "export imatrix --json entries"
+expect_fail "export imatrix onto existing output" "--force" "$ptq" export "$tmp/stats.safetensors" --format imatrix -o "$tmp/imatrix.gguf"
+expect_fail "export imatrix with weight flags" "do not apply" "$ptq" export "$tmp/stats.safetensors" --format imatrix -o "$tmp/i2.gguf" --gguf-type q4_0
+expect_fail "export imatrix of a model" "ptq calibrate MODEL -o STATS" "$ptq" export "$model" --format imatrix -o "$tmp/i3.gguf"
+
+# activation quantization: flags over a recipe, inspect shows the scheme, bad values are one-line errors.
+expect_ok "quantize w8a8 smoothquant" "$ptq" quantize "$model" --recipe "$root/configs/w8a8-smoothquant.yaml" \
+  -o "$tmp/qa" --nsamples 2 --seqlen 64
+expect_ok "inspect activation scheme" "$ptq" inspect "$tmp/qa" --json
+grep -q '"activation": "a8 per_tensor sym"' "$tmp/out" && grep -q 'smoothquant s' "$tmp/out" && grep -q '"input_scale_range"' "$tmp/out" \
+  && ok || bad "inspect --json of an activation-quantized model"
+expect_ok "quantize with flags: per-token a4 + hadamard" "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" \
+  --group-size -1 --act-bits 4 --act-granularity per_token --hadamard -o "$tmp/qh" --nsamples 2 --seqlen 64
+expect_ok "eval activation-quantized" "$ptq" eval ppl "$tmp/qa" "$tmp/qh" --data "$root/data/tinystories-valid.txt" \
+  --seqlen 256 --max-windows 2
+expect_fail "bad act granularity" "per_row" "$ptq" quantize "$model" --recipe "$root/configs/w8a8-smoothquant.yaml" \
+  --act-granularity per_row -o "$tmp/qb"
+expect_fail "act method without activations" "needs activation quantization" "$ptq" quantize "$model" \
+  --recipe "$root/configs/w4a16-rtn.yaml" --act-method smoothquant -o "$tmp/qc"
+expect_fail "unknown act method" "mergequant" "$ptq" quantize "$model" --recipe "$root/configs/w8a8-smoothquant.yaml" \
+  --act-method awq -o "$tmp/qd"
+[[ ! -e "$tmp/qb" && ! -e "$tmp/qc" && ! -e "$tmp/qd" ]] && ok || bad "a refused quantize left an output behind"
+expect_ok "export W8A8 as compressed-tensors int-quantized" "$ptq" export "$tmp/qa" --format compressed-tensors \
+  --float-dtype F32 -o "$tmp/qa-ct"
+expect_ok "eval the int-quantized export" "$ptq" eval ppl "$tmp/qa" "$tmp/qa-ct" --data "$root/data/tinystories-valid.txt" \
+  --seqlen 256 --max-windows 2 --json
+[[ $(grep -o '"ppl": *[0-9.e+-]*' "$tmp/out" | sort -u | wc -l) -eq 1 ]] && ok \
+  || bad "int-quantized export changed the perplexity: $(grep -o '"ppl": *[0-9.e+-]*' "$tmp/out")"
+expect_fail "gguf export of an activation-quantized model" "compressed-tensors" "$ptq" export "$tmp/qa" --format gguf \
+  -o "$tmp/qa.gguf"
 
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,12 +1,14 @@
-// lib/core: sha256 against published vectors, fp16/bf16 conversions, atomic writes, tables.
+// lib/core: sha256 against published vectors, fp16/bf16 conversions, atomic writes and model directories, tables.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <dirent.h>
+#include <filesystem>
 #include <stdexcept>
 
 #include "core/file.h"
 #include "core/half.h"
+#include "core/model_dir.h"
 #include "core/table.h"
 #include "tests/test_paths.h"
 
@@ -96,4 +98,55 @@ TEST_CASE("Table aligns columns and right-aligns numbers", "[core]") {
   t.add_row({"a", "1.5"});
   t.add_row({"longer", "10"});
   CHECK(t.render() == "name    value\n------  -----\na         1.5\nlonger     10\n");
+}
+
+TEST_CASE("ModelDirWriter: whole or nothing, no silent replacement, never the input", "[core]") {
+  namespace fs = std::filesystem;
+  const std::string dir = test::make_temp_dir("model-dir");
+  const std::string src = dir + "/src";
+  fs::create_directories(src);
+  write_text_file_atomic(src + "/tokenizer.model", std::string("\0spm\xff", 5));
+  write_text_file_atomic(src + "/tokenizer_config.json", "{}");
+  write_text_file_atomic(src + "/model.safetensors", "weights are not tokenizer files");
+
+  const std::string out = dir + "/out";
+  {  // An error on the way (no commit): neither OUT nor the temporary directory remains.
+    ModelDirWriter w(out, src, false);
+    CHECK(fs::is_directory(w.tmp()));
+    CHECK(w.tmp().rfind(out + ".tmp-", 0) == 0);
+    write_text_file_atomic(w.file("config.json"), "{}");
+  }
+  CHECK_FALSE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename().string().rfind("out", 0) != 0);
+
+  {
+    ModelDirWriter w(out + "/", src, false);  // a trailing slash names the same directory
+    CHECK(w.out() == out);
+    write_text_file_atomic(w.file("config.json"), "{\"v\": 1}");
+    w.copy_tokenizer_files(src);
+    CHECK_FALSE(fs::exists(out));  // nothing visible before commit
+    w.commit();
+  }
+  CHECK(read_text_file(out + "/config.json") == "{\"v\": 1}");
+  CHECK(read_text_file(out + "/tokenizer.model") == std::string("\0spm\xff", 5));
+  CHECK(fs::exists(out + "/tokenizer_config.json"));
+  CHECK_FALSE(fs::exists(out + "/model.safetensors"));
+  CHECK_FALSE(fs::exists(out + "/tokenizer.json"));
+
+  CHECK_THROWS_WITH(ModelDirWriter(out, src, false),
+                    Catch::Contains("output " + out + " already exists") && Catch::Contains("--force"));
+  {
+    ModelDirWriter w(out, src, true);
+    write_text_file_atomic(w.file("config.json"), "{\"v\": 2}");
+    w.commit();
+  }
+  CHECK(read_text_file(out + "/config.json") == "{\"v\": 2}");
+  CHECK_FALSE(fs::exists(out + "/tokenizer.model"));  // replaced whole, not merged
+  CHECK_THROWS_WITH(ModelDirWriter(src, src, true), Catch::Contains("is the input model"));
+  CHECK_THROWS_WITH(check_output_path(src + "/", src, true), Catch::Contains("is the input model"));
+  CHECK_NOTHROW(check_output_path(dir + "/new", src, false));
+  // OUT appearing while the directory is written is not replaced without force.
+  ModelDirWriter late(dir + "/late", src, false);
+  fs::create_directories(dir + "/late");
+  CHECK_THROWS_WITH(late.commit(), Catch::Contains("appeared"));
 }

@@ -1,20 +1,30 @@
 // lib/export GGUF: bit-exact against llama.cpp's own conversion of stories260K (an independent oracle), the
-// way back to HF, re-quantization against the reference rounding, and ptq-checkpoint grids mapped or refused.
+// way back to HF, re-quantization against the reference rounding, ptq-checkpoint grids mapped or refused, GPTQ /
+// compressed-tensors inputs mapped to the same blocks, output safety, and the imatrix export of calibration stats.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "calibration/calibrate.h"
+#include "calibration/observers.h"
+#include "core/file.h"
+#include "export/compressed_tensors_export.h"
 #include "export/gguf_export.h"
+#include "export/gptq_export.h"
+#include "export/imatrix_export.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "quant/checkpoint.h"
+#include "tests/export/act_checkpoints.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -22,6 +32,23 @@ using namespace ptq;
 namespace {
 
 const std::string kStories = "data/models/stories260K";
+const std::string kSotu = "data/models/sotu-llama-8m";
+
+// Same tensors in two GGUF files: names in the same order, dims, types, offsets and bytes.
+void require_same_tensors(const GgufFile& a, const GgufFile& b) {
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const GgufTensorInfo& x = a.tensors()[i];
+    const GgufTensorInfo& y = b.tensors()[i];
+    INFO(y.name);
+    REQUIRE(x.name == y.name);
+    CHECK(x.dims == y.dims);
+    CHECK(x.type == y.type);
+    CHECK(x.offset == y.offset);
+    REQUIRE(x.nbytes == y.nbytes);
+    CHECK(std::memcmp(a.tensor_data(x), b.tensor_data(y), x.nbytes) == 0);
+  }
+}
 
 std::string quantized_stories(const std::string& dir, int bits, int64_t group, bool sym) {
   Model stories(test::repo_path(kStories));
@@ -43,19 +70,7 @@ TEST_CASE("F32 export of stories260K reproduces llama.cpp's own conversion bit f
   CHECK(rep.kept_float.empty());
   const GgufFile ours(out);
   const GgufFile ref(test::repo_path(kStories + "/stories260K.gguf"));
-  // Tensors: same names in the same order, dims, types, offsets and bytes.
-  REQUIRE(ours.tensors().size() == ref.tensors().size());
-  for (size_t i = 0; i < ref.tensors().size(); ++i) {
-    const GgufTensorInfo& a = ours.tensors()[i];
-    const GgufTensorInfo& b = ref.tensors()[i];
-    INFO(b.name);
-    REQUIRE(a.name == b.name);
-    CHECK(a.dims == b.dims);
-    CHECK(a.type == b.type);
-    CHECK(a.offset == b.offset);
-    REQUIRE(a.nbytes == b.nbytes);
-    CHECK(std::memcmp(ours.tensor_data(a), ref.tensor_data(b), a.nbytes) == 0);
-  }
+  require_same_tensors(ours, ref);
   // Metadata: every key both files hold is equal, except two justified differences:
   //   general.name          free text (llama.cpp's llama2.c converter wrote "llama", we write the directory name)
   //   llama.context_length  2048 there is the converter's default; the model's config.json (and its README) say 512
@@ -195,4 +210,216 @@ TEST_CASE("ptq checkpoints: g32 grids map onto ggml blocks losslessly, other gri
     CHECK(nmse < 0.05);  // a 4-bit g32 grid over a 4-bit per-channel one: small but non-zero
   }
   CHECK(rep.kept_float.size() == 5);
+}
+
+TEST_CASE("GPTQ and compressed-tensors checkpoints export to the same GGUF blocks as the ptq checkpoint they hold",
+          "[export][gguf][gptq_export]") {
+  const std::string dir = test::make_temp_dir("gguf-from-gptq");
+  // sotu-llama-8m: every width a multiple of 32, so every module packs into GPTQ and maps onto ggml blocks.
+  for (const bool sym : {true, false}) {
+    INFO((sym ? "sym" : "asym"));
+    Model sotu(test::repo_path(kSotu));
+    QuantizeOptions o;
+    o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
+    o.recipe.weights.bits = 4;
+    o.recipe.weights.group_size = 32;
+    o.recipe.weights.sym = sym;
+    o.out_dir = dir + (sym ? "/w4g32" : "/w4g32asym");
+    quantize_model(sotu, o);
+    const std::string direct = o.out_dir + ".gguf";
+    export_gguf(o.out_dir, direct, {});
+    CHECK(GgufFile(direct).tensor("blk.0.attn_q.weight").type == (sym ? GgmlType::Q4_0 : GgmlType::Q4_1));
+
+    std::vector<std::pair<std::string, PackedExportReport>> imports;
+    GptqExportOptions v2;
+    imports.emplace_back("gptq_v2", export_gptq(o.out_dir, o.out_dir + "-gptq_v2", v2));
+    if (sym) {  // v1 stores zero - 1; symmetric zeros of 8 read back exactly
+      GptqExportOptions v1;
+      v1.format = GptqFormat::V1;
+      imports.emplace_back("gptq", export_gptq(o.out_dir, o.out_dir + "-gptq", v1));
+    }
+    imports.emplace_back("compressed-tensors",
+                         export_compressed_tensors(o.out_dir, o.out_dir + "-compressed-tensors", {}));
+    for (const auto& [name, rep] : imports) {
+      INFO(name);
+      const std::string via = rep.output + ".gguf";
+      const GgufExportReport g = export_gguf(rep.output, via, {});
+      CHECK(g.kept_float.empty());
+      CHECK(g.requant_nmse.empty());
+      CHECK(g.mapped_max_abs_error.size() == 6 * 7);
+      int mapped = 0;
+      for (const auto& t : g.tensors) mapped += t.how.rfind("mapped from " + name + ":w4g32", 0) == 0;
+      CHECK(mapped == 6 * 7);
+      CHECK(GgufFile(via).get_string("ptq.source_format") == name);
+      require_same_tensors(GgufFile(direct), GgufFile(via));  // metadata differs: provenance
+    }
+  }
+}
+
+TEST_CASE("GGUF export refuses an existing output unless forced, and never overwrites its input",
+          "[export][gguf]") {
+  const std::string dir = test::make_temp_dir("gguf-force");
+  const std::string out = dir + "/s.gguf";
+  write_text_file_atomic(out, "not a gguf yet");
+  CHECK_THROWS_WITH(export_gguf(test::repo_path(kStories), out, {}),
+                    Catch::Contains(out) && Catch::Contains("already exists") && Catch::Contains("--force"));
+  CHECK(read_text_file(out) == "not a gguf yet");
+  GgufExportOptions force;
+  force.force = true;
+  export_gguf(test::repo_path(kStories), out, force);
+  CHECK(GgufFile(out).tensors().size() == 48);
+  // A GGUF file as MODEL: writing onto it is refused even with force.
+  CHECK_THROWS_WITH(export_gguf(out, out, force), Catch::Contains("is the input model"));
+  CHECK_THROWS_WITH(export_gguf(test::repo_path(kStories), dir, force), Catch::Contains("is a directory"));
+}
+
+TEST_CASE("imatrix export: the calibration sum of squares as llama.cpp's importance matrix GGUF",
+          "[export][gguf][imatrix]") {
+  const std::string dir = test::make_temp_dir("imatrix");
+  Model model(test::repo_path(kStories));
+  const ModelConfig& cfg = model.config();
+  CalibrationDataSpec spec;
+  spec.files = {test::repo_path("data/tinystories-valid.txt")};
+  spec.nsamples = 3;
+  spec.seqlen = 48;
+  const CalibrationData data = load_model_calibration_data(model, spec);
+  const std::string stats_path = dir + "/stats.safetensors";
+  save_calibration_stats(calibrate(model, data, {}), stats_path, false);
+
+  const std::string out = dir + "/imatrix.gguf";
+  const ImatrixExportReport rep = export_imatrix(stats_path, out, false);
+  CHECK(rep.entries == 7 * cfg.n_layers);
+  const GgufFile g(out);
+  // The keys llama.cpp's loader requires (common/imatrix-loader.cpp: datasets, chunk_count, chunk_size).
+  CHECK(g.get_string("general.type") == "imatrix");
+  CHECK_FALSE(g.has("general.architecture"));
+  CHECK(g.get_string_array("imatrix.datasets") == std::vector<std::string>{spec.files[0]});
+  CHECK(g.get_uint("imatrix.chunk_count") == 3);
+  CHECK(g.get_uint("imatrix.chunk_size") == 48);
+  CHECK(g.find("imatrix.chunk_count")->type == GgufValueType::U32);
+
+  // Entries: one per linear weight of the model's own GGUF export, with its input width, each an F32 in_sum2 {K, 1}
+  // and an F32 counts {1, 1}.
+  const std::string model_gguf = dir + "/model.gguf";
+  export_gguf(test::repo_path(kStories), model_gguf, {});
+  const GgufFile mg(model_gguf);
+  REQUIRE(g.tensors().size() == size_t(2 * rep.entries));
+  std::vector<std::string> entries;  // llama.cpp's order: entries sorted by name, each in_sum2 then counts
+  for (size_t i = 0; i < g.tensors().size(); i += 2) {
+    const std::string& n = g.tensors()[i].name;
+    REQUIRE(n.size() > 8);
+    CHECK(n.substr(n.size() - 8) == ".in_sum2");
+    entries.push_back(n.substr(0, n.size() - 8));
+    CHECK(g.tensors()[i + 1].name == entries.back() + ".counts");
+  }
+  CHECK(std::is_sorted(entries.begin(), entries.end()));
+  for (const GgufTensorInfo& t : mg.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0 || t.name.find("norm") != std::string::npos) continue;
+    INFO(t.name);
+    const GgufTensorInfo& s2 = g.tensor(t.name + ".in_sum2");
+    const GgufTensorInfo& c = g.tensor(t.name + ".counts");
+    CHECK(s2.type == GgmlType::F32);
+    CHECK(s2.dims == std::vector<int64_t>{t.dims[0], 1});
+    CHECK(c.type == GgmlType::F32);
+    CHECK(c.dims == std::vector<int64_t>{1, 1});
+    CHECK(g.tensor_f32(t.name + ".counts")[0] == 3.0f * 48.0f);
+  }
+
+  // And every entry carries the stats file's values unchanged.
+  const CalibrationStats stats = load_calibration_stats(stats_path, model);
+  for (const InputPoint& p : stats.points())
+    for (LinearId id : p.consumers) {
+      const std::string name = gguf_linear_tensor_name(p.layer, id);
+      INFO(name);
+      const std::vector<float> got = g.tensor_f32(name + ".in_sum2");
+      const at::Tensor ref = stats.get(p.layer, id, Stat::SumSq).contiguous();
+      REQUIRE(int64_t(got.size()) == ref.numel());
+      CHECK(std::memcmp(got.data(), ref.data_ptr<float>(), got.size() * sizeof(float)) == 0);
+    }
+
+  // Output safety, and a stats file without the sum of squares.
+  CHECK_THROWS_WITH(export_imatrix(stats_path, out, false), Catch::Contains("already exists"));
+  CHECK_NOTHROW(export_imatrix(stats_path, out, true));
+  CalibrateOptions few;
+  few.stats = StatSet{Stat::Tokens, Stat::AbsMax};
+  save_calibration_stats(calibrate(model, data, few), dir + "/absmax.safetensors", false);
+  CHECK_THROWS_WITH(export_imatrix(dir + "/absmax.safetensors", dir + "/none.gguf", false),
+                    Catch::Contains("imatrix_sum_sq") && Catch::Contains("ptq calibrate") &&
+                        Catch::Contains("model.layers.0.self_attn.q_proj"));
+  CHECK_FALSE(file_exists(dir + "/none.gguf"));
+}
+
+TEST_CASE("imatrix export of hand-made activations: in_sum2 is their sum of squares, counts their tokens",
+          "[export][gguf][imatrix]") {
+  const std::string dir = test::make_temp_dir("imatrix-hand");
+  const Model model(test::repo_path(kStories));
+  const ModelConfig& cfg = model.config();
+  // Two layers of inputs x[s, t, c] = (c + 1) * sin(0.37 * (s * 29 + t) + c) / 8 + (c % 3 == 0 ? 2.5 : 0),
+  // 2 samples x 24 tokens, observed as calibration observes them (one ObserverSet per layer).
+  CalibrationStats stats;
+  stats.metadata = {{"model_fingerprint", "hand-made"}, {"model", "hand-made"}, {"model_type", "llama"},
+                    {"data_source", "a.txt, b.txt"}, {"nsamples", "2"}, {"seqlen", "24"}, {"seed", "0"}};
+  auto activation = [](int64_t channels) {
+    at::Tensor x = at::empty({2, 24, channels}, at::kFloat);
+    auto a = x.accessor<float, 3>();
+    for (int64_t s = 0; s < 2; ++s)
+      for (int64_t t = 0; t < 24; ++t)
+        for (int64_t c = 0; c < channels; ++c)
+          a[s][t][c] = float((c + 1) * std::sin(0.37 * double(s * 29 + t) + double(c)) / 8 + (c % 3 == 0 ? 2.5 : 0));
+    return x;
+  };
+  for (int64_t l = 0; l < 2; ++l) {
+    ObserverSet obs(cfg, l, StatSet{Stat::SumSq});
+    for (const InputPoint& p : layer_input_points(cfg, l)) obs.observe(p.first, activation(p.in_features));
+    obs.collect(stats);
+  }
+  save_calibration_stats(stats, dir + "/hand.safetensors", false);
+  const ImatrixExportReport rep = export_imatrix(dir + "/hand.safetensors", dir + "/hand.gguf", false);
+  CHECK(rep.entries == 2 * 7);
+  CHECK(rep.datasets == std::vector<std::string>{"a.txt", "b.txt"});
+  const GgufFile g(dir + "/hand.gguf");
+  CHECK(g.get_uint("imatrix.chunk_count") == 2);
+  CHECK(g.get_uint("imatrix.chunk_size") == 24);
+  CHECK(g.get_string_array("imatrix.datasets") == rep.datasets);
+  CHECK(g.tensors().size() == 2 * 2 * 7);
+  for (int64_t l = 0; l < 2; ++l)
+    for (int k = 0; k < kNumLinear; ++k) {
+      const LinearId id = static_cast<LinearId>(k);
+      const std::string name = gguf_linear_tensor_name(l, id);
+      INFO(name);
+      CHECK(name.rfind(fmt::format("blk.{}.", l), 0) == 0);
+      const int64_t K = (id == LinearId::Down) ? cfg.ffn : cfg.hidden;
+      const at::Tensor x = activation(K);
+      const auto a = x.accessor<float, 3>();
+      const std::vector<float> got = g.tensor_f32(name + ".in_sum2");
+      REQUIRE(int64_t(got.size()) == K);
+      for (int64_t c = 0; c < K; ++c) {
+        double want = 0;  // in double, token by token, rounded once to the file's fp32
+        for (int64_t s = 0; s < 2; ++s)
+          for (int64_t t = 0; t < 24; ++t) want += double(a[s][t][c]) * double(a[s][t][c]);
+        CHECK(got[c] == float(want));
+      }
+      CHECK(g.tensor_f32(name + ".counts") == std::vector<float>{48.0f});
+    }
+}
+
+TEST_CASE("GGUF export refuses activation-quantized checkpoints and rewritten tensors a llama cannot hold",
+          "[export][gguf][gguf_export]") {
+  const std::string tmp = test::make_temp_dir("gguf-export-refuse-act");
+  // W8A8 SmoothQuant: only the activation schemes are in the way, and compressed-tensors int-quantized carries them.
+  const std::string sq = test::act_checkpoint("w8a8-smoothquant", "w8a8-smoothquant");
+  GgufExportOptions requant;
+  requant.allow_requant = true;  // no option lets activation schemes through
+  CHECK_THROWS_WITH(export_gguf(sq, tmp + "/sq.gguf", requant),
+                    Catch::Contains("GGUF export cannot represent") &&
+                        Catch::Contains("activation quantization (a8 per_tensor sym") &&
+                        Catch::Contains("model.layers.0.self_attn.q_proj") &&
+                        Catch::Contains("ptq export --format compressed-tensors"));
+  CHECK_FALSE(file_exists(tmp + "/sq.gguf"));
+  // OutlierTune: its RMSNorm and linear biases have no GGUF llama tensor either.
+  const std::string ot = test::act_checkpoint("w8a8-outliertune", "w8a8-outliertune");
+  CHECK_THROWS_WITH(export_gguf(ot, tmp + "/ot.gguf", {}),
+                    Catch::Contains("RMSNorm biases") && Catch::Contains("model.layers.0.post_attention_layernorm.bias") &&
+                        Catch::Contains("linear biases") && Catch::Contains("activation quantization"));
+  CHECK_FALSE(file_exists(tmp + "/ot.gguf"));
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -84,6 +85,41 @@ TEST_CASE("safetensors writer refuses inconsistent tensors", "[io]") {
   w.add("t", DType::F32, {4}, x, sizeof(x));
   CHECK_THROWS_AS(w.add("t", DType::F32, {4}, x, sizeof(x)), std::invalid_argument);
   CHECK_THROWS_AS(w.add("__metadata__", DType::F32, {4}, x, sizeof(x)), std::invalid_argument);
+}
+
+TEST_CASE("spool writer: tensors of shapes decided late read back exactly; nothing is left without commit",
+          "[io]") {
+  const std::string dir = test::make_temp_dir("st-spool");
+  const float a[3] = {1.5f, -2, 1e-20f};
+  const int64_t idx[4] = {0, 3, 3, 1};
+  std::vector<uint16_t> big(70000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint16_t>(i * 7);
+  {
+    SafetensorsSpoolWriter w(dir + "/m.safetensors", {{"format", "pt"}});
+    w.add("z.big", DType::F16, {70000}, big.data(), big.size() * 2);
+    w.add("a", DType::F32, {3}, a, sizeof(a));
+    w.add("norm.index", DType::I64, {4}, idx, sizeof(idx));
+    w.add("empty", DType::F32, {0}, nullptr, 0);
+    CHECK(w.contains("a"));
+    CHECK_FALSE(w.contains("b"));
+    CHECK_THROWS_WITH(w.add("a", DType::F32, {3}, a, sizeof(a)), Catch::Contains("added twice"));
+    CHECK_THROWS_WITH(w.add("b", DType::F32, {2}, a, sizeof(a)), Catch::Contains("needs 8 bytes"));
+    w.commit();
+    CHECK(w.file_size() > big.size() * 2);
+  }
+  SafetensorsFile f(dir + "/m.safetensors");
+  CHECK(f.tensors().size() == 4);
+  CHECK(f.metadata().at("format") == "pt");
+  CHECK(std::memcmp(f.view("a").data, a, sizeof(a)) == 0);
+  CHECK(std::memcmp(f.view("norm.index").data, idx, sizeof(idx)) == 0);
+  CHECK(std::memcmp(f.view("z.big").data, big.data(), big.size() * 2) == 0);
+  CHECK(f.view("empty").numel() == 0);
+  {
+    SafetensorsSpoolWriter w(dir + "/aborted.safetensors", {});
+    w.add("a", DType::F32, {3}, a, sizeof(a));
+  }  // no commit: neither the file nor the spool remain
+  CHECK_FALSE(file_exists(dir + "/aborted.safetensors"));
+  CHECK(std::system(("test -z \"$(ls " + dir + " | grep -v '^m.safetensors$')\"").c_str()) == 0);
 }
 
 TEST_CASE("sharded checkpoints resolve tensors through the index", "[io]") {

@@ -101,7 +101,7 @@ TEST_CASE("3-bit packing straddles words as GPTQ does, computed by hand", "[quan
 
 TEST_CASE("pack/unpack round trip, fast equals scalar twin", "[quant]") {
   at::manual_seed(11);
-  for (int bits : {2, 3, 4, 8})
+  for (int bits : {2, 3, 4, 5, 6, 7, 8})
     for (int64_t count : {32, 64, 96, 160}) {
       INFO("bits " << bits << " count " << count);
       const at::Tensor codes = at::randint(0, 1 << bits, {5, count}, at::kInt);
@@ -113,7 +113,7 @@ TEST_CASE("pack/unpack round trip, fast equals scalar twin", "[quant]") {
     }
   // Every bit pattern unpacks identically in both paths (including words with the sign bit set).
   const at::Tensor words = at::randint(INT32_MIN, INT32_MAX, {4, 6}, at::kLong).to(at::kInt);
-  for (int bits : {2, 3, 4, 8}) CHECK(unpack_bits(words, bits).equal(unpack_bits_ref(words, bits)));
+  for (int bits : {2, 3, 4, 6, 8}) CHECK(unpack_bits(words, bits).equal(unpack_bits_ref(words, bits)));
 }
 
 TEST_CASE("pack_gptq / unpack_gptq round trip: codes, zeros and g_idx exact, scales to fp16", "[quant]") {
@@ -150,8 +150,11 @@ TEST_CASE("GPTQ v1 refuses an asymmetric zero of 0", "[quant]") {
 }
 
 TEST_CASE("GPTQ packing rejects widths and sizes it cannot lay out", "[quant]") {
-  CHECK_THROWS_WITH(pack_bits(at::zeros({1, 32}, at::kInt), 5, "m.qweight"),
-                    Catch::Contains("m.qweight") && Catch::Contains("2, 3, 4 and 8"));
+  CHECK_THROWS_WITH(pack_bits(at::zeros({1, 32}, at::kInt), 9, "m.qweight"),
+                    Catch::Contains("m.qweight") && Catch::Contains("2 to 8"));
+  // The stream layout holds 6 bits (ptq checkpoints); GPTQ files do not.
+  CHECK_THROWS_WITH(pack_gptq(quantize_weight(at::randn({4, 32}), {6, kPerChannel, true, false}), GptqFormat::V2, "m6"),
+                    Catch::Contains("m6") && Catch::Contains("2, 3, 4 and 8"));
   CHECK_THROWS_WITH(pack_bits(at::zeros({1, 12}, at::kInt), 4, "m.qweight"), Catch::Contains("multiple of 8"));
   CHECK_THROWS_WITH(pack_bits(at::zeros({1, 48}, at::kInt), 3, "m.qweight"), Catch::Contains("multiple of 32"));
   CHECK_THROWS_WITH(pack_bits(at::full({1, 8}, 16, at::kInt), 4, "m.qweight"), Catch::Contains("does not fit 4 bits"));

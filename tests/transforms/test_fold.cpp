@@ -12,10 +12,12 @@
 #include "model/model.h"
 #include "model/synthetic.h"
 #include "model/tokenizer.h"
+#include "tests/test_model.h"
 #include "tests/test_paths.h"
 #include "transforms/fold.h"
 
 using namespace ptq;
+using ptq::test::logits_with;
 
 namespace {
 
@@ -34,13 +36,6 @@ struct Fixture {
   at::Tensor ids;
 };
 
-at::Tensor logits_with(Model& m, const std::vector<LayerWeights>& layers, const at::Tensor& ids) {
-  const ModelConfig& c = m.config();
-  const ForwardContext ctx = make_forward_context(c, 0, ids.size(1));
-  at::Tensor h = m.embed(ids, 0);
-  for (int64_t i = 0; i < c.n_layers; ++i) h = decoder_layer_forward(c, layers[i], i, h, ctx, nullptr, nullptr);
-  return m.head(h);
-}
 
 Fixture open_bundled(const std::string& dir, int64_t tokens) {
   Fixture f;
@@ -268,7 +263,7 @@ TEST_CASE("RMSNorm with a bias computes x̂·γ + β", "[fold]") {
   CHECK((x_seen - expect).abs().max().item<double>() < 1e-5);
 }
 
-TEST_CASE("split_input_channels (dimensional reconstruction) preserves logits", "[fold]") {
+TEST_CASE("split_input_channels (dimensional reconstruction) and pad_input_channels preserve logits", "[fold]") {
   auto check = [](Fixture& f, const std::string& what) {
     const ModelConfig& c = f.model->config();
     const at::Tensor ref = logits_with(*f.model, f.layers, f.ids);
@@ -285,10 +280,14 @@ TEST_CASE("split_input_channels (dimensional reconstruction) preserves logits", 
       fold_input_scale(c, lw, FoldPoint::UpToDown, random_scale(fold_point_width(c, lw, FoldPoint::UpToDown), 50 + i));
       at::manual_seed(60 + i);
       add_input_shift(c, lw, FoldPoint::MlpNorm, at::randn({fold_point_width(c, lw, FoldPoint::MlpNorm)}));
+      // Zero padding to a tile after the splits (MergeQuant): zero inputs, zero columns.
+      pad_input_channels(c, lw, FoldPoint::AttnNorm, 24);
+      pad_input_channels(c, lw, FoldPoint::UpToDown, 3);
     }
-    CHECK(split[0][LinearId::Q].weight.size(1) == c.hidden + 1 + 2 + 4 + 1);
-    CHECK(split[0].attn_norm.index.size(0) == c.hidden + 8);
-    CHECK(split[0][LinearId::Down].weight.size(1) == c.ffn + 4 + 1);
+    CHECK(split[0][LinearId::Q].weight.size(1) == c.hidden + 1 + 2 + 4 + 1 + 24);
+    CHECK(split[0].attn_norm.index.size(0) == c.hidden + 8 + 24);
+    CHECK(split[0][LinearId::Down].weight.size(1) == c.ffn + 4 + 1 + 3);
+    CHECK(split[0][LinearId::Q].weight.narrow(1, c.hidden + 8, 24).abs().max().item<float>() == 0.0f);
     const double d = rel_diff(logits_with(*f.model, split, f.ids), ref);
     INFO(what << " split rel diff " << d);
     CHECK(d < kRelTol);

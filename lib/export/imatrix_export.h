@@ -1,0 +1,40 @@
+// llama.cpp importance matrix ("imatrix") export: the per-channel Σx² of every linear input that `ptq calibrate`
+// records (calibration/stats.h, statistics "imatrix_sum_sq" and "tokens"), as the GGUF file llama-imatrix writes
+// and `llama-quantize --imatrix` reads (tools/imatrix/imatrix.cpp, common/imatrix-loader.cpp in llama.cpp).
+//
+// Layout (GGUF v3, no general.architecture: an imatrix file has none):
+//   KVs     general.type "imatrix"; imatrix.datasets [string] (the calibration text files, or "synthetic");
+//           imatrix.chunk_count u32 (calibration windows); imatrix.chunk_size u32 (tokens per window);
+//           ptq.* provenance (tool version, stats file, model, data sha256, seed). llama-quantize refuses a GGUF
+//           imatrix without the three imatrix.* keys.
+//   tensors per linear weight W[N, K] of the model, named by its GGUF tensor name <w> ("blk.3.attn_q.weight",
+//           gguf_linear_tensor_name), sorted by name as llama.cpp writes them:
+//             <w>.in_sum2  F32 dims {K, 1}  Σ over calibration tokens of x_k² (the stats file's values, unchanged)
+//             <w>.counts   F32 dims {1, 1}  tokens summed over (llama.cpp divides in_sum2 by it)
+//           q/k/v share one input and so one statistic, which each of the three entries carries (as llama.cpp's
+//           own collector sees it); likewise gate/up. llama.cpp's optional "<w>.in_sum" (Σx) is not written:
+//           ptq records no signed mean.
+// Tensor names are llama.cpp's for the llama family and qwen2 (same linear names); OPT has no llama.cpp
+// architecture and is refused. scripts/check_gguf_llama_cpp.sh has llama.cpp's own llama-quantize load the file and
+// checks that it changes Q2_K's result the way an importance matrix should.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ptq {
+
+struct ImatrixExportReport {
+  std::string output;
+  uint64_t bytes = 0;
+  int64_t entries = 0;  // weight tensors covered
+  int64_t chunk_count = 0, chunk_size = 0;
+  std::vector<std::string> datasets;
+};
+
+// Reads a stats file of `ptq calibrate` and writes `out_path` atomically (an existing file only with `force`).
+// Throws std::invalid_argument naming the point when imatrix_sum_sq or tokens is missing.
+ImatrixExportReport export_imatrix(const std::string& stats_path, const std::string& out_path, bool force);
+
+}  // namespace ptq

@@ -1,0 +1,128 @@
+#include "quant/act_linear.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+
+namespace ptq {
+
+namespace {
+
+// |acc| bound an int32 accumulator holds.
+constexpr double kInt32Max = 2147483647.0;
+
+void check_groups(const QuantizedWeight& qw, int64_t& groups, int64_t& width) {
+  const int64_t K = qw.q.size(1);
+  groups = qw.scales.size(1);
+  if (groups <= 0 || K % groups != 0)
+    fail_input("activation-quantized linear: {} groups do not divide {} input columns", groups, K);
+  width = K / groups;
+}
+
+}  // namespace
+
+ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias, const ActQuantSpec& act,
+                               ActQuantParams params)
+    : act_(act), params_(std::move(params)), bias_(bias) {
+  check_groups(qw, groups_, width_);
+  const int64_t K = qw.q.size(1);
+  at::Tensor g_idx = qw.g_idx.to(at::kLong);
+  const at::Tensor natural = at::div(at::arange(K, at::kLong), width_, "floor");
+  at::Tensor w = qw.q.to(at::kDouble) - qw.zeros.to(at::kDouble).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
+  // The simulated per-channel path reads the dequantized weight; the integer path never does.
+  if (act_.granularity == ActGranularity::PerChannel)
+    w_hat_ = w * qw.scales.to(at::kDouble).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
+  if (!g_idx.equal(natural)) {
+    // Stable sort by group: each group's columns become contiguous, in their original relative order.
+    perm_ = std::get<1>(at::sort(g_idx, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+    if (!g_idx.index_select(0, perm_).equal(natural))
+      fail_input("activation-quantized linear: g_idx does not give every group {} columns", width_);
+    w = w.index_select(1, perm_);
+  }
+  w_int_ = w.contiguous();
+  scales_ = qw.scales.to(at::kDouble);
+  if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
+    fail_input("activation-quantized linear: {} needs static scales", act_.describe());
+}
+
+at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
+  at::Tensor c = qa.codes.to(at::kDouble);
+  if (perm_.defined()) c = c.index_select(1, perm_);
+  const int64_t T = c.size(0), N = w_int_.size(0);
+  // [G, T, w] x [G, w, N] -> [G, T, N] -> [T, N, G]
+  at::Tensor cg = c.view({T, groups_, width_}).transpose(0, 1);
+  at::Tensor wg = w_int_.view({N, groups_, width_}).permute({1, 2, 0});
+  at::Tensor acc = at::bmm(cg, wg).permute({1, 2, 0});
+  if (acc.numel() > 0 && acc.abs().max().item<double>() > kInt32Max)
+    fail_input("activation-quantized linear: an accumulator exceeds int32 ({:.3g})", acc.abs().max().item<double>());
+  return acc;
+}
+
+at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
+  const int64_t K = w_int_.size(1), N = w_int_.size(0);
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  const at::Tensor x2 = x.reshape({-1, K});
+  const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
+  at::Tensor y;
+  if (act_.granularity == ActGranularity::PerChannel) {
+    y = at::matmul(qa.codes.to(at::kDouble) * qa.scale.to(at::kDouble), w_hat_.t());
+  } else {
+    const at::Tensor acc = accumulators(qa);                                  // [T, N, G]
+    y = (acc * scales_.unsqueeze(0)).sum(-1) * qa.scale.to(at::kDouble).reshape({-1, 1});
+  }
+  y = y.to(at::kFloat);
+  if (bias_.defined()) y = y + bias_;
+  return y.view(out_shape);
+}
+
+at::Tensor act_quant_linear_ref(const at::Tensor& x_in, const QuantizedWeight& qw, const at::Tensor& bias,
+                                const ActQuantSpec& act, const ActQuantParams* params) {
+  int64_t groups = 0, width = 0;
+  check_groups(qw, groups, width);
+  const at::Tensor x = x_in.reshape({-1, qw.q.size(1)});
+  const QuantizedActivation qa = quantize_activation_ref(x, act, params);
+  const int64_t T = x.size(0), K = qw.q.size(1), N = qw.q.size(0);
+  const at::Tensor codes = qa.codes.contiguous(), q = qw.q.to(at::kInt).contiguous(),
+                   zeros = qw.zeros.to(at::kInt).contiguous(), g_idx = qw.g_idx.to(at::kInt).contiguous(),
+                   scales = qw.scales.to(at::kFloat).contiguous(), ascale = qa.scale.contiguous();
+  const float* pc = codes.data_ptr<float>();
+  const int32_t* pq = q.data_ptr<int32_t>();
+  const int32_t* pz = zeros.data_ptr<int32_t>();
+  const int32_t* pg = g_idx.data_ptr<int32_t>();
+  const float* ps = scales.data_ptr<float>();
+  const float* pa = ascale.data_ptr<float>();
+  at::Tensor y = at::empty({T, N}, at::kFloat);
+  std::vector<int64_t> acc(groups);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = 0;
+      if (act.granularity == ActGranularity::PerChannel) {
+        for (int64_t k = 0; k < K; ++k) {
+          const int g = pg[k];
+          sum += double(pc[t * K + k]) * double(pa[k]) *
+                 (double(ps[n * groups + g]) * double(pq[n * K + k] - pz[n * groups + g]));
+        }
+      } else {
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int g = pg[k];
+          acc[g] += static_cast<int64_t>(pc[t * K + k]) * (pq[n * K + k] - pz[n * groups + g]);
+        }
+        for (int64_t g = 0; g < groups; ++g) sum += double(ps[n * groups + g]) * double(acc[g]);
+        sum *= double(act.granularity == ActGranularity::PerToken ? pa[t] : pa[0]);
+      }
+      y.data_ptr<float>()[t * N + n] = static_cast<float>(sum);
+    }
+  if (bias.defined()) y = y + bias;
+  std::vector<int64_t> out_shape = x_in.sizes().vec();
+  out_shape.back() = N;
+  return y.view(out_shape);
+}
+
+}  // namespace ptq

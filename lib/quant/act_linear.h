@@ -1,0 +1,53 @@
+// A linear module with quantized weights AND quantized inputs, evaluated with exact integer semantics: the
+// reference an integer runner is checked against, accumulator for accumulator.
+//
+//   codes  c[t, k]  = quantize_activation(x)             (act_quant.h; integers, scale a[t] or a)
+//   weight w[n, k]  = q[n, k] - zero[n, g(k)]              (integers), step s[n, g]
+//   acc[t, n, g]    = Σ_{k in group g} c[t, k] · w[n, k]   exact: computed in fp64 on integers, |acc| < 2^53
+//                                                          (and checked to fit int32, as a kernel would hold it)
+//   y[t, n]         = fp32( a[t] · Σ_g s[n, g] · acc[t, n, g] )  (+ bias in fp32)
+// Groups run over columns in g_idx order (act-order columns are gathered first, for x and w alike).
+//
+// A per-input-channel static activation scale cannot leave an integer GEMM (it varies along k); methods that
+// use one fold the steps into the weights (so the module sees per-tensor scale 1). An unfolded per-channel
+// module is evaluated on the dequantized input instead: y = x̂ · Ŵᵀ in fp64 (documented as simulated).
+#pragma once
+
+#include <memory>
+
+#include <ATen/core/Tensor.h>
+
+#include "model/model.h"
+#include "quant/act_quant.h"
+#include "quant/quantizer.h"
+
+namespace ptq {
+
+class ActQuantLinear final : public LinearKernel {
+ public:
+  // `params` for static specs (ignored for dynamic). bias [out] or undefined.
+  ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias, const ActQuantSpec& act, ActQuantParams params);
+  at::Tensor forward(const at::Tensor& x) const override;
+
+  // The integer accumulators acc [T, out, G] (fp64 holding integers) of a quantized input, for checking a
+  // kernel bit-for-bit.
+  at::Tensor accumulators(const QuantizedActivation& qa) const;
+  const ActQuantSpec& act() const { return act_; }
+  const ActQuantParams& params() const { return params_; }
+
+ private:
+  ActQuantSpec act_;
+  ActQuantParams params_;
+  at::Tensor w_int_;   // [out, K] fp64 integers, columns in group order
+  at::Tensor scales_;  // [out, G] fp64 (the stored fp32 scales)
+  at::Tensor perm_;    // [K] int64 column order (undefined: natural)
+  at::Tensor w_hat_;   // [out, K] fp64 dequantized (natural order), only for the per-channel simulated path
+  at::Tensor bias_;
+  int64_t groups_ = 1, width_ = 0;
+};
+
+// Scalar twin: plain loops over the definition above (accumulators in int64), same result as forward().
+at::Tensor act_quant_linear_ref(const at::Tensor& x, const QuantizedWeight& qw, const at::Tensor& bias,
+                                const ActQuantSpec& act, const ActQuantParams* params);
+
+}  // namespace ptq

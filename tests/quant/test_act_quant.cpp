@@ -1,0 +1,162 @@
+// Activation quantizers and the integer-semantics linear: hand-computed grids, the scalar twins, exact integer
+// accumulators, act-order columns.
+#include <catch2/catch.hpp>
+
+#include <cfloat>
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "quant/act_linear.h"
+#include "quant/act_quant.h"
+#include "quant/quantizer.h"
+
+using namespace ptq;
+
+namespace {
+
+std::vector<float> floats(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+// Activations with a few outlier channels, as LLM linear inputs have.
+at::Tensor outlier_input(int64_t T, int64_t K, uint64_t seed) {
+  at::manual_seed(seed);
+  at::Tensor x = at::randn({T, K});
+  x.select(1, 3).mul_(40);
+  x.select(1, K - 2).add_(15);
+  return x;
+}
+
+}  // namespace
+
+TEST_CASE("activation grids: hand-computed symmetric and asymmetric cases", "[act_quant]") {
+  // int8 symmetric per-tensor static from min/max [-1, 2]: scale = 2/127, codes round(x * 63.5):
+  // -63.5 -> -64 (half to even), 31.75 -> 32, 127.
+  const at::Tensor x = at::tensor({-1.0f, 0.5f, 2.0f}).view({1, 3});
+  ActQuantSpec s8{8, ActGranularity::PerTensor, true, 1.0};
+  ActQuantParams p = static_act_params(s8, x[0], x[0]);
+  CHECK(p.scale.item<float>() == static_cast<float>(2.0 / 127.0));
+  QuantizedActivation qa = quantize_activation(x, s8, &p);
+  CHECK(floats(qa.codes) == std::vector<float>{-64, 32, 127});
+  // int4 asymmetric over [-1, 2]: scale = 3/15 = 0.2, zero = round(1/0.2) = 5; q = round(5x) + 5 with
+  // round(2.5) = 2 (half to even, before the zero is added): 0, 7, 15; codes q - zero = -5, 2, 10.
+  ActQuantSpec a4{4, ActGranularity::PerTensor, false, 1.0};
+  p = static_act_params(a4, x[0], x[0]);
+  CHECK(p.scale.item<float>() == static_cast<float>(3.0 / 15.0));
+  CHECK(p.zero.item<float>() == 5);
+  qa = quantize_activation(x, a4, &p);
+  CHECK(floats(qa.codes) == std::vector<float>{-5, 2, 10});
+  // Clip 0.5 halves the range: int8 scale 1/127, 2.0 clamps to 127.
+  ActQuantSpec c8 = s8;
+  c8.clip = 0.5;
+  p = static_act_params(c8, x[0], x[0]);
+  CHECK(p.scale.item<float>() == static_cast<float>(1.0 / 127.0));
+  CHECK(floats(quantize_activation(x, c8, &p).codes) == std::vector<float>{-127, 64, 127});
+  // Per-token dynamic: each row its own absmax / 7 (int4); an all-zero row gets scale 1 and zero codes.
+  const at::Tensor rows = at::tensor({7.0f, -3.5f, 0.0f, 0.0f}).view({2, 2});
+  qa = quantize_activation(rows, ActQuantSpec{4, ActGranularity::PerToken, true, 1.0}, nullptr);
+  CHECK(floats(qa.scale) == std::vector<float>{1.0f, 1.0f});
+  CHECK(floats(qa.codes) == std::vector<float>{7, -4, 0, 0});  // -3.5 -> -4 (half to even)
+}
+
+TEST_CASE("activation quantizer equals its scalar twin for every granularity, grid, width and clip", "[act_quant]") {
+  const at::Tensor x = outlier_input(37, 48, 3);
+  const at::Tensor mn = std::get<0>(x.min(0)), mx = std::get<0>(x.max(0));
+  for (auto g : {ActGranularity::PerTensor, ActGranularity::PerChannel, ActGranularity::PerToken})
+    for (bool sym : {true, false})
+      for (int bits : {4, 6, 8})
+        for (double clip : {1.0, 0.8}) {
+          INFO(act_granularity_name(g) << " sym " << sym << " bits " << bits << " clip " << clip);
+          const ActQuantSpec s{bits, g, sym, clip};
+          ActQuantParams p;
+          if (s.is_static()) p = static_act_params(s, mn, mx);
+          const QuantizedActivation fast = quantize_activation(x, s, &p), ref = quantize_activation_ref(x, s, &p);
+          CHECK(fast.codes.equal(ref.codes));
+          CHECK(fast.scale.equal(ref.scale));
+          CHECK(fast.codes.min().item<float>() >= s.qmin() - (sym ? 0 : (1 << bits)));
+          CHECK(fast.codes.max().item<float>() <= s.qmax());
+          // Dequantized error within half a step wherever nothing was clipped (clip 1, static range covers x).
+          if (clip == 1.0 && g != ActGranularity::PerToken) {
+            const at::Tensor err = (dequantize_activation(fast) - x).abs();
+            CHECK((err <= fast.scale * 0.5001 + 1e-6).all().item<bool>());
+          }
+        }
+}
+
+TEST_CASE("integer-semantics linear: exact accumulators, output equal to the scalar twin", "[act_quant]") {
+  at::manual_seed(5);
+  const int64_t N = 24, K = 64, T = 9;
+  const at::Tensor w = at::randn({N, K}), bias = at::randn({N});
+  const at::Tensor x = outlier_input(T, K, 8);
+  for (const WeightQuantSpec& ws : {WeightQuantSpec{4, 32, true, false}, WeightQuantSpec{8, kPerChannel, true, false},
+                                   WeightQuantSpec{4, 16, false, false}})
+    for (auto g : {ActGranularity::PerTensor, ActGranularity::PerToken, ActGranularity::PerChannel}) {
+      INFO("weights " << ws.bits << "/" << ws.group_size << " act " << act_granularity_name(g));
+      QuantizedWeight qw = quantize_weight(w, ws);
+      const ActQuantSpec as{8, g, true, 1.0};
+      ActQuantParams p;
+      if (as.is_static()) p = static_act_params(as, std::get<0>(x.min(0)), std::get<0>(x.max(0)));
+      const ActQuantLinear lin(qw, bias, as, p);
+      const at::Tensor fast = lin.forward(x), ref = act_quant_linear_ref(x, qw, bias, as, &p);
+      // Same integer accumulators; the fast path sums G fp64 terms (or, per channel, K) in another order, then
+      // rounds to fp32: at most 1 ulp of fp32 apart (2^-23 relative), bias added identically.
+      CHECK(((fast - ref).abs() <= ref.abs() * 2.4e-7 + 1e-6).all().item<bool>());
+      if (g == ActGranularity::PerChannel) continue;
+      // Accumulators against plain int64 loops over the definition.
+      const QuantizedActivation qa = quantize_activation(x, as, &p);
+      const at::Tensor acc = lin.accumulators(qa);
+      const int64_t G = qw.scales.size(1), width = K / G;
+      bool all_equal = true;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t gi = 0; gi < G; ++gi) {
+            int64_t sum = 0;
+            for (int64_t k = gi * width; k < (gi + 1) * width; ++k)
+              sum += static_cast<int64_t>(qa.codes[t][k].item<float>()) *
+                     (qw.q[n][k].item<int64_t>() - qw.zeros[n][gi].item<int64_t>());
+            all_equal = all_equal && acc[t][n][gi].item<double>() == static_cast<double>(sum);
+          }
+      CHECK(all_equal);
+    }
+}
+
+TEST_CASE("integer-semantics linear: act-order columns give the result of the same grids in natural order",
+          "[act_quant]") {
+  at::manual_seed(9);
+  const int64_t N = 8, K = 32;
+  QuantizedWeight qw = quantize_weight(at::randn({N, K}), WeightQuantSpec{4, 8, true, false});
+  // Permute columns: column perm[j] of the permuted weight is column j of the original, g_idx moves with it.
+  const at::Tensor perm = at::randperm(K, at::kLong);
+  QuantizedWeight pw = qw;
+  pw.q = at::empty_like(qw.q).index_copy_(1, perm, qw.q);
+  pw.g_idx = at::empty_like(qw.g_idx).index_copy_(0, perm, qw.g_idx);
+  const at::Tensor x = outlier_input(6, K, 2);
+  const at::Tensor xp = at::empty_like(x).index_copy_(1, perm, x);
+  const ActQuantSpec as{8, ActGranularity::PerToken, true, 1.0};
+  const at::Tensor a = ActQuantLinear(qw, {}, as, {}).forward(x), b = ActQuantLinear(pw, {}, as, {}).forward(xp);
+  CHECK(a.equal(b));  // same codes, same integer groups, same epilogue
+  CHECK(b.allclose(act_quant_linear_ref(xp, pw, {}, as, nullptr), 2.4e-7, 1e-6));
+}
+
+TEST_CASE("W8A8 per-token and W4A4 per-token stay close to the FP product; clip ratio is validated", "[act_quant]") {
+  at::manual_seed(1);
+  const at::Tensor w = at::randn({32, 128}), x = at::randn({16, 128});
+  const at::Tensor ref = at::matmul(x, w.t());
+  auto rel = [&](int bits) {
+    const QuantizedWeight qw = quantize_weight(w, WeightQuantSpec{bits, kPerChannel, true, false});
+    const at::Tensor y = ActQuantLinear(qw, {}, ActQuantSpec{bits, ActGranularity::PerToken, true, 1.0}, {}).forward(x);
+    return ((y - ref).norm() / ref.norm()).item<double>();
+  };
+  // Gaussian data: an 8-bit grid's rounding noise is ~absmax/127/sqrt(12) per element, about 1% of the signal
+  // for both operands; 4-bit about 16x that.
+  const double r8 = rel(8), r4 = rel(4);
+  CHECK(r8 < 0.03);
+  CHECK(r4 > r8 * 4);
+  CHECK(r4 < 0.4);
+  CHECK_THROWS_WITH(quantize_activation(x, ActQuantSpec{8, ActGranularity::PerToken, true, 1.5}, nullptr),
+                    Catch::Contains("clip"));
+  CHECK_THROWS_WITH(quantize_activation(x, ActQuantSpec{8, ActGranularity::PerTensor, true, 1.0}, nullptr),
+                    Catch::Contains("static scales missing"));
+}

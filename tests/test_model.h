@@ -1,0 +1,15 @@
+// Model helpers shared by the tests: a full forward over explicitly given (rewritten) layer weights.
+#pragma once
+
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "model/model.h"
+
+namespace ptq::test {
+
+// Logits of `ids` [1, T] through m's embedding and head with `layers` in place of m's own layer weights.
+at::Tensor logits_with(Model& m, const std::vector<LayerWeights>& layers, const at::Tensor& ids);
+
+}  // namespace ptq::test
