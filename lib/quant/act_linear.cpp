@@ -44,7 +44,7 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
       fail_input("activation-quantized linear: g_idx does not give every group {} columns", width_);
     w = w.index_select(1, perm_);
   }
-  w_int_ = w.contiguous();
+  w_int_ = w.to(at::kShort).contiguous();  // q - zero fits int16 for any 2..8-bit grid (|.| <= 255)
   scales_ = qw.scales.to(at::kDouble);
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());
@@ -56,7 +56,7 @@ at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
   const int64_t T = c.size(0), N = w_int_.size(0);
   // [G, T, w] x [G, w, N] -> [G, T, N] -> [T, N, G]
   at::Tensor cg = c.view({T, groups_, width_}).transpose(0, 1);
-  at::Tensor wg = w_int_.view({N, groups_, width_}).permute({1, 2, 0});
+  at::Tensor wg = w_int_.to(at::kDouble).view({N, groups_, width_}).permute({1, 2, 0});
   at::Tensor acc = at::bmm(cg, wg).permute({1, 2, 0});
   if (acc.numel() > 0 && acc.abs().max().item<double>() > kInt32Max)
     fail_input("activation-quantized linear: an accumulator exceeds int32 ({:.3g})", acc.abs().max().item<double>());

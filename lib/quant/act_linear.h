@@ -38,7 +38,7 @@ class ActQuantLinear final : public LinearKernel {
  private:
   ActQuantSpec act_;
   ActQuantParams params_;
-  at::Tensor w_int_;   // [out, K] fp64 integers, columns in group order
+  at::Tensor w_int_;   // [out, K] int16 q - zero, columns in group order (fp64 only while a forward runs)
   at::Tensor scales_;  // [out, G] fp64 (the stored fp32 scales)
   at::Tensor perm_;    // [K] int64 column order (undefined: natural)
   at::Tensor w_hat_;   // [out, K] fp64 dequantized (natural order), only for the per-channel simulated path
