@@ -202,9 +202,20 @@ TEST_CASE("KV-cache decoding gives the full forward's logits", "[forward]") {
 TEST_CASE("batched forward equals per-sequence forward", "[forward]") {
   Model m(test::repo_path("data/models/stories260K"));
   at::NoGradGuard ng;
-  at::Tensor ids = at::randint(3, 512, {3, 24}, at::kLong);
-  at::Tensor batched = m.forward(ids);
-  for (int64_t b = 0; b < 3; ++b) CHECK(at::allclose(batched[b], m.forward(ids.narrow(0, b, 1))[0], 1e-5, 1e-5));
+  // Only the summation order differs (BLAS blocks a GEMM by its row count): fp32 round-off of ~1e-7 per operation,
+  // grown through 5 layers and norms to ~1e-6 of the logits' scale; 1e-5 of max|logit| leaves margin. (An
+  // element-wise rtol on logits near 0 is not meaningful, which made the unseeded version of this test flaky.)
+  for (uint64_t seed : {0, 1, 2, 3, 4, 5, 6, 7}) {
+    at::manual_seed(seed);
+    at::Tensor ids = at::randint(3, 512, {3, 24}, at::kLong);
+    at::Tensor batched = m.forward(ids);
+    for (int64_t b = 0; b < 3; ++b) {
+      const at::Tensor one = m.forward(ids.narrow(0, b, 1))[0];
+      const double rel = ((batched[b] - one).abs().max() / one.abs().max()).item<double>();
+      INFO("seed " << seed << " sequence " << b << " rel diff " << rel);
+      CHECK(rel < 1e-5);
+    }
+  }
 }
 
 TEST_CASE("sliding window: a one-layer model cannot see tokens older than the window", "[forward]") {
