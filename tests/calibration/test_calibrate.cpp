@@ -132,7 +132,7 @@ TEST_CASE("calibration stats: refused for another model, a newer format, or anot
   }
 }
 
-TEST_CASE("calibrate: the same seed gives a byte-identical file; the Hessian agrees with sum x^2",
+TEST_CASE("calibrate: the same seed gives a byte-identical file, and the Hessian agrees with sum x^2",
           "[calibration]") {
   Model model(kModel);
   const std::string dir = test::make_temp_dir("calib-det");

@@ -114,7 +114,7 @@ TEST_CASE("ptq checkpoint exported as gptq_v2 and gptq (v1) reads back bit-exact
   require_same_model(sym, tmp + "/v1-to-v2");
 }
 
-TEST_CASE("gptq_v2 export of an asymmetric act-free grid is exact; the existing output needs force",
+TEST_CASE("gptq_v2 export of an asymmetric act-free grid is exact, and the existing output needs force",
           "[gptq_export]") {
   const std::string tmp = test::make_temp_dir("gptq-export-asym");
   const std::string asym = quantized(kSotu, tmp + "/w4g32asym", 4, 32, false);
@@ -425,7 +425,7 @@ bool same_bits(const void* a, const void* b, size_t n) { return std::memcmp(a, b
 
 }  // namespace
 
-TEST_CASE("W8A8 checkpoints export as compressed-tensors int-quantized; an independent decoder gets the "
+TEST_CASE("W8A8 checkpoints export as compressed-tensors int-quantized, and an independent decoder gets the "
           "checkpoint's int8 codes, scales and input scales back bit for bit", "[gptq_export][int_quantized]") {
   struct Case {
     const char* tag;

@@ -130,7 +130,7 @@ TEST_CASE("Q4_0 / Q4_1 / Q8_0 reference rounding on hand-computed blocks", "[ggu
   for (float v : y) CHECK(v == 0.0f);
 }
 
-TEST_CASE("block quantizers stay inside their error bounds; encode/decode agree with the row functions", "[gguf]") {
+TEST_CASE("block quantizers stay inside their error bounds, and encode/decode agree with the row functions", "[gguf]") {
   // Rows of 96 values (3 blocks) plus a width that is not a multiple of 32, which every block type refuses.
   const int64_t rows = 7, cols = 96;
   const std::vector<float> x = random_values(rows * cols, 7, 0.05f);

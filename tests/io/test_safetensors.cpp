@@ -87,7 +87,7 @@ TEST_CASE("safetensors writer refuses inconsistent tensors", "[io]") {
   CHECK_THROWS_AS(w.add("__metadata__", DType::F32, {4}, x, sizeof(x)), std::invalid_argument);
 }
 
-TEST_CASE("spool writer: tensors of shapes decided late read back exactly; nothing is left without commit",
+TEST_CASE("spool writer: tensors of shapes decided late read back exactly, and nothing is left without commit",
           "[io]") {
   const std::string dir = test::make_temp_dir("st-spool");
   const float a[3] = {1.5f, -2, 1e-20f};

@@ -140,7 +140,7 @@ TEST_CASE("integer-semantics linear: act-order columns give the result of the sa
   CHECK(b.allclose(act_quant_linear_ref(xp, pw, {}, as, nullptr), 2.4e-7, 1e-6));
 }
 
-TEST_CASE("W8A8 per-token and W4A4 per-token stay close to the FP product; clip ratio is validated", "[act_quant]") {
+TEST_CASE("W8A8 per-token and W4A4 per-token stay close to the FP product, and the clip ratio is validated", "[act_quant]") {
   at::manual_seed(1);
   const at::Tensor w = at::randn({32, 128}), x = at::randn({16, 128});
   const at::Tensor ref = at::matmul(x, w.t());
