@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include "pipeline/quantize.h"
+#include "pipeline/recipe.h"
+#include "tests/test_paths.h"
+
 namespace ptq::test {
 
 at::Tensor logits_with(Model& m, const std::vector<LayerWeights>& layers, const at::Tensor& ids) {
@@ -10,6 +14,18 @@ at::Tensor logits_with(Model& m, const std::vector<LayerWeights>& layers, const 
   at::Tensor h = m.embed(ids, 0);
   for (int64_t i = 0; i < c.n_layers; ++i) h = decoder_layer_forward(c, layers[i], i, h, ctx, nullptr, nullptr);
   return m.head(h);
+}
+
+std::string quantize_rtn(const std::string& model, const std::string& dir, int bits, int64_t group, bool sym) {
+  Model m(repo_path(model));
+  QuantizeOptions o;
+  o.recipe = load_recipe(repo_path("configs/w4a16-rtn.yaml"));
+  o.recipe.weights.bits = bits;
+  o.recipe.weights.group_size = group;
+  o.recipe.weights.sym = sym;
+  o.out_dir = dir;
+  quantize_model(m, o);
+  return dir;
 }
 
 }  // namespace ptq::test

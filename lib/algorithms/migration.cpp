@@ -112,6 +112,11 @@ std::vector<LinearId> act_point_consumers(const ModelConfig& cfg, ActPoint p) {
   return out;
 }
 
+bool is_first_consumer(const ModelConfig& cfg, LinearId id) {
+  const std::vector<LinearId> c = act_point_consumers(cfg, act_point_of(id));
+  return !c.empty() && c.front() == id;
+}
+
 const std::vector<MigrationMethod>& migration_methods() { return kMethods; }
 
 const MigrationMethod& migration_method(std::string_view name) {

@@ -37,6 +37,9 @@ constexpr int kNumActPoints = 4;
 const char* act_point_name(ActPoint p);               // "attn", "o", "mlp", "down"
 ActPoint act_point_of(LinearId id);
 std::vector<LinearId> act_point_consumers(const ModelConfig& cfg, ActPoint p);  // present modules only
+// Whether `id` is the first present consumer of its input point: a LinearInputHook that observes each input once
+// (the forward hands the same tensor to every consumer) acts there and skips the others.
+bool is_first_consumer(const ModelConfig& cfg, LinearId id);
 
 // Per-channel statistics of one input over the calibration tokens.
 struct PointStats {

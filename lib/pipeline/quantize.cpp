@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "algorithms/migration.h"
 #include "calibration/calibrate.h"
 #include "calibration/stats.h"
 #include "calibration/streamer.h"
@@ -20,16 +21,6 @@
 namespace ptq {
 
 namespace {
-
-// Modules that read the same input: one Hessian serves them all.
-LinearId input_point(LinearId id) {
-  switch (id) {
-    case LinearId::K:
-    case LinearId::V: return LinearId::Q;
-    case LinearId::Gate: return LinearId::Up;
-    default: return id;
-  }
-}
 
 // GPTQ true-sequential groups inside a layer (ALGORITHMS.md): each sees inputs produced by the quantized
 // earlier groups.
@@ -192,15 +183,16 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
       for (LinearId id : group)
         if (plan[i].count(id)) members.push_back(id);
       if (members.empty()) continue;
-      std::map<LinearId, HessianAccumulator> hessians;
+      std::map<ActPoint, HessianAccumulator> hessians;  // modules reading one input share it
       if (algo.needs_hessian && !stats) {
         for (LinearId id : members) {
-          const LinearId point = input_point(id);
+          const ActPoint point = act_point_of(id);
           if (!hessians.count(point))
             hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input"));
         }
         LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
-          auto it = hessians.find(id);
+          if (!is_first_consumer(cfg, id)) return;
+          auto it = hessians.find(act_point_of(id));
           if (it != hessians.end()) it->second.add(x);
         };
         streamer->run(i, w, &hook, /*advance=*/false);
@@ -214,7 +206,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         req.spec = p.spec;
         req.gptq = recipe.gptq;
         if (algo.needs_hessian)
-          req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(input_point(id)).hessian();
+          req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(act_point_of(id)).hessian();
         LinearQuantResult res = algo.quantize(req);
         const at::Tensor w_hat = dequantize(res.weight);
         nlohmann::json metrics;

@@ -36,18 +36,6 @@ namespace {
 // Tokens per input point kept for the clip search (evenly strided over the calibration tokens).
 constexpr int64_t kSampleTokens = 2048;
 
-// First consumer of each point in forward order: the hook sees a shared input once there.
-bool first_consumer(const ModelConfig& cfg, LinearId id) {
-  switch (id) {
-    case LinearId::Q:
-    case LinearId::O:
-    case LinearId::Down: return true;
-    case LinearId::Gate: return cfg.gated_mlp;
-    case LinearId::Up: return !cfg.gated_mlp;
-    default: return false;
-  }
-}
-
 struct Collector {
   LayerStats stats;
   std::array<std::unique_ptr<HessianAccumulator>, kNumActPoints> hessians;
@@ -63,7 +51,7 @@ LayerStats collect(const ModelConfig& cfg, LayerStreamer& streamer, int64_t laye
   Collector c;
   const int64_t stride = std::max<int64_t>(1, streamer.tokens() / kSampleTokens);
   LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x3) {
-    if (!first_consumer(cfg, id)) return;
+    if (!is_first_consumer(cfg, id)) return;
     const int p = static_cast<int>(act_point_of(id));
     const at::Tensor x = x3.dim() == 3 ? x3 : x3.unsqueeze(0);
     const int64_t in = x.size(-1);
@@ -202,8 +190,11 @@ QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& op
         settings.pad_to = settings.pad_to > 0 ? std::lcm(settings.pad_to, p.spec.group_size) : p.spec.group_size;
     method.apply(cfg, w, before, settings, lp);
 
+    // Statistics of the rewritten layer; a method that rewrites nothing leaves them as they were (unless GPTQ
+    // needs Hessians, which the first pass does not collect).
     std::array<at::Tensor, kNumActPoints> hess;
-    const LayerStats st = collect(cfg, streamer, i, w, algo.needs_hessian, &hess);
+    const bool rewritten = std::string(method.name) != "none";
+    const LayerStats st = rewritten || algo.needs_hessian ? collect(cfg, streamer, i, w, algo.needs_hessian, &hess) : before;
 
     // Weights.
     std::array<std::vector<QuantizedModule>, kNumActPoints> by_point;

@@ -25,6 +25,7 @@
 #include "pipeline/recipe.h"
 #include "quant/checkpoint.h"
 #include "tests/export/act_checkpoints.h"
+#include "tests/test_model.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -51,15 +52,7 @@ void require_same_tensors(const GgufFile& a, const GgufFile& b) {
 }
 
 std::string quantized_stories(const std::string& dir, int bits, int64_t group, bool sym) {
-  Model stories(test::repo_path(kStories));
-  QuantizeOptions o;
-  o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
-  o.recipe.weights.bits = bits;
-  o.recipe.weights.group_size = group;
-  o.recipe.weights.sym = sym;
-  o.out_dir = dir;
-  quantize_model(stories, o);
-  return dir;
+  return test::quantize_rtn(kStories, dir, bits, group, sym);
 }
 
 }  // namespace

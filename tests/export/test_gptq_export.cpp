@@ -27,6 +27,7 @@
 #include "runtime/inspect.h"
 #include "runtime/open_model.h"
 #include "tests/export/act_checkpoints.h"
+#include "tests/test_model.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -38,15 +39,7 @@ const std::string kSotu = "data/models/sotu-llama-8m";
 const std::string kStories = "data/models/stories260K";
 
 std::string quantized(const std::string& model, const std::string& dir, int bits, int64_t group, bool sym) {
-  Model m(test::repo_path(model));
-  QuantizeOptions o;
-  o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
-  o.recipe.weights.bits = bits;
-  o.recipe.weights.group_size = group;
-  o.recipe.weights.sym = sym;
-  o.out_dir = dir;
-  quantize_model(m, o);
-  return dir;
+  return test::quantize_rtn(model, dir, bits, group, sym);
 }
 
 // Every weight the runner reads, and the logits of a fixed sequence, are identical.
