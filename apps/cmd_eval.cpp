@@ -21,6 +21,7 @@ struct PplArgs {
   std::vector<std::string> models;
   std::string data;
   PerplexityOptions opts;
+  RunFlags run;
   bool json = false;
 };
 
@@ -31,7 +32,7 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   nlohmann::json results = nlohmann::json::array();
   Table t({"model", "ppl", "nll", "windows", "seqlen", "tokens", "tokenizer", "seconds"});
   for (const auto& path : a.models) {
-    auto model_ptr = open_model(path);
+    auto model_ptr = open_run_model(path, a.run);
     Model& model = *model_ptr;
     auto tok = load_tokenizer(path);
     const std::vector<int32_t> ids = tok->encode(text);
@@ -62,6 +63,7 @@ struct TasksArgs {
   std::string format = "auto";
   int64_t limit = 0;
   TaskOptions opts;
+  RunFlags run;
   bool json = false;
 };
 
@@ -88,7 +90,7 @@ void run_tasks(const GlobalOptions& g, const TasksArgs& a) {
   nlohmann::json out = nlohmann::json::array();
   for (size_t m = 0; m < a.models.size(); ++m) {
     const std::string& path = a.models[m];
-    auto model_ptr = open_model(path);
+    auto model_ptr = open_run_model(path, a.run);
     Model& model = *model_ptr;
     auto tok = load_tokenizer(path);
     for (const Task& task : tasks) {
@@ -157,6 +159,7 @@ void add_eval_commands(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--max-windows", a->opts.max_windows, "Evaluate only the first K windows (default: all)")
       ->check(kNonNegative);
   cmd->add_option("--batch", a->opts.batch, "Windows per forward pass")->default_val(8)->check(kPositive);
+  add_run_flags(cmd, a->run, "f32");
   cmd->add_flag("--json", a->json, "Print one JSON object: {\"results\": [...]}");
   cmd->callback([&g, a] { run_ppl(g, *a); });
 
@@ -176,6 +179,7 @@ void add_eval_commands(CLI::App& app, GlobalOptions& g) {
   tcmd->add_option("--batch", ta->opts.batch, "Continuations per forward pass (scores agree to fp32 round-off)")
       ->default_val(8)
       ->check(kPositive);
+  add_run_flags(tcmd, ta->run, "f32");
   tcmd->add_flag("--json", ta->json, "Print one JSON object: {\"results\": [...]}");
   tcmd->callback([&g, ta] { run_tasks(g, *ta); });
 }

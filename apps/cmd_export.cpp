@@ -178,12 +178,14 @@ void add_export_commands(CLI::App& app, GlobalOptions& g) {
 
   auto* lg = app.add_subcommand("logits", "Raw logits of one token sequence (JSON: {\"ids\", \"logits\": [T][V]})");
   auto l = std::make_shared<std::pair<std::string, std::string>>();
+  auto lrun = std::make_shared<RunFlags>();
   lg->add_option("MODEL", l->first, "Model directory")->required();
   lg->add_option("--ids", l->second, "Token ids, comma separated")->required();
-  lg->callback([&g, l] {
+  add_run_flags(lg, *lrun, "f32");
+  lg->callback([&g, l, lrun] {
     apply_global_options(g, true);
     const std::vector<int64_t> ids = parse_ids(l->second);
-    auto model = open_model(l->first);
+    auto model = open_run_model(l->first, *lrun);
     for (int64_t id : ids)
       if (id < 0 || id >= model->config().vocab)
         fail_input("--ids: token {} is outside the vocabulary [0, {})", id, model->config().vocab);

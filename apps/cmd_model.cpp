@@ -1,6 +1,7 @@
 // ptq inspect | generate | bench | synth
 #include <cstdio>
 #include <map>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -14,6 +15,8 @@
 #include "model/synthetic.h"
 #include "model/tokenizer.h"
 #include "runtime/generate.h"
+#include "kernels/bandwidth.h"
+#include "kernels/cpu_features.h"
 
 namespace ptq::cli {
 
@@ -119,12 +122,13 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
 struct GenerateArgs {
   std::string model, prompt;
   GenerateOptions opts;
+  RunFlags run;
   bool json = false;
 };
 
 void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
   apply_global_options(g, a.json);
-  auto model_ptr = open_model(a.model);
+  auto model_ptr = open_run_model(a.model, a.run);
   Model& model = *model_ptr;
   auto tok = load_tokenizer(a.model);
   std::vector<int32_t> prompt = tok->encode(a.prompt);
@@ -159,26 +163,44 @@ void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
 struct BenchArgs {
   std::string model;
   BenchOptions opts;
+  RunFlags run;
   bool json = false;
 };
 
 void run_bench(const GlobalOptions& g, const BenchArgs& a) {
   apply_global_options(g, a.json);
-  auto model_ptr = open_model(a.model);
+  auto model_ptr = open_run_model(a.model, a.run);
   Model& model = *model_ptr;
   BenchResult r = bench_model(model, a.opts);
+  const double bw = kernels::measure_read_bandwidth();
+  // Decode reads every weight once per token: the bandwidth bound is bandwidth / weight bytes.
+  const double bound = r.weight_bytes > 0 ? bw * 1e9 / double(r.weight_bytes) : 0;
   nlohmann::json j = {{"model", a.model},
+                      {"runner", a.run.reference ? "reference" : "packed"},
+                      {"isa", kernels::isa_name(kernels::best_isa())},
+                      {"kv_cache", kv_cache_type_name(model.kv_cache_type())},
+                      {"activations", model.int8_activations() ? "q8" : "f32"},
                       {"prompt_tokens", r.prompt_tokens},
                       {"gen_tokens", r.gen_tokens},
                       {"prefill_tok_s", r.prefill_tok_s},
                       {"decode_tok_s", r.decode_tok_s},
                       {"peak_rss_mb", r.peak_rss_mb},
-                      {"threads", g.threads},
+                      {"weight_bytes", r.weight_bytes},
+                      {"kv_cache_bytes", r.kv_cache_bytes},
+                      {"read_bandwidth_gbs", bw},
+                      {"decode_bound_tok_s", bound},
+                      {"decode_share_of_bound", bound > 0 ? r.decode_tok_s / bound : 0.0},
+                      {"threads", g.threads > 0 ? g.threads : int(std::thread::hardware_concurrency())},
                       {"repeats", a.opts.repeats}};
   if (a.json) return print_json(j);
-  Table t({"model", "prompt", "gen", "prefill tok/s", "decode tok/s", "peak RSS MB"});
-  t.add_row({a.model, std::to_string(r.prompt_tokens), std::to_string(r.gen_tokens), fmt::format("{:.1f}", r.prefill_tok_s),
-             fmt::format("{:.1f}", r.decode_tok_s), fmt::format("{:.1f}", r.peak_rss_mb)});
+  Table t({"model", "runner", "prompt", "gen", "prefill tok/s", "decode tok/s", "peak RSS MB", "weights MB",
+           "KV cache MB", "decode / bound"});
+  t.add_row({a.model, j["runner"].get<std::string>(), std::to_string(r.prompt_tokens), std::to_string(r.gen_tokens),
+             fmt::format("{:.1f}", r.prefill_tok_s), fmt::format("{:.1f}", r.decode_tok_s),
+             fmt::format("{:.1f}", r.peak_rss_mb), fmt::format("{:.1f}", r.weight_bytes / 1e6),
+             fmt::format("{:.1f} ({})", r.kv_cache_bytes / 1e6, kv_cache_type_name(model.kv_cache_type())),
+             bound > 0 ? fmt::format("{:.0f}% of {:.1f} tok/s ({:.1f} GB/s)", 100 * r.decode_tok_s / bound, bound, bw)
+                       : std::string("-")});
   std::fputs(t.render().c_str(), stdout);
 }
 
@@ -226,16 +248,20 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     cmd->add_option("-n,--max-new-tokens", a->opts.max_new_tokens, "Tokens to generate")->default_val(64)->check(kPositive);
     cmd->add_option("--temperature", a->opts.temperature, "Sampling temperature; 0 = greedy")->default_val(0.0)->check(kNonNegative);
     cmd->add_option("--seed", a->opts.seed, "Sampling seed")->default_val(0);
+    add_run_flags(cmd, a->run, "q8");
     cmd->add_flag("--json", a->json, "Print one JSON object");
     cmd->callback([&g, a] { run_generate(g, *a); });
   }
   {
-    auto* cmd = app.add_subcommand("bench", "Prefill and decode throughput (tokens/s) and peak memory of the FP runner");
+    auto* cmd = app.add_subcommand("bench",
+                                   "Prefill and decode throughput (tokens/s), peak memory, weight and KV cache bytes, and "
+                                   "decode against the machine's read bandwidth bound");
     auto a = std::make_shared<BenchArgs>();
     cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
     cmd->add_option("--prompt", a->opts.prompt_tokens, "Prompt tokens (random ids)")->default_val(128)->check(kPositive);
     cmd->add_option("--gen", a->opts.gen_tokens, "Tokens to decode")->default_val(128)->check(kPositive);
     cmd->add_option("--repeats", a->opts.repeats, "Runs; the best is reported")->default_val(3)->check(kPositive);
+    add_run_flags(cmd, a->run, "q8");
     cmd->add_flag("--json", a->json, "Print one JSON object");
     cmd->callback([&g, a] { run_bench(g, *a); });
   }

@@ -1,10 +1,15 @@
 // Subcommand registration for the ptq binary. apps/ only parses arguments and calls lib/.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+
+namespace ptq {
+class Model;
+}
 
 namespace ptq::cli {
 
@@ -18,6 +23,16 @@ void apply_global_options(const GlobalOptions& g, bool json);
 // Numeric flag checks with short messages (CLI11's own print the whole double range).
 extern const CLI::Validator kNonNegative;  // >= 0
 extern const CLI::Validator kPositive;     // >= 1
+// --reference-runner and --kv-cache of the commands that run a model (eval, generate, bench, logits), into `o`.
+struct RunFlags {
+  bool reference = false;
+  std::string kv_cache;     // empty: the runner's default
+  std::string activations;  // "f32" | "q8"; set by add_run_flags to the command's default
+};
+// `default_activations`: "f32" (eval, logits: exact) or "q8" (generate, bench: llama.cpp's arithmetic).
+void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations);
+// open_model_for_run with the flags (lib/runtime/open_model.h).
+std::unique_ptr<Model> open_run_model(const std::string& path, const RunFlags& f);
 // Prints one JSON object on stdout.
 void print_json(const nlohmann::json& j);
 

@@ -8,6 +8,8 @@
 
 #include "apps/commands.h"
 #include "core/progress.h"
+#include "model/model.h"
+#include "runtime/open_model.h"
 
 namespace ptq::cli {
 
@@ -17,6 +19,30 @@ void apply_global_options(const GlobalOptions& g, bool json) {
 }
 
 void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations) {
+  cmd->add_flag("--reference-runner", f.reference,
+                "Run on fp32 weights with LibTorch matmuls (the dequantize-on-load reference path) instead of the "
+                "packed kernels");
+  cmd->add_option("--kv-cache", f.kv_cache,
+                  "KV cache storage: f32 | f16 | int8 (per token and kv head steps); default f16, or f32 with "
+                  "--reference-runner")
+      ->check(CLI::IsMember({"f32", "f16", "int8"}));
+  f.activations = default_activations;
+  cmd->add_option("--activations", f.activations,
+                  "Activations inside quantized-weight matmuls: f32 (exact) or q8 (rounded to int8 per block of 32, "
+                  "as llama.cpp's Q4_0/Q8_0 dot does; faster)")
+      ->check(CLI::IsMember({"f32", "q8"}))
+      ->default_str(default_activations);
+}
+
+std::unique_ptr<Model> open_run_model(const std::string& path, const RunFlags& f) {
+  RunOptions o;
+  o.reference = f.reference;
+  o.int8_activations = f.activations == "q8";
+  if (!f.kv_cache.empty()) o.kv_cache = parse_kv_cache_type(f.kv_cache);
+  return open_model_for_run(path, o);
+}
 
 namespace {
 CLI::Validator number_at_least(double lo, const char* what) {

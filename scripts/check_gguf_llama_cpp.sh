@@ -16,17 +16,10 @@ model=$root/data/models/stories260K
 # "Once upon a time, there was a little girl named Lily. ..." tokenized by llama.cpp, after BOS.
 ids=1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426,338,401,396,267,337,410,408,419,292,411,322,265,282,295,433,335,311,400,428,432,392,412,444,426,385,328
 
-mkdir -p "$npm_dir"
-if [[ ! -d $npm_dir/node_modules/@node-llama-cpp/linux-x64 || ! -d $npm_dir/node_modules/@huggingface/gguf ]]; then
-  if ! command -v npm >/dev/null; then echo "skip: npm not installed"; exit 77; fi
-  [[ -f $npm_dir/package.json ]] || echo '{"name": "ptq-oracle", "private": true}' >"$npm_dir/package.json"
-  if ! (cd "$npm_dir" && npm install --no-save --ignore-scripts --omit=optional --no-audit --no-fund \
-      node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 @huggingface/gguf@0.4.6 >npm-install.log 2>&1); then
-    echo "skip: npm install failed (see $npm_dir/npm-install.log)"; exit 77
-  fi
-fi
-# ESM imports resolve next to the script: run the oracle scripts from the npm directory.
-cp "$root"/tests/oracle/{llama_logits,llama_ppl,gguf_parse,compare_logits}.mjs "$npm_dir/"
+# shellcheck source=scripts/lib_npm_oracle.sh
+source "$root/scripts/lib_npm_oracle.sh"
+npm_oracle_install "$npm_dir" || exit $?
+npm_oracle_scripts "$npm_dir" "$root" llama_logits llama_ppl gguf_parse compare_logits
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -56,8 +49,10 @@ done
 "$ptq" -q quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --group-size 32 -o "$tmp/w4g32" >/dev/null 2>&1
 "$ptq" -q export "$tmp/w4g32" --format gguf -o "$tmp/w4g32.gguf" >/dev/null 2>&1
 check mapped_q4_0 "$tmp/w4g32.gguf" --top1 --max-mean-kl 1e-3
-"$ptq" -q logits "$tmp/w4g32" --ids "$ids" >"$tmp/w4g32.ckpt.json"
-if res=$(node "$npm_dir/compare_logits.mjs" "$tmp/w4g32.ckpt.json" "$tmp/mapped_q4_0.ptq.json" --max-abs 0); then
+# Both sides on the reference runner (fp32 weights, one summation order): the mapping is a claim about weights.
+"$ptq" -q logits "$tmp/w4g32" --ids "$ids" --reference-runner >"$tmp/w4g32.ckpt.json"
+"$ptq" -q logits "$tmp/mapped_q4_0.hf" --ids "$ids" --reference-runner >"$tmp/mapped_q4_0.ref.json"
+if res=$(node "$npm_dir/compare_logits.mjs" "$tmp/w4g32.ckpt.json" "$tmp/mapped_q4_0.ref.json" --max-abs 0); then
   echo "ok   mapping lossless: $res"
 else
   echo "FAIL mapping not lossless: $res"; fail=1

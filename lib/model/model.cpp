@@ -5,8 +5,11 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "core/error.h"
+#include "core/progress.h"
+#include "kernels/linear.h"
 
 namespace ptq {
 
@@ -25,9 +28,62 @@ const char* linear_field(const ArchTraits& t, LinearId id) {
   return "";
 }
 
-at::Tensor linear(const Linear& l, const at::Tensor& x) {
+// x [..., k] through packed weights W [n, k] on the CPU kernels -> [..., n].
+at::Tensor packed_linear(const kernels::PackedWeights& w, const at::Tensor& x, const at::Tensor& bias,
+                         bool int8_activations = false) {
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  std::vector<int64_t> shape = xc.sizes().vec();
+  if (shape.empty() || shape.back() != w.k)
+    fail_input("linear input has {} features, the module takes {}", shape.empty() ? 0 : shape.back(), w.k);
+  shape.back() = w.n;
+  at::Tensor y = at::empty(shape, at::kFloat);
+  const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  const int64_t m = xc.numel() / w.k;
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  // int8 activations for decode-sized calls only: prefill runs the fp32 panel GEMM, which is faster than the
+  // int8 GEMV kernel there and exact.
+  if (int8_activations && m <= kernels::kQ8MaxTokens && kernels::q8_supports(w)) {
+    kernels::linear_q8(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);
+  } else {
+    kernels::linear(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);
+  }
+  return y;
+}
+
+at::Tensor linear(const Linear& l, const at::Tensor& x, bool int8_activations) {
   if (l.kernel) return l.kernel->forward(x);
+  if (l.packed) return packed_linear(*l.packed, x, l.bias, int8_activations);
   return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::matmul(x, l.weight.t());
+}
+
+// Writes this call's keys/values [B, Hkv, T, hd] at positions pos0.. of the cache, in its storage type.
+void kv_store(KVCache& c, int64_t layer, int64_t pos0, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t T = k.size(2);
+  if (c.type != KvCacheType::Int8) {
+    c.k[layer].narrow(2, pos0, T).copy_(k);
+    c.v[layer].narrow(2, pos0, T).copy_(v);
+    return;
+  }
+  auto put = [&](const at::Tensor& x, at::Tensor& codes, at::Tensor& step) {
+    at::Tensor s = x.abs().amax(-1, /*keepdim=*/true) / 127.0;
+    s = at::where(s > 0, s, at::ones_like(s));  // an all-zero vector keeps step 1 (codes 0)
+    codes.narrow(2, pos0, T).copy_(at::round(x / s).clamp(-127, 127).to(at::kChar));
+    step.narrow(2, pos0, T).copy_(s);
+  };
+  put(k, c.k[layer], c.k_step[layer]);
+  put(v, c.v[layer], c.v_step[layer]);
+}
+
+// Keys or values of positions [0, L) as fp32.
+at::Tensor kv_read(const KVCache& c, const std::vector<at::Tensor>& x, const std::vector<at::Tensor>& step,
+                   int64_t layer, int64_t L) {
+  const at::Tensor t = x[layer].narrow(2, 0, L);
+  switch (c.type) {
+    case KvCacheType::F32: return t;
+    case KvCacheType::F16: return t.to(at::kFloat);
+    case KvCacheType::Int8: return t.to(at::kFloat) * step[layer].narrow(2, 0, L);
+  }
+  return t;
 }
 
 at::Tensor apply_norm(const ModelConfig& cfg, const Norm& n, const at::Tensor& x) {
@@ -100,6 +156,54 @@ void expect_shape(const std::string& name, const at::Tensor& t, std::vector<int6
 
 const char* linear_module_name(const ModelConfig& cfg, LinearId id) { return linear_field(cfg.traits(), id); }
 
+at::Tensor dequantize_packed(const kernels::PackedWeights& w) {
+  at::Tensor out = at::empty({w.n, w.k}, at::kFloat);
+  float* p = out.data_ptr<float>();
+  at::parallel_for(0, w.n, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) kernels::dequantize_row(w, r, p + r * w.k);
+  });
+  return out;
+}
+
+const char* kv_cache_type_name(KvCacheType t) {
+  switch (t) {
+    case KvCacheType::F32: return "f32";
+    case KvCacheType::F16: return "f16";
+    case KvCacheType::Int8: return "int8";
+  }
+  return "?";
+}
+
+KvCacheType parse_kv_cache_type(const std::string& name) {
+  for (KvCacheType t : {KvCacheType::F32, KvCacheType::F16, KvCacheType::Int8})
+    if (name == kv_cache_type_name(t)) return t;
+  fail_input("--kv-cache: \"{}\" is not one of f32, f16, int8", name);
+}
+
+int64_t KVCache::bytes() const {
+  int64_t n = 0;
+  for (const auto* group : {&k, &v, &k_step, &v_step})
+    for (const at::Tensor& t : *group) n += t.numel() * int64_t(t.element_size());
+  return n;
+}
+
+std::shared_ptr<const kernels::PackedWeights> view_archive_weight(const TensorArchive& archive,
+                                                                  const std::string& module) {
+  const std::string name = module + ".weight";
+  if (!archive.contains(name)) return nullptr;
+  const TensorView v = archive.view(name);
+  kernels::WeightKind kind;
+  switch (v.dtype()) {
+    case DType::F32: kind = kernels::WeightKind::F32; break;
+    case DType::F16: kind = kernels::WeightKind::F16; break;
+    case DType::BF16: kind = kernels::WeightKind::BF16; break;
+    default: return nullptr;
+  }
+  const std::vector<int64_t> shape = v.shape();
+  if (shape.size() != 2 || shape[0] <= 0 || shape[1] <= 0) return nullptr;
+  return std::make_shared<const kernels::PackedWeights>(kernels::view_float_weights(kind, v.data, shape[0], shape[1]));
+}
+
 at::Tensor to_float_tensor(const TensorView& view) {
   at::ScalarType st;
   switch (view.dtype()) {
@@ -145,7 +249,7 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   const int64_t H = cfg.n_heads, Hkv = cfg.n_kv_heads, hd = cfg.head_dim, rep = cfg.n_rep();
   auto run = [&](LinearId id, const at::Tensor& x) {
     if (hook != nullptr) (*hook)(layer, id, x);
-    return linear(w[id], x);
+    return linear(w[id], x, ctx.int8_activations);
   };
 
   // Attention block.
@@ -161,11 +265,10 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   if (cache != nullptr) {
     if (ctx.pos0 + T > cache->capacity)
       fail_input("KV cache holds {} positions; {} + {} tokens do not fit", cache->capacity, ctx.pos0, T);
-    cache->k[layer].narrow(2, ctx.pos0, T).copy_(k);
-    cache->v[layer].narrow(2, ctx.pos0, T).copy_(v);
+    kv_store(*cache, layer, ctx.pos0, k, v);
     L = ctx.pos0 + T;
-    k = cache->k[layer].narrow(2, 0, L);
-    v = cache->v[layer].narrow(2, 0, L);
+    k = kv_read(*cache, cache->k, cache->k_step, layer, L);
+    v = kv_read(*cache, cache->v, cache->v_step, layer, L);
   }
   at::Tensor attn = causal_attention(q, k, v, ctx, rep).transpose(1, 2).reshape({B, T, H * hd});
   at::Tensor out = h + run(LinearId::O, attn);
@@ -200,8 +303,15 @@ void Model::load_io_weights() const {
   if (io_loaded_) return;
   const ArchTraits& t = cfg_.traits();
   const std::string pfx_embed = t.embed;
-  embed_ = load(pfx_embed + ".weight");
-  expect_shape(pfx_embed + ".weight", embed_, {cfg_.vocab, cfg_.embed_dim});
+  if (packed_) embed_packed_ = source_->load_packed(pfx_embed);
+  if (embed_packed_) {
+    if (embed_packed_->n != cfg_.vocab || embed_packed_->k != cfg_.embed_dim)
+      fail_input("tensor \"{}.weight\" has shape [{}, {}], expected [{}, {}] from config.json", pfx_embed,
+                 embed_packed_->n, embed_packed_->k, cfg_.vocab, cfg_.embed_dim);
+  } else {
+    embed_ = load(pfx_embed + ".weight");
+    expect_shape(pfx_embed + ".weight", embed_, {cfg_.vocab, cfg_.embed_dim});
+  }
   if (*t.pos_embed) {
     pos_embed_ = load(std::string(t.pos_embed) + ".weight");
     if (pos_embed_.size(0) < cfg_.max_positions + cfg_.pos_offset || pos_embed_.size(1) != cfg_.hidden)
@@ -220,7 +330,14 @@ void Model::load_io_weights() const {
     if (cfg_.norm == NormKind::LayerNorm) final_norm_.bias = load(std::string(t.final_norm) + ".bias");
   }
   const std::string head_name = std::string(t.lm_head) + ".weight";
-  if (cfg_.tie_embeddings && !source_->contains(head_name)) {
+  const bool tied = cfg_.tie_embeddings && !source_->contains(head_name);
+  if (packed_) head_packed_ = tied ? embed_packed_ : source_->load_packed(t.lm_head);
+  if (head_packed_) {
+    if (head_packed_->n != cfg_.vocab || head_packed_->k != cfg_.embed_dim)
+      fail_input("tensor \"{}\" has shape [{}, {}], expected [{}, {}] from config.json", head_name, head_packed_->n,
+                 head_packed_->k, cfg_.vocab, cfg_.embed_dim);
+  } else if (tied) {
+    if (!embed_.defined()) embed_ = dequantize_packed(*embed_packed_);
     lm_head_ = embed_;
   } else {
     lm_head_ = load(head_name);
@@ -297,8 +414,15 @@ LayerWeights Model::load_layer(int64_t i) const {
     if (*module == '\0') continue;
     Linear& l = w[e.id];
     const std::string wname = cfg_.layer_tensor(i, module, "weight");
-    l.weight = load(wname);
-    expect_shape(wname, l.weight, {e.out, e.in});
+    if (packed_) l.packed = source_->load_packed(cfg_.layer_module(i, module));
+    if (l.packed) {
+      if (l.packed->n != e.out || l.packed->k != e.in)
+        fail_input("tensor \"{}\" has shape [{}, {}], expected {} from config.json", wname, l.packed->n, l.packed->k,
+                   shape_str({e.out, e.in}));
+    } else {
+      l.weight = load(wname);
+      expect_shape(wname, l.weight, {e.out, e.in});
+    }
     const std::string bname = cfg_.layer_tensor(i, module, "bias");
     l.bias = e.bias ? load(bname) : load_optional(bname);
     if (l.bias.defined()) expect_shape(bname, l.bias, {e.out});
@@ -309,7 +433,11 @@ LayerWeights Model::load_layer(int64_t i) const {
 
 const LayerWeights& Model::layer(int64_t i) {
   if (i < 0 || i >= cfg_.n_layers) fail_input("layer {} out of range (model has {})", i, cfg_.n_layers);
-  if (!layers_[i]) layers_[i] = load_layer(i);
+  if (!layers_[i]) {
+    layers_[i] = load_layer(i);
+    // Packing a layer leaves its unpacked codes freed on the heap; glibc keeps such pages unless told.
+    if (packed_) release_free_heap();
+  }
   return *layers_[i];
 }
 
@@ -321,7 +449,19 @@ at::Tensor Model::embed(const at::Tensor& ids, int64_t pos0) const {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= cfg_.vocab) fail_input("token id {} outside the vocabulary [0, {})", lo < 0 ? lo : hi, cfg_.vocab);
   }
-  at::Tensor h = at::embedding(embed_, ids);
+  at::Tensor h;
+  if (embed_packed_) {
+    const at::Tensor flat = ids.reshape({-1}).to(at::kLong).contiguous();
+    h = at::empty({flat.numel(), cfg_.embed_dim}, at::kFloat);
+    const int64_t* id = flat.data_ptr<int64_t>();
+    float* out = h.data_ptr<float>();
+    for (int64_t j = 0; j < flat.numel(); ++j) kernels::dequantize_row(*embed_packed_, id[j], out + j * cfg_.embed_dim);
+    std::vector<int64_t> shape = ids.sizes().vec();
+    shape.push_back(cfg_.embed_dim);
+    h = h.view(shape);
+  } else {
+    h = at::embedding(embed_, ids);
+  }
   if (project_in_.defined()) h = at::matmul(h, project_in_.t());
   if (pos_embed_.defined()) {
     const int64_t T = ids.size(1);
@@ -336,6 +476,7 @@ at::Tensor Model::head(const at::Tensor& h) const {
   load_io_weights();
   at::Tensor x = cfg_.final_norm ? apply_norm(cfg_, final_norm_, h) : h;
   if (project_out_.defined()) x = at::matmul(x, project_out_.t());
+  if (head_packed_) return packed_linear(*head_packed_, x, at::Tensor());
   return at::matmul(x, lm_head_.t());
 }
 
@@ -344,6 +485,7 @@ at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInp
   const int64_t pos0 = cache != nullptr ? cache->length : 0;
   const int64_t T = ids.size(1);
   ForwardContext ctx = make_forward_context(cfg_, pos0, T);
+  ctx.int8_activations = int8_act_;
   at::Tensor h = embed(ids, pos0);
   for (int64_t i = 0; i < cfg_.n_layers; ++i) h = decoder_layer_forward(cfg_, layer(i), i, h, ctx, cache, hook);
   if (cache != nullptr) cache->length = pos0 + T;
@@ -352,12 +494,27 @@ at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInp
 
 KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
+  c.type = kv_type_;
   c.capacity = capacity;
+  const at::ScalarType st = kv_type_ == KvCacheType::F32 ? at::kFloat : kv_type_ == KvCacheType::F16 ? at::kHalf : at::kChar;
   for (int64_t i = 0; i < cfg_.n_layers; ++i) {
-    c.k.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, at::kFloat));
-    c.v.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, at::kFloat));
+    c.k.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, st));
+    c.v.push_back(at::zeros({batch, cfg_.n_kv_heads, capacity, cfg_.head_dim}, st));
+    if (kv_type_ == KvCacheType::Int8) {
+      c.k_step.push_back(at::ones({batch, cfg_.n_kv_heads, capacity, 1}, at::kFloat));
+      c.v_step.push_back(at::ones({batch, cfg_.n_kv_heads, capacity, 1}, at::kFloat));
+    }
   }
   return c;
+}
+
+int64_t Model::packed_weight_bytes() {
+  load_io_weights();
+  int64_t n = head_packed_ ? head_packed_->bytes() : lm_head_.defined() ? lm_head_.numel() * 4 : 0;
+  for (int64_t i = 0; i < cfg_.n_layers; ++i)
+    for (const Linear& l : layer(i).linear)
+      n += l.packed ? l.packed->bytes() : l.weight.defined() ? l.weight.numel() * 4 : 0;
+  return n;
 }
 
 int64_t Model::parameter_count() const {

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "io/safetensors.h"
+#include "kernels/packed_weights.h"
 #include "model/config.h"
 
 namespace ptq {
@@ -30,12 +31,20 @@ class LinearKernel {
   virtual at::Tensor forward(const at::Tensor& x) const = 0;
 };
 
+// A linear module runs, in this order of preference, through `kernel` (activation quantization), through the
+// packed weights on the CPU kernels (lib/kernels/linear.h: the packed runner), or as x Wᵀ + b on `weight`.
 struct Linear {
-  at::Tensor weight;  // [out, in] fp32 (for a kernel module: the dequantized weight, for inspection/metrics)
+  at::Tensor weight;  // [out, in] fp32; undefined when the module runs packed (dequantize_packed() gives it)
   at::Tensor bias;    // [out] or undefined
   std::shared_ptr<const LinearKernel> kernel;  // set: forward goes through it
-  bool defined() const { return weight.defined(); }
+  std::shared_ptr<const kernels::PackedWeights> packed;  // set (and weight undefined): the packed runner
+  bool defined() const { return weight.defined() || packed != nullptr; }
+  int64_t out_features() const { return weight.defined() ? weight.size(0) : packed ? packed->n : 0; }
+  int64_t in_features() const { return weight.defined() ? weight.size(1) : packed ? packed->k : 0; }
 };
+
+// W [n, k] fp32 of packed weights (inspection, metrics, tests; never on the forward path).
+at::Tensor dequantize_packed(const kernels::PackedWeights& w);
 
 struct Norm {
   at::Tensor weight;  // [hidden], or [n'] with index
@@ -59,11 +68,20 @@ struct LayerWeights {
 // Called with the input of every linear module during a forward; used by calibration observers.
 using LinearInputHook = std::function<void(int64_t layer, LinearId id, const at::Tensor& x)>;
 
+// Storage of the KV cache. F16 is the default of the packed runner; Int8 keeps one fp32 step per (token, kv
+// head) for keys and for values: codes = round(x / step), step = max|x| / 127 over the head's head_dim values.
+enum class KvCacheType : uint8_t { F32, F16, Int8 };
+const char* kv_cache_type_name(KvCacheType t);
+KvCacheType parse_kv_cache_type(const std::string& name);  // "f32", "f16", "int8"; throws naming the value
+
 // Keys and values of every layer for incremental decoding, preallocated to `capacity` positions.
 struct KVCache {
-  std::vector<at::Tensor> k, v;  // per layer [batch, n_kv_heads, capacity, head_dim]
-  int64_t length = 0;            // positions filled
+  KvCacheType type = KvCacheType::F32;
+  std::vector<at::Tensor> k, v;              // per layer [batch, n_kv_heads, capacity, head_dim] (F32/F16/int8 codes)
+  std::vector<at::Tensor> k_step, v_step;    // Int8: per layer [batch, n_kv_heads, capacity, 1] fp32
+  int64_t length = 0;                        // positions filled
   int64_t capacity = 0;
+  int64_t bytes() const;                     // memory the cache holds
 };
 
 // Per-call state shared by all layers: positions, RoPE tables and the attention mask.
@@ -72,6 +90,9 @@ struct ForwardContext {
   int64_t n_new = 0;    // tokens in this call
   at::Tensor cos, sin;  // [n_new, head_dim] (RoPE models)
   at::Tensor mask;      // [n_new, pos0 + n_new], 0 or -inf
+  // Packed runner: quantized weights multiply activations rounded to int8 per 32-block (kernels::linear_q8)
+  // instead of fp32 ones (Model::set_int8_activations).
+  bool int8_activations = false;
 };
 
 ForwardContext make_forward_context(const ModelConfig& cfg, int64_t pos0, int64_t n_new);
@@ -90,13 +111,24 @@ class WeightSource {
   virtual bool contains(const std::string& name) const = 0;
   // fp32 copy of tensor `name`; throws std::invalid_argument naming it when absent.
   virtual at::Tensor load(const std::string& name) const = 0;
+  // Weights of linear module `module` ("<module>.weight" or its packed form) as the CPU kernels read them, or
+  // null when this source has no packed form for it (the model then loads the fp32 weight).
+  virtual std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const { return nullptr; }
 };
+
+// "<module>.weight" of a float dtype viewed in place (mapped, not copied); null when absent or not F32/F16/BF16
+// [n, k].
+std::shared_ptr<const kernels::PackedWeights> view_archive_weight(const TensorArchive& archive,
+                                                                  const std::string& module);
 
 class ArchiveWeightSource final : public WeightSource {
  public:
   explicit ArchiveWeightSource(const TensorArchive& archive) : archive_(archive) {}
   bool contains(const std::string& name) const override { return archive_.contains(name); }
   at::Tensor load(const std::string& name) const override;
+  std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const override {
+    return view_archive_weight(archive_, module);
+  }
 
  private:
   const TensorArchive& archive_;
@@ -117,6 +149,21 @@ class Model {
 
   const WeightSource& weights() const { return *source_; }
 
+  // The packed runner: linear modules and the lm_head run on the CPU kernels over weights as stored (F16/BF16
+  // mapped in place, quantized codes repacked once), the embedding is gathered row by row; nothing is widened
+  // to fp32. Off (the default): every weight is loaded as fp32 (what quantization and the reference path use).
+  // Set before the first forward.
+  void set_packed_runner(bool on) { packed_ = on; }
+  bool packed_runner() const { return packed_; }
+  // Packed runner: quantized matmuls round their activations to int8 per block of 32 (llama.cpp's Q8_0 dot;
+  // kernels::linear_q8): faster, not exact. Off: fp32 activations (exact).
+  void set_int8_activations(bool on) { int8_act_ = on; }
+  bool int8_activations() const { return int8_act_; }
+  // Storage of caches made by new_cache().
+  void set_kv_cache_type(KvCacheType t) { kv_type_ = t; }
+  KvCacheType kv_cache_type() const { return kv_type_; }
+  // Bytes of weights the packed runner reads per token (linear modules + lm_head), once the layers are loaded.
+  int64_t packed_weight_bytes();
   // Token ids [batch, tokens] (int64) -> hidden states [batch, tokens, hidden] at positions pos0...
   at::Tensor embed(const at::Tensor& ids, int64_t pos0) const;
   // Final norm + lm_head: hidden [batch, tokens, hidden] -> logits [batch, tokens, vocab].
@@ -151,6 +198,9 @@ class Model {
   std::unique_ptr<WeightSource> source_;
   mutable bool io_loaded_ = false;
   mutable at::Tensor embed_, pos_embed_, project_in_, project_out_, lm_head_;
+  mutable std::shared_ptr<const kernels::PackedWeights> embed_packed_, head_packed_;  // packed runner
+  bool packed_ = false, int8_act_ = false;
+  KvCacheType kv_type_ = KvCacheType::F32;
   mutable Norm final_norm_;
   std::vector<std::optional<LayerWeights>> layers_;
   LayerFinisher finisher_;

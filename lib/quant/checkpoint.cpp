@@ -1,13 +1,14 @@
 #include "quant/checkpoint.h"
 
-
 #include <algorithm>
+#include <cstring>
 #include <optional>
 
 #include <ATen/ATen.h>
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/half.h"
 #include "core/model_dir.h"
 #include "model/hadamard.h"
 #include "quant/act_linear.h"
@@ -78,6 +79,42 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
   return m;
 }
 
+// A module's codes straight from the mapped qweight stream into the kernels' layout (no [out, in] intermediate:
+// LibTorch's unpacking made loading a 1B model take ~50 s).
+std::shared_ptr<const kernels::PackedWeights> load_packed_module(const TensorArchive& archive, const std::string& module,
+                                                                 const ModuleQuantInfo& info) {
+  const int64_t out = info.out_features, in = info.in_features;
+  const int b = info.spec.bits;
+  check_spec(info.spec, in, module);
+  const int64_t G = group_count(info.spec, in);
+  const TensorView qweight = archive.view(module + ".qweight");
+  expect(qweight, DType::I32, {out, padded32(in) * b / 32});
+  const TensorView sv = archive.view(module + ".scales");
+  expect(sv, DType::F16, {out, G});
+  std::vector<float> scales(out * G);
+  for (int64_t i = 0; i < out * G; ++i) {
+    uint16_t h;
+    std::memcpy(&h, sv.data + 2 * i, 2);
+    scales[i] = fp16_to_f32(h);
+  }
+  std::vector<int32_t> zeros, g_idx;
+  if (!info.spec.sym) {
+    const TensorView qzeros = archive.view(module + ".qzeros");
+    expect(qzeros, DType::I32, {out, padded32(G) * b / 32});
+    const at::Tensor z = unpack_rows(tensor_of(qzeros, at::kInt), b, G).contiguous();
+    zeros.assign(z.data_ptr<int32_t>(), z.data_ptr<int32_t>() + out * G);
+  }
+  if (archive.contains(module + ".g_idx")) {
+    const TensorView g = archive.view(module + ".g_idx");
+    expect(g, DType::I32, {in});
+    g_idx.resize(in);
+    std::memcpy(g_idx.data(), g.data, 4 * in);
+  }
+  return std::make_shared<const kernels::PackedWeights>(kernels::pack_quantized_stream(
+      qweight.data, padded32(in) * b / 8, out, in, b, G, scales.data(), zeros.empty() ? nullptr : zeros.data(),
+      g_idx.empty() ? nullptr : g_idx.data(), module.c_str()));
+}
+
 class QuantizedWeightSource final : public WeightSource {
  public:
   QuantizedWeightSource(const TensorArchive& archive, const CheckpointQuantConfig& qc)
@@ -92,6 +129,17 @@ class QuantizedWeightSource final : public WeightSource {
     const std::string module = quantized(name) ? name.substr(0, name.size() - 7) : std::string();
     if (module.empty()) return to_float_tensor(archive_.view(name));
     return dequantize(load_quantized_weight(archive_, module, qc_.modules.at(module)));
+  }
+  // Weight-only modules are repacked for the kernels (their mapped pages released once copied); modules with an
+  // activation scheme run through their integer-semantics kernel (attach_act_kernels) and load as fp32.
+  std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const override {
+    const auto it = qc_.modules.find(module);
+    if (it == qc_.modules.end()) return view_archive_weight(archive_, module);
+    if (it->second.act) return nullptr;
+    auto packed = load_packed_module(archive_, module, it->second);
+    for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
+      if (archive_.contains(module + suffix)) archive_.release(module + suffix);
+    return packed;
   }
 
  private:
@@ -167,6 +215,16 @@ QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::s
     qw.g_idx = natural_g_idx(info.spec, in);
   }
   return qw;
+}
+
+std::shared_ptr<const kernels::PackedWeights> pack_for_kernels(const QuantizedWeight& qw, const std::string& module) {
+  const at::Tensor q = qw.q.to(at::kByte).contiguous();
+  const at::Tensor scales = qw.scales.to(at::kFloat).contiguous();
+  const at::Tensor zeros = qw.zeros.to(at::kInt).contiguous();
+  const at::Tensor g_idx = qw.g_idx.defined() ? qw.g_idx.to(at::kInt).contiguous() : at::Tensor();
+  return std::make_shared<const kernels::PackedWeights>(kernels::pack_quantized(
+      q.data_ptr<uint8_t>(), q.size(0), q.size(1), qw.spec.bits, scales.size(1), scales.data_ptr<float>(),
+      zeros.data_ptr<int32_t>(), g_idx.defined() ? g_idx.data_ptr<int32_t>() : nullptr, module.c_str()));
 }
 
 std::unique_ptr<WeightSource> make_quantized_weight_source(const TensorArchive& archive,

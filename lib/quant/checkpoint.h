@@ -77,6 +77,10 @@ bool read_checkpoint_quant_config(const std::string& dir, CheckpointQuantConfig&
 QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::string& module,
                                       const ModuleQuantInfo& info);
 
+// Codes, steps, zeros and g_idx of a QuantizedWeight repacked into the CPU kernels' layout (lib/kernels/
+// packed_weights.h); the QuantizedWeight can be dropped afterwards. Throws naming `module` when it cannot be packed.
+std::shared_ptr<const kernels::PackedWeights> pack_for_kernels(const QuantizedWeight& qw, const std::string& module);
+
 // WeightSource of a ptq checkpoint: "<m>.weight" of a quantized module is dequantized from the stored
 // codes and scales (so evaluation uses exactly the stored values); other tensors come from the archive.
 std::unique_ptr<WeightSource> make_quantized_weight_source(const TensorArchive& archive,

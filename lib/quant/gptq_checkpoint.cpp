@@ -46,6 +46,10 @@ class ImportedWeightSource final : public WeightSource {
     if (!quantized(name)) return to_float_tensor(archive_.view(name));
     return dequantize(load_(name.substr(0, name.size() - 7)));
   }
+  std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const override {
+    if (!archive_.contains(module + suffix_)) return view_archive_weight(archive_, module);
+    return pack_for_kernels(load_(module), module);
+  }
 
  private:
   bool quantized(const std::string& name) const {

@@ -88,6 +88,8 @@ BenchResult bench_model(Model& model, const BenchOptions& opts) {
     progress.update(i + 1);
   }
   r.peak_rss_mb = peak_rss_mb();
+  r.weight_bytes = model.packed_weight_bytes();
+  r.kv_cache_bytes = model.new_cache(1, opts.prompt_tokens + opts.gen_tokens).bytes();  // what generate() held
   return r;
 }
 

@@ -37,6 +37,8 @@ struct BenchResult {
   int64_t prompt_tokens = 0, gen_tokens = 0;
   double prefill_tok_s = 0, decode_tok_s = 0;
   double peak_rss_mb = 0;
+  int64_t weight_bytes = 0;    // weights a decode step reads (Model::packed_weight_bytes)
+  int64_t kv_cache_bytes = 0;  // KV cache of prompt + generated tokens
 };
 
 // Prefill of random prompt tokens, then greedy decoding of gen_tokens one at a time with the KV cache.

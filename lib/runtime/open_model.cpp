@@ -19,4 +19,12 @@ std::unique_ptr<Model> open_model(const std::string& path) {
   return model;
 }
 
+std::unique_ptr<Model> open_model_for_run(const std::string& path, const RunOptions& opts) {
+  std::unique_ptr<Model> model = open_model(path);
+  model->set_packed_runner(!opts.reference);
+  model->set_int8_activations(!opts.reference && opts.int8_activations);
+  model->set_kv_cache_type(opts.kv_cache.value_or(opts.reference ? KvCacheType::F32 : KvCacheType::F16));
+  return model;
+}
+
 }  // namespace ptq

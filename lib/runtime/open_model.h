@@ -2,14 +2,27 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "model/model.h"
 
 namespace ptq {
 
-// Quantized checkpoints are dequantized on load from their stored codes and scales, so every command
-// (eval, generate, bench) evaluates exactly the stored values.
+// fp32 weights: quantized checkpoints are dequantized on load from their stored codes and scales. What
+// quantization, export and the reference runner use.
 std::unique_ptr<Model> open_model(const std::string& path);
+
+// How eval, generate, bench and logits run a model.
+struct RunOptions {
+  // false: the packed runner (Model::set_packed_runner): weights stay at their stored size and run on the CPU
+  // kernels (lib/kernels). true: the reference runner (open_model above: fp32 weights, LibTorch matmul).
+  bool reference = false;
+  // KV cache storage; unset: f16 for the packed runner, f32 for the reference runner.
+  std::optional<KvCacheType> kv_cache;
+  // Packed runner: round activations to int8 per 32-block inside quantized matmuls (Model::set_int8_activations).
+  bool int8_activations = false;
+};
+std::unique_ptr<Model> open_model_for_run(const std::string& path, const RunOptions& opts);
 
 }  // namespace ptq
