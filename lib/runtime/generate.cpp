@@ -55,7 +55,8 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
     r.tokens.push_back(next);
     if (on_token) on_token(next);
     if (opts.stop_at_eos && next == model.config().eos_id) break;
-    if (cache.length >= cache.capacity) break;
+    // The last token needs no forward (bench divides the decode time by the forwards it ran: tokens - 1).
+    if (static_cast<int64_t>(r.tokens.size()) >= opts.max_new_tokens || cache.length >= cache.capacity) break;
     logits = model.forward(ids_tensor({next}), &cache);
   }
   r.decode_seconds = now_seconds() - t0;
