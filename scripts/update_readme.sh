@@ -2,12 +2,13 @@
 # Regenerates the measured tables in README.md (between "<!-- BEGIN name -->" and "<!-- END name -->")
 # by running ptq on the bundled models and data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: fp-ppl fp-tasks quant-table fp-bench export-table activation-table
+#   sections: fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench
+#   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(fp-ppl fp-tasks quant-table fp-bench export-table activation-table)
+all=(fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -69,6 +70,22 @@ fi
 if wanted export-table; then scripts/export_table.sh >"$tmp/export-table"; fi
 
 if wanted activation-table; then scripts/activation_table.sh "$PTQ_BIN" >"$tmp/activation-table"; fi
+
+if wanted runtime-bench; then
+  PTQ=$PTQ_BIN scripts/bench_runtime.sh --table "$tmp/runtime-table" >"$tmp/runtime-json"
+  {
+    echo "\$ scripts/bench_runtime.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo
+    cat "$tmp/runtime-table"
+    echo
+    echo '<details><summary>JSON lines</summary>'
+    echo
+    echo '```'
+    cat "$tmp/runtime-json"
+    echo '```'
+    echo '</details>'
+  } >"$tmp/runtime-bench"
+fi
 
 python3 - "$tmp" "${sections[@]}" <<'PY'
 import re, sys, pathlib

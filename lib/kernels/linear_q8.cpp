@@ -32,21 +32,14 @@ void quantize_q8_blocks(const PackedWeights& w, const float* x, int8_t* q, float
 }
 
 void linear_q8_ref(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias) {
-  // x̂ of every token in input-column order, then each weight row dequantized once.
+  // x̂ of every token in input-column order; then exactly linear_ref on x̂.
   std::vector<int8_t> q(w.kpad);
-  std::vector<float> d(w.kpad / kQ8Block), xh(m * w.k), row(w.k);
+  std::vector<float> d(w.kpad / kQ8Block), xh(m * w.k);
   for (int64_t i = 0; i < m; ++i) {
     quantize_q8_blocks(w, x + i * w.k, q.data(), d.data());
     for (int64_t j = 0; j < w.k; ++j) xh[i * w.k + (w.perm.empty() ? j : w.perm[j])] = d[j / kQ8Block] * float(q[j]);
   }
-  for (int64_t r = 0; r < w.n; ++r) {
-    dequantize_row(w, r, row.data());
-    for (int64_t i = 0; i < m; ++i) {
-      double acc = bias != nullptr ? bias[r] : 0.0;
-      for (int64_t c = 0; c < w.k; ++c) acc += double(xh[i * w.k + c]) * double(row[c]);
-      y[i * w.n + r] = float(acc);
-    }
-  }
+  linear_ref(w, xh.data(), m, y, bias);
 }
 
 void linear_q8_isa(Isa isa, const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias) {

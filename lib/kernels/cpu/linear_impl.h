@@ -19,6 +19,9 @@
 
 namespace ptq::kernels::cpu {
 
+// How far ahead of the weight loads the GEMV prefetches (see cpu/linear_q8_avx2.cpp for the measurement).
+constexpr int64_t kPrefetchBytes = 2048;
+
 // Tokens up to this count run the GEMV path (weights read once, decoded in registers for every token).
 constexpr int64_t kGemvMaxTokens = 4;
 
@@ -68,10 +71,24 @@ struct LinearImpl {
     return kp;
   }
 
+  // Σ a[i] b[i] over n floats.
+  static float dot(const float* a, const float* b, int64_t n) {
+    F acc = V::zero();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) acc = V::fmadd(V::load(a + i), V::load(b + i), acc);
+    float s = V::reduce(acc);
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+
+  // log2 of the 16-code vectors per 16-byte block (8 / container: 1, 2 or 4), so that the hot loops shift
+  // instead of dividing by a run-time value.
+  static int vectors_log2(const PackedWeights& w) { return w.container == 8 ? 0 : w.container == 4 ? 1 : 2; }
+
   // Vector v (kernel columns 16v..16v+15) of a quantized row: its block, and the shift inside each byte.
-  static F quant_vector(const PackedWeights& w, const uint8_t* row, int64_t v) {
-    const int per = 8 / w.container;
-    return V::codes(row + (v / per) * kBlockBytes, int(v % per) * w.container, (1 << w.container) - 1);
+  static F quant_vector(const PackedWeights& w, const uint8_t* row, int64_t v, int vlog2) {
+    return V::codes(row + (v >> vlog2) * kBlockBytes, int(v & ((1 << vlog2) - 1)) * w.container,
+                    (1 << w.container) - 1);
   }
 
   // ---- GEMV: MB tokens (1..kGemvMaxTokens), rows [r0, r1) --------------------------------------------------
@@ -80,31 +97,33 @@ struct LinearImpl {
                          const float* bias, int64_t ldy, int64_t r0, int64_t r1) {
     const int64_t vecs_per_group = w.groups == 1 ? kp / 16 : w.group / 16;
     const float zero_sym = float(1 << (w.bits - 1));
+    const int vlog2 = vectors_log2(w);
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = w.codes.data() + r * w.row_bytes();
       const float* sc = w.scales.data() + r * w.groups;
       const float* off = w.offsets.empty() ? nullptr : w.offsets.data() + r * w.groups;
       F tot[MB];
+      // Offset term Σ_g offset_g · Σx_g, a dot product over the groups (symmetric: offset = 2^(b-1) · scale).
+      const float* offs = off != nullptr ? off : sc;
+      const float off_mul = off != nullptr ? 1.0f : zero_sym;
       float zt[MB];
 #pragma GCC unroll 4
-      for (int i = 0; i < MB; ++i) tot[i] = V::zero(), zt[i] = 0.0f;
+      for (int i = 0; i < MB; ++i) tot[i] = V::zero(), zt[i] = off_mul * dot(offs, xsum + i * w.groups, w.groups);
       for (int64_t g = 0; g < w.groups; ++g) {
         F acc[MB];
 #pragma GCC unroll 4
         for (int i = 0; i < MB; ++i) acc[i] = V::zero();
         const int64_t v0 = g * vecs_per_group;
         for (int64_t v = v0; v < v0 + vecs_per_group; ++v) {
-          const F q = quant_vector(w, row, v);
+          if ((v & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + ((v >> vlog2) * kBlockBytes)) + kPrefetchBytes,
+                                         _MM_HINT_T0);
+          const F q = quant_vector(w, row, v, vlog2);
 #pragma GCC unroll 4
           for (int i = 0; i < MB; ++i) acc[i] = V::fmadd(q, V::load(xs + i * kp + 16 * v), acc[i]);
         }
-        const float s = sc[g], o = off != nullptr ? off[g] : s * zero_sym;
-        const F sv = V::set1(s);
+        const F sv = V::set1(sc[g]);
 #pragma GCC unroll 4
-        for (int i = 0; i < MB; ++i) {
-          tot[i] = V::fmadd(acc[i], sv, tot[i]);
-          zt[i] += o * xsum[i * w.groups + g];
-        }
+        for (int i = 0; i < MB; ++i) tot[i] = V::fmadd(acc[i], sv, tot[i]);
       }
       for (int i = 0; i < MB; ++i) y[i * ldy + r] = V::reduce(tot[i]) - zt[i] + (bias != nullptr ? bias[r] : 0.0f);
     }
@@ -118,7 +137,9 @@ struct LinearImpl {
       F tot[MB];
 #pragma GCC unroll 4
       for (int i = 0; i < MB; ++i) tot[i] = V::zero();
+      const char* wrow = static_cast<const char*>(w.data) + r * w.k * (w.kind == WeightKind::F32 ? 4 : 2);
       for (int64_t c = 0; c < full; c += 16) {
+        if ((c & 31) == 0) _mm_prefetch(wrow + c * (w.kind == WeightKind::F32 ? 4 : 2) + kPrefetchBytes, _MM_HINT_T0);
         const F wv = load_float_row(w, r, c);
 #pragma GCC unroll 4
         for (int i = 0; i < MB; ++i) tot[i] = V::fmadd(wv, V::load(xs + i * kp + c), tot[i]);
@@ -184,12 +205,15 @@ struct LinearImpl {
       if (w.kind == WeightKind::Quant) {
         const uint8_t* codes = w.codes.data() + r * w.row_bytes();
         const float zero_sym = float(1 << (w.bits - 1));
+        const int vlog2 = vectors_log2(w);
+        // One group per row covers the padding vectors too (their codes are 0 and their columns zeroed below).
         const int64_t vecs_per_group = w.groups == 1 ? kp / 16 : w.group / 16;
-        for (int64_t v = 0; v < kp / 16; ++v) {
-          const int64_t g = std::min(v / vecs_per_group, w.groups - 1);
+        for (int64_t g = 0; g < w.groups; ++g) {
           const float s = w.scales[r * w.groups + g];
           const float o = w.offsets.empty() ? s * zero_sym : w.offsets[r * w.groups + g];
-          V::store(row + 16 * v, V::fmadd(quant_vector(w, codes, v), V::set1(s), V::set1(-o)));
+          const F sv = V::set1(s), ov = V::set1(-o);
+          for (int64_t v = g * vecs_per_group; v < (g + 1) * vecs_per_group; ++v)
+            V::store(row + 16 * v, V::fmadd(quant_vector(w, codes, v, vlog2), sv, ov));
         }
       } else {
         const int64_t full = w.k / 16 * 16;
