@@ -29,7 +29,10 @@ enum class WeightKind : uint8_t { F32, F16, BF16, Quant };
 const char* weight_kind_name(WeightKind k);
 
 constexpr int kBlockBytes = 16;
-constexpr int64_t kRowAlign = 32;  // codes; rows are padded to a multiple of this and of block_codes()
+constexpr int64_t kRowAlign = 32;
+// Multiply-adds below which a kernel call stays on the calling thread (about 20 us of work; a parallel region costs
+// a few us to start and join).
+constexpr int64_t kParallelMinMacs = int64_t(1) << 18;  // codes; rows are padded to a multiple of this and of block_codes()
 // Container bits for b-bit codes.
 constexpr int container_bits(int bits) { return bits <= 2 ? 2 : bits <= 4 ? 4 : 8; }
 // Codes per 16-byte block.

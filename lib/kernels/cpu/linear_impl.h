@@ -156,7 +156,7 @@ struct LinearImpl {
   static void gemv(const PackedWeights& w, const float* xs, int64_t kp, const float* xsum, float* y,
                    const float* bias, int64_t ldy) {
     // Rows in chunks of 16 so threads split evenly and each output cache line has one writer.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (w.n * w.k * MB >= kParallelMinMacs)
     for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
       const int64_t r1 = std::min(w.n, r0 + 16);
       if (w.kind == WeightKind::Quant) {
@@ -253,7 +253,7 @@ struct LinearImpl {
 
   static void gemm(const PackedWeights& w, const float* xs, int64_t kp, int64_t m, float* y, const float* bias) {
     constexpr int MR = V::kMR, NR = V::kNR;
-#pragma omp parallel
+#pragma omp parallel if (w.n * w.k * m >= kParallelMinMacs)
     {
       std::vector<float> panel(NR * kp), rows(NR * kp), out(MR * NR);
 #pragma omp for schedule(static)

@@ -227,7 +227,7 @@ void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y,
   const int32_t* bg = block_group.data();
   // Rows in chunks of 16 over the threads; within a row, tokens in groups of up to kMaxTokens share one unpack
   // (the row's codes stay in L1 across the groups).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (w.n * w.k * m >= kParallelMinMacs)
   for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
     const int64_t r1 = std::min(w.n, r0 + 16);
     for (int64_t r = r0; r < r1; ++r)
