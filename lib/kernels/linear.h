@@ -10,6 +10,10 @@
 
 namespace ptq::kernels {
 
+// Calls with up to this many tokens run a GEMV (weights read once, decoded in registers for every token); longer
+// ones the panel GEMM. linear_q8 is a GEMV only: the runner sends longer inputs to linear.
+constexpr int64_t kGemvMaxTokens = 4;
+
 // y[i, r] = Σ_c x[i, c] · W[r, c] + bias[r] for i < m; x row-major [m, w.k], y row-major [m, w.n]; bias may
 // be null. Runs on the best instruction set (best_isa()) with OpenMP threads over output rows.
 void linear(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias = nullptr);
@@ -25,8 +29,6 @@ void linear_ref(const PackedWeights& w, const float* x, int64_t m, float* y, con
 // is the exact product with x̂ instead of x: faster on every CPU (4x fewer vector instructions than fp32 for
 // 4-bit codes), at the cost of rounding activations to 8 bits. Off for `eval` by default (lib/runtime).
 constexpr int64_t kQ8Block = 32;
-// Token counts up to which the runner uses linear_q8 (its kernel is a GEMV; longer inputs take linear's fp32 GEMM).
-constexpr int64_t kQ8MaxTokens = 4;
 // Whether linear_q8 takes this layout: quantized weights whose groups are whole 32-column blocks (or one group
 // per row). Others (and float weights) go through linear().
 bool q8_supports(const PackedWeights& w);

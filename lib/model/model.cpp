@@ -42,7 +42,7 @@ at::Tensor packed_linear(const kernels::PackedWeights& w, const at::Tensor& x, c
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   // int8 activations for decode-sized calls only: prefill runs the fp32 panel GEMM, which is faster than the
   // int8 GEMV kernel there and exact.
-  if (int8_activations && m <= kernels::kQ8MaxTokens && kernels::q8_supports(w)) {
+  if (int8_activations && m <= kernels::kGemvMaxTokens && kernels::q8_supports(w)) {
     kernels::linear_q8(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);
   } else {
     kernels::linear(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);

@@ -1,14 +1,12 @@
 #include "quant/checkpoint.h"
 
 #include <algorithm>
-#include <cstring>
 #include <optional>
 
 #include <ATen/ATen.h>
 
 #include "core/error.h"
 #include "core/file.h"
-#include "core/half.h"
 #include "core/model_dir.h"
 #include "model/hadamard.h"
 #include "quant/act_linear.h"
@@ -79,40 +77,52 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
   return m;
 }
 
-// A module's codes straight from the mapped qweight stream into the kernels' layout (no [out, in] intermediate:
-// LibTorch's unpacking made loading a 1B model take ~50 s).
-std::shared_ptr<const kernels::PackedWeights> load_packed_module(const TensorArchive& archive, const std::string& module,
-                                                                 const ModuleQuantInfo& info) {
+// A packed module's tensors, checked against its scheme: the mapped qweight stream, and the small ones decoded.
+struct StoredModule {
+  TensorView qweight;  // I32 [out, padded32(in) * b / 32]: the row bit streams (layout atop checkpoint.h)
+  int64_t groups = 0;
+  at::Tensor scales;   // [out, G] fp32 (stored fp16)
+  at::Tensor zeros;    // [out, G] int32; undefined for symmetric grids (zero 2^(b-1))
+  at::Tensor g_idx;    // [in] int32; undefined when absent (natural group order)
+};
+
+StoredModule read_stored_module(const TensorArchive& archive, const std::string& module, const ModuleQuantInfo& info) {
   const int64_t out = info.out_features, in = info.in_features;
   const int b = info.spec.bits;
   check_spec(info.spec, in, module);
-  const int64_t G = group_count(info.spec, in);
-  const TensorView qweight = archive.view(module + ".qweight");
-  expect(qweight, DType::I32, {out, padded32(in) * b / 32});
-  const TensorView sv = archive.view(module + ".scales");
-  expect(sv, DType::F16, {out, G});
-  std::vector<float> scales(out * G);
-  for (int64_t i = 0; i < out * G; ++i) {
-    uint16_t h;
-    std::memcpy(&h, sv.data + 2 * i, 2);
-    scales[i] = fp16_to_f32(h);
-  }
-  std::vector<int32_t> zeros, g_idx;
+  StoredModule m;
+  m.groups = group_count(info.spec, in);
+  m.qweight = archive.view(module + ".qweight");
+  expect(m.qweight, DType::I32, {out, padded32(in) * b / 32});
+  const TensorView scales = archive.view(module + ".scales");
+  expect(scales, DType::F16, {out, m.groups});
+  m.scales = tensor_of(scales, at::kHalf).to(at::kFloat);
   if (!info.spec.sym) {
     const TensorView qzeros = archive.view(module + ".qzeros");
-    expect(qzeros, DType::I32, {out, padded32(G) * b / 32});
-    const at::Tensor z = unpack_rows(tensor_of(qzeros, at::kInt), b, G).contiguous();
-    zeros.assign(z.data_ptr<int32_t>(), z.data_ptr<int32_t>() + out * G);
+    expect(qzeros, DType::I32, {out, padded32(m.groups) * b / 32});
+    m.zeros = unpack_rows(tensor_of(qzeros, at::kInt), b, m.groups).contiguous();
   }
   if (archive.contains(module + ".g_idx")) {
     const TensorView g = archive.view(module + ".g_idx");
     expect(g, DType::I32, {in});
-    g_idx.resize(in);
-    std::memcpy(g_idx.data(), g.data, 4 * in);
+    m.g_idx = tensor_of(g, at::kInt);
+    if (m.g_idx.min().item<int>() < 0 || m.g_idx.max().item<int>() >= m.groups)
+      fail_input("tensor \"{}.g_idx\" holds a group outside [0, {})", module, m.groups);
   }
+  return m;
+}
+
+// A module's codes straight from the mapped qweight stream into the kernels' layout (no [out, in] intermediate:
+// LibTorch's unpacking made loading a 1B model take ~50 s).
+std::shared_ptr<const kernels::PackedWeights> load_packed_module(const TensorArchive& archive, const std::string& module,
+                                                                 const ModuleQuantInfo& info) {
+  const StoredModule m = read_stored_module(archive, module, info);
+  const int64_t in = info.in_features;
+  const int b = info.spec.bits;
   return std::make_shared<const kernels::PackedWeights>(kernels::pack_quantized_stream(
-      qweight.data, padded32(in) * b / 8, out, in, b, G, scales.data(), zeros.empty() ? nullptr : zeros.data(),
-      g_idx.empty() ? nullptr : g_idx.data(), module.c_str()));
+      m.qweight.data, padded32(in) * b / 8, info.out_features, in, b, m.groups, m.scales.data_ptr<float>(),
+      m.zeros.defined() ? m.zeros.data_ptr<int32_t>() : nullptr,
+      m.g_idx.defined() ? m.g_idx.data_ptr<int32_t>() : nullptr, module.c_str()));
 }
 
 class QuantizedWeightSource final : public WeightSource {
@@ -186,34 +196,14 @@ bool read_checkpoint_quant_config(const std::string& dir, CheckpointQuantConfig&
 
 QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::string& module,
                                       const ModuleQuantInfo& info) {
-  const int64_t out = info.out_features, in = info.in_features;
+  const StoredModule m = read_stored_module(archive, module, info);
   const int b = info.spec.bits;
-  check_spec(info.spec, in, module);
-  const int64_t G = group_count(info.spec, in);
   QuantizedWeight qw;
   qw.spec = info.spec;
-  const TensorView qweight = archive.view(module + ".qweight");
-  expect(qweight, DType::I32, {out, padded32(in) * b / 32});
-  qw.q = unpack_rows(tensor_of(qweight, at::kInt), b, in).to(at::kByte);
-  const TensorView scales = archive.view(module + ".scales");
-  expect(scales, DType::F16, {out, G});
-  qw.scales = tensor_of(scales, at::kHalf).to(at::kFloat);
-  if (info.spec.sym) {
-    qw.zeros = at::full({out, G}, 1 << (b - 1), at::kInt);
-  } else {
-    const TensorView qzeros = archive.view(module + ".qzeros");
-    expect(qzeros, DType::I32, {out, padded32(G) * b / 32});
-    qw.zeros = unpack_rows(tensor_of(qzeros, at::kInt), b, G);
-  }
-  if (archive.contains(module + ".g_idx")) {
-    const TensorView g = archive.view(module + ".g_idx");
-    expect(g, DType::I32, {in});
-    qw.g_idx = tensor_of(g, at::kInt);
-    if (qw.g_idx.min().item<int>() < 0 || qw.g_idx.max().item<int>() >= G)
-      fail_input("tensor \"{}.g_idx\" holds a group outside [0, {})", module, G);
-  } else {
-    qw.g_idx = natural_g_idx(info.spec, in);
-  }
+  qw.q = unpack_rows(tensor_of(m.qweight, at::kInt), b, info.in_features).to(at::kByte);
+  qw.scales = m.scales;
+  qw.zeros = m.zeros.defined() ? m.zeros : at::full({info.out_features, m.groups}, 1 << (b - 1), at::kInt);
+  qw.g_idx = m.g_idx.defined() ? m.g_idx : natural_g_idx(info.spec, info.in_features);
   return qw;
 }
 
@@ -284,7 +274,7 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
         [&](const std::string& m, const ModuleQuantInfo& info) { return load_quantized_weight(archive, m, info); },
         [&](const std::string& m, const ModuleQuantInfo& info) { return load_act_params(archive, m, info); });
     if (down_seed && w[LinearId::Down].defined())
-      w.down_rotation = random_hadamard(w[LinearId::Down].weight.size(1), *down_seed);
+      w.down_rotation = random_hadamard(w[LinearId::Down].in_features(), *down_seed);
   };
 }
 

@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string_view>
 #include <vector>
 
 #include <immintrin.h>
 
-#include "kernels/packed_weights.h"
+#include "kernels/linear.h"
 
 #pragma GCC target("avx2,fma,f16c")
 

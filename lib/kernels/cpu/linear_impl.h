@@ -15,15 +15,13 @@
 #include <vector>
 
 #include "core/half.h"
-#include "kernels/packed_weights.h"
+#include "kernels/linear.h"
 
 namespace ptq::kernels::cpu {
 
 // How far ahead of the weight loads the GEMV prefetches (see cpu/linear_q8_avx2.cpp for the measurement).
 constexpr int64_t kPrefetchBytes = 2048;
 
-// Tokens up to this count run the GEMV path (weights read once, decoded in registers for every token).
-constexpr int64_t kGemvMaxTokens = 4;
 
 template <class V>
 struct LinearImpl {

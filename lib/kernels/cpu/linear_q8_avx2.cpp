@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string_view>
 #include <vector>
 
 #include <immintrin.h>
@@ -25,7 +27,6 @@ namespace ptq::kernels {
 
 namespace {
 
-constexpr int64_t kMaxTokens = 4;
 // How far ahead of the code loads to prefetch. Measured on the 1B shape's ffn matrix, 2 threads, 4-bit g32:
 // none 4.7 ms, 512 B 3.9 ms, 1 KiB 3.3 ms, 2 KiB 2.5 ms, 4 KiB 2.8 ms, 8 KiB 3.0 ms.
 constexpr int64_t kPrefetchBytes = 2048;  // tokens sharing one unpack of a weight row
@@ -225,15 +226,15 @@ void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y,
   // `tok` and `block_group` are thread_local: the worker threads must not name them.
   const TokenQ8* tp = tok.data();
   const int32_t* bg = block_group.data();
-  // Rows in chunks of 16 over the threads; within a row, tokens in groups of up to kMaxTokens share one unpack
+  // Rows in chunks of 16 over the threads; within a row, tokens in groups of up to kGemvMaxTokens share one unpack
   // (the row's codes stay in L1 across the groups).
 #pragma omp parallel for schedule(static) if (w.n * w.k * m >= kParallelMinMacs)
   for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
     const int64_t r1 = std::min(w.n, r0 + 16);
     for (int64_t r = r0; r < r1; ++r)
-      for (int64_t i0 = 0; i0 < m; i0 += kMaxTokens) {
+      for (int64_t i0 = 0; i0 < m; i0 += kGemvMaxTokens) {
         float* yi = y + i0 * w.n;
-        switch (std::min(kMaxTokens, m - i0)) {
+        switch (std::min(kGemvMaxTokens, m - i0)) {
           case 1: rows_any<1>(w, tp + i0, bg, yi, w.n, bias, r, r + 1); break;
           case 2: rows_any<2>(w, tp + i0, bg, yi, w.n, bias, r, r + 1); break;
           case 3: rows_any<3>(w, tp + i0, bg, yi, w.n, bias, r, r + 1); break;
