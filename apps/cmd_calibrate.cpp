@@ -22,7 +22,7 @@ struct CalibrateArgs {
 
 void run_calibrate(const GlobalOptions& g, const CalibrateArgs& a) {
   apply_global_options(g, a.json);
-  check_stats_output(a.out, a.force);  // before the work, not after it
+  check_stats_output(a.out, a.model, a.force);  // before the work, not after it
   const double t0 = now_seconds();
   Model model(a.model);
   CalibrateOptions opts;

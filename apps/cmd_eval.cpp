@@ -27,10 +27,16 @@ struct PplArgs {
 
 void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   apply_global_options(g, a.json);
-  const std::string text = read_text_file(a.data);
+  const std::string text = read_user_text(a.data, "--data");
   const std::string sha = sha256_hex(text.data(), text.size());
   nlohmann::json results = nlohmann::json::array();
-  Table t({"model", "ppl", "nll", "windows", "seqlen", "tokens", "tokenizer", "seconds"});
+  // With several models, each row's perplexity change against the first (the baseline, e.g. the FP model).
+  const bool compare = a.models.size() > 1;
+  std::vector<std::string> header = {"model", "ppl"};
+  if (compare) header.push_back("Δ% vs first");
+  for (const char* h : {"nll", "windows", "seqlen", "scored", "tokenizer", "seconds"}) header.push_back(h);
+  Table t(header);
+  double base_ppl = 0;
   for (const auto& path : a.models) {
     auto model_ptr = open_run_model(path, a.run);
     Model& model = *model_ptr;
@@ -49,8 +55,13 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
                        {"data", a.data},
                        {"data_sha256", sha},
                        {"seconds", r.seconds}});
-    t.add_row({path, fmt::format("{:.4f}", r.ppl), fmt::format("{:.5f}", r.nll), std::to_string(r.windows),
-               std::to_string(r.seqlen), std::to_string(r.tokens), tok->describe(), fmt::format("{:.1f}", r.seconds)});
+    if (results.size() == 1) base_ppl = r.ppl;
+    std::vector<std::string> row = {path, fmt::format("{:.4f}", r.ppl)};
+    if (compare) row.push_back(results.size() == 1 ? "-" : fmt::format("{:+.2f}", 100.0 * (r.ppl / base_ppl - 1.0)));
+    for (std::string c : {fmt::format("{:.5f}", r.nll), std::to_string(r.windows), std::to_string(r.seqlen),
+                          std::to_string(r.predicted), tok->describe(), fmt::format("{:.1f}", r.seconds)})
+      row.push_back(std::move(c));
+    t.add_row(row);
   }
   if (a.json) return print_json({{"results", results}});
   std::printf("perplexity on %s (sha256 %.12s...)\n", a.data.c_str(), sha.c_str());
@@ -131,6 +142,10 @@ void run_tasks(const GlobalOptions& g, const TasksArgs& a) {
       t.add_row(r);
     };
     row("acc", [](const TaskResult& r) { return fmt::format("{:.4f} ± {:.4f}", r.acc, r.acc_stderr); });
+    if (a.models.size() > 1) {
+      const double base = results[0][ti].acc;  // percentage points against the first model
+      row("Δ acc pt", [base](const TaskResult& r) { return fmt::format("{:+.2f}", 100.0 * (r.acc - base)); });
+    }
     if (task.kind == TaskKind::Cloze)
       row("target_logprob", [](const TaskResult& r) { return fmt::format("{:.4f}", r.target_logprob); });
     else

@@ -8,6 +8,7 @@
 #include "apps/commands.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
 #include "core/table.h"
 #include "runtime/inspect.h"
 #include "model/model.h"
@@ -132,10 +133,19 @@ void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
   Model& model = *model_ptr;
   auto tok = load_tokenizer(a.model);
   std::vector<int32_t> prompt = tok->encode(a.prompt);
-  std::vector<int32_t> shown;
   if (!a.json) std::printf("%s", a.prompt.c_str());
-  // Decode the growing sequence and print only the new suffix, so multi-token characters come out whole.
-  std::string printed;
+  // Decode prompt + continuation and print only what follows the decoded prompt: decoding the new ids alone
+  // would drop the space a SentencePiece piece carries at the start of a text ("is" + "▁not" -> "isnot"), and a
+  // character spread over several byte tokens comes out whole.
+  std::vector<int32_t> shown = prompt;
+  const std::string prompt_text = tok->decode(prompt);
+  std::string printed = prompt_text;
+  auto continuation = [&](const std::vector<int32_t>& ids) {
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), ids.begin(), ids.end());
+    const std::string text = tok->decode(all);
+    return text.compare(0, prompt_text.size(), prompt_text) == 0 ? text.substr(prompt_text.size()) : tok->decode(ids);
+  };
   GenerateResult r = generate(model, prompt, a.opts, [&](int32_t id) {
     if (a.json) return;
     shown.push_back(id);
@@ -152,7 +162,7 @@ void run_generate(const GlobalOptions& g, const GenerateArgs& a) {
                 {"prompt", a.prompt},
                 {"prompt_ids", prompt},
                 {"ids", r.tokens},
-                {"text", tok->decode(r.tokens)},
+                {"text", continuation(r.tokens)},
                 {"decode_tok_s", tok_s}});
   } else {
     std::printf("\n");
@@ -207,6 +217,7 @@ void run_bench(const GlobalOptions& g, const BenchArgs& a) {
 struct SynthArgs {
   SyntheticSpec spec;
   std::string arch = "llama", dtype = "F32", out, tokenizer_from;
+  bool force = false;
 };
 
 void run_synth(const GlobalOptions& g, const SynthArgs& a) {
@@ -218,13 +229,10 @@ void run_synth(const GlobalOptions& g, const SynthArgs& a) {
   auto dt = dtype_from_name(a.dtype);
   if (!dt) fail_input("--dtype \"{}\" is not one of F32, F16, BF16", a.dtype);
   spec.dtype = *dt;
-  write_synthetic_model(spec, a.out);
-  if (!a.tokenizer_from.empty()) {
-    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
-      const std::string src = a.tokenizer_from + "/" + f;
-      if (file_exists(src)) write_text_file_atomic(a.out + "/" + f, read_text_file(src));
-    }
-  }
+  ModelDirWriter dir(a.out, a.tokenizer_from, a.force);  // assembled aside, renamed into place when whole
+  write_synthetic_model(spec, dir.tmp());
+  if (!a.tokenizer_from.empty()) dir.copy_tokenizer_files(a.tokenizer_from);
+  dir.commit();
   std::printf("wrote %s (%s, %lld layers, hidden %lld)\n", a.out.c_str(), a.arch.c_str(),
               static_cast<long long>(spec.n_layers), static_cast<long long>(spec.hidden));
 }
@@ -269,6 +277,7 @@ void add_model_commands(CLI::App& app, GlobalOptions& g) {
     auto* cmd = app.add_subcommand("synth", "Write a synthetic checkpoint (random weights, real names and config keys)");
     auto a = std::make_shared<SynthArgs>();
     cmd->add_option("-o,--output", a->out, "Output directory")->required();
+    cmd->add_flag("--force", a->force, "Replace an existing output directory (only one ptq wrote)");
     cmd->add_option("--arch", a->arch, "llama | mistral | qwen2 | opt")->default_val("llama");
     cmd->add_option("--hidden", a->spec.hidden, "Hidden size")->default_val(64)->check(kPositive);
     cmd->add_option("--layers", a->spec.n_layers, "Decoder layers")->default_val(2)->check(kPositive);

@@ -1,12 +1,17 @@
 // ptq quantize
 #include <cstdio>
+#include <map>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "apps/commands.h"
 #include "core/error.h"
+#include "core/model_dir.h"
 #include "core/table.h"
+#include "export/targets.h"
 #include "pipeline/quantize.h"
+#include "pipeline/recipe.h"
 #include "quant/formats.h"
 #include "runtime/open_model.h"
 
@@ -28,6 +33,7 @@ struct QuantizeArgs {
   bool sym = false, asym = false, act_order = false, static_groups = false, synthetic = false;
   bool force = false, json = false;
   int64_t batch = 8;
+  std::string report;  // --report: the HTML report of the output
 };
 
 std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
@@ -76,8 +82,10 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.batch = a.batch;
   opts.stats_path = a.stats;
 
-  auto model = open_model(a.model);
+  if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
+  auto model = open_model_to_quantize(a.model);
   const QuantizeReport rep = quantize_model(*model, opts);
+  if (!a.report.empty()) write_quantize_report(a.report, a.out, a.model, a.stats);
 
   if (a.json) {
     nlohmann::json mods = nlohmann::json::array();
@@ -105,8 +113,12 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
                 {"peak_rss_mb", rep.peak_rss_mb}});
     return;
   }
-  for (const auto& [path, reason] : rep.unquantized)
-    std::fprintf(stderr, "note: %s stays floating point: %s\n", path.c_str(), reason.c_str());
+  // One note per reason (a recipe's group size can leave dozens of modules floating point for the same one).
+  std::map<std::string, std::vector<std::string>> by_reason;
+  for (const auto& [path, reason] : rep.unquantized) by_reason[reason].push_back(path);
+  for (const auto& [reason, paths] : by_reason)
+    std::fprintf(stderr, "note: %zu module(s) stay floating point (%s): %s\n", paths.size(), reason.c_str(),
+                 join_module_list(paths, 3).c_str());
   for (const auto& m : rep.modules)
     if (!m.warning.empty()) std::fprintf(stderr, "warning: %s: %s\n", m.module.c_str(), m.warning.c_str());
   Table t({"module", "format", "NMSE", "SNR dB", "max|err|", "flips", "loss", "out err", "RTN out err"});
@@ -123,15 +135,62 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
               rep.seconds, rep.peak_rss_mb);
 }
 
+struct RecipesArgs {
+  bool json = false;
+};
+
+// `ptq recipes`: the bundled recipes, what they produce and need, and which runtime loads the result.
+void run_recipes(const GlobalOptions& g, const RecipesArgs& a) {
+  apply_global_options(g, a.json);
+  nlohmann::json out = nlohmann::json::array();
+  // The text table stays terminal-wide: papers and the runner's column (it runs everything) are in --json.
+  Table t({"recipe", "grid", "needs", "llama.cpp", "vLLM / transformers"});
+  auto first_reason = [](const std::string& how) { return how.substr(0, how.find(';')); };
+  for (const auto& b : bundled_recipes()) {
+    const Recipe r = load_recipe(b.path);
+    const auto fits = export_fits(r);
+    nlohmann::json runtimes = nlohmann::json::object();
+    for (const auto& f : fits) runtimes[f.runtime] = {{"loads", f.loads}, {"how", f.how}};
+    out.push_back({{"name", b.name},
+                   {"path", b.path},
+                   {"grid", recipe_grid(r)},
+                   {"paper", r.paper},
+                   {"needs", recipe_needs(r)},
+                   {"default", b.name == kDefaultRecipe},
+                   {"runtimes", runtimes}});
+    t.add_row({b.name + (b.name == kDefaultRecipe ? " (default)" : ""), recipe_grid(r), recipe_needs(r),
+               first_reason(fits[0].how), first_reason(fits[1].how)});
+  }
+  if (a.json) {
+    print_json({{"recipes", out}});
+    return;
+  }
+  std::fputs(t.render().c_str(), stdout);
+  std::printf("ptq's own runner (eval, generate, bench) runs every result. Papers and details: ptq recipes --json\n"
+              "use: ptq quantize MODEL -o OUT --recipe NAME (flags such as --group-size override the recipe)\n");
+}
+
 }  // namespace
 
 void add_quantize_command(CLI::App& app, GlobalOptions& g) {
+  {
+    auto* cmd = app.add_subcommand("recipes",
+                                   "List the bundled recipes: grid, paper, what they need, and which runtime can load "
+                                   "the result through which export");
+    auto a = std::make_shared<RecipesArgs>();
+    cmd->add_flag("--json", a->json, "Print one JSON object");
+    cmd->callback([&g, a] { run_recipes(g, *a); });
+  }
   auto* cmd = app.add_subcommand(
-      "quantize", "Quantize a model with a recipe (configs/*.yaml); flags override the recipe. Methods: " +
+      "quantize", "Quantize a model with a recipe (default " + std::string(kDefaultRecipe) +
+                      "; `ptq recipes` lists them); flags override the recipe. Methods: " +
                       weight_algorithm_names() + ". Formats: " + weight_format_names());
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
-  cmd->add_option("--recipe", a->recipe, "Recipe YAML, e.g. configs/w4a16-gptq.yaml")->required();
+  a->recipe = kDefaultRecipe;
+  cmd->add_option("--recipe", a->recipe,
+                  "A bundled recipe's name (`ptq recipes` lists them) or a recipe YAML file")
+      ->default_str(kDefaultRecipe);
   cmd->add_option("-o,--output", a->out, "Output directory (a ptq checkpoint)")->required();
   cmd->add_flag("--force", a->force, "Replace an existing output directory");
   cmd->add_option("--data", a->data, "Calibration text file (repeatable; default: data/sotu-train.txt)");
@@ -161,6 +220,9 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
                 "QuaRot-style randomized Hadamard rotation of the residual stream, plus online before down_proj");
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->add_option("--report", a->report,
+                  "Also write an HTML report of the output (`ptq report`: provenance, weight error, bits map; the "
+                  "activation ranges when --stats is given)");
   cmd->callback([&g, a] { run_quantize(g, *a); });
 }
 

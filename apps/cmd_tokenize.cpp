@@ -47,7 +47,12 @@ void run_tokenize(const GlobalOptions& g, const TokenizeArgs& a) {
   const std::string where = a.file.empty() ? "--text" : a.file;
   auto tok = load_tokenizer(a.model);
   if (a.decode) {
-    const std::string text = tok->decode(parse_ids(input, where));
+    const std::vector<int32_t> ids = parse_ids(input, where);
+    for (int32_t id : ids)  // decoders skip unknown ids; a silently shorter text would hide the mistake
+      if (id < 0 || id >= tok->vocab_size())
+        fail_input("{}: id {} is outside the tokenizer's vocabulary 0..{} ({})", where, id, tok->vocab_size() - 1,
+                   tok->describe());
+    const std::string text = tok->decode(ids);
     if (a.json) print_json({{"text", text}});
     else std::printf("%s\n", text.c_str());
     return;

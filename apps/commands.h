@@ -16,6 +16,7 @@ namespace ptq::cli {
 struct GlobalOptions {
   int threads = 0;  // 0: all cores
   bool quiet = false;
+  bool verbose = false;
 };
 
 // Applies --threads/--quiet/--json; every subcommand calls it first.
@@ -37,11 +38,16 @@ std::unique_ptr<Model> open_run_model(const std::string& path, const RunFlags& f
 void print_json(const nlohmann::json& j);
 
 void add_model_commands(CLI::App& app, GlobalOptions& g);  // inspect, generate, bench, synth
-void add_eval_commands(CLI::App& app, GlobalOptions& g);
-void add_quantize_command(CLI::App& app, GlobalOptions& g);   // eval ppl, eval tasks
+void add_eval_commands(CLI::App& app, GlobalOptions& g);       // eval ppl, eval tasks
+void add_quantize_command(CLI::App& app, GlobalOptions& g);   // quantize, recipes
 void add_calibrate_command(CLI::App& app, GlobalOptions& g);  // calibrate
 void add_export_commands(CLI::App& app, GlobalOptions& g);    // export, gguf-to-hf, logits
 void add_tokenize_command(CLI::App& app, GlobalOptions& g);   // tokenize
 void add_transform_commands(CLI::App& app, GlobalOptions& g);  // outlierize
+void add_report_command(CLI::App& app, GlobalOptions& g);     // report
+// `ptq quantize --report`: the report of the checkpoint just written, from what quantize had at hand (the FP input,
+// its --stats); evaluations are left to `ptq report`.
+void write_quantize_report(const std::string& out_html, const std::string& quantized, const std::string& fp_model,
+                           const std::string& stats);
 
 }  // namespace ptq::cli

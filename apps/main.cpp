@@ -1,21 +1,36 @@
 // ptq: offline post-training quantization for LLMs. Entry point: argument parsing and error mapping.
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 #include <unistd.h>
 #include <stdexcept>
 
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
 
 #include "apps/commands.h"
 #include "core/progress.h"
+#include "core/temporaries.h"
 #include "model/model.h"
 #include "runtime/open_model.h"
 
 namespace ptq::cli {
 
+constexpr int kMaxThreadsPerCore = 4;
+
 void apply_global_options(const GlobalOptions& g, bool json) {
   set_progress_enabled(!g.quiet && !json);
-  set_num_threads(g.threads);
+  set_verbose(g.verbose);
+  // More threads than a few per core only adds contention (and --threads 100000 would start that many).
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = g.threads;
+  if (threads > kMaxThreadsPerCore * cores) {
+    std::fprintf(stderr, "warning: --threads %d is more than %d per core on this %d-core machine; using %d\n", threads,
+                 kMaxThreadsPerCore, cores, kMaxThreadsPerCore * cores);
+    threads = kMaxThreadsPerCore * cores;
+  }
+  set_num_threads(threads);
 }
 
 void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
@@ -61,6 +76,26 @@ CLI::Validator number_at_least(double lo, const char* what) {
 const CLI::Validator kNonNegative = number_at_least(0, "a number >= 0");
 const CLI::Validator kPositive = number_at_least(1, "a number >= 1");
 
+// An error message as one printable line: control bytes and bytes that are not UTF-8 (from a damaged file's
+// names or texts) are shown as \xNN instead of reaching the terminal raw.
+std::string printable(const std::string& m) {
+  std::string out;
+  for (size_t i = 0; i < m.size();) {
+    const unsigned char c = static_cast<unsigned char>(m[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    for (size_t k = 1; k < len; ++k)
+      if (i + k >= m.size() || (static_cast<unsigned char>(m[i + k]) >> 6) != 0x2) len = 0;
+    if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f))) {
+      out += fmt::format("\\x{:02x}", c);
+      ++i;
+    } else {
+      out.append(m, i, len);
+      i += len;
+    }
+  }
+  return out;
+}
+
 }  // namespace ptq::cli
 
 int main(int argc, char** argv) {
@@ -72,6 +107,8 @@ int main(int argc, char** argv) {
     ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
     ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
   }
+  // SIGINT/SIGTERM remove the run's temporary outputs and exit 130/143 (core/temporaries.h); before any thread starts.
+  ptq::install_signal_cleanup();
   using namespace ptq::cli;
   CLI::App app{"ptq: offline post-training quantization toolchain for LLMs (C++, CPU)"};
   app.set_version_flag("--version", std::string("ptq ") + PTQ_VERSION);
@@ -79,6 +116,10 @@ int main(int argc, char** argv) {
   GlobalOptions g;
   app.add_option("--threads", g.threads, "CPU threads (default: all cores)")->check(kNonNegative);
   app.add_flag("-q,--quiet", g.quiet, "No progress output");
+  app.add_flag("-v,--verbose", g.verbose, "List every item in messages (e.g. all modules a refusal names)");
+  // Global flags are accepted after the subcommand too (`ptq quantize ... --threads 1 -q`): a subcommand passes
+  // what it does not know to this parser.
+  app.fallthrough();
   add_model_commands(app, g);
   add_quantize_command(app, g);
   add_eval_commands(app, g);
@@ -86,6 +127,7 @@ int main(int argc, char** argv) {
   add_export_commands(app, g);
   add_tokenize_command(app, g);
   add_transform_commands(app, g);
+  add_report_command(app, g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -95,16 +137,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    std::fprintf(stderr, "error: %s (see --help)\n", printable(e.what()).c_str());
     return 2;
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", printable(e.what()).c_str());
     return 2;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "error: %s\n", printable(e.what_without_backtrace()).c_str());
     return 3;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s\n", printable(e.what()).c_str());
     return 1;
   }
   return 0;

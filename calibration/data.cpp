@@ -5,16 +5,17 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/resources.h"
 #include "model/tokenizer.h"
 
 namespace ptq {
 
 std::string default_calibration_file() {
-#ifdef PTQ_DATA_DIR
-  return std::string(PTQ_DATA_DIR) + "/sotu-train.txt";
-#else
-  return "data/sotu-train.txt";
-#endif
+  const std::string found = find_resource("data", kDefaultCalibrationText);
+  if (found.empty())
+    fail_input("the default calibration text {} was not found (searched $PTQ_HOME/data, <binary>/../share/ptq/data "
+               "and the source tree); give --data FILE or --synthetic", kDefaultCalibrationText);
+  return found;
 }
 
 CalibrationData load_calibration_data(const CalibrationDataSpec& spec, const Tokenizer& tok, int64_t vocab,
@@ -44,8 +45,7 @@ CalibrationData load_calibration_data(const CalibrationDataSpec& spec, const Tok
   std::vector<int32_t> ids;
   std::string hashes;
   for (const auto& f : files) {
-    if (!file_exists(f)) fail_input("calibration data file {} does not exist", f);
-    const std::string text = read_text_file(f);
+    const std::string text = read_user_text(f, "calibration data");
     hashes += sha256_hex(text.data(), text.size());
     std::vector<int32_t> part = tok.encode(text);
     ids.insert(ids.end(), part.begin(), part.end());

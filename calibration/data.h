@@ -26,7 +26,9 @@ struct CalibrationData {
   int64_t text_tokens = 0;   // tokens the windows were drawn from
 };
 
-// The default calibration text, relative to the repository / install data directory.
+// The bundled default calibration text (a file name in the data resources, core/resources.h).
+constexpr const char* kDefaultCalibrationText = "sotu-train.txt";
+// Its path, found from any working directory; throws naming the places searched when it is missing.
 std::string default_calibration_file();
 
 // Files are tokenized whole (BOS as the tokenizer config says) and concatenated; each window starts at a

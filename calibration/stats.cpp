@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
 
 namespace ptq {
 
@@ -70,7 +71,7 @@ std::vector<InputPoint> parse_points(const std::string& text, const std::string&
   json arr;
   try {
     arr = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: metadata \"points\" is not valid JSON ({})", path, e.what());
   }
   if (!arr.is_array()) fail_input("{}: metadata \"points\" must be a JSON array", path);
@@ -243,16 +244,17 @@ std::string model_fingerprint(const std::string& model_dir) {
   return sha256_hex(acc.data(), acc.size());
 }
 
-void check_stats_output(const std::string& path, bool overwrite) {
+void check_stats_output(const std::string& path, const std::string& model, bool overwrite) {
   if (is_directory(path)) fail_input("{} is a directory; expected a stats file path", path);
-  if (!overwrite && file_exists(path)) fail_input("{} already exists; pass --force to overwrite it", path);
+  check_output_path(path, model, overwrite);
 }
 
 void save_calibration_stats(const CalibrationStats& stats, const std::string& path, bool overwrite) {
-  check_stats_output(path, overwrite);
+  check_stats_output(path, stats.metadata.count("model") ? stats.metadata.at("model") : std::string(), overwrite);
   SafetensorsWriter w;
   for (const auto& [key, value] : stats.metadata) w.set_metadata(key, value);
   w.set_metadata("format", kCalibrationFormat);
+  w.set_metadata(kOutputMarker, std::string("ptq ") + PTQ_VERSION);  // --force may replace it (core/model_dir.h)
   w.set_metadata("format_version", std::to_string(kCalibrationFormatVersion));
   w.set_metadata("points", points_json(stats.points()).dump());
   StatSet present;

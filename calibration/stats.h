@@ -124,8 +124,9 @@ class CalibrationStats {
 // identical; weights that differ only away from every tensor's ends would collide.
 std::string model_fingerprint(const std::string& model_dir);
 
-// Throws when `path` exists and `overwrite` is false.
-void check_stats_output(const std::string& path, bool overwrite);
+// The output rules of core/model_dir.h check_output_path (never the model `model` or inside it; an existing file is
+// replaced only with `overwrite` and only when ptq wrote it); throws naming the path.
+void check_stats_output(const std::string& path, const std::string& model, bool overwrite);
 // Writes the stats file atomically (format, format_version, points and stats metadata are set here).
 void save_calibration_stats(const CalibrationStats& stats, const std::string& path, bool overwrite);
 // Reads a stats file, refusing other formats, newer format versions, malformed tensors, and stats made for

@@ -11,6 +11,11 @@ packages=(
   catch2                  # Catch2 v2 (tests)
   sentencepiece           # spm_encode: the reference the tokenizer tests compare against
   libpcre2-dev libicu-dev  # tokenizer.json: split regexes with Unicode properties, NFC normalization
+  python3                 # the CLI test and scripts/demo.sh read --json output with it
+  chromium                # headless: renders `ptq report` pages in the browser test (tests/report)
+  clang                   # clang 14: the libFuzzer build of the parsers (tests/fuzz, scripts/fuzz.sh)
+  libclang-rt-14-dev      # clang's libFuzzer, ASan and UBSan runtimes
+  libomp-dev              # OpenMP for clang (ptq_kernels needs it in the fuzzing build too)
 )
 
 missing=()

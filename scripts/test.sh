@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up, build, and every test: the Catch2 suite + CLI checks (ctest), then the LibTorch-free layers
-# (lib/core, lib/io: file parsing) rebuilt and re-tested under AddressSanitizer + UBSan.
+# (lib/core, lib/io: file parsing) rebuilt and re-tested under AddressSanitizer + UBSan, then a libFuzzer smoke
+# of the parsers (scripts/fuzz.sh --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -23,3 +24,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 [[ -f build-asan/CMakeCache.txt ]] || cmake -S . -B build-asan "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DPTQ_SANITIZE=ON
 cmake --build build-asan -j "$jobs"
 (cd build-asan && ctest --output-on-failure -j "$jobs")
+
+# Fuzz smoke: every LibTorch-free parser under libFuzzer + ASan/UBSan for a few seconds each, from the bundled seeds
+# and the reproducers of past findings (clang build in build-fuzz; long runs: scripts/fuzz.sh SECONDS).
+scripts/fuzz.sh --smoke

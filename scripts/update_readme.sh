@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Regenerates the measured tables in README.md (between "<!-- BEGIN name -->" and "<!-- END name -->")
-# by running ptq on the bundled models and data. Nothing in those sections is typed by hand.
+# Regenerates the measured tables in README.md and docs/RESULTS.md (between "<!-- BEGIN name -->" and
+# "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
+# data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -25,6 +26,20 @@ ptq="$PTQ_BIN --quiet"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 wanted() { [[ " ${sections[*]} " == *" $1 "* ]]; }
+
+if wanted recipes; then
+  $ptq recipes --json | python3 -c '
+import json, sys
+rs = json.load(sys.stdin)["recipes"]
+print("| recipe | grid | paper | needs | llama.cpp | vLLM / transformers |")
+print("|---|---|---|---|---|---|")
+for r in rs:
+    rt = r["runtimes"]
+    cell = lambda k: rt[k]["how"].replace("|", "\\|")
+    name = "`%s`%s" % (r["name"], " (default)" if r["default"] else "")
+    print("| %s | %s | %s | %s | %s | %s |" % (name, r["grid"], r["paper"], r["needs"], cell("llama.cpp"), cell("vLLM / transformers")))
+' >"$tmp/recipes"
+fi
 
 if wanted fp-ppl; then
   {
@@ -90,14 +105,16 @@ fi
 python3 - "$tmp" "${sections[@]}" <<'PY'
 import re, sys, pathlib
 tmp = pathlib.Path(sys.argv[1])
-readme = pathlib.Path("README.md")
-text = readme.read_text()
+files = [pathlib.Path("README.md"), pathlib.Path("docs/RESULTS.md")]
+texts = {f: f.read_text() for f in files}
 for section in sys.argv[2:]:
     body = (tmp / section).read_text()
     pattern = re.compile(r"(<!-- BEGIN %s -->\n).*?(<!-- END %s -->)" % (section, section), re.S)
-    if not pattern.search(text):
-        sys.exit("README.md has no <!-- BEGIN %s --> section" % section)
-    text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
-readme.write_text(text)
+    holders = [f for f in files if pattern.search(texts[f])]
+    if len(holders) != 1:
+        sys.exit("section %s must be in exactly one of README.md, docs/RESULTS.md (found in %d)" % (section, len(holders)))
+    texts[holders[0]] = pattern.sub(lambda m: m.group(1) + body + m.group(2), texts[holders[0]])
+for f, t in texts.items():
+    f.write_text(t)
 PY
-echo "README.md updated: ${sections[*]}"
+echo "README.md / docs/RESULTS.md updated: ${sections[*]}"

@@ -35,6 +35,11 @@ std::pair<at::Tensor, at::Tensor> checked_inputs(const LinearQuantRequest& rq) {
                shape_str(rq.hessian.sizes().vec()), in, in, w.size(0), in);
   at::Tensor h = rq.hessian.to(at::kFloat).clone().contiguous();
   check_finite(h, rq.name + " Hessian");
+  // Every column would count as dead and GPTQ would zero the whole weight: no inputs were seen (or the stats file is
+  // damaged); that is a calibration problem to report, not a result.
+  if (h.diagonal().abs().max().item<float>() == 0.f)
+    fail_input("{}: the Hessian is all zero (calibration saw no input to this module); recalibrate or check the stats "
+               "file", rq.name);
   const GptqOptions& o = rq.gptq;
   if (!(o.percdamp >= 0) || !std::isfinite(o.percdamp))
     fail_input("{}: percdamp {} is not a finite value >= 0", rq.name, o.percdamp);

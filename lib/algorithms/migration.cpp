@@ -72,13 +72,13 @@ constexpr const char* kPointNames[] = {"attn", "o", "mlp", "down"};
 void apply_none(const ModelConfig&, LayerWeights&, const LayerStats&, const MigrationSettings&, LayerPlan&) {}
 
 const std::vector<MigrationMethod> kMethods = {
-    {"none", "no rewrite: the recipe's activation scheme at every input (naive RTN baselines)", apply_none},
-    {"smoothquant", "SmoothQuant migration s = max|X|^a / max|W|^(1-a) (Xiao et al. 2022)", apply_smoothquant},
-    {"fptq", "FPTQ log equalization + layer-wise policy on max|X| (arXiv 2308.15987)", apply_fptq},
+    {"none", "no rewrite: the recipe's activation scheme at every input (naive RTN baselines)", apply_none, true},
+    {"smoothquant", "SmoothQuant migration s = max|X|^a / max|W|^(1-a) (Xiao et al. 2022)", apply_smoothquant, true},
+    {"fptq", "FPTQ log equalization + layer-wise policy on max|X| (arXiv 2308.15987)", apply_fptq, true},
     {"outliertune", "OutlierTune symmetrization + folded per-channel steps; o/down dynamic (arXiv 2406.18832)",
-     apply_outliertune},
+     apply_outliertune, false},
     {"mergequant", "MergeQuant QSM + dimensional reconstruction, static per-channel W4A4 (arXiv 2503.07654)",
-     apply_mergequant},
+     apply_mergequant, false},
 };
 
 }  // namespace

@@ -83,6 +83,10 @@ struct MigrationMethod {
   // the recipe's scheme at every point.
   void (*apply)(const ModelConfig& cfg, LayerWeights& w, const LayerStats& stats, const MigrationSettings& s,
                 LayerPlan& plan);
+  // True when the rewrite only changes the architecture's own tensors (folds into norms and weights), so a runtime
+  // running the standard forward (llama.cpp, vLLM) can run its result; false when it adds tensors a standard model
+  // lacks (norm biases, channel-index tensors: the exporters refuse those, gptq_export.h).
+  bool keeps_architecture;
 };
 
 const std::vector<MigrationMethod>& migration_methods();

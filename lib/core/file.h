@@ -36,6 +36,9 @@ class MappedFile {
 
 // Small text files (configs, JSON, texts to evaluate): read whole.
 std::string read_text_file(const std::string& path);
+// A text a user hands in (calibration or evaluation data): read whole, refused with a one-line reason when it is
+// missing, a directory, empty, or not text (a NUL byte or invalid UTF-8 in its first 64 KiB). `what` names the flag.
+std::string read_user_text(const std::string& path, const std::string& what);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 

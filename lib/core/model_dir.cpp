@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file.h"
+#include "core/temporaries.h"
 
 namespace ptq {
 
@@ -23,19 +26,66 @@ std::string strip_slashes(std::string p) {
 
 }  // namespace
 
-void check_output_path(const std::string& out_arg, const std::string& input, bool force) {
-  const std::string out = strip_slashes(out_arg);
+namespace {
+
+// Real path of `p`; for a path that does not exist yet, its longest existing prefix resolved and the rest appended.
+fs::path real_path(const std::string& p) {
   std::error_code ec;
-  if (!fs::exists(out, ec)) return;
-  if (!input.empty() && fs::exists(input, ec) && fs::equivalent(out, input, ec))
-    fail_input("output {} is the input model; inputs are never modified", out);
-  if (!force) fail_input("output {} already exists; choose another -o or pass --force to replace it", out);
+  fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  return ec ? fs::absolute(p).lexically_normal() : r;
 }
 
-ModelDirWriter::ModelDirWriter(const std::string& out, const std::string& input, bool force)
+// True when `inner` is `outer` or lies below it (component-wise, on normalised absolute paths).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool is_ptq_output(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return fs::exists(fs::path(path) / kOutputMarkerFile, ec);
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  std::string head(kOutputMarkerSpan, '\0');
+  head.resize(std::fread(head.data(), 1, head.size(), f));
+  std::fclose(f);
+  return head.find(kOutputMarker) != std::string::npos;
+}
+
+void check_output_path(const std::string& out_arg, const std::vector<std::string>& inputs, bool force) {
+  const std::string out = strip_slashes(out_arg);
+  const fs::path out_real = real_path(out);
+  std::error_code ec;
+  for (const auto& input : inputs) {
+    if (input.empty() || !fs::exists(input, ec)) continue;
+    const fs::path in_real = real_path(input);
+    if (out_real == in_real) fail_input("output {} is the input {}; inputs are never modified", out, input);
+    if (is_within(in_real, out_real))
+      fail_input("output {} contains the input {}; writing it would replace the input; choose an output outside it",
+                 out, input);
+    if (fs::is_directory(in_real, ec) && is_within(out_real, in_real))
+      fail_input("output {} lies inside the input {}; inputs are never modified; choose an output outside it", out,
+                 input);
+  }
+  if (!fs::exists(out, ec)) return;
+  if (!force) fail_input("output {} already exists; choose another -o or pass --force to replace it", out);
+  if (!is_ptq_output(out))
+    fail_input("output {} exists and was not written by ptq (no {} marker); --force replaces only ptq's own outputs; "
+               "remove it yourself or choose another -o", out, fs::is_directory(out, ec) ? kOutputMarkerFile : kOutputMarker);
+}
+
+ModelDirWriter::ModelDirWriter(const std::string& out, const std::vector<std::string>& inputs, bool force)
     : out_(strip_slashes(out)), force_(force) {
-  check_output_path(out_, input, force);
+  check_output_path(out_, inputs, force);
+  remove_stale_temporaries(out_);
   tmp_ = fmt::format("{}.tmp-{}", out_, ::getpid());
+  register_temporary(tmp_);
   std::error_code ec;
   fs::remove_all(tmp_, ec);
   fs::create_directories(tmp_, ec);
@@ -43,9 +93,11 @@ ModelDirWriter::ModelDirWriter(const std::string& out, const std::string& input,
 }
 
 ModelDirWriter::~ModelDirWriter() {
-  if (committed_) return;
-  std::error_code ec;
-  fs::remove_all(tmp_, ec);
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+  unregister_temporary(tmp_);
 }
 
 void ModelDirWriter::copy_tokenizer_files(const std::string& src_dir) const {
@@ -59,9 +111,13 @@ void ModelDirWriter::copy_tokenizer_files(const std::string& src_dir) const {
 }
 
 void ModelDirWriter::commit() {
+  write_text_file_atomic(file(kOutputMarkerFile),
+                         fmt::format("{{\"{}\": \"ptq {}\"}}\n", kOutputMarker, PTQ_VERSION));
   std::error_code ec;
   if (fs::exists(out_, ec)) {
     if (!force_) fail_input("output {} appeared while it was being written; not replacing it without --force", out_);
+    if (!is_ptq_output(out_))
+      fail_input("output {} appeared while it was being written and was not written by ptq; not replacing it", out_);
     fs::remove_all(out_, ec);
     if (ec) fail_io("cannot remove {} to replace it: {}", out_, ec.message());
   }

@@ -25,6 +25,12 @@ std::string format_duration(double s) {
 void set_progress_enabled(bool enabled) { g_progress_enabled = enabled; }
 bool progress_enabled() { return g_progress_enabled && ::isatty(2); }
 
+namespace {
+bool g_verbose = false;
+}
+void set_verbose(bool v) { g_verbose = v; }
+bool verbose() { return g_verbose; }
+
 Progress::Progress(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)), unit_(std::move(unit)), total_(total), active_(progress_enabled()) {
   start_ = std::chrono::steady_clock::now();

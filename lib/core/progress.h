@@ -11,6 +11,9 @@ namespace ptq {
 // a terminal, so logs and CI stay clean.
 void set_progress_enabled(bool enabled);
 bool progress_enabled();
+// --verbose: messages list every item (module names in refusals) instead of a count and the first few.
+void set_verbose(bool verbose);
+bool verbose();
 
 class Progress {
  public:

@@ -1,5 +1,7 @@
 #include "core/table.h"
 
+#include "core/progress.h"
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -55,6 +57,14 @@ std::string human_count(double n) {
   if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
   if (n >= 1e3) return fmt::format("{:.1f}K", n / 1e3);
   return fmt::format("{:.0f}", n);
+}
+
+std::string join_module_list(const std::vector<std::string>& v, size_t max) {
+  std::string s;
+  if (verbose()) max = v.size();
+  for (size_t i = 0; i < v.size() && i < max; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > max) s += fmt::format(", ... ({} in all; --verbose lists them)", v.size());
+  return s;
 }
 
 }  // namespace ptq

@@ -22,4 +22,8 @@ std::string human_bytes(double bytes);
 // "8.39M", "6.74B": parameter counts for humans.
 std::string human_count(double n);
 
+// Lists in one-line messages: "a, b, c, ... (N in all; --verbose lists them)", or every item with --verbose
+// (set_verbose, core/progress.h).
+std::string join_module_list(const std::vector<std::string>& items, size_t max = 12);
+
 }  // namespace ptq

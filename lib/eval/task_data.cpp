@@ -234,8 +234,11 @@ const FormatTraits& detect_format(const Json& j, const std::string& where) {
              known);
 }
 
-void check_item(const TaskItem& it, const std::string& where) {
+void check_item(const TaskItem& it, TaskKind kind, const std::string& where) {
   const int64_t n = static_cast<int64_t>(it.choices());
+  // A multiple-choice item with one choice is always answered right: it would only inflate the accuracy.
+  if (kind == TaskKind::MultipleChoice && n < 2)
+    fail_input("{}: {} choice(s); a multiple-choice item needs at least two", where, n);
   if (it.label < 0 || it.label >= n)
     fail_input("{}: label {} out of range for {} choices (expected 0..{})", where, it.label, n, n - 1);
   for (int64_t c = 0; c < n; ++c) {
@@ -304,14 +307,14 @@ Task parse_task(const std::string& jsonl, const std::string& path, TaskFormat fo
     Json j;
     try {
       j = Json::parse(text);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {
       fail_input("{}: not valid JSON: {}", where, json_reason(e.what()));
     }
     if (!j.is_object()) fail_input("{}: expected a JSON object per line, found {}", where, j.type_name());
     if (fmt == nullptr) fmt = &detect_format(j, where);
     TaskItem item = fmt->adapt(j, Source{where, fmt->name, fmt->schema}, line);
     item.line = line;
-    check_item(item, where);
+    check_item(item, fmt->kind, where);
     task.items.push_back(std::move(item));
   }
   if (task.items.empty()) fail_input("{}: no items (an empty task file?)", path);

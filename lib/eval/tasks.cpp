@@ -144,6 +144,9 @@ TaskResult evaluate_task(Model& model, const Tokenizer& tok, const Task& task, c
     }
     std::vector<double> normed(n);
     for (size_t c = 0; c < n; ++c) {
+      if (!std::isfinite(s.logprob[c]))  // a NaN would make every choice lose and the accuracy meaningless
+        fail_input("{}:{}: the log-likelihood of choice {} is not finite (NaN or Inf) under {}: a weight, scale or "
+                   "activation overflowed; `ptq inspect` the model", task.path, item.line, c, model.path());
       s.tokens[c] = static_cast<int64_t>(req[c].continuation.size());
       normed[c] = s.logprob[c] / static_cast<double>(norm_length(item.continuations[c]));
     }

@@ -245,7 +245,8 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     std::vector<int64_t> dims = {};
   };
   std::vector<Plan> plans;
-  std::vector<std::string> refused;
+  std::map<std::string, std::vector<std::string>> refused;  // grid -> modules
+  size_t n_refused = 0;
   for (const Slot& s : llama_slots(cfg)) {
     if (!model->weights().contains(s.hf)) fail_input("{}: tensor \"{}\" is missing", model_dir, s.hf);
     Plan p{s, fp_type};
@@ -278,11 +279,13 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
                                                "F32 dequantized values (exact)", s.module, info.spec.bits,
                                                info.spec.group_size, K);
         } else {
-          const std::string desc = fmt::format("{} ({}-bit {} group {}{})", s.module, info.spec.bits,
-                                               info.spec.sym ? "sym" : "asym", info.spec.group_size,
-                                               info.act_order ? " act-order" : "");
           if (!opts.allow_requant) {
-            refused.push_back(desc);
+            const std::string grid = fmt::format("{}-bit {} {}{}", info.spec.bits, info.spec.sym ? "sym" : "asym",
+                                                 info.spec.group_size > 0 ? fmt::format("group {}", info.spec.group_size)
+                                                                          : std::string("per-channel"),
+                                                 info.act_order ? " act-order" : "");
+            refused[grid].push_back(s.module);
+            ++n_refused;
             continue;
           }
           p.requant = true;
@@ -300,15 +303,22 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     plans.push_back(std::move(p));
   }
   if (!refused.empty()) {
+    // One line: each grid with a count and the first modules, then the fix.
     std::string list;
-    for (const auto& r : refused) list += (list.empty() ? "" : ", ") + r;
-    fail_input("{}: {} module(s) have grids with no ggml equivalent (ggml maps 4-bit sym/asym and 8-bit sym group 32 in "
-               "natural order): {}; pass --allow-requant to re-quantize them to Q4_0/Q4_1/Q8_0 (the added error is "
-               "reported)", model_dir, refused.size(), list);
+    bool fits_g32 = true;
+    for (const auto& [grid, mods] : refused) {
+      list += fmt::format("{}{} ({}): {}", list.empty() ? "" : "; ", grid, mods.size(), join_module_list(mods, 3));
+      fits_g32 = fits_g32 && grid.rfind("4-bit", 0) == 0;  // the weight formats have g32 grids at 4 bits only
+    }
+    fail_input("{}: {} module(s) have grids with no ggml equivalent (ggml holds 4-bit sym/asym and 8-bit sym, group "
+               "32, natural column order): {}. Fix: {}or pass --allow-requant to re-quantize them to Q4_0/Q4_1/Q8_0 "
+               "(the added error is reported)", model_dir, n_refused, list,
+               fits_g32 ? "quantize with --group-size 32 (and without --act-order) for a lossless export, " : "");
   }
 
   GgufWriter w;
   w.set("general.architecture", GgufValue::string("llama"));
+  w.set(kOutputMarker, GgufValue::string(std::string("ptq ") + PTQ_VERSION));  // --force may replace it (model_dir.h)
   w.set("general.name", GgufValue::string(fs::path(model_dir).filename().string().empty()
                                              ? fs::path(model_dir).parent_path().filename().string()
                                              : fs::path(model_dir).filename().string()));
@@ -416,7 +426,7 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
   const GgufFile g(gguf_path);
   const ModelConfig cfg = load_model_config(config_dir);
   check_llama(cfg, config_dir);
-  ModelDirWriter dir(out_dir, config_dir, /*force=*/false);
+  ModelDirWriter dir(out_dir, {gguf_path, config_dir}, /*force=*/false);
   {
     SafetensorsWriter sw;
     for (const Slot& s : llama_slots(cfg)) {
@@ -443,6 +453,12 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
   write_text_file_atomic(dir.file("config.json"), c.dump(2));
   dir.copy_tokenizer_files(config_dir);
   dir.commit();
+}
+
+std::optional<GgmlType> gguf_lossless_type(const ModuleQuantInfo& info) {
+  const Mapping m = mapping_of(info);
+  if (m == Mapping::None) return std::nullopt;
+  return mapped_type(m);
 }
 
 }  // namespace ptq

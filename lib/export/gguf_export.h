@@ -69,6 +69,11 @@ struct GgufExportReport {
   int64_t parameters = 0;
 };
 
+struct ModuleQuantInfo;
+// The ggml type a quantized module maps to without re-quantizing (4-bit sym -> Q4_0, 4-bit asym -> Q4_1, 8-bit sym
+// -> Q8_0; group 32, natural column order, K a multiple of 32); nullopt when its grid has no ggml equivalent.
+std::optional<GgmlType> gguf_lossless_type(const ModuleQuantInfo& info);
+
 // Exports `model_dir` (an HF Llama directory, a ptq checkpoint, or a GPTQ / compressed-tensors checkpoint) to
 // `out_path` atomically. Throws std::invalid_argument listing the modules whose grids have no ggml equivalent
 // (unless allow_requant), for an architecture other than llama/mistral, for what a standard llama cannot represent

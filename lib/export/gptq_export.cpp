@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "core/file.h"
 #include "core/model_dir.h"
 #include "export/compressed_tensors_export.h"
@@ -171,13 +172,6 @@ void refuse_nonstandard(const std::string& model_dir, const std::string& format,
   fail_input("{}: {} export cannot represent what this checkpoint holds beyond a standard {} model, and would "
              "silently change its function: {}{}", model_dir, format, load_model_config(model_dir).model_type, list,
              hint);
-}
-
-std::string join_module_list(const std::vector<std::string>& v, size_t max) {
-  std::string s;
-  for (size_t i = 0; i < v.size() && i < max; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > max) s += fmt::format(", ... ({} in all)", v.size());
-  return s;
 }
 
 PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir,

@@ -38,6 +38,7 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
+#include "core/table.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
 #include "quant/checkpoint.h"
@@ -130,7 +131,5 @@ struct PackedFormat {
 PackedExportReport export_packed(const std::string& model_dir, const std::string& out_dir, const PackedFormat& format,
                                  const PackedExportOptions& opts);
 
-// "a, b, c, ... (N in all)"
-std::string join_module_list(const std::vector<std::string>& modules, size_t max = 12);
 
 }  // namespace ptq

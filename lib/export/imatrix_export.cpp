@@ -95,6 +95,7 @@ ImatrixExportReport export_imatrix(const std::string& stats_path, const std::str
 
   GgufWriter w;
   w.set("general.type", GgufValue::string("imatrix"));
+  w.set(kOutputMarker, GgufValue::string(std::string("ptq ") + PTQ_VERSION));  // --force may replace it (model_dir.h)
   w.set("imatrix.datasets", GgufValue::string_array(rep.datasets));
   w.set("imatrix.chunk_count", GgufValue::u32(static_cast<uint32_t>(rep.chunk_count)));
   w.set("imatrix.chunk_size", GgufValue::u32(static_cast<uint32_t>(rep.chunk_size)));

@@ -25,4 +25,8 @@ inline size_t dtype_size(DType t) { return dtype_traits(t).size; }
 // Every known dtype name, comma separated (for error messages and --help).
 std::string dtype_names();
 
+// Index of the first NaN or Inf among `count` elements of a float dtype (F32, F16, BF16) at `data`, little endian;
+// nullopt when all are finite or the dtype is not one of those.
+std::optional<size_t> first_nonfinite(DType t, const void* data, size_t count);
+
 }  // namespace ptq

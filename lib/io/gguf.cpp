@@ -412,7 +412,8 @@ GgufFile::GgufFile(const std::string& path) : file_(path) {
     int64_t numel = 1;
     for (uint32_t d = 0; d < nd; ++d) {
       const uint64_t v = c.read<uint64_t>(what + " dims");
-      if (v == 0 || v > (uint64_t(1) << 40) || uint64_t(numel) * v > (uint64_t(1) << 50))
+      // Divided, not multiplied: numel * v can wrap past 2^64 (two dims of 2^35) and pass a product check.
+      if (v == 0 || v > (uint64_t(1) << 40) || v > (uint64_t(1) << 50) / uint64_t(numel))
         fail_input("{}: {} dimension {} is {} (must be positive; total elements at most 2^50)", path, what, d, v);
       t.dims.push_back(static_cast<int64_t>(v));
       numel *= static_cast<int64_t>(v);
@@ -566,7 +567,8 @@ class Out {
  public:
   Out(std::FILE* f, const std::string& path) : f_(f), path_(path) {}
   void bytes(const void* p, size_t n) {
-    if (n != 0 && std::fwrite(p, 1, n, f_) != n) fail_io("write to {} failed at offset {}", path_, pos_);
+    if (n != 0 && std::fwrite(p, 1, n, f_) != n)
+      fail_io("write to {} failed at offset {}: {}", path_, pos_, std::strerror(errno));
     pos_ += n;
   }
   template <typename T>

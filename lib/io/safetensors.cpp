@@ -72,7 +72,7 @@ json parse_header(const std::string& path, const char* text, size_t len) {
   };
   try {
     return json::parse(text, text + len, cb);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: header is not valid JSON/UTF-8 ({})", path, e.what());
   }
 }
@@ -200,7 +200,7 @@ TensorArchive::TensorArchive(const std::string& path) : path_(path) {
     json index;
     try {
       index = json::parse(read_text_file(index_path));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       fail_input("{}: not valid JSON ({})", index_path, e.what());
     }
     if (!index.contains("weight_map") || !index["weight_map"].is_object())

@@ -1,5 +1,9 @@
 #include "kernels/cpu_features.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -21,6 +25,16 @@ Isa parse_isa(std::string_view name) {
   throw std::invalid_argument("instruction set \"" + std::string(name) + "\" is not one of ref, avx2, avx512");
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+namespace {
+// CPUID.1:ECX bit 29. Not __builtin_cpu_supports("f16c"): clang 14 (the fuzzing build, tests/fuzz) rejects it.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+}  // namespace
+#endif
+
 Isa detected_isa() {
   static const Isa isa = [] {
 #if defined(__x86_64__) || defined(__i386__)
@@ -28,7 +42,7 @@ Isa detected_isa() {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
       return Isa::Avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
       return Isa::Avx2;
 #endif
     return Isa::Ref;

@@ -1,6 +1,9 @@
 #include "model/config.h"
 
+#include <cmath>
+
 #include <array>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -59,10 +62,12 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: not valid JSON ({})", where, e.what());
   }
   if (!j.is_object()) fail_input("{}: expected a JSON object", where);
+  if (j.contains("model_type") && !j["model_type"].is_string() && !j["model_type"].is_null())
+    fail_input("{}: \"model_type\" must be a string, found {}", where, j["model_type"].dump());
   const std::string model_type = get_or<std::string>(j, "model_type", "");
   const ArchTraits* traits = nullptr;
   for (const auto& t : kArchTraits)
@@ -131,10 +136,20 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   } catch (const json::type_error& e) {
     fail_input("{}: a key has the wrong type ({})", where, e.what());
   }
+  // Divisors and widths of the model (head_dim defaults to hidden_size / num_attention_heads).
+  for (const auto& [key, v] : {std::pair<const char*, int64_t>{"num_key_value_heads", c.n_kv_heads},
+                               {"head_dim", c.head_dim}, {"word_embed_proj_dim", c.embed_dim}})
+    if (v <= 0) fail_input("{}: \"{}\" must be a positive integer, got {}", where, key, v);
   if (c.n_heads % c.n_kv_heads != 0)
     fail_input("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.n_heads,
                c.n_kv_heads);
   if (c.use_rope && c.head_dim % 2 != 0) fail_input("{}: head_dim {} must be even for RoPE", where, c.head_dim);
+  // Values outside their domain give NaN or meaningless logits later, with exit 0: refuse them here.
+  if (!std::isfinite(c.norm_eps) || c.norm_eps < 0)
+    fail_input("{}: the norm epsilon must be a finite number >= 0, got {}", where, c.norm_eps);
+  if (c.use_rope && !(std::isfinite(c.rope_theta) && c.rope_theta > 0))
+    fail_input("{}: rope_theta must be a finite number > 0, got {}", where, c.rope_theta);
+  if (c.sliding_window < 0) fail_input("{}: sliding_window must be >= 0, got {}", where, c.sliding_window);
   return c;
 }
 

@@ -9,12 +9,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/temporaries.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 
@@ -99,7 +101,11 @@ std::string sentencepiece_proto(const GgufFile& g) {
   std::string trainer;
   put_uint(trainer, 3, 2);  // model_type BPE
   put_uint(trainer, 35, has_bytes ? 1 : 0);
-  put_uint(trainer, 40, id("tokenizer.ggml.unknown_token_id", 0));
+  // SentencePiece emits the unknown piece for characters it has no piece for: it must exist (bos/eos may be none).
+  const int64_t unk = opt_int(g, "tokenizer.ggml.unknown_token_id", 0);
+  if (unk < 0 || unk >= static_cast<int64_t>(tokens.size()))
+    fail_input("{}: tokenizer.ggml.unknown_token_id {} is outside the {} tokens", g.path(), unk, tokens.size());
+  put_uint(trainer, 40, static_cast<uint64_t>(unk));
   put_uint(trainer, 41, id("tokenizer.ggml.bos_token_id", 1));
   put_uint(trainer, 42, id("tokenizer.ggml.eos_token_id", 2));
   put_bytes(model, 2, trainer);
@@ -122,7 +128,13 @@ bool is_gguf_file(const std::string& path) {
   return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-std::string resolve_model_path(const std::string& path) { return is_gguf_file(path) ? gguf_model_dir(path) : path; }
+std::string resolve_model_path(const std::string& path) {
+  if (is_gguf_file(path)) return gguf_model_dir(path);
+  if (file_exists(path))  // not a directory, and not GGUF: say so rather than "no config.json"
+    fail_input("{} is a file but not a GGUF file (no \"GGUF\" magic); a MODEL is a Hugging Face model directory or a "
+               "llama.cpp .gguf file", path);
+  return path;
+}
 
 void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir) {
   GgufFile g(gguf_path);
@@ -134,7 +146,13 @@ void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir) {
   const int64_t hidden = static_cast<int64_t>(g.get_uint("llama.embedding_length"));
   const int64_t heads = static_cast<int64_t>(g.get_uint("llama.attention.head_count"));
   const int64_t kv_heads = g.has("llama.attention.head_count_kv") ? static_cast<int64_t>(g.get_uint("llama.attention.head_count_kv")) : heads;
-  const int64_t layers = static_cast<int64_t>(g.get_uint("llama.block_count"));
+  // Each block has its tensors in the file: a count the file cannot hold is refused before names are built for it.
+  const uint64_t block_count = g.get_uint("llama.block_count");
+  if (block_count == 0) fail_input("{}: llama.block_count is 0 (a model needs at least one block)", gguf_path);
+  if (block_count > g.tensors().size() / std::size(kLayerNames))
+    fail_input("{}: llama.block_count {} does not fit the file: each block has {} tensors and the file holds {}",
+               gguf_path, block_count, std::size(kLayerNames), g.tensors().size());
+  const int64_t layers = static_cast<int64_t>(block_count);
   if (heads <= 0 || hidden % heads != 0)
     fail_input("{}: embedding_length {} is not a multiple of head_count {}", gguf_path, hidden, heads);
   const int64_t head_dim = hidden / heads;
@@ -226,27 +244,60 @@ void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir) {
   write_text_file_atomic(out_dir + "/tokenizer_config.json", tcfg.dump(2));
 }
 
-std::string gguf_model_dir(const std::string& gguf_path) {
+namespace {
+
+std::string cache_root() {
+  if (const char* c = std::getenv("PTQ_CACHE_DIR"); c && *c) return c;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/ptq";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/ptq";
+  return (fs::temp_directory_path() / "ptq-cache").string();
+}
+
+// sha256 of the file's content. Hashing a multi-GB file takes seconds, so the digest is remembered per file identity:
+// device, inode, size, and modification and status-change times in nanoseconds. An edit in place changes ctime even
+// when it keeps the size and restores mtime (utimensat sets ctime to now), so it is hashed again.
+std::string gguf_content_sha256(const std::string& gguf_path, const std::string& root) {
   struct stat st {};
-  if (stat(gguf_path.c_str(), &st) != 0) fail_io("{}: cannot stat", gguf_path);
-  const std::string key = fmt::format("{}|{}|{}", fs::absolute(gguf_path).string(), st.st_size, st.st_mtime);
-  std::string root;
-  if (const char* c = std::getenv("PTQ_CACHE_DIR"); c && *c) root = c;
-  else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) root = std::string(x) + "/ptq";
-  else if (const char* h = std::getenv("HOME"); h && *h) root = std::string(h) + "/.cache/ptq";
-  else root = (fs::temp_directory_path() / "ptq-cache").string();
-  const std::string dir = root + "/gguf-" + sha256_hex(key.data(), key.size()).substr(0, 16);
-  if (file_exists(dir + "/tokenizer_config.json")) return dir;  // written last: the conversion completed
-  // Convert next to the final place, then rename, so a crash never leaves a half directory behind.
-  const std::string tmp = fmt::format("{}.tmp.{}", dir, static_cast<long>(::getpid()));
+  if (stat(gguf_path.c_str(), &st) != 0) fail_io("{}: cannot stat: {}", gguf_path, std::strerror(errno));
+  const std::string identity = fmt::format("{}:{}:{}:{}.{:09}:{}.{:09}", st.st_dev, st.st_ino, st.st_size,
+                                           st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+  const std::string abs = fs::absolute(gguf_path).lexically_normal().string();
+  const std::string index = root + "/gguf-index-" + sha256_hex(abs.data(), abs.size()).substr(0, 16) + ".json";
+  if (file_exists(index)) {
+    try {
+      const nlohmann::json j = nlohmann::json::parse(read_text_file(index));
+      if (j.value("identity", "") == identity && j.value("sha256", "").size() == 64) return j["sha256"];
+    } catch (const std::exception&) {  // a damaged index entry is rebuilt
+    }
+  }
+  const std::string sha = sha256_file(gguf_path);
   fs::create_directories(root);
+  write_text_file_atomic(index, nlohmann::json{{"path", abs}, {"identity", identity}, {"sha256", sha}}.dump() + "\n");
+  return sha;
+}
+
+}  // namespace
+
+std::string gguf_model_dir(const std::string& gguf_path) {
+  const std::string root = cache_root();
+  const std::string dir = root + "/gguf-" + gguf_content_sha256(gguf_path, root).substr(0, 32);
+  if (file_exists(dir + "/tokenizer_config.json")) return dir;  // written last: the conversion completed
+  // Convert next to the final place, then rename, so a crash never leaves a half directory behind; an interrupted
+  // conversion's temporary is removed by the signal handler or, after SIGKILL, by the next conversion.
+  std::fprintf(stderr, "note: converting %s to an F32 Hugging Face directory, once: %s\n", gguf_path.c_str(), dir.c_str());
+  const std::string tmp = fmt::format("{}.tmp-{}", dir, static_cast<long>(::getpid()));
+  fs::create_directories(root);
+  remove_stale_temporaries(dir);
   fs::remove_all(tmp);
+  register_temporary(tmp);
   try {
     gguf_to_hf_dir(gguf_path, tmp);
   } catch (...) {
     fs::remove_all(tmp);
+    unregister_temporary(tmp);
     throw;
   }
+  unregister_temporary(tmp);
   std::error_code ec;
   fs::rename(tmp, dir, ec);
   if (ec) {

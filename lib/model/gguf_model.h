@@ -22,7 +22,9 @@ std::string resolve_model_path(const std::string& path);
 void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir);
 
 // The converted directory of `gguf_path`, made once and then reused: $PTQ_CACHE_DIR, else
-// $XDG_CACHE_HOME/ptq, else ~/.cache/ptq, in gguf-<sha256 of path, size and mtime>/.
+// $XDG_CACHE_HOME/ptq, else ~/.cache/ptq, in gguf-<sha256 of the file's content>/ (the digest is remembered per
+// device, inode, size, mtime and ctime in nanoseconds, so an edit in place is noticed). Says so on stderr when it
+// converts.
 std::string gguf_model_dir(const std::string& gguf_path);
 
 }  // namespace ptq

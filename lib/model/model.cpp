@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 
@@ -296,6 +297,18 @@ Model::Model(const std::string& dir, const SourceFactory& make_source) : dir_(di
   if (embed_shape != std::vector<int64_t>{cfg_.vocab, cfg_.embed_dim})
     fail_input("tensor \"{}\" has shape {}, expected {} from config.json", embed_name, shape_str(embed_shape),
                shape_str({cfg_.vocab, cfg_.embed_dim}));
+  // A config announcing fewer layers than the file holds would silently run a truncated model.
+  const std::string prefix = cfg_.layer_module(0, "");
+  const std::string stem = prefix.substr(0, prefix.size() - 2);  // "model.layers."
+  int64_t file_layers = 0;
+  for (const auto& name : archive_->names()) {
+    if (name.compare(0, stem.size(), stem) != 0) continue;
+    const int64_t i = std::strtoll(name.c_str() + stem.size(), nullptr, 10);
+    file_layers = std::max(file_layers, i + 1);
+  }
+  if (file_layers > cfg_.n_layers)
+    fail_input("{}: config.json says num_hidden_layers {} but the checkpoint holds {} layers ({}{}...); the config does "
+               "not belong to these weights", dir, cfg_.n_layers, file_layers, stem, file_layers - 1);
   layers_.resize(cfg_.n_layers);
 }
 

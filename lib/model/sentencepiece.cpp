@@ -69,6 +69,14 @@ size_t utf8_len(unsigned char c) {
   return 1;
 }
 
+// 0..15 for a hex digit (either case), else -1.
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 bool valid_utf8_char(const std::string& s, size_t i, size_t n) {
   if (n == 1) return static_cast<unsigned char>(s[i]) < 0x80;
   if (i + n > s.size()) return false;
@@ -153,8 +161,10 @@ SentencePieceModel SentencePieceModel::parse(const std::string& bytes, const std
                norm_name);
   if (m.whitespace_as_suffix_) fail_input("{}: treat_whitespace_as_suffix is not supported", where);
   const int32_t n = static_cast<int32_t>(m.pieces_.size());
-  for (int32_t* id : {&m.unk_id_, &m.bos_id_, &m.eos_id_})
-    if (*id >= n) fail_input("{}: special token id {} outside the {} pieces", where, *id, n);
+  // encode() emits unk_id for characters without a piece, so it must be one; bos/eos may be -1 (none).
+  if (m.unk_id_ < 0 || m.unk_id_ >= n) fail_input("{}: unk_id {} outside the {} pieces", where, m.unk_id_, n);
+  for (int32_t* id : {&m.bos_id_, &m.eos_id_})
+    if (*id < -1 || *id >= n) fail_input("{}: special token id {} outside the {} pieces", where, *id, n);
   std::fill(std::begin(m.byte_ids_), std::end(m.byte_ids_), -1);
   for (int32_t i = 0; i < n; ++i) {
     const Piece& p = m.pieces_[i];
@@ -165,10 +175,11 @@ SentencePieceModel SentencePieceModel::parse(const std::string& bytes, const std
     auto& table = mergeable ? m.mergeable_ : m.reserved_;
     if (!table.emplace(p.text, i).second) fail_input("{}: piece \"{}\" appears twice", where, p.text);
     if (p.type == PieceType::Byte) {
-      unsigned v = 0;
-      if (p.text.size() != 6 || std::sscanf(p.text.c_str(), "<0x%02X>", &v) != 1)
+      // Exactly "<0x" two hex digits ">": sscanf's %X would also take a sign ("<0x-1>") and index past the table.
+      const int hi = hex_digit(p.text.size() == 6 ? p.text[3] : 0), lo = hex_digit(p.text.size() == 6 ? p.text[4] : 0);
+      if (p.text.size() != 6 || p.text.compare(0, 3, "<0x") != 0 || p.text[5] != '>' || hi < 0 || lo < 0)
         fail_input("{}: byte piece \"{}\" is not of the form <0xXX>", where, p.text);
-      m.byte_ids_[v] = i;
+      m.byte_ids_[hi * 16 + lo] = i;
     }
   }
   m.space_prefix_only_ = true;

@@ -71,7 +71,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     nlohmann::json cfg;
     try {
       cfg = nlohmann::json::parse(cfg_text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       fail_input("{}: not valid JSON ({})", cfg_path, e.what());
     }
     if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) add_bos = cfg["add_bos_token"].get<bool>();

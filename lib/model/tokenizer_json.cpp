@@ -22,6 +22,19 @@ namespace {
 
 using nlohmann::json;
 
+// Ids index a table of tokens, so an id is memory: the largest real vocabularies hold ~256K tokens, and an id past
+// this bound (or one that does not fit int32, which nlohmann would truncate) is refused before anything is sized
+// by it.
+constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
+
+int32_t token_id(const json& v, const std::string& what) {
+  if (!v.is_number_integer()) fail_input("{}: expected an integer id, found {}", what, v.dump());
+  const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMaxTokenId) ? kMaxTokenId + 1
+                                                                                         : v.get<int64_t>();
+  if (id < 0 || id > kMaxTokenId) fail_input("{}: id {} is outside 0..{}", what, v.dump(), kMaxTokenId);
+  return static_cast<int32_t>(id);
+}
+
 // ---- UTF-8 ---------------------------------------------------------------------------------------------------
 
 void append_utf8(std::string& out, uint32_t cp) {
@@ -332,9 +345,7 @@ void HfTokenizer::Impl::parse_model(const json& m) {
   if (!v.is_object()) fail_input("{}.vocab: expected an object token -> id", path);
   int32_t max_id = -1;
   for (auto it = v.begin(); it != v.end(); ++it) {
-    if (!it.value().is_number_integer()) fail_input("{}.vocab[\"{}\"]: expected an integer id", path, it.key());
-    const int32_t id = it.value().get<int32_t>();
-    if (id < 0) fail_input("{}.vocab[\"{}\"]: negative id {}", path, it.key(), id);
+    const int32_t id = token_id(it.value(), fmt::format("{}.vocab[\"{}\"]", path, it.key()));
     vocab[it.key()] = id;
     max_id = std::max(max_id, id);
   }
@@ -660,7 +671,7 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
   try {
     j = json::parse(json_text);
     if (!config_json.empty()) cfg = json::parse(config_json);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: not valid JSON ({})", where, e.what());
   }
   try {
@@ -670,7 +681,7 @@ HfTokenizer HfTokenizer::parse(const std::string& json_text, const std::string& 
       for (size_t i = 0; i < j["added_tokens"].size(); ++i) {
         const json& a = j["added_tokens"][i];
         const std::string path = fmt::format("{}: added_tokens[{}]", where, i);
-        AddedToken tok{member(a, "content", path).get<std::string>(), member(a, "id", path).get<int32_t>(),
+        AddedToken tok{member(a, "content", path).get<std::string>(), token_id(member(a, "id", path), path + ".id"),
                        get_or<bool>(a, "special", false), get_or<bool>(a, "lstrip", false),
                        get_or<bool>(a, "rstrip", false)};
         if (tok.content.empty() || tok.id < 0) fail_input("{}: empty content or negative id", path);

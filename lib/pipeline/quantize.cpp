@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -71,7 +72,28 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
       plan[i][id] = std::move(p);
     }
   }
-  if (packed.empty()) fail_input("the recipe leaves no module to quantize ({} skipped)", report.unquantized.size());
+  if (packed.empty()) {
+    // Say why, with the widths and a group size that fits (the common case: a small model and a g128 recipe).
+    std::set<int64_t> widths;
+    int64_t group = 0;
+    for (const auto& [path, why] : report.unquantized) {
+      if (why.rfind("in_features", 0) != 0) continue;
+      widths.insert(model.archive().view(path + ".weight").shape().at(1));
+      if (const auto spec = recipe.spec_for(path)) group = spec->group_size;
+    }
+    if (widths.empty())
+      fail_input("the recipe leaves no module to quantize: its ignore patterns match all {} linear modules",
+                 report.unquantized.size());
+    int64_t fit = kPerChannel;
+    for (int64_t g = group / 2; g >= 16 && fit == kPerChannel; g /= 2)
+      for (int64_t w : widths)
+        if (w % g == 0) fit = g;
+    std::string list;
+    for (int64_t w : widths) list += (list.empty() ? "" : ", ") + std::to_string(w);
+    fail_input("the recipe leaves no module to quantize: group size {} divides none of the input widths ({}) of the {} "
+               "linear modules; use --group-size {}", group, list, report.unquantized.size(),
+               fit == kPerChannel ? "-1 (one group per output channel)" : std::to_string(fit));
+  }
   return plan;
 }
 

@@ -1,11 +1,15 @@
 #include "pipeline/recipe.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <map>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/resources.h"
 #include "quant/formats.h"
 
 namespace ptq {
@@ -19,6 +23,15 @@ class Section {
       : node_(node), where_(std::move(where)), prefix_(std::move(prefix)) {
     if (node_ && !node_.IsNull() && !node_.IsMap())
       fail_input("{}: \"{}\" must be a mapping of keys", where_, prefix_.empty() ? "(top level)" : prefix_);
+    // YAML forbids duplicate keys, but yaml-cpp keeps the first and drops the rest silently.
+    if (node_ && node_.IsMap()) {
+      std::set<std::string> seen;
+      for (const auto& kv : node_) {
+        const std::string key = kv.first.Scalar();
+        if (!seen.insert(key).second)
+          fail_input("{}: key \"{}\" appears twice (line {}); give it once", where_, path(key), kv.first.Mark().line + 1);
+      }
+    }
   }
 
   template <typename T>
@@ -60,6 +73,29 @@ class Section {
   std::set<std::string> known_;
 };
 
+// Offset of the first byte that is not well-formed UTF-8 (Unicode Table 3-7: no overlongs, surrogates or code points
+// past U+10FFFF), or npos. YAML text is UTF-8; yaml-cpp does not check, and the recipe's strings end up in JSON
+// (provenance in every output), whose writer throws on them.
+size_t first_invalid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return i;
+    // The second byte's range depends on the first (this is what excludes overlongs, surrogates, > U+10FFFF).
+    const auto d = static_cast<unsigned char>(s[i + 1]);
+    const unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    if (d < lo || d > hi) return i;
+    for (size_t k = 2; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return i;
+    i += n;
+  }
+  return std::string::npos;
+}
+
 std::regex compile(const std::string& pattern, const std::string& where, const std::string& key) {
   try {
     return std::regex(pattern, std::regex::ECMAScript);
@@ -78,9 +114,18 @@ void check_grid(const WeightQuantSpec& s, const std::string& where, const std::s
 
 }  // namespace
 
-std::string format_name_for(const WeightQuantSpec& spec) {
+namespace {
+const WeightFormat* find_weight_format(const WeightQuantSpec& spec) {
   for (const auto& f : weight_formats())
-    if (f.bits == spec.bits && f.group_size == spec.group_size && f.sym == spec.sym) return f.name;
+    if (f.bits == spec.bits && f.group_size == spec.group_size && f.sym == spec.sym) return &f;
+  return nullptr;
+}
+}  // namespace
+
+bool has_weight_format(const WeightQuantSpec& spec) { return find_weight_format(spec) != nullptr; }
+
+std::string format_name_for(const WeightQuantSpec& spec) {
+  if (const WeightFormat* f = find_weight_format(spec)) return f->name;
   fail_input("no weight format has {} bits, group size {}, {} grid (known formats: {})", spec.bits, spec.group_size,
              spec.sym ? "symmetric" : "asymmetric", weight_format_names());
 }
@@ -147,6 +192,13 @@ nlohmann::json Recipe::to_json() const {
 }
 
 Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
+  if (const size_t bad = first_invalid_utf8(yaml_text); bad != std::string::npos) {
+    const size_t line_start = yaml_text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const size_t line = static_cast<size_t>(std::count(yaml_text.begin(), yaml_text.begin() + bad, '\n')) + 1;
+    const size_t column = bad - (line_start == std::string::npos || bad == 0 ? 0 : line_start + 1) + 1;
+    fail_input("{}: not UTF-8 text (byte 0x{:02x} at line {}, column {}); a recipe is a YAML file", where,
+               static_cast<unsigned char>(yaml_text[bad]), line, column);
+  }
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -284,8 +336,40 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
   return r;
 }
 
-Recipe load_recipe(const std::string& path) {
-  if (!file_exists(path)) fail_input("recipe {} does not exist (recipes live in configs/)", path);
+std::vector<BundledRecipe> bundled_recipes() {
+  std::map<std::string, std::string> by_name;
+  for (const auto& dir : resource_dirs("configs")) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      if (!e.is_regular_file() || e.path().extension() != ".yaml") continue;
+      by_name.emplace(e.path().stem().string(), e.path().string());  // emplace: the first directory wins
+    }
+  }
+  std::vector<BundledRecipe> out;
+  for (auto& [name, path] : by_name) out.push_back({name, path});
+  return out;
+}
+
+std::string resolve_recipe(const std::string& name_or_path) {
+  if (file_exists(name_or_path)) return name_or_path;
+  if (is_directory(name_or_path)) fail_input("--recipe {} is a directory; give a recipe file or name", name_or_path);
+  std::string name = std::filesystem::path(name_or_path).filename().string();
+  if (name.size() > 5 && name.compare(name.size() - 5, 5, ".yaml") == 0) name.resize(name.size() - 5);
+  const auto recipes = bundled_recipes();
+  std::string names;
+  for (const auto& b : recipes) {
+    if (b.name == name) return b.path;
+    names += (names.empty() ? "" : ", ") + b.name;
+  }
+  if (recipes.empty())
+    fail_input("recipe {} is not a file, and no bundled recipes were found (searched $PTQ_HOME/configs, "
+               "<binary>/../share/ptq/configs and the source tree)", name_or_path);
+  fail_input("recipe {} is neither a file nor a bundled recipe; bundled: {} (`ptq recipes` describes them)",
+             name_or_path, names);
+}
+
+Recipe load_recipe(const std::string& name_or_path) {
+  const std::string path = resolve_recipe(name_or_path);
   return parse_recipe(read_text_file(path), path);
 }
 

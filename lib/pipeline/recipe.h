@@ -54,12 +54,29 @@ struct Recipe {
   nlohmann::json to_json() const;
 };
 
+// The recipe `ptq quantize` uses when none is given.
+constexpr const char* kDefaultRecipe = "w4a16-gptq";
+
+// The recipes bundled with ptq (configs/*.yaml, found from any directory: core/resources.h), by name; a name in
+// two resource directories is taken from the first.
+struct BundledRecipe {
+  std::string name, path;
+};
+std::vector<BundledRecipe> bundled_recipes();
+
+// A --recipe argument: an existing file is taken as it is; otherwise a bundled recipe's name, also spelled
+// "NAME.yaml" or "configs/NAME.yaml" (so a command copied from the README works outside the repository).
+// Throws listing the bundled names when it is neither.
+std::string resolve_recipe(const std::string& name_or_path);
+
 // Throws std::invalid_argument naming the file and the key (e.g. "weights.bits") on any invalid entry,
-// unknown keys included.
-Recipe load_recipe(const std::string& path);
+// unknown keys included. `name_or_path` goes through resolve_recipe.
+Recipe load_recipe(const std::string& name_or_path);
 Recipe parse_recipe(const std::string& yaml_text, const std::string& where);
 
 // Name of the weight format (quant/formats.h table) with this grid; throws listing the known formats.
+// Whether a weight format (quant/formats.h) has this grid; quantize refuses grids without one.
+bool has_weight_format(const WeightQuantSpec& spec);
 std::string format_name_for(const WeightQuantSpec& spec);
 
 }  // namespace ptq

@@ -108,6 +108,9 @@ StoredModule read_stored_module(const TensorArchive& archive, const std::string&
     m.g_idx = tensor_of(g, at::kInt);
     if (m.g_idx.min().item<int>() < 0 || m.g_idx.max().item<int>() >= m.groups)
       fail_input("tensor \"{}.g_idx\" holds a group outside [0, {})", module, m.groups);
+  } else if (info.act_order) {  // natural order would silently pair columns with the wrong group steps
+    fail_input("module {} is marked act_order in quantization_config but the checkpoint has no \"{}.g_idx\"", module,
+               module);
   }
   return m;
 }
@@ -170,7 +173,7 @@ bool read_checkpoint_quant_config(const std::string& dir, CheckpointQuantConfig&
   json cfg;
   try {
     cfg = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: not valid JSON ({})", path, e.what());
   }
   if (!cfg.is_object() || !cfg.contains("quantization_config")) return false;
@@ -351,6 +354,9 @@ void CheckpointWriter::copy_unquantized() {
     const std::string module = name.size() > 7 ? name.substr(0, name.size() - 7) : "";
     if (modules_.count(module) && name.compare(name.size() - 7, 7, ".weight") == 0) continue;
     const TensorView v = archive.view(name);
+    // A NaN/Inf norm or embedding copied unchanged would make every result of the checkpoint NaN.
+    if (const auto bad = first_nonfinite(v.dtype(), v.data, v.nbytes() / dtype_size(v.dtype())))
+      fail_input("tensor \"{}\" of {} holds NaN or Inf (element {}); the model is damaged", name, source_.path(), *bad);
     tensors_->add(name, v.dtype(), v.shape(), v.data, v.nbytes());
     archive.release(name);  // embeddings and lm_head are large; keep RSS at one tensor, not all of them
   }

@@ -67,7 +67,7 @@ json quantization_config_of(const std::string& path) {
   json cfg;
   try {
     cfg = json::parse(read_text_file(path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail_input("{}: not valid JSON ({})", path, e.what());
   }
   return cfg.is_object() && cfg.contains("quantization_config") ? cfg["quantization_config"] : json();
@@ -277,7 +277,7 @@ bool read_gptq_config(const std::string& dir, GptqCheckpointConfig& out) {
     path = dir + "/quantize_config.json";
     try {
       q = json::parse(read_text_file(path));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       fail_input("{}: not valid JSON ({})", path, e.what());
     }
     if (!q.contains("quant_method")) q["quant_method"] = "gptq";

@@ -58,6 +58,7 @@ ModelSummary summarize_model(const std::string& path) {
         }
       }
       m.folded = info.folded;
+      m.bits = info.spec.bits;
       qparams += m.params;
       qbytes += module_bytes[module];
       s.modules_by_format[info.format] += 1;
@@ -66,6 +67,7 @@ ModelSummary summarize_model(const std::string& path) {
     s.parameters += qparams;
     s.quantized_bits_per_weight = qparams ? 8.0 * static_cast<double>(qbytes) / static_cast<double>(qparams) : 0;
     s.unquantized = qc.unquantized;
+    s.quantization_config = qc.raw;
     if (qc.raw.contains("rotation") && qc.raw["rotation"].is_object()) s.rotation = qc.raw["rotation"].dump();
   }
   s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(s.parameters) : 0;

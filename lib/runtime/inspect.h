@@ -20,6 +20,7 @@ struct QuantizedModuleSummary {
   std::string activation = {};  // activation scheme ("a8 per_tensor sym"), empty: FP inputs
   std::vector<std::string> folded = {};  // transforms folded into the module
   double act_scale_min = 0, act_scale_max = 0;  // static input_scale range (0, 0: none stored)
+  int bits = 0;                  // weight code bits
 };
 
 struct ModelSummary {
@@ -39,6 +40,7 @@ struct ModelSummary {
   double quantized_bits_per_weight = 0;  // over the quantized modules
   double model_bits_per_weight = 0;      // all stored tensor bytes over all parameters
   std::string rotation;                  // "" or a description of the stored rotation
+  nlohmann::json quantization_config;    // as stored (provenance, recipe, weights; imported: the source's)
 };
 
 ModelSummary summarize_model(const std::string& dir);

@@ -1,5 +1,6 @@
 #include "runtime/open_model.h"
 
+#include "core/error.h"
 #include "model/gguf_model.h"
 #include "quant/checkpoint.h"
 #include "quant/gptq_checkpoint.h"
@@ -17,6 +18,19 @@ std::unique_ptr<Model> open_model(const std::string& path) {
   // Activation-quantized modules run through their integer-semantics kernels, down_proj through its rotation.
   model->set_layer_finisher(make_checkpoint_layer_finisher(*model, qc));
   return model;
+}
+
+std::unique_ptr<Model> open_model_to_quantize(const std::string& path) {
+  const std::string dir = resolve_model_path(path);
+  ImportedCheckpoint ic;
+  std::string kind;
+  CheckpointQuantConfig qc;
+  if (read_imported_config(dir, ic)) kind = ic.format_name();
+  else if (read_checkpoint_quant_config(dir, qc)) kind = "ptq";
+  if (!kind.empty())
+    fail_input("{} is already quantized (a {} checkpoint); give the floating-point model it came from (its "
+               "provenance: `ptq inspect {}`)", path, kind, path);
+  return open_model(path);
 }
 
 std::unique_ptr<Model> open_model_for_run(const std::string& path, const RunOptions& opts) {

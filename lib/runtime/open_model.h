@@ -13,6 +13,10 @@ namespace ptq {
 // quantization, export and the reference runner use.
 std::unique_ptr<Model> open_model(const std::string& path);
 
+// The FP model `ptq quantize` starts from: throws naming the format when `path` is already a quantized checkpoint
+// (ptq's, GPTQ or compressed-tensors), since quantizing its dequantized weights again would stack two roundings.
+std::unique_ptr<Model> open_model_to_quantize(const std::string& path);
+
 // How eval, generate, bench and logits run a model.
 struct RunOptions {
   // false: the packed runner (Model::set_packed_runner): weights stay at their stored size and run on the CPU

@@ -1,5 +1,5 @@
 // Function-preserving rewrites of one decoder layer's fp32 weights: per-channel scales and shifts moved
-// between a producer and its consumers (the folding table of shared/docs/ALGORITHMS.md).
+// between a producer and its consumers (the folding table of docs/ALGORITHMS.md).
 //
 // Convention: the factor lives on the consumers' input channels, which are the producer's output channels.
 // fold_input_scale makes the producer emit X / s and multiplies the consumers' columns by s

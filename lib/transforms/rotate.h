@@ -1,4 +1,4 @@
-// QuaRot-style rotation of the residual stream (shared/docs/ALGORITHMS.md "Hadamard rotation"): function-
+// QuaRot-style rotation of the residual stream (docs/ALGORITHMS.md "Hadamard rotation"): function-
 // preserving rewrites of one decoder layer's fp32 weights and of the embedding / lm_head, for pre-norm RMSNorm
 // models (llama, mistral, qwen2). The matrices come from random_hadamard (lib/model/hadamard.h).
 //

@@ -5,34 +5,10 @@ set -u
 ptq=$1
 root=$2
 model="$root/data/models/stories260K"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
+# shellcheck source=tests/cli/lib.sh
+source "$root/tests/cli/lib.sh"
 
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect_fail NAME EXPECTED_SUBSTRING CMD...: non-zero exit, one line on stderr containing the substring.
-expect_fail() {
-  local name=$1 want=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [[ $rc -eq 0 ]]; then bad "$name: exit 0"; return; fi
-  if [[ $rc -ge 128 ]]; then bad "$name: crashed (rc $rc)"; return; fi
-  if ! grep -qF -- "$want" "$tmp/err"; then bad "$name: stderr lacks '$want': $(cat "$tmp/err")"; return; fi
-  if [[ $(grep -c . "$tmp/err") -ne 1 ]]; then bad "$name: error is not one line: $(cat "$tmp/err")"; return; fi
-  ok
-}
-
-expect_ok() {
-  local name=$1
-  shift
-  if "$@" >"$tmp/out" 2>"$tmp/err"; then ok; else bad "$name: rc $? $(cat "$tmp/err")"; fi
-}
-
-for sub in "" inspect generate bench synth quantize "eval" "eval ppl" "eval tasks" export; do
+for sub in "" inspect generate bench synth quantize recipes report calibrate outlierize "eval" "eval ppl" "eval tasks" export; do
   # shellcheck disable=SC2086
   expect_ok "help $sub" "$ptq" $sub --help
 done
@@ -70,9 +46,11 @@ grep -q "qwen2" "$tmp/out" && ok || bad "inspect synth architecture"
 # quantize -> inspect -> eval on the quantized checkpoint; output safety.
 q="$tmp/q"
 expect_ok "quantize rtn" "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --group-size 32 -o "$q"
-grep -q "stays floating point" "$tmp/err" && ok || bad "quantize does not report the FP down_proj modules"
+grep -q "5 module(s) stay floating point (in_features 172" "$tmp/err" && ok || bad "quantize does not report the FP down_proj modules"
 expect_fail "quantize onto existing output" "--force"   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --group-size 32 -o "$q"
-expect_fail "quantize missing recipe" "does not exist" "$ptq" quantize "$model" --recipe "$tmp/none.yaml" -o "$tmp/q2"
+expect_fail "quantize missing recipe" "neither a file nor a bundled recipe" "$ptq" quantize "$model" --recipe "$tmp/none.yaml" -o "$tmp/q2"
+expect_fail "quantize a quantized checkpoint" "already quantized" "$ptq" quantize "$q" -o "$tmp/q2"
+[[ ! -e "$tmp/q2" ]] && ok || bad "a refused quantize left an output behind"
 expect_fail "quantize impossible grid" "no weight format has 5 bits"   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --bits 5 -o "$tmp/q3"
 [[ ! -e "$tmp/q3" ]] && ok || bad "a failed quantize left an output behind"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
@@ -86,7 +64,7 @@ expect_fail "outlierize onto existing output" "--force" "$ptq" outlierize "$mode
 expect_ok "export gguf" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf"
 expect_fail "export gguf onto existing output" "--force" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf"
 expect_ok "export gguf --force" "$ptq" export "$model" --format gguf -o "$tmp/m.gguf" --force
-expect_fail "export onto its input" "is the input model" "$ptq" export "$tmp/m.gguf" --format gguf -o "$tmp/m.gguf" --force
+expect_fail "export onto its input" "is the input" "$ptq" export "$tmp/m.gguf" --format gguf -o "$tmp/m.gguf" --force
 expect_fail "export unknown format" "imatrix" "$ptq" export "$model" --format onnx -o "$tmp/m.onnx"
 expect_ok "calibrate small" "$ptq" calibrate "$model" -o "$tmp/stats.safetensors" --nsamples 2 --seqlen 32
 expect_ok "export imatrix" "$ptq" export "$tmp/stats.safetensors" --format imatrix -o "$tmp/imatrix.gguf" --json
@@ -121,5 +99,43 @@ expect_ok "eval the int-quantized export" "$ptq" eval ppl "$tmp/qa" "$tmp/qa-ct"
 expect_fail "gguf export of an activation-quantized model" "compressed-tensors" "$ptq" export "$tmp/qa" --format gguf \
   -o "$tmp/qa.gguf"
 
-echo "cli: $pass passed, $fail failed"
-[[ $fail -eq 0 ]]
+# Adoption: bundled recipes by name from any directory, the default recipe, global flags after the subcommand.
+expect_ok "recipes" "$ptq" recipes
+grep -q "w4a16-gptq (default)" "$tmp/out" && ok || bad "recipes does not mark the default"
+expect_ok "recipes --json" "$ptq" recipes --json
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["recipes"]; assert len(r) >= 13 and sum(x["default"] for x in r) == 1' \
+  "$tmp/out" && ok || bad "recipes --json: $(head -c 300 "$tmp/out")"
+# GGUF carries W4 g32 losslessly: what `recipes` says must agree with the exporter (the checkpoint q is w4g32).
+grep -q '"how": "with --group-size 32: GGUF Q4_0, lossless"' "$tmp/out" && ok || bad "recipes: w4a16 via GGUF"
+expect_ok "export the w4g32 checkpoint as GGUF (as recipes says)" "$ptq" export "$q" --format gguf -o "$tmp/q.gguf"
+(cd "$tmp" && "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 32 -o "$tmp/byname" >/dev/null 2>"$tmp/err") \
+  && ok || bad "recipe by name from another directory: $(cat "$tmp/err")"
+(cd "$tmp" && "$ptq" quantize "$model" --recipe configs/w4a16-rtn.yaml --group-size 32 -o "$tmp/byconfigs" >/dev/null \
+  2>"$tmp/err") && ok || bad "recipe as configs/NAME.yaml from another directory: $(cat "$tmp/err")"
+cmp -s "$tmp/byname/model.safetensors" "$q/model.safetensors" && ok || bad "recipe by name differs from the file"
+expect_fail "the default g128 on a 64-wide model: the widths and the fix" "use --group-size 64" \
+  "$ptq" quantize "$model" -o "$tmp/default"
+# The default recipe (W4 g128 GPTQ) on the bundled model whose widths are multiples of 128.
+(cd "$tmp" && "$ptq" quantize "$root/data/models/sotu-llama-8m" -o "$tmp/default" --nsamples 4 --seqlen 64 --json \
+  --threads 1 -q >"$tmp/out" 2>"$tmp/err") && ok || bad "quantize with the default recipe and global flags after it: $(cat "$tmp/err")"
+grep -q '"name": "w4a16-gptq"' "$tmp/out" && ok || bad "the default recipe is not w4a16-gptq"
+expect_fail "gguf export of a g128 checkpoint: the fix" "--group-size 32" "$ptq" export "$tmp/default" --format gguf \
+  -o "$tmp/d.gguf"
+[[ $(wc -c <"$tmp/err") -lt 700 ]] && ok || bad "g128 GGUF refusal is $(wc -c <"$tmp/err") characters"
+# `cmake --install` puts the recipes and default calibration text beside the binary, and they are found there first.
+if cmake --install "$(dirname "$ptq")" --prefix "$tmp/inst" >/dev/null 2>"$tmp/err"; then
+  (cd / && "$tmp/inst/bin/ptq" recipes --json >"$tmp/out" 2>"$tmp/err")
+  grep -q "\"path\": \"$tmp/inst/share/ptq/configs/w4a16-gptq.yaml\"" "$tmp/out" && [[ -f "$tmp/inst/share/ptq/data/sotu-train.txt" ]] \
+    && ok || bad "installed ptq does not read its own share/ptq: $(head -c 400 "$tmp/out") $(cat "$tmp/err")"
+else
+  bad "cmake --install: $(cat "$tmp/err")"
+fi
+# generate keeps the space between the prompt and the continuation: its text is the decoded prompt + continuation.
+expect_ok "generate --json (ids)" "$ptq" generate "$model" --prompt "Once upon a time there was" -n 6 --json
+ids=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(" ".join(map(str, j["prompt_ids"] + j["ids"])))' "$tmp/out")
+"$ptq" tokenize "$model" --decode --text "$ids" --json >"$tmp/dec" 2>/dev/null
+"$ptq" generate "$model" --prompt "Once upon a time there was" -n 6 >"$tmp/gen" 2>/dev/null
+python3 -c 'import json,sys; want=json.load(open(sys.argv[1]))["text"].strip(); got=open(sys.argv[2]).read().strip(); assert got == want, (got, want)' \
+  "$tmp/dec" "$tmp/gen" && ok || bad "generate text differs from decoding prompt+continuation: $(cat "$tmp/gen") vs $(cat "$tmp/dec")"
+
+finish cli

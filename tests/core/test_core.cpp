@@ -142,9 +142,19 @@ TEST_CASE("ModelDirWriter: whole or nothing, no silent replacement, never the in
   }
   CHECK(read_text_file(out + "/config.json") == "{\"v\": 2}");
   CHECK_FALSE(fs::exists(out + "/tokenizer.model"));  // replaced whole, not merged
-  CHECK_THROWS_WITH(ModelDirWriter(src, src, true), Catch::Contains("is the input model"));
-  CHECK_THROWS_WITH(check_output_path(src + "/", src, true), Catch::Contains("is the input model"));
+  CHECK_THROWS_WITH(ModelDirWriter(src, src, true), Catch::Contains("is the input"));
+  CHECK_THROWS_WITH(check_output_path(src + "/", src, true), Catch::Contains("is the input"));
   CHECK_NOTHROW(check_output_path(dir + "/new", src, false));
+  // Resolved paths: an output containing the input, or inside it, is refused too (any force).
+  CHECK_THROWS_WITH(check_output_path(dir, src, true), Catch::Contains("contains the input"));
+  CHECK_THROWS_WITH(check_output_path(dir + "/src/../", src, true), Catch::Contains("contains the input"));
+  CHECK_THROWS_WITH(check_output_path(src + "/model.safetensors", src, true), Catch::Contains("lies inside the input"));
+  CHECK_THROWS_WITH(check_output_path(src + "/sub/new", src, false), Catch::Contains("lies inside the input"));
+  // --force replaces only what ptq wrote: OUT carries the marker commit() wrote; a foreign directory does not.
+  CHECK(is_ptq_output(out));
+  fs::create_directories(dir + "/foreign");
+  CHECK_THROWS_WITH(check_output_path(dir + "/foreign", src, true), Catch::Contains("was not written by ptq"));
+  CHECK_FALSE(is_ptq_output(src));
   // OUT appearing while the directory is written is not replaced without force.
   ModelDirWriter late(dir + "/late", src, false);
   fs::create_directories(dir + "/late");

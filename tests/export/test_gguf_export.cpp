@@ -3,6 +3,8 @@
 // compressed-tensors inputs mapped to the same blocks, output safety, and the imatrix export of calibration stats.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -190,7 +192,8 @@ TEST_CASE("ptq checkpoints: g32 grids map onto ggml blocks losslessly, other gri
     FAIL("expected a refusal");
   } catch (const std::invalid_argument& e) {
     const std::string msg = e.what();
-    CHECK(msg.find("model.layers.0.self_attn.q_proj (4-bit sym group -1)") != std::string::npos);
+    CHECK(msg.find("4-bit sym per-channel (") != std::string::npos);  // grouped by grid, with a count
+    CHECK(msg.find("model.layers.0.self_attn.q_proj") != std::string::npos);
     CHECK(msg.find("--allow-requant") != std::string::npos);
   }
   GgufExportOptions o;
@@ -259,10 +262,15 @@ TEST_CASE("GGUF export refuses an existing output unless forced, and never overw
   CHECK(read_text_file(out) == "not a gguf yet");
   GgufExportOptions force;
   force.force = true;
-  export_gguf(test::repo_path(kStories), out, force);
+  // --force replaces only what ptq wrote (core/model_dir.h): a foreign file stays.
+  CHECK_THROWS_WITH(export_gguf(test::repo_path(kStories), out, force), Catch::Contains("was not written by ptq"));
+  CHECK(read_text_file(out) == "not a gguf yet");
+  std::filesystem::remove(out);
+  export_gguf(test::repo_path(kStories), out, {});
+  export_gguf(test::repo_path(kStories), out, force);  // ptq's own output: replaced
   CHECK(GgufFile(out).tensors().size() == 48);
   // A GGUF file as MODEL: writing onto it is refused even with force.
-  CHECK_THROWS_WITH(export_gguf(out, out, force), Catch::Contains("is the input model"));
+  CHECK_THROWS_WITH(export_gguf(out, out, force), Catch::Contains("is the input"));
   CHECK_THROWS_WITH(export_gguf(test::repo_path(kStories), dir, force), Catch::Contains("is a directory"));
 }
 

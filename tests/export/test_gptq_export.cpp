@@ -252,7 +252,7 @@ TEST_CASE("act-ordered modules keep their g_idx: desc_act in GPTQ, actorder grou
 
 namespace {
 
-// ---- An independent minimal decoder, written from ../shared/docs/FORMATS.md alone ------------------------------
+// ---- An independent minimal decoder, written from docs/FORMATS.md alone ------------------------------
 // It shares no code with the writers (quant/formats.h pack_bits/pack_gptq, the exporters) nor with ptq's import
 // readers (quant/gptq_checkpoint.h): raw little-endian words from the safetensors bytes, shifts and masks.
 struct RawTensor {

@@ -307,6 +307,18 @@ TEST_CASE("GGUF reader refuses malformed files with a precise message", "[gguf]"
   }
 }
 
+// Found by tests/fuzz (gguf): the element-count check multiplied in uint64, so two dims of 2^35 wrapped (2^70) past
+// it and the signed element count overflowed (UBSan).
+TEST_CASE("GGUF reader: dims whose product wraps 64 bits are refused (fuzz finding)", "[gguf]") {
+  const uint64_t d = uint64_t(1) << 35;
+  Raw r;
+  r.header(1, 0).tensor("w", {d, d}, 0, 0).pad();
+  CHECK(contains(open_error(r.b), "tensor \"w\" dimension 1 is 34359738368 (must be positive; total elements at most 2^50)"));
+  Raw edge;  // 2^25 x 2^25 = 2^50 exactly is within the limit (then refused only for its extent)
+  edge.header(1, 0).tensor("w", {uint64_t(1) << 25, uint64_t(1) << 25}, 0, 0).pad();
+  CHECK(contains(open_error(edge.b), "runs past the end"));
+}
+
 TEST_CASE("llama.cpp's stories260K.gguf parses with the expected metadata and tensors", "[gguf]") {
   GgufFile f(test::repo_path("data/models/stories260K/stories260K.gguf"));
   CHECK(f.version() == 3);

@@ -247,4 +247,22 @@ TEST_CASE("malformed safetensors files are rejected with a precise error", "[io]
     const std::string h = "{" + ok_entry + R"(, "__metadata__": {"n": 3}})";
     CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("__metadata__[\"n\"] must be a string"));
   }
+  // Found by tests/fuzz (safetensors): nlohmann reports a number too large for a double as out_of_range, not as
+  // a parse_error, and it escaped the reader.
+  SECTION("a number that overflows a double") {
+    const std::string h = R"({"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "x": 1e999}})";
+    CHECK_THAT(open_error(raw_file(h, kTwoF32)), Catch::Contains("not valid JSON") && Catch::Contains("overflow"));
+  }
+}
+
+TEST_CASE("a sharded index with a number that overflows a double is refused by name (fuzz finding)", "[io]") {
+  const std::string dir = test::make_temp_dir("st-index-overflow");
+  const float x[2] = {1, 2};
+  SafetensorsWriter w;
+  w.add_f32("x", {2}, x);
+  w.write(dir + "/shard.safetensors");
+  write_text_file_atomic(dir + "/model.safetensors.index.json", R"({"metadata": {"total_size": 66e6666},
+                                                                     "weight_map": {"x": "shard.safetensors"}})");
+  CHECK_THROWS_WITH(TensorArchive(dir), Catch::Contains("model.safetensors.index.json: not valid JSON") &&
+                                            Catch::Contains("overflow"));
 }

@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "core/file.h"
 #include "model/sentencepiece.h"
@@ -109,4 +111,63 @@ TEST_CASE("tokenizer: a directory without tokenizer.model is refused by name", "
   CHECK_THROWS_WITH(load_tokenizer(dir), Catch::Contains(dir) && Catch::Contains("tokenizer.model"));
   write_text_file_atomic(dir + "/tokenizer.model", "not a protobuf at all");
   CHECK_THROWS_AS(load_tokenizer(dir), std::invalid_argument);
+}
+
+namespace {
+
+// A SentencePiece ModelProto by hand: pieces (text, type) and a BPE TrainerSpec.
+std::string spm_proto(const std::vector<std::pair<std::string, int>>& pieces) {
+  auto varint = [](std::string& out, uint64_t v) {
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7F) | 0x80);
+    out += static_cast<char>(v);
+  };
+  auto bytes = [&](std::string& out, int field, const std::string& s) {
+    varint(out, uint64_t(field) << 3 | 2);
+    varint(out, s.size());
+    out += s;
+  };
+  std::string model;
+  for (const auto& [text, type] : pieces) {
+    std::string p;
+    bytes(p, 1, text);
+    varint(p, 3 << 3 | 0);
+    varint(p, static_cast<uint64_t>(type));
+    bytes(model, 1, p);
+  }
+  std::string trainer;
+  varint(trainer, 3 << 3 | 0);
+  varint(trainer, 2);  // model_type BPE
+  bytes(model, 2, trainer);
+  return model;
+}
+
+}  // namespace
+
+// Found by tests/fuzz (sentencepiece): "<0x-C>" passed sscanf("<0x%02X>") as 0xFFFFFFF4 and was written far
+// outside the 256-entry byte table.
+TEST_CASE("SentencePiece: a byte piece that is not <0xXX> is refused (fuzz finding)", "[tokenizer]") {
+  const std::vector<std::pair<std::string, int>> base = {{"<unk>", 2}, {"<s>", 3}, {"</s>", 3}, {"a", 1}};
+  auto with_byte = [&](const std::string& piece) {
+    auto p = base;
+    p.emplace_back(piece, 6);
+    return spm_proto(p);
+  };
+  CHECK(SentencePieceModel::parse(with_byte("<0x4A>"), "ok.model").pieces().size() == 5);
+  CHECK(SentencePieceModel::parse(with_byte("<0x4a>"), "ok.model").pieces().size() == 5);
+  for (const char* bad : {"<0x-C>", "<0x+1>", "<0x 5>", "<0xG0>", "<1x00>", "<0x00]"})
+    CHECK_THROWS_WITH(SentencePieceModel::parse(with_byte(bad), "t.model"),
+                      Catch::Contains("t.model: byte piece") && Catch::Contains("is not of the form <0xXX>"));
+}
+
+// Found by tests/fuzz (sentencepiece): unk_id -1 (a varint of 2^64 - 1) was accepted, and encode() then emitted id
+// -1 for every character without a piece.
+TEST_CASE("SentencePiece: an unk_id outside the pieces is refused (fuzz finding)", "[tokenizer]") {
+  std::string model = spm_proto({{"<unk>", 2}, {"<s>", 3}, {"</s>", 3}, {"a", 1}});
+  std::string trainer;  // a second TrainerSpec: unk_id (field 40) = 2^64 - 1
+  trainer += "\xC0\x02";
+  trainer += std::string(9, '\xFF') + "\x01";
+  model += '\x12';
+  model += static_cast<char>(trainer.size());
+  model += trainer;
+  CHECK_THROWS_WITH(SentencePieceModel::parse(model, "t.model"), Catch::Contains("t.model: unk_id -1 outside the 4 pieces"));
 }

@@ -110,6 +110,33 @@ TEST_CASE("tokenizer.json: invalid UTF-8 input becomes U+FFFD, unsupported compo
   CHECK_THROWS_AS(HfTokenizer::parse("{not json", "", "x.json"), std::invalid_argument);
 }
 
+// Found by tests/fuzz (tokenizer_json): an id sized the token table (2^31 entries: out of memory), and ids past
+// int32 were truncated by nlohmann into other ids.
+TEST_CASE("tokenizer.json: ids outside 0..2^24-1 are refused before a table is sized by them (fuzz finding)",
+          "[tokenizer_json]") {
+  auto error = [](const json& j) {
+    try {
+      HfTokenizer::parse(j.dump(), "", "x.json");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  json bad = byte_level_model();
+  bad["model"]["vocab"]["zz"] = 2147483647;
+  CHECK_THAT(error(bad), Catch::Contains("x.json: model.vocab[\"zz\"]: id 2147483647 is outside 0..16777215"));
+  bad["model"]["vocab"]["zz"] = 6000000000;
+  CHECK_THAT(error(bad), Catch::Contains("id 6000000000 is outside"));
+  bad["model"]["vocab"]["zz"] = -1;
+  CHECK_THAT(error(bad), Catch::Contains("id -1 is outside"));
+  bad["model"]["vocab"]["zz"] = "7";
+  CHECK_THAT(error(bad), Catch::Contains("model.vocab[\"zz\"]: expected an integer id, found \"7\""));
+  bad = byte_level_model();
+  bad["added_tokens"][0]["id"] = 2147483000;
+  CHECK_THAT(error(bad), Catch::Contains("added_tokens[0].id: id 2147483000 is outside"));
+  CHECK(error(byte_level_model()).empty());
+}
+
 TEST_CASE("tokenizer selection: tokenizer.json alone, and beside a tokenizer.model it disagrees with",
           "[tokenizer_json]") {
   const std::string dir = test::make_temp_dir("tokjson");

@@ -1,5 +1,5 @@
 // Perplexity measured by llama.cpp itself (node-llama-cpp's prebuilt CPU binary), on exactly the token windows
-// `ptq eval ppl` scores (../shared/docs/EVAL.md): the ids come from ptq's tokenizer (`ptq tokenize --json`), cut
+// `ptq eval ppl` scores (docs/EVAL.md): the ids come from ptq's tokenizer (`ptq tokenize --json`), cut
 // into non-overlapping windows of SEQLEN (remainder dropped, at most MAX_WINDOWS), each window evaluated from an
 // empty KV cache; every next-token prediction inside a window is scored from llama.cpp's raw logits
 // (log-softmax in double here), ppl = exp(Σ NLL / Σ predicted tokens).

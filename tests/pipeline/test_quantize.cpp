@@ -136,6 +136,25 @@ TEST_CASE("recipe validation names the key", "[recipe]") {
   CHECK(error("name: ok\nweights:\n  format: w4g32asym\n").empty());
 }
 
+// Found by tests/fuzz (recipe): a byte that is not UTF-8 in a string value made the provenance JSON writer throw
+// nlohmann's type_error (a crash in `ptq quantize` once the recipe is written into the output).
+TEST_CASE("recipe: text that is not UTF-8 is refused with its line (fuzz finding)", "[recipe]") {
+  auto error = [](const std::string& yaml) {
+    try {
+      parse_recipe(yaml, "r.yaml");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK_THAT(error("name: w4\npaper: \"R\xff\"\n"),
+             Catch::Contains("r.yaml: not UTF-8 text (byte 0xff at line 2, column 10)"));
+  CHECK_THAT(error("name: \xc0\x80\n"), Catch::Contains("byte 0xc0 at line 1, column 7"));       // overlong
+  CHECK_THAT(error("name: \xed\xa0\x80\n"), Catch::Contains("byte 0xed at line 1, column 7"));  // surrogate
+  CHECK_THAT(error("name: \"\\uD800\"\n"), Catch::Contains("not valid YAML"));  // escapes: yaml-cpp checks them
+  CHECK(error("name: caf\xc3\xa9 \xf0\x9f\x99\x82\n").empty());
+}
+
 TEST_CASE("recipe overrides and ignore select per-module grids", "[recipe]") {
   const Recipe r = parse_recipe(R"(
 weights: {method: rtn, bits: 4, group_size: 128, sym: true}

@@ -118,7 +118,7 @@ TEST_CASE("checkpoint: refuses to overwrite, leaves nothing behind on failure, r
   write_text_file_atomic(dir + "/taken", "x");
   CHECK_THROWS_WITH(CheckpointWriter(src, dir + "/taken", {}, false), Catch::Contains("already exists") &&
                                                                         Catch::Contains("--force"));
-  CHECK_THROWS_WITH(CheckpointWriter(src, dir + "/src", {}, true), Catch::Contains("is the input model"));
+  CHECK_THROWS_WITH(CheckpointWriter(src, dir + "/src", {}, true), Catch::Contains("is the input"));
 
   // A checkpoint declaring a newer format version is refused with a sentence that says so.
   CheckpointWriter writer(src, dir + "/v", {{module, ModuleQuantInfo{"w8", spec, "rtn", false}}}, false);

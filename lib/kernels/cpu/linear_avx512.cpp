@@ -15,6 +15,10 @@
 #include "kernels/linear.h"
 
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+// clang ignores the GCC pragma; this is its equivalent (the fuzzing build, tests/fuzz, uses clang).
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
+#endif
 
 #include "kernels/cpu/linear_impl.h"
 
@@ -62,3 +66,7 @@ void linear_avx512(const PackedWeights& w, const float* x, int64_t m, float* y, 
 }
 
 }  // namespace ptq::kernels
+
+#ifdef __clang__
+#pragma clang attribute pop
+#endif

@@ -22,6 +22,10 @@
 #include "kernels/linear.h"
 
 #pragma GCC target("avx2,fma,f16c")
+// clang ignores the GCC pragma; this is its equivalent (the fuzzing build, tests/fuzz, uses clang).
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#endif
 
 namespace ptq::kernels {
 
@@ -245,3 +249,7 @@ void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y,
 }
 
 }  // namespace ptq::kernels
+
+#ifdef __clang__
+#pragma clang attribute pop
+#endif

@@ -1,0 +1,128 @@
+#include "export/targets.h"
+
+#include <cctype>
+
+#include <fmt/format.h>
+
+#include "export/compressed_tensors_export.h"
+#include "export/gguf_export.h"
+#include "quant/checkpoint.h"
+
+namespace ptq {
+
+namespace {
+
+// A module of the recipe's grid whose K and N fill whole int32 words at every width (4096 = 2^12).
+constexpr int64_t kProbeWidth = 4096;
+
+ModuleQuantInfo probe_module(const Recipe& r) {
+  ModuleQuantInfo m;
+  m.spec = r.weights;
+  m.method = r.method;
+  m.act_order = r.method == "gptq" && r.gptq.act_order;
+  m.in_features = m.out_features = kProbeWidth;
+  if (r.act_enabled) m.act = r.activations;
+  return m;
+}
+
+std::string group_text(int64_t g) { return g > 0 ? fmt::format("g{}", g) : g == kPerChannel ? "per-channel" : "per-tensor"; }
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool gptq_bits(int b) { return b == 2 || b == 3 || b == 4 || b == 8; }
+bool pack_quantized_bits(int b) { return 32 % b == 0; }
+
+// What stands between the recipe's result and a runtime running the architecture's standard forward.
+std::string rewrite_gap(const Recipe& r) {
+  if (r.rotation.enabled && r.rotation.online_down) return "online Hadamard before down_proj";
+  if (!migration_method(r.migration.method).keeps_architecture)
+    return fmt::format("{} adds tensors a standard model lacks", r.migration.method);
+  return "";
+}
+
+ExportFit llama_cpp_fit(const Recipe& r, const ModuleQuantInfo& m) {
+  ExportFit f{"llama.cpp", "", false};
+  if (r.act_enabled) {
+    f.how = "no: GGUF runs weight-only";
+    return f;
+  }
+  if (const std::string gap = rewrite_gap(r); !gap.empty()) {
+    f.how = "no: " + gap;
+    return f;
+  }
+  f.loads = true;
+  if (const auto t = gguf_lossless_type(m)) {
+    f.how = fmt::format("GGUF {}, lossless", upper(ggml_type_name(*t)));
+    return f;
+  }
+  ModuleQuantInfo g32 = m;
+  g32.spec.group_size = 32;
+  g32.act_order = false;
+  const auto t = gguf_lossless_type(g32);
+  if (t && has_weight_format(g32.spec)) {  // the advice must name a grid quantize can produce
+    f.how = fmt::format("with --group-size 32{}: GGUF {}, lossless", m.act_order ? ", no act-order" : "",
+                        upper(ggml_type_name(*t)));
+    return f;
+  }
+  f.how = "re-quantized (--allow-requant)";
+  return f;
+}
+
+ExportFit vllm_fit(const Recipe& r, const ModuleQuantInfo& m) {
+  ExportFit f{"vLLM / transformers", "", false};
+  if (const std::string gap = rewrite_gap(r); !gap.empty()) {
+    f.how = "no: " + gap;
+    return f;
+  }
+  if (m.act) {
+    const std::string gap = int_quantized_activation_gap(m);
+    f.loads = gap.empty();
+    f.how = f.loads ? "compressed-tensors int-quantized" : "no: " + gap;
+    return f;
+  }
+  std::vector<std::string> ways;
+  if (gptq_bits(m.spec.bits)) ways.push_back(m.spec.sym ? "GPTQ" : "GPTQ v2");
+  if (pack_quantized_bits(m.spec.bits)) ways.push_back("compressed-tensors");
+  f.loads = !ways.empty();
+  if (!f.loads) {
+    f.how = fmt::format("no: {}-bit weights (GPTQ packs 2/3/4/8, compressed-tensors 2/4/8)", m.spec.bits);
+    return f;
+  }
+  for (size_t i = 0; i < ways.size(); ++i) f.how += (i ? ", " : "") + ways[i];
+  return f;
+}
+
+}  // namespace
+
+std::vector<ExportFit> export_fits(const Recipe& r) {
+  const ModuleQuantInfo m = probe_module(r);
+  std::vector<ExportFit> fits{llama_cpp_fit(r, m), vllm_fit(r, m)};
+  // The runner runs every checkpoint ptq writes; weight-only ones on the packed kernels.
+  fits.push_back({"ptq runner", r.act_enabled ? "yes (activation-quantized modules in fp64 reference)" : "yes, packed",
+                  true});
+  return fits;
+}
+
+std::string recipe_needs(const Recipe& r) {
+  std::vector<std::string> needs;
+  if (weight_algorithm(r.method).needs_hessian) needs.push_back("calibration text (or --stats)");
+  else if (r.activation_path()) needs.push_back("calibration text");
+  if (needs.empty()) return "nothing";
+  std::string s;
+  for (const auto& n : needs) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+std::string recipe_grid(const Recipe& r) {
+  std::string s = fmt::format("W{} {} {}", r.weights.bits, group_text(r.weights.group_size), r.weights.sym ? "sym" : "asym");
+  if (r.method == "gptq" && r.gptq.act_order) s += " act-order";
+  if (r.act_enabled) s += ", A" + r.activations.describe().substr(1);
+  if (r.migration.method != "none") s += ", " + r.migration.method;
+  if (r.rotation.enabled) s += ", Hadamard";
+  return s;
+}
+
+}  // namespace ptq

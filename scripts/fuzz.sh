@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fuzzes every file parser with libFuzzer (tests/fuzz): builds the targets with Debian's clang into build-fuzz
+# (-DPTQ_FUZZ=ON: AddressSanitizer + UBSan, every report fatal), makes the seed corpora from the bundled files
+# (tests/fuzz/make_seeds.py), runs each target for SECONDS, prints one JSON line per target
+#   {"target", "seconds", "executions", "crashes", "corpus"}
+# and exits 1 when any target crashed, leaked, hung past -timeout=10 s or grew past -rss_limit_mb=2048; the input
+# that did it is in build-fuzz/fuzz/crashes/<target>/ (replay: build-fuzz/tests/fuzz/ptq_fuzz_<target> FILE).
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   long runs (default 60 s, every target)
+#   scripts/fuzz.sh --smoke                            CI (scripts/test.sh): 6 s per LibTorch-free target
+#
+# Targets: safetensors safetensors_index gguf gguf_model config sentencepiece tokenizer_json tokenize_text task
+# (LibTorch-free: ptq_base plus the parsers' own .cpp files) and recipe stats (linked with the whole ptq_lib built
+# by clang with the sanitizers: about 15 min of compiling on 2 cores, so the smoke leaves them out).
+# The corpus each run finds is kept in build-fuzz/fuzz/corpus/<target>/ and grows from run to run; the hand-made
+# seeds and the reproducers of fixed crashes (tests/fuzz/corpus/<target>/) are replayed by every run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fast=(safetensors safetensors_index gguf gguf_model config sentencepiece tokenizer_json tokenize_text task)
+torch=(recipe stats)
+seconds=60
+targets=()
+if [[ ${1:-} == --smoke ]]; then
+  seconds=6
+  targets=("${fast[@]}")
+  shift
+elif [[ ${1:-} =~ ^[0-9]+$ ]]; then
+  seconds=$1
+  shift
+fi
+(($#)) && targets=("$@")
+((${#targets[@]})) || targets=("${fast[@]}" "${torch[@]}")
+
+scripts/setup.sh
+build=${PTQ_FUZZ_BUILD:-build-fuzz}
+if [[ ! -f $build/CMakeCache.txt ]]; then
+  generator=()
+  command -v ninja >/dev/null && generator=(-G Ninja)
+  # -O1: libFuzzer's recommendation; line tables are enough for symbolized reports and compile ~20% faster than -g.
+  cmake -S . -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DPTQ_FUZZ=ON -DPTQ_BUILD_TESTS=OFF >/dev/null
+fi
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/ptq_fuzz_}"
+
+work=$build/fuzz
+rm -rf "$work/seeds" "$work/dict"
+python3 tests/fuzz/make_seeds.py . "$work"
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ptq-fuzz.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+
+failed=0
+for t in "${targets[@]}"; do
+  corpus=$work/corpus/$t crashes=$work/crashes/$t
+  mkdir -p "$corpus" "$crashes"
+  dirs=("$corpus")
+  for d in "$work/seeds/$t" "tests/fuzz/corpus/$t"; do [[ -d $d ]] && dirs+=("$d"); done
+  opts=(-max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/")
+  [[ -f $work/dict/$t.dict ]] && opts+=(-dict="$work/dict/$t.dict")
+  before=$(find "$crashes" -type f | wc -l)
+  log=$work/$t.log
+  rc=0
+  # The outer timeout only guards against a target that stops answering libFuzzer's own limits.
+  PTQ_FUZZ_SCRATCH=$scratch timeout $((seconds + 120)) "$build/tests/fuzz/ptq_fuzz_$t" "${opts[@]}" "${dirs[@]}" \
+    >"$log" 2>&1 || rc=$?
+  executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  crashed=$(($(find "$crashes" -type f | wc -l) - before))
+  ((rc == 0 || crashed > 0)) || crashed=1  # died without writing an input (e.g. the outer timeout)
+  printf '{"target": "%s", "seconds": %d, "executions": %d, "crashes": %d, "corpus": %d}\n' "$t" "$seconds" \
+    "${executions:-0}" "$crashed" "$(find "$corpus" -type f | wc -l)"
+  if ((crashed > 0)); then
+    failed=1
+    echo "fuzz: $t failed (exit $rc); log $log; inputs in $crashes/:" >&2
+    grep -E -m 5 'ERROR|FINDING|runtime error|SUMMARY|Test unit written' "$log" >&2 || tail -n 20 "$log" >&2
+  fi
+done
+exit "$failed"
