@@ -12,6 +12,7 @@
 #include "apps/commands.h"
 #include "core/progress.h"
 #include "core/temporaries.h"
+#include "core/utf8.h"
 #include "model/model.h"
 #include "runtime/open_model.h"
 
@@ -82,9 +83,7 @@ std::string printable(const std::string& m) {
   std::string out;
   for (size_t i = 0; i < m.size();) {
     const unsigned char c = static_cast<unsigned char>(m[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    for (size_t k = 1; k < len; ++k)
-      if (i + k >= m.size() || (static_cast<unsigned char>(m[i + k]) >> 6) != 0x2) len = 0;
+    const size_t len = utf8_seq_len(m, i);
     if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f))) {
       out += fmt::format("\\x{:02x}", c);
       ++i;

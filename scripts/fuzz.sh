@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Fuzzes every file parser with libFuzzer (tests/fuzz): builds the targets with Debian's clang into build-fuzz
-# (-DPTQ_FUZZ=ON: AddressSanitizer + UBSan, every report fatal), makes the seed corpora from the bundled files
+# Fuzzes every file parser with libFuzzer (tests/fuzz): builds the targets with Debian's clang (-DPTQ_FUZZ=ON:
+# AddressSanitizer + UBSan, every report fatal), makes the seed corpora from the bundled files
 # (tests/fuzz/make_seeds.py), runs each target for SECONDS, prints one JSON line per target
 #   {"target", "seconds", "executions", "crashes", "corpus"}
 # and exits 1 when any target crashed, leaked, hung past -timeout=10 s or grew past -rss_limit_mb=2048; the input
-# that did it is in build-fuzz/fuzz/crashes/<target>/ (replay: build-fuzz/tests/fuzz/ptq_fuzz_<target> FILE).
+# that did it is in BUILD/fuzz/crashes/<target>/ (replay: BUILD/tests/fuzz/ptq_fuzz_<target> FILE).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   long runs (default 60 s, every target)
-#   scripts/fuzz.sh --smoke                            CI (scripts/test.sh): 6 s per LibTorch-free target
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   long runs, -O1 in build-fuzz (default 60 s, every target)
+#   scripts/fuzz.sh --smoke                            CI (scripts/test.sh): 6 s per LibTorch-free target, -O0 in
+#                                                      build-fuzz-smoke; 3 min from scratch on 2 cores, most of it
+#                                                      compiling (measured 177 s without ccache)
+# PTQ_FUZZ_BUILD overrides the build directory.
 #
 # Targets: safetensors safetensors_index gguf gguf_model config sentencepiece tokenizer_json tokenize_text task
 # (LibTorch-free: ptq_base plus the parsers' own .cpp files) and recipe stats (linked with the whole ptq_lib built
-# by clang with the sanitizers: about 15 min of compiling on 2 cores, so the smoke leaves them out).
-# The corpus each run finds is kept in build-fuzz/fuzz/corpus/<target>/ and grows from run to run; the hand-made
-# seeds and the reproducers of fixed crashes (tests/fuzz/corpus/<target>/) are replayed by every run.
+# by clang with the sanitizers: ~17 min of compiling on 2 cores, so the smoke leaves them out).
+# The corpus each run finds is kept in BUILD/fuzz/corpus/<target>/ and grows from run to run; the hand-made seeds
+# and the reproducers of fixed crashes (tests/fuzz/corpus/<target>/) are replayed by every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +24,15 @@ fast=(safetensors safetensors_index gguf gguf_model config sentencepiece tokeniz
 torch=(recipe stats)
 seconds=60
 targets=()
+build=${PTQ_FUZZ_BUILD:-build-fuzz}
+# -O1: libFuzzer's recommendation; line tables are enough for symbolized reports and compile ~20% faster than -g.
+opt="-O1 -gline-tables-only"
 if [[ ${1:-} == --smoke ]]; then
+  # The smoke's time is mostly compiling: -O0 halves it (the seconds of fuzzing run slower, which matters less).
   seconds=6
   targets=("${fast[@]}")
+  build=${PTQ_FUZZ_BUILD:-build-fuzz-smoke}
+  opt="-O0 -gline-tables-only"
   shift
 elif [[ ${1:-} =~ ^[0-9]+$ ]]; then
   seconds=$1
@@ -33,15 +42,14 @@ fi
 ((${#targets[@]})) || targets=("${fast[@]}" "${torch[@]}")
 
 scripts/setup.sh
-build=${PTQ_FUZZ_BUILD:-build-fuzz}
 if [[ ! -f $build/CMakeCache.txt ]]; then
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
-  # -O1: libFuzzer's recommendation; line tables are enough for symbolized reports and compile ~20% faster than -g.
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DPTQ_FUZZ=ON -DPTQ_BUILD_TESTS=OFF >/dev/null
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$opt" -DPTQ_FUZZ=ON -DPTQ_BUILD_TESTS=OFF >&2
 fi
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/ptq_fuzz_}"
+# Build output to stderr: stdout carries only the JSON lines.
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/ptq_fuzz_}" >&2
 
 work=$build/fuzz
 rm -rf "$work/seeds" "$work/dict"

@@ -10,10 +10,10 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <random>
 
 #include "core/error.h"
 #include "core/temporaries.h"
+#include "core/utf8.h"
 
 namespace ptq {
 
@@ -63,29 +63,19 @@ std::string read_text_file(const std::string& path) {
   return std::string(reinterpret_cast<const char*>(f.data()), f.size());
 }
 
-namespace {
-// Offset of the first byte that breaks UTF-8 in s[0, n), or npos (a sequence cut at n is allowed).
-size_t first_invalid_utf8(const std::string& s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || c == 0) return i;
-    for (size_t k = 1; k < len; ++k)
-      if (i + k < n && (static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
-}  // namespace
-
 std::string read_user_text(const std::string& path, const std::string& what) {
   if (is_directory(path)) fail_input("{} {} is a directory; expected a text file", what, path);
   if (!file_exists(path)) fail_input("{} {} does not exist", what, path);
   std::string text = read_text_file(path);
   if (text.empty()) fail_input("{} {} is empty", what, path);
-  const size_t bad = first_invalid_utf8(text, std::min<size_t>(text.size(), 64 * 1024));
-  if (bad != std::string::npos)
+  // The first 64 KiB tell a text from a binary; a character cut at that boundary is not a fault.
+  const std::string_view head(text.data(), std::min<size_t>(text.size(), 64 * 1024));
+  size_t bad = head.find('\0');
+  if (bad == std::string_view::npos) {
+    bad = first_invalid_utf8(head);
+    if (bad != std::string_view::npos && head.size() < text.size() && bad + 4 > head.size()) bad = std::string_view::npos;
+  }
+  if (bad != std::string_view::npos)
     fail_input("{} {} is not UTF-8 text (byte 0x{:02x} at offset {}); expected a plain text file", what, path,
                static_cast<unsigned char>(text[bad]), bad);
   return text;
@@ -102,36 +92,21 @@ bool is_directory(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write) {
-  remove_stale_temporaries(path);
-  std::random_device rd;
-  const std::string tmp = fmt::format("{}.tmp.{}.{:08x}", path, ::getpid(), rd());
-  // Registered while it exists: SIGINT/SIGTERM remove it (core/temporaries.h).
-  struct Registration {
-    const std::string& p;
-    explicit Registration(const std::string& path) : p(path) { register_temporary(p); }
-    ~Registration() { unregister_temporary(p); }
-  } registration(tmp);
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) fail_io("cannot create {}: {}", tmp, std::strerror(errno));
+  ScopedTemporary tmp(path, ScopedTemporary::Kind::File);  // removed on any exception below
+  std::FILE* f = std::fopen(tmp.path().c_str(), "wb");
+  if (f == nullptr) fail_io("cannot create {}: {}", tmp.path(), std::strerror(errno));
   try {
     write(f);
     if (std::fflush(f) != 0 || std::ferror(f)) fail_io("write to {} failed: {}", path, std::strerror(errno));
     if (::fsync(::fileno(f)) != 0) fail_io("fsync of {} failed: {}", path, std::strerror(errno));
   } catch (...) {
     std::fclose(f);
-    std::remove(tmp.c_str());
     throw;
   }
-  if (std::fclose(f) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    fail_io("writing {} failed: {}", path, std::strerror(e));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    fail_io("cannot rename {} to {}: {}", tmp, path, std::strerror(e));
-  }
+  if (std::fclose(f) != 0) fail_io("writing {} failed: {}", path, std::strerror(errno));
+  if (std::rename(tmp.path().c_str(), path.c_str()) != 0)
+    fail_io("cannot rename {} to {}: {}", tmp.path(), path, std::strerror(errno));
+  tmp.release();
 }
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {

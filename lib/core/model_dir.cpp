@@ -47,6 +47,14 @@ bool is_within(const fs::path& inner, const fs::path& outer) {
 
 }  // namespace
 
+namespace {
+// OUT without trailing slashes, once check_output_path accepts it (nothing is created before that).
+std::string checked_output(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  check_output_path(out, inputs, force);
+  return strip_slashes(out);
+}
+}  // namespace
+
 bool is_ptq_output(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return fs::exists(fs::path(path) / kOutputMarkerFile, ec);
@@ -81,23 +89,11 @@ void check_output_path(const std::string& out_arg, const std::vector<std::string
 }
 
 ModelDirWriter::ModelDirWriter(const std::string& out, const std::vector<std::string>& inputs, bool force)
-    : out_(strip_slashes(out)), force_(force) {
-  check_output_path(out_, inputs, force);
-  remove_stale_temporaries(out_);
-  tmp_ = fmt::format("{}.tmp-{}", out_, ::getpid());
-  register_temporary(tmp_);
+    : out_(checked_output(out, inputs, force)), force_(force), tmp_(out_, ScopedTemporary::Kind::Directory) {
   std::error_code ec;
-  fs::remove_all(tmp_, ec);
-  fs::create_directories(tmp_, ec);
-  if (ec) fail_io("cannot create directory {}: {}", tmp_, ec.message());
-}
-
-ModelDirWriter::~ModelDirWriter() {
-  if (!committed_) {
-    std::error_code ec;
-    fs::remove_all(tmp_, ec);
-  }
-  unregister_temporary(tmp_);
+  fs::remove_all(tmp(), ec);
+  fs::create_directories(tmp(), ec);
+  if (ec) fail_io("cannot create directory {}: {}", tmp(), ec.message());
 }
 
 void ModelDirWriter::copy_tokenizer_files(const std::string& src_dir) const {
@@ -121,9 +117,9 @@ void ModelDirWriter::commit() {
     fs::remove_all(out_, ec);
     if (ec) fail_io("cannot remove {} to replace it: {}", out_, ec.message());
   }
-  fs::rename(tmp_, out_, ec);
-  if (ec) fail_io("cannot rename {} to {}: {}", tmp_, out_, ec.message());
-  committed_ = true;
+  fs::rename(tmp(), out_, ec);
+  if (ec) fail_io("cannot rename {} to {}: {}", tmp(), out_, ec.message());
+  tmp_.release();
 }
 
 }  // namespace ptq

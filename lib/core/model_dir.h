@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/temporaries.h"
+
 namespace ptq {
 
 // The rules every command that writes follows, checked on resolved real paths (symlinks, "..", "." resolved)
@@ -37,13 +39,12 @@ class ModelDirWriter {
   ModelDirWriter(const std::string& out, const std::vector<std::string>& inputs, bool force);
   ModelDirWriter(const std::string& out, const std::string& input, bool force)
       : ModelDirWriter(out, std::vector<std::string>{input}, force) {}
-  ~ModelDirWriter();
   ModelDirWriter(const ModelDirWriter&) = delete;
   ModelDirWriter& operator=(const ModelDirWriter&) = delete;
 
   const std::string& out() const { return out_; }  // without trailing slashes
-  const std::string& tmp() const { return tmp_; }
-  std::string file(const std::string& name) const { return tmp_ + "/" + name; }
+  const std::string& tmp() const { return tmp_.path(); }
+  std::string file(const std::string& name) const { return tmp() + "/" + name; }
 
   // Copies the tokenizer files and generation_config.json that exist in `src_dir` (tokenizer.model,
   // tokenizer.json, tokenizer_config.json, special_tokens_map.json, vocab.json, merges.txt, added_tokens.json).
@@ -54,8 +55,9 @@ class ModelDirWriter {
   void commit();
 
  private:
-  std::string out_, tmp_;
-  bool force_ = false, committed_ = false;
+  std::string out_;
+  bool force_ = false;
+  ScopedTemporary tmp_;  // initialised after out_, which runs the output checks
 };
 
 }  // namespace ptq

@@ -28,14 +28,12 @@ std::vector<std::string> resource_dirs(const std::string& kind) {
 #ifdef PTQ_SOURCE_DIR
   candidates.push_back(std::string(PTQ_SOURCE_DIR) + "/" + kind);
 #endif
-  std::vector<std::string> dirs, seen;
+  std::vector<std::string> dirs;
   for (const auto& c : candidates) {
     if (!is_directory(c)) continue;
     char real[PATH_MAX];
-    const std::string key = ::realpath(c.c_str(), real) != nullptr ? std::string(real) : c;
-    if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
-    seen.push_back(key);
-    dirs.push_back(key);
+    const std::string dir = ::realpath(c.c_str(), real) != nullptr ? std::string(real) : c;
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
   }
   return dirs;
 }

@@ -59,12 +59,19 @@ std::string human_count(double n) {
   return fmt::format("{:.0f}", n);
 }
 
-std::string join_module_list(const std::vector<std::string>& v, size_t max) {
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
   std::string s;
-  if (verbose()) max = v.size();
-  for (size_t i = 0; i < v.size() && i < max; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > max) s += fmt::format(", ... ({} in all; --verbose lists them)", v.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) s += sep;
+    s += items[i];
+  }
   return s;
+}
+
+std::string join_module_list(const std::vector<std::string>& v, size_t max) {
+  if (verbose() || v.size() <= max) return join(v);
+  return join({v.begin(), v.begin() + static_cast<std::ptrdiff_t>(max)}) +
+         fmt::format(", ... ({} in all; --verbose lists them)", v.size());
 }
 
 }  // namespace ptq

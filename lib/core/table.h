@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ptq {
@@ -22,6 +23,8 @@ std::string human_bytes(double bytes);
 // "8.39M", "6.74B": parameter counts for humans.
 std::string human_count(double n);
 
+// items joined by `sep`: "a, b, c".
+std::string join(const std::vector<std::string>& items, std::string_view sep = ", ");
 // Lists in one-line messages: "a, b, c, ... (N in all; --verbose lists them)", or every item with --verbose
 // (set_verbose, core/progress.h).
 std::string join_module_list(const std::vector<std::string>& items, size_t max = 12);

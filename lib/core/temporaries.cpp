@@ -8,8 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
+
+#include <fmt/format.h>
 
 namespace ptq {
 
@@ -61,16 +64,43 @@ std::string temporary_pid(const std::string& name, const std::string& base) {
   ::_exit(128 + sig);
 }
 
-}  // namespace
-
-void register_temporary(const std::string& path) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_temporaries.insert(path);
+// Removes the temporaries of `path` (`<path>.tmp-<pid>`, `<path>.tmp.<pid>.<hex>`) whose process is gone.
+void remove_stale_temporaries(const std::string& path) {
+  fs::path p(path);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // trailing slashes
+  const std::string base = p.filename().string();
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string pid = temporary_pid(it->path().filename().string(), base);
+    if (pid.empty() || !process_gone(pid)) continue;
+    std::error_code rec;
+    if (fs::remove_all(it->path(), rec) > 0)
+      std::fprintf(stderr, "note: removed %s, left by an interrupted run (process %s)\n", it->path().c_str(), pid.c_str());
+  }
 }
 
-void unregister_temporary(const std::string& path) {
+}  // namespace
+
+ScopedTemporary::ScopedTemporary(const std::string& out, Kind kind) {
+  remove_stale_temporaries(out);
+  if (kind == Kind::Directory) {
+    path_ = fmt::format("{}.tmp-{}", out, ::getpid());
+  } else {  // several files of one process may be written side by side
+    std::random_device rd;
+    path_ = fmt::format("{}.tmp.{}.{:08x}", out, ::getpid(), rd());
+  }
   std::lock_guard<std::mutex> lock(g_mutex);
-  g_temporaries.erase(path);
+  g_temporaries.insert(path_);
+}
+
+ScopedTemporary::~ScopedTemporary() {
+  if (!released_) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_temporaries.erase(path_);
 }
 
 void install_signal_cleanup() {
@@ -85,25 +115,6 @@ void install_signal_cleanup() {
     }
     cleanup_and_exit(sig);
   }).detach();
-}
-
-int remove_stale_temporaries(const std::string& path) {
-  fs::path p(path);
-  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // trailing slashes
-  const std::string base = p.filename().string();
-  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-  int removed = 0;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string pid = temporary_pid(it->path().filename().string(), base);
-    if (pid.empty() || !process_gone(pid)) continue;
-    std::error_code rec;
-    if (fs::remove_all(it->path(), rec) > 0) {
-      ++removed;
-      std::fprintf(stderr, "note: removed %s, left by an interrupted run (process %s)\n", it->path().c_str(), pid.c_str());
-    }
-  }
-  return removed;
 }
 
 }  // namespace ptq

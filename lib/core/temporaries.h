@@ -1,6 +1,6 @@
-// Temporary outputs and interruption. Every output is assembled under a temporary name next to it (a directory
-// OUT.tmp-<pid>, core/model_dir.h; a file PATH.tmp.<pid>.<random>, core/file.h) and renamed into place when whole.
-// While one exists it is registered here, so that SIGINT / SIGTERM remove it before the process exits with 130 /
+// Temporary outputs and interruption. Every output is assembled under a ScopedTemporary next to it (directories:
+// core/model_dir.h; files: write_file_atomic, core/file.h) and renamed into place when whole. While one exists it is
+// registered here, so that SIGINT / SIGTERM remove it before the process exits with 130 /
 // 143, and a later run writing the same output removes the temporaries of processes that no longer run (SIGKILL,
 // power loss).
 #pragma once
@@ -9,16 +9,29 @@
 
 namespace ptq {
 
-void register_temporary(const std::string& path);
-void unregister_temporary(const std::string& path);
+// The temporary an output is assembled under, next to it: `<out>.tmp-<pid>` (a directory) or
+// `<out>.tmp.<pid>.<random hex>` (a file). Construction first removes the temporaries of `out` whose process is gone,
+// then registers the new name (SIGINT/SIGTERM remove it; nothing is created). The destructor removes whatever is at
+// the name unless release() said it was renamed into place, and unregisters it.
+class ScopedTemporary {
+ public:
+  enum class Kind { Directory, File };
+  ScopedTemporary(const std::string& out, Kind kind);
+  ~ScopedTemporary();
+  ScopedTemporary(const ScopedTemporary&) = delete;
+  ScopedTemporary& operator=(const ScopedTemporary&) = delete;
+
+  const std::string& path() const { return path_; }
+  void release() { released_ = true; }  // it was renamed to its output: nothing left to remove
+
+ private:
+  std::string path_;
+  bool released_ = false;
+};
 
 // Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts later (OpenMP, LibTorch), and
 // starts the one thread that waits for them: it removes the registered temporaries, says so on stderr in one line,
 // and exits with 128 + the signal number. Call once, first thing in main().
 void install_signal_cleanup();
-
-// Removes the temporaries of `path` (`<path>.tmp-<pid>`, `<path>.tmp.<pid>.<hex>`) whose process is gone. Returns
-// how many it removed.
-int remove_stale_temporaries(const std::string& path);
 
 }  // namespace ptq

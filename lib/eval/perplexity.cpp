@@ -37,15 +37,17 @@ PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& i
     auto* px = x.data_ptr<int64_t>();
     std::copy(ids.begin() + w0 * r.seqlen, ids.begin() + (w0 + nb) * r.seqlen, px);
     at::Tensor logits = model.forward(x);  // [nb, seqlen, vocab]
-    // A NaN/Inf weight or an overflow would give "ppl nan" with exit 0; name the window instead.
-    if (!at::isfinite(logits).all().item<bool>())
-      fail_input("{}: the logits of window {} (tokens {}..{}) are not finite (NaN or Inf): a weight, scale or "
-                 "activation overflowed; `ptq inspect` the model", model.path(), w0 + 1, w0 * r.seqlen,
-                 (w0 + nb) * r.seqlen - 1);
     at::Tensor logp = at::log_softmax(logits.narrow(1, 0, r.seqlen - 1), -1);
     at::Tensor target = x.narrow(1, 1, r.seqlen - 1).unsqueeze(-1);
     // Sum in double: hundreds of thousands of terms.
-    total_nll -= logp.gather(-1, target).to(at::kDouble).sum().item<double>();
+    const double window_nll = -logp.gather(-1, target).to(at::kDouble).sum().item<double>();
+    // A NaN or +Inf anywhere in a scored row spreads through its log-softmax into this sum, so checking the sum finds
+    // it without another pass over the logits. Without it, a damaged weight or an overflow gives "ppl nan", exit 0.
+    if (!std::isfinite(window_nll))
+      fail_input("{}: the logits of window {} (tokens {}..{}) are not finite (NaN or Inf): a weight, scale or "
+                 "activation overflowed; `ptq inspect` the model", model.path(), w0 + 1, w0 * r.seqlen,
+                 (w0 + nb) * r.seqlen - 1);
+    total_nll += window_nll;
     progress.update((w0 + nb) * r.seqlen);
   }
   progress.finish();

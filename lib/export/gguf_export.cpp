@@ -16,6 +16,7 @@
 #include "core/half.h"
 #include "core/model_dir.h"
 #include "export/gptq_export.h"
+#include "export/targets.h"
 #include "io/safetensors.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
@@ -246,7 +247,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   };
   std::vector<Plan> plans;
   std::map<std::string, std::vector<std::string>> refused;  // grid -> modules
-  size_t n_refused = 0;
+  bool g32_fixes_all = true;  // quantizing with --group-size 32 would make every refused module map losslessly
   for (const Slot& s : llama_slots(cfg)) {
     if (!model->weights().contains(s.hf)) fail_input("{}: tensor \"{}\" is missing", model_dir, s.hf);
     Plan p{s, fp_type};
@@ -285,7 +286,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
                                                                           : std::string("per-channel"),
                                                  info.act_order ? " act-order" : "");
             refused[grid].push_back(s.module);
-            ++n_refused;
+            g32_fixes_all = g32_fixes_all && gguf_type_at_group_32(info).has_value();
             continue;
           }
           p.requant = true;
@@ -305,15 +306,15 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   if (!refused.empty()) {
     // One line: each grid with a count and the first modules, then the fix.
     std::string list;
-    bool fits_g32 = true;
+    size_t n = 0;
     for (const auto& [grid, mods] : refused) {
       list += fmt::format("{}{} ({}): {}", list.empty() ? "" : "; ", grid, mods.size(), join_module_list(mods, 3));
-      fits_g32 = fits_g32 && grid.rfind("4-bit", 0) == 0;  // the weight formats have g32 grids at 4 bits only
+      n += mods.size();
     }
     fail_input("{}: {} module(s) have grids with no ggml equivalent (ggml holds 4-bit sym/asym and 8-bit sym, group "
                "32, natural column order): {}. Fix: {}or pass --allow-requant to re-quantize them to Q4_0/Q4_1/Q8_0 "
-               "(the added error is reported)", model_dir, n_refused, list,
-               fits_g32 ? "quantize with --group-size 32 (and without --act-order) for a lossless export, " : "");
+               "(the added error is reported)", model_dir, n, list,
+               g32_fixes_all ? "quantize with --group-size 32 (and without --act-order) for a lossless export, " : "");
   }
 
   GgufWriter w;

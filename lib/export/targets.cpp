@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "export/compressed_tensors_export.h"
+#include "core/table.h"
 #include "export/gguf_export.h"
 #include "quant/checkpoint.h"
 
@@ -58,11 +59,7 @@ ExportFit llama_cpp_fit(const Recipe& r, const ModuleQuantInfo& m) {
     f.how = fmt::format("GGUF {}, lossless", upper(ggml_type_name(*t)));
     return f;
   }
-  ModuleQuantInfo g32 = m;
-  g32.spec.group_size = 32;
-  g32.act_order = false;
-  const auto t = gguf_lossless_type(g32);
-  if (t && has_weight_format(g32.spec)) {  // the advice must name a grid quantize can produce
+  if (const auto t = gguf_type_at_group_32(m)) {
     f.how = fmt::format("with --group-size 32{}: GGUF {}, lossless", m.act_order ? ", no act-order" : "",
                         upper(ggml_type_name(*t)));
     return f;
@@ -91,11 +88,19 @@ ExportFit vllm_fit(const Recipe& r, const ModuleQuantInfo& m) {
     f.how = fmt::format("no: {}-bit weights (GPTQ packs 2/3/4/8, compressed-tensors 2/4/8)", m.spec.bits);
     return f;
   }
-  for (size_t i = 0; i < ways.size(); ++i) f.how += (i ? ", " : "") + ways[i];
+  f.how = join(ways);
   return f;
 }
 
 }  // namespace
+
+std::optional<GgmlType> gguf_type_at_group_32(const ModuleQuantInfo& m) {
+  ModuleQuantInfo g32 = m;
+  g32.spec.group_size = 32;
+  g32.act_order = false;
+  if (!has_weight_format(g32.spec)) return std::nullopt;  // the advice must name a grid quantize can produce
+  return gguf_lossless_type(g32);
+}
 
 std::vector<ExportFit> export_fits(const Recipe& r) {
   const ModuleQuantInfo m = probe_module(r);
@@ -107,13 +112,8 @@ std::vector<ExportFit> export_fits(const Recipe& r) {
 }
 
 std::string recipe_needs(const Recipe& r) {
-  std::vector<std::string> needs;
-  if (weight_algorithm(r.method).needs_hessian) needs.push_back("calibration text (or --stats)");
-  else if (r.activation_path()) needs.push_back("calibration text");
-  if (needs.empty()) return "nothing";
-  std::string s;
-  for (const auto& n : needs) s += (s.empty() ? "" : ", ") + n;
-  return s;
+  if (weight_algorithm(r.method).needs_hessian) return "calibration text (or --stats)";
+  return r.activation_path() ? "calibration text" : "nothing";
 }
 
 std::string recipe_grid(const Recipe& r) {

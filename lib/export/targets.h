@@ -4,10 +4,13 @@
 // words (any real model's); a model with odd widths can still be refused module by module at export time.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "io/gguf.h"
 #include "pipeline/recipe.h"
+#include "quant/checkpoint.h"
 
 namespace ptq {
 
@@ -18,6 +21,11 @@ struct ExportFit {
 };
 
 std::vector<ExportFit> export_fits(const Recipe& r);
+
+// The ggml type a module of `m`'s grid maps to losslessly once quantized with --group-size 32 in natural column
+// order, when quantize can produce that grid (a weight format exists); nullopt otherwise. The "--group-size 32"
+// advice of `ptq recipes` and of the GGUF export's refusal.
+std::optional<GgmlType> gguf_type_at_group_32(const ModuleQuantInfo& m);
 
 // What quantizing with the recipe needs besides the model: "nothing", "calibration text", ...
 std::string recipe_needs(const Recipe& r);

@@ -285,24 +285,16 @@ std::string gguf_model_dir(const std::string& gguf_path) {
   // Convert next to the final place, then rename, so a crash never leaves a half directory behind; an interrupted
   // conversion's temporary is removed by the signal handler or, after SIGKILL, by the next conversion.
   std::fprintf(stderr, "note: converting %s to an F32 Hugging Face directory, once: %s\n", gguf_path.c_str(), dir.c_str());
-  const std::string tmp = fmt::format("{}.tmp-{}", dir, static_cast<long>(::getpid()));
   fs::create_directories(root);
-  remove_stale_temporaries(dir);
-  fs::remove_all(tmp);
-  register_temporary(tmp);
-  try {
-    gguf_to_hf_dir(gguf_path, tmp);
-  } catch (...) {
-    fs::remove_all(tmp);
-    unregister_temporary(tmp);
-    throw;
-  }
-  unregister_temporary(tmp);
+  ScopedTemporary tmp(dir, ScopedTemporary::Kind::Directory);  // removed on failure, on SIGINT, or by a later run
+  fs::remove_all(tmp.path());
+  gguf_to_hf_dir(gguf_path, tmp.path());
   std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) {
-    fs::remove_all(tmp);
+  fs::rename(tmp.path(), dir, ec);
+  if (ec) {  // another process may have finished the same conversion first: then its directory serves
     if (!file_exists(dir + "/tokenizer_config.json")) fail_io("{}: cannot create ({})", dir, ec.message());
+  } else {
+    tmp.release();
   }
   return dir;
 }

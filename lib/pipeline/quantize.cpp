@@ -13,6 +13,7 @@
 #include "calibration/stats.h"
 #include "calibration/streamer.h"
 #include "core/error.h"
+#include "core/table.h"
 #include "core/progress.h"
 #include "model/model.h"
 #include "quant/checkpoint.h"
@@ -88,10 +89,10 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
     for (int64_t g = group / 2; g >= 16 && fit == kPerChannel; g /= 2)
       for (int64_t w : widths)
         if (w % g == 0) fit = g;
-    std::string list;
-    for (int64_t w : widths) list += (list.empty() ? "" : ", ") + std::to_string(w);
+    std::vector<std::string> list;
+    for (int64_t w : widths) list.push_back(std::to_string(w));
     fail_input("the recipe leaves no module to quantize: group size {} divides none of the input widths ({}) of the {} "
-               "linear modules; use --group-size {}", group, list, report.unquantized.size(),
+               "linear modules; use --group-size {}", group, join(list), report.unquantized.size(),
                fit == kPerChannel ? "-1 (one group per output channel)" : std::to_string(fit));
   }
   return plan;

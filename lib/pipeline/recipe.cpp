@@ -4,12 +4,15 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
 #include "core/file.h"
 #include "core/resources.h"
+#include "core/table.h"
+#include "core/utf8.h"
 #include "quant/formats.h"
 
 namespace ptq {
@@ -38,12 +41,17 @@ class Section {
   std::optional<T> get(const std::string& key) {
     known_.insert(key);
     if (!node_ || node_.IsNull() || !node_[key] || node_[key].IsNull()) return std::nullopt;
+    std::optional<T> v;
     try {
-      return node_[key].as<T>();
+      v = node_[key].as<T>();
     } catch (const YAML::Exception&) {
       fail_input("{}: \"{}\" has an invalid value {} (line {})", where_, path(key), YAML::Dump(node_[key]),
                  node_[key].Mark().line + 1);
     }
+    if constexpr (std::is_same_v<T, std::string>) check_utf8(key, *v);
+    if constexpr (std::is_same_v<T, std::vector<std::string>>)
+      for (const auto& s : *v) check_utf8(key, s);
+    return v;
   }
   template <typename T>
   void read(const std::string& key, T& out) {
@@ -68,33 +76,17 @@ class Section {
   }
 
  private:
+  // The text is checked before parsing, but yaml-cpp decodes the escapes \N and \_ to the single bytes 0x85 and 0xA0.
+  void check_utf8(const std::string& key, const std::string& value) const {
+    if (first_invalid_utf8(value) != std::string::npos)
+      fail_input("{}: \"{}\" (line {}) is not valid UTF-8 once its escapes are decoded; write the character itself "
+                 "rather than \\N or \\_", where_, path(key), node_[key].Mark().line + 1);
+  }
+
   YAML::Node node_;
   std::string where_, prefix_;
   std::set<std::string> known_;
 };
-
-// Offset of the first byte that is not well-formed UTF-8 (Unicode Table 3-7: no overlongs, surrogates or code points
-// past U+10FFFF), or npos. YAML text is UTF-8; yaml-cpp does not check, and the recipe's strings end up in JSON
-// (provenance in every output), whose writer throws on them.
-size_t first_invalid_utf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return i;
-    // The second byte's range depends on the first (this is what excludes overlongs, surrogates, > U+10FFFF).
-    const auto d = static_cast<unsigned char>(s[i + 1]);
-    const unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (d < lo || d > hi) return i;
-    for (size_t k = 2; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return i;
-    i += n;
-  }
-  return std::string::npos;
-}
 
 std::regex compile(const std::string& pattern, const std::string& where, const std::string& key) {
   try {
@@ -353,19 +345,19 @@ std::vector<BundledRecipe> bundled_recipes() {
 std::string resolve_recipe(const std::string& name_or_path) {
   if (file_exists(name_or_path)) return name_or_path;
   if (is_directory(name_or_path)) fail_input("--recipe {} is a directory; give a recipe file or name", name_or_path);
-  std::string name = std::filesystem::path(name_or_path).filename().string();
-  if (name.size() > 5 && name.compare(name.size() - 5, 5, ".yaml") == 0) name.resize(name.size() - 5);
+  const std::filesystem::path p(name_or_path);
+  const std::string name = (p.extension() == ".yaml" ? p.stem() : p.filename()).string();
   const auto recipes = bundled_recipes();
-  std::string names;
+  std::vector<std::string> names;
   for (const auto& b : recipes) {
     if (b.name == name) return b.path;
-    names += (names.empty() ? "" : ", ") + b.name;
+    names.push_back(b.name);
   }
   if (recipes.empty())
     fail_input("recipe {} is not a file, and no bundled recipes were found (searched $PTQ_HOME/configs, "
                "<binary>/../share/ptq/configs and the source tree)", name_or_path);
   fail_input("recipe {} is neither a file nor a bundled recipe; bundled: {} (`ptq recipes` describes them)",
-             name_or_path, names);
+             name_or_path, join(names));
 }
 
 Recipe load_recipe(const std::string& name_or_path) {

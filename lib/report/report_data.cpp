@@ -179,12 +179,6 @@ std::vector<double> after_norm_absmax(const StoredNorm& fp, const StoredNorm& q,
   return to_doubles(out.masked_fill(g_fp.eq(0), NAN));
 }
 
-std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
-  return s;
-}
-
 std::vector<ActivationFigure> activation_figures(const ModelSummary& s, const CalibrationStats& stats,
                                                  const std::string& quantized, const std::string& fp) {
   const ModelConfig& cfg = s.config;
@@ -261,7 +255,7 @@ QualityFigure quality_figure(const ReportOptions& o, const std::string& fp) {
   for (const Task& t : tasks) qf.tasks.push_back(t.name);
   std::string text;
   if (!o.data.empty()) {
-    text = read_text_file(o.data);
+    text = read_user_text(o.data, "--data");
     qf.data = o.data;
     qf.data_sha256 = sha256_hex(text.data(), text.size());
   }

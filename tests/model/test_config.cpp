@@ -9,6 +9,18 @@
 
 using namespace ptq;
 
+namespace {
+// The message parse_model_config refuses `text` with ("" when it is accepted).
+std::string config_error(const std::string& text) {
+  try {
+    parse_model_config(text, "cfg.json");
+  } catch (const std::invalid_argument& e) {
+    return std::string(e.what());
+  }
+  return std::string();
+}
+}  // namespace
+
 TEST_CASE("config of the bundled models", "[model]") {
   ModelConfig c = load_model_config(test::repo_path("data/models/sotu-llama-8m"));
   CHECK(c.arch == Arch::Llama);
@@ -49,46 +61,30 @@ TEST_CASE("config: family-specific keys", "[model]") {
 }
 
 TEST_CASE("config: unsupported input is refused with the reason", "[model]") {
-  auto error = [](const std::string& text) {
-    try {
-      parse_model_config(text, "cfg.json");
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const std::string base = R"("hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
     "vocab_size": 10, "max_position_embeddings": 64, "intermediate_size": 128)";
-  CHECK_THAT(error(R"({"model_type": "gpt_neox", )" + base + "}"),
+  CHECK_THAT(config_error(R"({"model_type": "gpt_neox", )" + base + "}"),
              Catch::Contains("\"gpt_neox\" is not supported") && Catch::Contains("llama, mistral, qwen2, opt"));
-  CHECK_THAT(error(R"({"model_type": "llama", "rope_scaling": {"type": "llama3"}, )" + base + "}"),
+  CHECK_THAT(config_error(R"({"model_type": "llama", "rope_scaling": {"type": "llama3"}, )" + base + "}"),
              Catch::Contains("rope_scaling"));
-  CHECK_THAT(error(R"({"model_type": "llama", "num_key_value_heads": 3, )" + base + "}"),
+  CHECK_THAT(config_error(R"({"model_type": "llama", "num_key_value_heads": 3, )" + base + "}"),
              Catch::Contains("not a multiple of num_key_value_heads 3"));
-  CHECK_THAT(error(R"({"model_type": "llama", "hidden_size": -4})"), Catch::Contains("\"hidden_size\" must be a positive integer"));
-  CHECK_THAT(error("{not json"), Catch::Contains("cfg.json: not valid JSON"));
+  CHECK_THAT(config_error(R"({"model_type": "llama", "hidden_size": -4})"), Catch::Contains("\"hidden_size\" must be a positive integer"));
+  CHECK_THAT(config_error("{not json"), Catch::Contains("cfg.json: not valid JSON"));
 }
 
 // Found by tests/fuzz (config): each of these escaped as a nlohmann exception or a division by zero.
 TEST_CASE("config: fuzz findings are refused with the key", "[model]") {
-  auto error = [](const std::string& text) {
-    try {
-      parse_model_config(text, "cfg.json");
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const std::string base = R"("num_hidden_layers": 1, "vocab_size": 10, "max_position_embeddings": 64,
     "intermediate_size": 128)";
   const std::string llama = R"({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, )" + base;
-  CHECK_THAT(error(R"({"model_type": 172})"), Catch::Contains("cfg.json: \"model_type\" must be a string, found 172"));
-  CHECK_THAT(error(R"({"model_type": "llama", "hidden_size": 88E8043})"),
+  CHECK_THAT(config_error(R"({"model_type": 172})"), Catch::Contains("cfg.json: \"model_type\" must be a string, found 172"));
+  CHECK_THAT(config_error(R"({"model_type": "llama", "hidden_size": 88E8043})"),
              Catch::Contains("cfg.json: not valid JSON") && Catch::Contains("overflow"));
-  CHECK_THAT(error(llama + R"(, "num_key_value_heads": 0})"),
+  CHECK_THAT(config_error(llama + R"(, "num_key_value_heads": 0})"),
              Catch::Contains("\"num_key_value_heads\" must be a positive integer, got 0"));
-  CHECK_THAT(error(llama + R"(, "head_dim": -2})"), Catch::Contains("\"head_dim\" must be a positive integer, got -2"));
+  CHECK_THAT(config_error(llama + R"(, "head_dim": -2})"), Catch::Contains("\"head_dim\" must be a positive integer, got -2"));
   // head_dim defaults to hidden_size / num_attention_heads, which is 0 here.
-  CHECK_THAT(error(R"({"model_type": "llama", "hidden_size": 2, "num_attention_heads": 4, )" + base + "}"),
+  CHECK_THAT(config_error(R"({"model_type": "llama", "hidden_size": 2, "num_attention_heads": 4, )" + base + "}"),
              Catch::Contains("\"head_dim\" must be a positive integer, got 0"));
 }

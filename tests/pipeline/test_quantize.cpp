@@ -36,6 +36,16 @@ QuantizeReport run(const Recipe& r, const std::string& out) {
   return quantize_model(model, o);
 }
 
+// The message parse_recipe refuses `yaml` with ("" when it is accepted).
+std::string recipe_error(const std::string& yaml) {
+  try {
+    parse_recipe(yaml, "r.yaml");
+  } catch (const std::invalid_argument& e) {
+    return std::string(e.what());
+  }
+  return std::string();
+}
+
 }  // namespace
 
 TEST_CASE("GPTQ's calibration output error is below RTN's for every module of sotu-llama-8m", "[pipeline]") {
@@ -117,42 +127,30 @@ TEST_CASE("bundled recipes parse and name their paper", "[recipe]") {
 }
 
 TEST_CASE("recipe validation names the key", "[recipe]") {
-  auto error = [](const std::string& yaml) {
-    try {
-      parse_recipe(yaml, "r.yaml");
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
-  CHECK_THAT(error("weights:\n  bitz: 4\n"), Catch::Contains("unknown key \"weights.bitz\"") && Catch::Contains("line 2"));
-  CHECK_THAT(error("weights:\n  bits: four\n"), Catch::Contains("\"weights.bits\" has an invalid value"));
-  CHECK_THAT(error("weights:\n  bits: 5\n"), Catch::Contains("no weight format has 5 bits"));
-  CHECK_THAT(error("weights:\n  method: awq\n"), Catch::Contains("awq") && Catch::Contains("gptq"));
-  CHECK_THAT(error("ignore: ['(unclosed']\n"), Catch::Contains("not a valid regular expression"));
-  CHECK_THAT(error("overrides:\n  - bits: 8\n"), Catch::Contains("overrides[0].match"));
-  CHECK_THAT(error("weights: [1, 2]\n"), Catch::Contains("\"weights\" must be a mapping"));
-  CHECK_THAT(error("calibration:\n  nsamples: 0\n"), Catch::Contains("calibration.nsamples"));
-  CHECK(error("name: ok\nweights:\n  format: w4g32asym\n").empty());
+  CHECK_THAT(recipe_error("weights:\n  bitz: 4\n"), Catch::Contains("unknown key \"weights.bitz\"") && Catch::Contains("line 2"));
+  CHECK_THAT(recipe_error("weights:\n  bits: four\n"), Catch::Contains("\"weights.bits\" has an invalid value"));
+  CHECK_THAT(recipe_error("weights:\n  bits: 5\n"), Catch::Contains("no weight format has 5 bits"));
+  CHECK_THAT(recipe_error("weights:\n  method: awq\n"), Catch::Contains("awq") && Catch::Contains("gptq"));
+  CHECK_THAT(recipe_error("ignore: ['(unclosed']\n"), Catch::Contains("not a valid regular expression"));
+  CHECK_THAT(recipe_error("overrides:\n  - bits: 8\n"), Catch::Contains("overrides[0].match"));
+  CHECK_THAT(recipe_error("weights: [1, 2]\n"), Catch::Contains("\"weights\" must be a mapping"));
+  CHECK_THAT(recipe_error("calibration:\n  nsamples: 0\n"), Catch::Contains("calibration.nsamples"));
+  CHECK(recipe_error("name: ok\nweights:\n  format: w4g32asym\n").empty());
 }
 
-// Found by tests/fuzz (recipe): a byte that is not UTF-8 in a string value made the provenance JSON writer throw
-// nlohmann's type_error (a crash in `ptq quantize` once the recipe is written into the output).
+// Found by tests/fuzz (recipe): a byte that is not UTF-8 in a string value (raw, or from the escapes \N and \_) made
+// the provenance JSON writer throw nlohmann's type_error (a crash in `ptq quantize` once the recipe is written out).
 TEST_CASE("recipe: text that is not UTF-8 is refused with its line (fuzz finding)", "[recipe]") {
-  auto error = [](const std::string& yaml) {
-    try {
-      parse_recipe(yaml, "r.yaml");
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
-  CHECK_THAT(error("name: w4\npaper: \"R\xff\"\n"),
+  CHECK_THAT(recipe_error("name: w4\npaper: \"R\xff\"\n"),
              Catch::Contains("r.yaml: not UTF-8 text (byte 0xff at line 2, column 10)"));
-  CHECK_THAT(error("name: \xc0\x80\n"), Catch::Contains("byte 0xc0 at line 1, column 7"));       // overlong
-  CHECK_THAT(error("name: \xed\xa0\x80\n"), Catch::Contains("byte 0xed at line 1, column 7"));  // surrogate
-  CHECK_THAT(error("name: \"\\uD800\"\n"), Catch::Contains("not valid YAML"));  // escapes: yaml-cpp checks them
-  CHECK(error("name: caf\xc3\xa9 \xf0\x9f\x99\x82\n").empty());
+  CHECK_THAT(recipe_error("name: \xc0\x80\n"), Catch::Contains("byte 0xc0 at line 1, column 7"));       // overlong
+  CHECK_THAT(recipe_error("name: \xed\xa0\x80\n"), Catch::Contains("byte 0xed at line 1, column 7"));  // surrogate
+  CHECK_THAT(recipe_error("name: \"\\uD800\"\n"), Catch::Contains("not valid YAML"));  // yaml-cpp checks \u escapes
+  // ... but decodes \N and \_ to the single bytes 0x85 and 0xA0.
+  CHECK_THAT(recipe_error("name: w8\npaper: \"RT\\N\"\n"),
+             Catch::Contains("r.yaml: \"paper\" (line 2) is not valid UTF-8 once its escapes are decoded"));
+  CHECK_THAT(recipe_error("ignore: [\"a\\_b\"]\n"), Catch::Contains("\"ignore\" (line 1) is not valid UTF-8"));
+  CHECK(recipe_error("name: caf\xc3\xa9 \xf0\x9f\x99\x82\n").empty());
 }
 
 TEST_CASE("recipe overrides and ignore select per-module grids", "[recipe]") {
