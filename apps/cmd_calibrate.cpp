@@ -28,7 +28,7 @@ void run_calibrate(const GlobalOptions& g, const CalibrateArgs& a) {
   CalibrateOptions opts;
   opts.batch = a.batch;
   if (a.hessian) opts.stats.add(Stat::Hessian);
-  const CalibrationData data = load_model_calibration_data(model, a.data);
+  const CalibrationData data = load_model_calibration_data(model, a.data, opts.batch);
   const CalibrationStats stats = calibrate(model, data, opts);
   save_calibration_stats(stats, a.out, a.force);
   const double seconds = now_seconds() - t0;

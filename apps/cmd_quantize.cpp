@@ -31,7 +31,7 @@ struct QuantizeArgs {
   std::optional<std::string> act_granularity, act_method;
   bool hadamard = false;
   bool sym = false, asym = false, act_order = false, static_groups = false, synthetic = false;
-  bool force = false, json = false;
+  bool force = false, resume = false, json = false;
   int64_t batch = 8;
   std::string report;  // --report: the HTML report of the output
 };
@@ -79,6 +79,7 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   format_name_for(r.weights);  // the overridden grid must still be a known format
   opts.out_dir = a.out;
   opts.force = a.force;
+  opts.resume = a.resume;
   opts.batch = a.batch;
   opts.stats_path = a.stats;
 
@@ -192,7 +193,12 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
                   "A bundled recipe's name (`ptq recipes` lists them) or a recipe YAML file")
       ->default_str(kDefaultRecipe);
   cmd->add_option("-o,--output", a->out, "Output directory (a ptq checkpoint)")->required();
-  cmd->add_flag("--force", a->force, "Replace an existing output directory");
+  cmd->add_flag("--force", a->force,
+                "Replace an existing output directory that ptq wrote (and give up an interrupted run's state)");
+  cmd->add_flag("--resume", a->resume,
+                "Continue the interrupted run writing OUTPUT from its last finished layer (state in "
+                "OUTPUT.ptq-resume/); give the same command and flags, plus --resume. The output is byte for byte "
+                "that of an uninterrupted run");
   cmd->add_option("--data", a->data, "Calibration text file (repeatable; default: data/sotu-train.txt)");
   cmd->add_flag("--synthetic", a->synthetic, "Calibrate on random tokens (data-free)");
   cmd->add_option("--stats", a->stats,

@@ -1,5 +1,6 @@
 #include "calibration/calibrate.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 
@@ -9,6 +10,7 @@
 #include "calibration/streamer.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/table.h"
 #include "model/tokenizer.h"
 
 namespace ptq {
@@ -52,8 +54,40 @@ std::string creation_time() {
 
 }  // namespace
 
-CalibrationData load_model_calibration_data(const Model& model, const CalibrationDataSpec& spec) {
+uint64_t calibration_memory_bytes(const ModelConfig& cfg, int64_t nsamples, int64_t seqlen, int64_t batch) {
+  const double n = static_cast<double>(nsamples), T = static_cast<double>(seqlen);
+  const double b = static_cast<double>(std::min(batch, nsamples));
+  const double h = static_cast<double>(cfg.hidden), f = static_cast<double>(cfg.ffn);
+  const double kv = static_cast<double>(cfg.n_kv_heads * cfg.head_dim);
+  const double windows = n * T * (4 * h + 4 + 8);  // hidden states, the windows' ids, the ids tensor
+  const double batch_acts = b * T * (3 * f + 8 * h + static_cast<double>(cfg.n_heads) * T) * 4;
+  const double layer = (2 * h * h + 2 * h * kv + 3 * h * f) * 4 + (3 * h * h + f * f) * 8;
+  return static_cast<uint64_t>(windows + batch_acts + layer);
+}
+
+CalibrationData load_model_calibration_data(const Model& model, const CalibrationDataSpec& spec, int64_t batch) {
   const ModelConfig& cfg = model.config();
+  const int64_t seqlen = spec.seqlen > 0 ? spec.seqlen : std::min<int64_t>(2048, cfg.max_positions);
+  const uint64_t avail = available_memory_bytes();
+  if (spec.nsamples > 0 && seqlen > 0 && avail > 0) {
+    const uint64_t need = calibration_memory_bytes(cfg, spec.nsamples, seqlen, batch);
+    if (need > avail) {
+      int64_t fit = 0;  // the most windows that fit (calibration_memory_bytes grows with nsamples)
+      for (int64_t lo = 1, hi = spec.nsamples; lo <= hi;) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (calibration_memory_bytes(cfg, mid, seqlen, batch) <= avail) {
+          fit = mid;
+          lo = mid + 1;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      fail_input("calibration would need about {} ({} windows x {} tokens x hidden {}, plus one layer and batch) but "
+                 "{} is available; {}", human_bytes(need), spec.nsamples, seqlen, cfg.hidden, human_bytes(avail),
+                 fit > 0 ? fmt::format("lower --nsamples to at most {} or --seqlen", fit)
+                         : std::string("lower --seqlen or --batch"));
+    }
+  }
   if (spec.synthetic) {
     if (!spec.files.empty()) fail_input("--synthetic takes no --data files (got {})", spec.files.front());
     return load_calibration_data(spec, NoTokenizer(model.path()), cfg.vocab, cfg.max_positions);

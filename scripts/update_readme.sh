@@ -3,13 +3,15 @@
 # "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench fuzz
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
+#   (fuzz: renders the run `scripts/fuzz.sh --record` wrote to docs/results/fuzz.jsonl, or PTQ_FUZZ_RECORD; it
+#   runs nothing itself, the run takes ~15 minutes; needs no ptq binary)
 #   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -17,11 +19,11 @@ for s in "${sections[@]}"; do
 done
 if [[ -n ${PTQ_BIN:-} ]]; then
   PTQ_BIN=$(realpath "$PTQ_BIN")
-else
+elif [[ " ${sections[*]} " != " fuzz " ]]; then  # every section but fuzz runs ptq
   scripts/build.sh ptq >/dev/null
   PTQ_BIN=$PWD/build/ptq
 fi
-export PTQ_BIN
+export PTQ_BIN=${PTQ_BIN:-}
 ptq="$PTQ_BIN --quiet"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -100,6 +102,43 @@ if wanted runtime-bench; then
     echo '```'
     echo '</details>'
   } >"$tmp/runtime-bench"
+fi
+
+if wanted fuzz; then
+  record=${PTQ_FUZZ_RECORD:-docs/results/fuzz.jsonl}
+  [[ -f $record ]] || { echo "fuzz: no $record; run scripts/fuzz.sh --record first" >&2; exit 1; }
+  python3 - "$record" >"$tmp/fuzz" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+run, rows = lines[0], lines[1:]
+if "run" not in run or not rows or any("target" not in r for r in rows):
+    sys.exit("fuzz: %s is not a scripts/fuzz.sh --record file" % sys.argv[1])
+commit = run["commit"] or "unknown"
+if run["dirty"]:
+    commit += " + uncommitted changes"
+print("`$ %s` on %s (nice %d, load average %.2f at the start, %.2f at the end), %s, %s, commit %s" % (
+    run["run"], run["machine"], run["nice"], run["load_start"], run["load_end"], run["compiler"],
+    run["date"][:10], commit))
+print()
+dur = lambda s: "%d s" % s if s < 120 else "%.0f min" % (s / 60)
+print("Recorded by `scripts/fuzz.sh --record` in [%s](%s): each target runs under libFuzzer (`%s`, built with `%s`) "
+      "for %s, %s of fuzzing in all. executions: inputs run (libFuzzer's `number_of_executed_units`); crashes: "
+      "inputs that crashed, leaked, hung or passed the memory limit (each one, fixed, becomes a reproducer in "
+      "`tests/fuzz/corpus/<target>/`); corpus: files in the target's corpus directory after the run (kept from "
+      "run to run and replayed first, redundant inputs included)." % (
+          sys.argv[1], sys.argv[1], run["libfuzzer"], run["build"], dur(rows[0]["seconds"]),
+          dur(sum(r["seconds"] for r in rows))))
+print()
+print("| target | seconds | executions | exec/s | crashes | corpus |")
+print("|---|---:|---:|---:|---:|---:|")
+fmt = lambda r, name: "| %s | %d | %s | %s | %d | %s |" % (
+    name, r["seconds"], format(r["executions"], ","), format(round(r["executions"] / max(r["seconds"], 1)), ","),
+    r["crashes"], format(r["corpus"], ","))
+for r in rows:
+    print(fmt(r, "`%s`" % r["target"]))
+total = {k: sum(r[k] for r in rows) for k in ("seconds", "executions", "crashes", "corpus")}
+print(fmt(total, "**total** (%d targets)" % len(rows)))
+PY
 fi
 
 python3 - "$tmp" "${sections[@]}" <<'PY'

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -70,6 +71,32 @@ double peak_rss_mb() {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   return ru.ru_maxrss / 1024.0;  // Linux reports kilobytes.
+}
+
+uint64_t available_memory_bytes() {
+  uint64_t avail = 0;
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    unsigned long long kb = 0;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb * 1024;
+    std::fclose(f);
+  }
+  auto read_u64 = [](const char* path, uint64_t& v) {
+    std::FILE* f = std::fopen(path, "r");
+    if (!f) return false;
+    unsigned long long x = 0;
+    const bool ok = std::fscanf(f, "%llu", &x) == 1;  // "max" (no limit) does not parse
+    std::fclose(f);
+    v = x;
+    return ok;
+  };
+  uint64_t limit = 0, used = 0;
+  if (read_u64("/sys/fs/cgroup/memory.max", limit) && read_u64("/sys/fs/cgroup/memory.current", used)) {
+    const uint64_t left = limit > used ? limit - used : 0;
+    avail = avail == 0 ? left : std::min(avail, left);
+  }
+  return avail;
 }
 
 void release_free_heap() { ::malloc_trim(0); }

@@ -35,6 +35,10 @@ class Progress {
 double now_seconds();
 double peak_rss_mb();
 
+// Memory this process can still take: /proc/meminfo's MemAvailable, lowered to what the cgroup's memory.max leaves
+// above memory.current (containers). 0 when neither can be read (callers then skip their checks).
+uint64_t available_memory_bytes();
+
 // Hands the heap's free pages back to the OS (glibc malloc_trim). Long loops that allocate and free
 // tensors of a few MB (below glibc's adaptive mmap threshold) otherwise keep a growing, fragmented heap
 // resident: quantizing a 7B model gained ~0.4 GB of RSS over its 32 layers.

@@ -22,6 +22,7 @@ namespace {
 
 std::mutex g_mutex;
 std::set<std::string> g_temporaries;
+std::string g_interrupt_note;
 
 bool all_digits(const std::string& s) {
   if (s.empty()) return false;
@@ -51,15 +52,14 @@ std::string temporary_pid(const std::string& name, const std::string& base) {
 
 [[noreturn]] void cleanup_and_exit(int sig) {
   int removed = 0;
-  {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    for (const auto& p : g_temporaries) {
-      std::error_code ec;
-      if (fs::remove_all(p, ec) > 0) ++removed;
-    }
+  std::lock_guard<std::mutex> lock(g_mutex);  // held until _exit: no temporary is registered meanwhile
+  for (const auto& p : g_temporaries) {
+    std::error_code ec;
+    if (fs::remove_all(p, ec) > 0) ++removed;
   }
   std::fprintf(stderr, "\ninterrupted (%s): removed %d temporary output(s); nothing was written\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM", removed);
+  if (!g_interrupt_note.empty()) std::fprintf(stderr, "%s\n", g_interrupt_note.c_str());
   std::fflush(stderr);
   ::_exit(128 + sig);
 }
@@ -101,6 +101,11 @@ ScopedTemporary::~ScopedTemporary() {
   }
   std::lock_guard<std::mutex> lock(g_mutex);
   g_temporaries.erase(path_);
+}
+
+void set_interrupt_note(const std::string& note) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_interrupt_note = note;
 }
 
 void install_signal_cleanup() {

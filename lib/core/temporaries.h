@@ -29,6 +29,9 @@ class ScopedTemporary {
   bool released_ = false;
 };
 
+// A line printed after the interruption notice (e.g. how to resume the work kept so far); empty: none.
+void set_interrupt_note(const std::string& note);
+
 // Blocks SIGINT and SIGTERM in the calling thread, and so in every thread it starts later (OpenMP, LibTorch), and
 // starts the one thread that waits for them: it removes the registered temporaries, says so on stderr in one line,
 // and exits with 128 + the signal number. Call once, first thing in main().

@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -357,9 +358,50 @@ SafetensorsSpoolWriter::SafetensorsSpoolWriter(std::string path, std::map<std::s
   if (fd_ < 0) fail_io("cannot create {}: {}", spool_, std::strerror(errno));
 }
 
+SafetensorsSpoolWriter::SafetensorsSpoolWriter(std::string path, std::map<std::string, std::string> metadata,
+                                               std::string spool, const nlohmann::json* state)
+    : path_(std::move(path)), spool_(std::move(spool)), metadata_(std::move(metadata)), own_spool_(false) {
+  fd_ = ::open(spool_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (state ? 0 : O_TRUNC), 0644);
+  if (fd_ < 0) fail_io("cannot open {}: {}", spool_, std::strerror(errno));
+  if (!state) return;
+  try {
+    for (const auto& t : state->at("tensors")) {
+      const std::string dtype = t.at("dtype").get<std::string>();
+      const auto dt = dtype_from_name(dtype);
+      if (!dt) fail_input("{}: unknown dtype \"{}\" in its state", spool_, dtype);
+      const Entry e{t.at("name").get<std::string>(), *dt, t.at("shape").get<std::vector<int64_t>>(),
+                    t.at("offset").get<uint64_t>(), t.at("nbytes").get<uint64_t>()};
+      check_added_tensor(e.name, e.dtype, e.shape, e.nbytes, index_.count(e.name) != 0);
+      if (e.offset != spooled_) fail_input("{}: tensor \"{}\" is not where its state says", spool_, e.name);
+      index_[e.name] = entries_.size();
+      entries_.push_back(e);
+      spooled_ += e.nbytes;
+    }
+    if (state->at("bytes").get<uint64_t>() != spooled_) fail_input("{}: its state does not add up", spool_);
+  } catch (const nlohmann::json::exception& e) {
+    fail_input("{}: malformed spool state ({})", spool_, e.what());
+  }
+  struct stat st{};
+  if (::fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < spooled_)
+    fail_input("{} holds {} bytes, fewer than the {} its state records; it was damaged", spool_,
+               static_cast<uint64_t>(st.st_size), spooled_);
+  if (::ftruncate(fd_, static_cast<off_t>(spooled_)) != 0)
+    fail_io("cannot truncate {}: {}", spool_, std::strerror(errno));
+}
+
 SafetensorsSpoolWriter::~SafetensorsSpoolWriter() {
   if (fd_ >= 0) ::close(fd_);
-  ::unlink(spool_.c_str());
+  if (own_spool_) ::unlink(spool_.c_str());
+}
+
+nlohmann::json SafetensorsSpoolWriter::state() {
+  if (committed_) fail_input("safetensors writer: {} is already committed", path_);
+  if (::fdatasync(fd_) != 0) fail_io("fsync of {} failed: {}", spool_, std::strerror(errno));
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const Entry& e : entries_)
+    tensors.push_back({{"name", e.name}, {"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"offset", e.offset},
+                       {"nbytes", e.nbytes}});
+  return {{"bytes", spooled_}, {"tensors", tensors}};
 }
 
 void SafetensorsSpoolWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
@@ -396,7 +438,7 @@ void SafetensorsSpoolWriter::commit() {
   }
   out.commit();
   file_size_ = out.file_size();
-  ::unlink(spool_.c_str());
+  if (own_spool_) ::unlink(spool_.c_str());
   committed_ = true;
 }
 

@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/file.h"
 #include "io/dtype.h"
 
@@ -127,9 +129,17 @@ class SafetensorsStreamWriter {
 // `path`; commit() writes the header and copies the spooled data behind it (one sequential pass through a
 // mapping, a tensor at a time, so memory stays bounded), then renames. Without commit() both temporaries
 // are removed.
+//
+// Resumable (quantize --resume): the spool may instead be a file the caller names and keeps. state() syncs it and
+// returns the tensors it holds, {"bytes": B, "tensors": [{"name", "dtype", "shape", "offset", "nbytes"}...]};
+// a writer constructed with that state continues the same spool, cutting off whatever was appended after the
+// state was taken (a tensor half written when the run was killed). Such a spool is not removed by the destructor.
 class SafetensorsSpoolWriter {
  public:
   SafetensorsSpoolWriter(std::string path, std::map<std::string, std::string> metadata);
+  // `state`: null for a new spool at `spool` (created or truncated), else what state() returned for it.
+  SafetensorsSpoolWriter(std::string path, std::map<std::string, std::string> metadata, std::string spool,
+                         const nlohmann::json* state);
   ~SafetensorsSpoolWriter();
   SafetensorsSpoolWriter(const SafetensorsSpoolWriter&) = delete;
   SafetensorsSpoolWriter& operator=(const SafetensorsSpoolWriter&) = delete;
@@ -138,6 +148,7 @@ class SafetensorsSpoolWriter {
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data, size_t nbytes);
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
   void commit();
+  nlohmann::json state();
   uint64_t data_bytes() const { return spooled_; }
   uint64_t file_size() const { return file_size_; }  // after commit()
 
@@ -155,6 +166,7 @@ class SafetensorsSpoolWriter {
   std::vector<Entry> entries_;
   std::unordered_map<std::string, size_t> index_;
   bool committed_ = false;
+  bool own_spool_ = true;  // removed with the writer (false: the caller's resumable spool)
 };
 
 // Collects tensors and metadata, then writes one safetensors file atomically (temp + rename).

@@ -61,8 +61,40 @@ const char* const kAgreementSample =
 
 }  // namespace
 
+namespace {
+
+// A tokenizer with more pieces than the model has embedding rows belongs to another model (a swapped or stale
+// file): some text would give ids the model cannot embed, so it is refused up front, naming the file.
+std::unique_ptr<Tokenizer> fitting(std::unique_ptr<Tokenizer> tok, const std::string& file, const std::string& dir) {
+  const std::string cfg_path = dir + "/config.json";
+  if (!file_exists(cfg_path)) return tok;
+  int64_t vocab = 0;
+  try {
+    const nlohmann::json cfg = nlohmann::json::parse(read_text_file(cfg_path));
+    if (!cfg.is_object() || !cfg.contains("vocab_size") || !cfg["vocab_size"].is_number_integer()) return tok;
+    vocab = cfg["vocab_size"].get<int64_t>();
+  } catch (const nlohmann::json::exception&) {
+    return tok;  // the config's own loader says what is wrong with it
+  }
+  if (vocab > 0 && tok->vocab_size() > vocab)
+    fail_input("{} has {} tokens but {} says vocab_size {}: the tokenizer belongs to another model (its ids {}..{} "
+               "have no embedding); copy the model's own tokenizer", file, tok->vocab_size(), cfg_path, vocab, vocab,
+               tok->vocab_size() - 1);
+  return tok;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_files(const std::string& dir);
+
+}  // namespace
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   if (is_gguf_file(dir)) return load_tokenizer(resolve_model_path(dir));  // the embedded vocabulary, converted
+  return load_tokenizer_files(dir);
+}
+
+namespace {
+
+std::unique_ptr<Tokenizer> load_tokenizer_files(const std::string& dir) {
   bool add_bos = true;  // LlamaTokenizer's default
   std::string cfg_text;
   const std::string cfg_path = dir + "/tokenizer_config.json";
@@ -79,8 +111,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   const std::string spm = dir + "/tokenizer.model";
   const std::string tj = dir + "/tokenizer.json";
   const bool has_spm = file_exists(spm), has_json = file_exists(tj);
-  if (has_json && !has_spm) return std::make_unique<JsonTokenizer>(HfTokenizer::load(tj, cfg_text), "");
-  if (has_spm && !has_json) return std::make_unique<SentencePieceTokenizer>(spm, add_bos);
+  if (has_json && !has_spm) return fitting(std::make_unique<JsonTokenizer>(HfTokenizer::load(tj, cfg_text), ""), tj, dir);
+  if (has_spm && !has_json) return fitting(std::make_unique<SentencePieceTokenizer>(spm, add_bos), spm, dir);
   if (has_spm && has_json) {
     // Both: tokenizer.json (what transformers' fast tokenizer runs) only where it agrees with tokenizer.model.
     // A tokenizer.json using a component we do not implement leaves tokenizer.model in charge.
@@ -89,14 +121,16 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     try {
       js = std::make_unique<JsonTokenizer>(HfTokenizer::load(tj, cfg_text), " (agrees with tokenizer.model)");
     } catch (const std::invalid_argument&) {
-      return sp;
+      return fitting(std::move(sp), spm, dir);
     }
     if (js->encode(kAgreementSample, true) == sp->encode(kAgreementSample, true) &&
         js->vocab_size() == sp->vocab_size())
-      return js;
-    return sp;
+      return fitting(std::move(js), tj, dir);
+    return fitting(std::move(sp), spm, dir);
   }
   fail_input("{}: no tokenizer found: expected tokenizer.json (Hugging Face) or tokenizer.model (SentencePiece)", dir);
 }
+
+}  // namespace
 
 }  // namespace ptq

@@ -13,9 +13,11 @@
 #include "calibration/stats.h"
 #include "calibration/streamer.h"
 #include "core/error.h"
+#include "core/model_dir.h"
 #include "core/table.h"
 #include "core/progress.h"
 #include "model/model.h"
+#include "pipeline/resume.h"
 #include "quant/checkpoint.h"
 #include "quant/formats.h"
 #include "quant/hessian.h"
@@ -174,14 +176,13 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   std::map<std::string, ModuleQuantInfo> packed;
   const LayerModulePlan plan = plan_modules(model, recipe, algo, report, packed);
 
+  check_output_path(opts.out_dir, model.path(), opts.force);  // before any calibration work
   std::optional<CalibrationStats> stats;
   if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
-  CheckpointWriter writer(model, opts.out_dir, packed, opts.force);
 
   // Calibration only when the algorithm uses a Hessian: from a stats file (the FP model's Hessians, no
   // forward pass) or by streaming calibration windows through the layers as they are quantized.
   std::optional<CalibrationData> calib;
-  std::optional<LayerStreamer> streamer;
   if (algo.needs_hessian && stats) {
     if (!stats->points().empty() && !stats->has(0, LinearId::Q, Stat::Hessian))
       fail_input("{} holds no Hessians; GPTQ needs them: re-run ptq calibrate with --hessian, or drop --stats",
@@ -189,76 +190,87 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
     report.calibration = fmt::format("Hessians of the FP model from {} ({} windows x {} tokens; not sequential)",
                                      opts.stats_path, stats->metadata["nsamples"], stats->metadata["seqlen"]);
   } else if (algo.needs_hessian) {
-    calib = load_model_calibration_data(model, recipe.calibration);  // synthetic data needs no tokenizer
-    streamer.emplace(model, *calib, opts.batch);
+    calib = load_model_calibration_data(model, recipe.calibration, opts.batch);  // synthetic: no tokenizer
     report.calibration = fmt::format("{} ({} windows x {} tokens, seed {}, sha256 {:.12})", calib->source,
                                      calib->windows.size(), calib->seqlen, calib->seed, calib->data_sha256);
   } else {
     report.calibration = "none (the method needs no calibration data)";
   }
 
-  at::NoGradGuard no_grad;
-  Progress progress("quantize", cfg.n_layers, "layers");
-  for (int64_t i = 0; i < cfg.n_layers; ++i) {
-    LayerWeights w = model.load_layer(i);
-    for (const auto& group : sequential_groups(recipe.true_sequential)) {
-      std::vector<LinearId> members;
-      for (LinearId id : group)
-        if (plan[i].count(id)) members.push_back(id);
-      if (members.empty()) continue;
-      std::map<ActPoint, HessianAccumulator> hessians;  // modules reading one input share it
-      if (algo.needs_hessian && !stats) {
-        for (LinearId id : members) {
-          const ActPoint point = act_point_of(id);
-          if (!hessians.count(point))
-            hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input"));
-        }
-        LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
-          if (!is_first_consumer(cfg, id)) return;
-          auto it = hessians.find(act_point_of(id));
-          if (it != hessians.end()) it->second.add(x);
-        };
-        streamer->run(i, w, &hook, /*advance=*/false);
-      }
-      for (LinearId id : members) {
-        const PlannedModule& p = plan[i].at(id);
-        progress.update(i, p.path);
-        LinearQuantRequest req;
-        req.name = p.path;
-        req.weight = w[id].weight;
-        req.spec = p.spec;
-        req.gptq = recipe.gptq;
-        if (algo.needs_hessian)
-          req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(act_point_of(id)).hessian();
-        LinearQuantResult res = algo.quantize(req);
-        const at::Tensor w_hat = dequantize(res.weight);
-        nlohmann::json metrics;
-        ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
-        writer.write_module(p.path, res.weight, metrics);
-        // Later groups and layers see the quantized module; without calibration nothing reads it again, and
-        // freeing it keeps the peak at the modules still to do (a 7B layer is 0.8 GB in fp32).
-        w[id].weight = streamer ? w_hat : at::Tensor();
-        report.modules.push_back(std::move(m));
-      }
-    }
-    if (streamer) streamer->run(i, w, nullptr, /*advance=*/true);
-    release_free_heap();
-    progress.update(i + 1);
-  }
-  progress.finish();
-  writer.copy_unquantized();
+  // Every finished layer is checkpointed; an interrupted run continues from the last one (pipeline/resume.h).
+  QuantizeResume resume(model, opts, calib ? &*calib : nullptr);
+  return resume.guard([&] {
+    CheckpointWriter writer(model, opts.out_dir, packed, opts.force, resume.spool_path(), resume.writer_state());
+    std::optional<LayerStreamer> streamer;
+    if (calib) streamer.emplace(model, *calib, opts.batch);
+    resume.restore(report, streamer ? &*streamer : nullptr);
 
-  nlohmann::json unq = nlohmann::json::object();
-  for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
-  const nlohmann::json provenance = provenance_json(model, recipe, opts.stats_path, stats ? &*stats : nullptr,
-                                                    calib ? &*calib : nullptr);
-  writer.commit({{"weights", recipe.to_json()["weights"]},
-                 {"activations", nullptr},
-                 {"unquantized", unq},
-                 {"recipe", recipe.to_json()},
-                 {"provenance", provenance}});
-  finish_report(report, writer, t0);
-  return report;
+    at::NoGradGuard no_grad;
+    Progress progress("quantize", cfg.n_layers, "layers");
+    progress.update(resume.layers_done());
+    for (int64_t i = resume.layers_done(); i < cfg.n_layers; ++i) {
+      LayerWeights w = model.load_layer(i);
+      for (const auto& group : sequential_groups(recipe.true_sequential)) {
+        std::vector<LinearId> members;
+        for (LinearId id : group)
+          if (plan[i].count(id)) members.push_back(id);
+        if (members.empty()) continue;
+        std::map<ActPoint, HessianAccumulator> hessians;  // modules reading one input share it
+        if (algo.needs_hessian && !stats) {
+          for (LinearId id : members) {
+            const ActPoint point = act_point_of(id);
+            if (!hessians.count(point))
+              hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input"));
+          }
+          LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
+            if (!is_first_consumer(cfg, id)) return;
+            auto it = hessians.find(act_point_of(id));
+            if (it != hessians.end()) it->second.add(x);
+          };
+          streamer->run(i, w, &hook, /*advance=*/false);
+        }
+        for (LinearId id : members) {
+          const PlannedModule& p = plan[i].at(id);
+          progress.update(i, p.path);
+          LinearQuantRequest req;
+          req.name = p.path;
+          req.weight = w[id].weight;
+          req.spec = p.spec;
+          req.gptq = recipe.gptq;
+          if (algo.needs_hessian)
+            req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(act_point_of(id)).hessian();
+          LinearQuantResult res = algo.quantize(req);
+          const at::Tensor w_hat = dequantize(res.weight);
+          nlohmann::json metrics;
+          ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
+          writer.write_module(p.path, res.weight, metrics);
+          // Later groups and layers see the quantized module; without calibration nothing reads it again, and
+          // freeing it keeps the peak at the modules still to do (a 7B layer is 0.8 GB in fp32).
+          w[id].weight = streamer ? w_hat : at::Tensor();
+          report.modules.push_back(std::move(m));
+        }
+      }
+      if (streamer) streamer->run(i, w, nullptr, /*advance=*/true);
+      resume.save(i + 1, writer, report, streamer ? &*streamer : nullptr);
+      release_free_heap();
+      progress.update(i + 1);
+    }
+    progress.finish();
+    writer.copy_unquantized();
+
+    nlohmann::json unq = nlohmann::json::object();
+    for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
+    const nlohmann::json provenance = provenance_json(model, recipe, opts.stats_path, stats ? &*stats : nullptr,
+                                                      calib ? &*calib : nullptr);
+    writer.commit({{"weights", recipe.to_json()["weights"]},
+                   {"activations", nullptr},
+                   {"unquantized", unq},
+                   {"recipe", recipe.to_json()},
+                   {"provenance", provenance}});
+    resume.finish();
+    finish_report(report, writer, t0);
+    return report;
+  });
 }
 
 }  // namespace ptq

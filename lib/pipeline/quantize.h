@@ -19,7 +19,8 @@ class Model;
 struct QuantizeOptions {
   Recipe recipe;
   std::string out_dir;
-  bool force = false;        // replace an existing output directory
+  bool force = false;        // replace an existing output directory (and give up an interrupted run's state)
+  bool resume = false;       // continue the interrupted run writing out_dir from its last finished layer
   int64_t batch = 8;         // calibration windows per layer forward
   // A stats file from `ptq calibrate --hessian`: GPTQ then uses the FP model's Hessians instead of
   // streaming calibration data (faster, not sequential). Refused when made for another model.

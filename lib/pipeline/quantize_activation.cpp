@@ -21,10 +21,12 @@
 #include "calibration/data.h"
 #include "calibration/streamer.h"
 #include "core/error.h"
+#include "core/model_dir.h"
 #include "core/progress.h"
 #include "model/hadamard.h"
 #include "model/model.h"
 #include "pipeline/quantize_detail.h"
+#include "pipeline/resume.h"
 #include "quant/act_linear.h"
 #include "quant/hessian.h"
 #include "transforms/rotate.h"
@@ -146,154 +148,163 @@ QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& op
   if (recipe.rotation.enabled) check_rotation_supported(cfg);
   std::map<std::string, ModuleQuantInfo> packed;
   const LayerModulePlan plan = plan_modules(model, recipe, algo, report, packed);
-  CheckpointWriter writer(model, opts.out_dir, packed, opts.force);
+  check_output_path(opts.out_dir, model.path(), opts.force);  // before any calibration work
 
-  const CalibrationData calib = load_model_calibration_data(model, recipe.calibration);
-  LayerStreamer streamer(model, calib, opts.batch);
+  const CalibrationData calib = load_model_calibration_data(model, recipe.calibration, opts.batch);
   report.calibration = fmt::format("{} ({} windows x {} tokens, seed {}, sha256 {:.12})", calib.source,
                                    calib.windows.size(), calib.seqlen, calib.seed, calib.data_sha256);
+  // Every finished layer is checkpointed; an interrupted run continues from the last one (pipeline/resume.h).
+  QuantizeResume resume(model, opts, &calib);
+  return resume.guard([&] {
+    CheckpointWriter writer(model, opts.out_dir, packed, opts.force, resume.spool_path(), resume.writer_state());
+    LayerStreamer streamer(model, calib, opts.batch);
 
-  at::NoGradGuard no_grad;
-  at::Tensor Q, H;
-  const uint64_t down_seed = recipe.rotation.seed + 1;
-  if (recipe.rotation.enabled) {
-    Q = random_hadamard(cfg.hidden, recipe.rotation.seed);
-    at::Tensor& h = streamer.mutable_hidden();
-    h.copy_(at::matmul(h, Q));  // the rotated model's residual stream is h·Q from the embedding on
-  }
+    at::NoGradGuard no_grad;
+    at::Tensor Q, H;
+    const uint64_t down_seed = recipe.rotation.seed + 1;
+    if (recipe.rotation.enabled) Q = random_hadamard(cfg.hidden, recipe.rotation.seed);
+    if (recipe.rotation.enabled && resume.layers_done() == 0) {
+      at::Tensor& h = streamer.mutable_hidden();
+      h.copy_(at::matmul(h, Q));  // the rotated model's residual stream is h·Q from the embedding on
+    }
+    resume.restore(report, &streamer);  // a resumed run's states are those entering its next layer
 
-  Progress progress("quantize", cfg.n_layers, "layers");
-  for (int64_t i = 0; i < cfg.n_layers; ++i) {
-    progress.update(i, fmt::format("layer {} statistics", i));
-    LayerWeights w = model.load_layer(i);
-    if (recipe.rotation.enabled) {
-      fold_norm_into_consumers(cfg, w);
-      rotate_layer(cfg, w, Q);
-      if (recipe.rotation.online_down) {
-        if (!H.defined()) H = random_hadamard(w[LinearId::Down].weight.size(1), down_seed);
-        add_down_rotation(cfg, w, H);
+    Progress progress("quantize", cfg.n_layers, "layers");
+    progress.update(resume.layers_done());
+    for (int64_t i = resume.layers_done(); i < cfg.n_layers; ++i) {
+      progress.update(i, fmt::format("layer {} statistics", i));
+      LayerWeights w = model.load_layer(i);
+      if (recipe.rotation.enabled) {
+        fold_norm_into_consumers(cfg, w);
+        rotate_layer(cfg, w, Q);
+        if (recipe.rotation.online_down) {
+          if (!H.defined()) H = random_hadamard(w[LinearId::Down].weight.size(1), down_seed);
+          add_down_rotation(cfg, w, H);
+        }
       }
-    }
-    LayerPlan lp;
-    for (int p = 0; p < kNumActPoints; ++p) {
-      lp[p].spec = recipe.activations;
-      for (const auto& d : recipe.migration.dynamic_points)
-        if (d == act_point_name(static_cast<ActPoint>(p))) lp[p].spec.granularity = ActGranularity::PerToken;
-    }
-    if (recipe.rotation.enabled)
-      for (auto& pp : lp) pp.folded.push_back("hadamard rotation of the residual stream");
-    const LayerStats before = collect(cfg, streamer, i, w, false, nullptr);
-    // A method that widens inputs (splits) pads them to the weight groups of this layer's modules too.
-    MigrationSettings settings = recipe.migration;
-    for (const auto& [id, p] : plan[i])
-      if (p.spec.group_size > 0)
-        settings.pad_to = settings.pad_to > 0 ? std::lcm(settings.pad_to, p.spec.group_size) : p.spec.group_size;
-    method.apply(cfg, w, before, settings, lp);
+      LayerPlan lp;
+      for (int p = 0; p < kNumActPoints; ++p) {
+        lp[p].spec = recipe.activations;
+        for (const auto& d : recipe.migration.dynamic_points)
+          if (d == act_point_name(static_cast<ActPoint>(p))) lp[p].spec.granularity = ActGranularity::PerToken;
+      }
+      if (recipe.rotation.enabled)
+        for (auto& pp : lp) pp.folded.push_back("hadamard rotation of the residual stream");
+      const LayerStats before = collect(cfg, streamer, i, w, false, nullptr);
+      // A method that widens inputs (splits) pads them to the weight groups of this layer's modules too.
+      MigrationSettings settings = recipe.migration;
+      for (const auto& [id, p] : plan[i])
+        if (p.spec.group_size > 0)
+          settings.pad_to = settings.pad_to > 0 ? std::lcm(settings.pad_to, p.spec.group_size) : p.spec.group_size;
+      method.apply(cfg, w, before, settings, lp);
 
-    // Statistics of the rewritten layer; a method that rewrites nothing leaves them as they were (unless GPTQ
-    // needs Hessians, which the first pass does not collect).
-    std::array<at::Tensor, kNumActPoints> hess;
-    const bool rewritten = std::string(method.name) != "none";
-    const LayerStats st = rewritten || algo.needs_hessian ? collect(cfg, streamer, i, w, algo.needs_hessian, &hess) : before;
+      // Statistics of the rewritten layer; a method that rewrites nothing leaves them as they were (unless GPTQ
+      // needs Hessians, which the first pass does not collect).
+      std::array<at::Tensor, kNumActPoints> hess;
+      const bool rewritten = std::string(method.name) != "none";
+      const LayerStats st = rewritten || algo.needs_hessian ? collect(cfg, streamer, i, w, algo.needs_hessian, &hess) : before;
 
-    // Weights.
-    std::array<std::vector<QuantizedModule>, kNumActPoints> by_point;
-    for (LinearId id : kAllLinear) {
-      auto it = plan[i].find(id);
-      if (it == plan[i].end()) continue;
-      const PlannedModule& p = it->second;
-      progress.update(i, p.path);
-      const int64_t in = w[id].weight.size(1);
-      if (p.spec.group_size > 0 && in % p.spec.group_size != 0)
-        fail_input("{}: the rewrite widened the input to {} channels, not a multiple of group size {}; use per-channel "
-                   "weights (group_size -1) with this method", p.path, in, p.spec.group_size);
-      const int pt = static_cast<int>(act_point_of(id));
-      LinearQuantRequest req;
-      req.name = p.path;
-      req.weight = w[id].weight;
-      req.spec = p.spec;
-      req.gptq = recipe.gptq;
-      if (algo.needs_hessian) req.hessian = hess[pt];
-      LinearQuantResult res = algo.quantize(req);
-      const at::Tensor w_hat = dequantize(res.weight);
-      nlohmann::json metrics;
-      ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
-      writer.write_module(p.path, res.weight, metrics);
-      by_point[pt].push_back({id, res.weight, w[id].weight});
-      report.modules.push_back(std::move(m));
-    }
+      // Weights.
+      std::array<std::vector<QuantizedModule>, kNumActPoints> by_point;
+      for (LinearId id : kAllLinear) {
+        auto it = plan[i].find(id);
+        if (it == plan[i].end()) continue;
+        const PlannedModule& p = it->second;
+        progress.update(i, p.path);
+        const int64_t in = w[id].weight.size(1);
+        if (p.spec.group_size > 0 && in % p.spec.group_size != 0)
+          fail_input("{}: the rewrite widened the input to {} channels, not a multiple of group size {}; use per-channel "
+                     "weights (group_size -1) with this method", p.path, in, p.spec.group_size);
+        const int pt = static_cast<int>(act_point_of(id));
+        LinearQuantRequest req;
+        req.name = p.path;
+        req.weight = w[id].weight;
+        req.spec = p.spec;
+        req.gptq = recipe.gptq;
+        if (algo.needs_hessian) req.hessian = hess[pt];
+        LinearQuantResult res = algo.quantize(req);
+        const at::Tensor w_hat = dequantize(res.weight);
+        nlohmann::json metrics;
+        ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
+        writer.write_module(p.path, res.weight, metrics);
+        by_point[pt].push_back({id, res.weight, w[id].weight});
+        report.modules.push_back(std::move(m));
+      }
 
-    // Activations: scheme and scales per input point, then the kernels.
-    for (int pt = 0; pt < kNumActPoints; ++pt) {
-      if (by_point[pt].empty()) continue;
-      PointPlan& pp = lp[pt];
-      if (recipe.act_enabled && pp.spec.is_static() && !recipe.migration.clip_grid.empty()) {
-        double best = std::numeric_limits<double>::infinity();
-        double best_c = pp.spec.clip;
-        for (double c : recipe.migration.clip_grid) {
-          ActQuantSpec trial = pp.spec;
-          trial.clip = c;
-          const double e = point_error(by_point[pt], pp, trial, st[pt]);
-          if (e < best) {
-            best = e;
-            best_c = c;
+      // Activations: scheme and scales per input point, then the kernels.
+      for (int pt = 0; pt < kNumActPoints; ++pt) {
+        if (by_point[pt].empty()) continue;
+        PointPlan& pp = lp[pt];
+        if (recipe.act_enabled && pp.spec.is_static() && !recipe.migration.clip_grid.empty()) {
+          double best = std::numeric_limits<double>::infinity();
+          double best_c = pp.spec.clip;
+          for (double c : recipe.migration.clip_grid) {
+            ActQuantSpec trial = pp.spec;
+            trial.clip = c;
+            const double e = point_error(by_point[pt], pp, trial, st[pt]);
+            if (e < best) {
+              best = e;
+              best_c = c;
+            }
           }
+          pp.spec.clip = best_c;
+          pp.folded.push_back(fmt::format("adaptive clipping: clip {} of {} candidates", best_c,
+                                          recipe.migration.clip_grid.size()));
         }
-        pp.spec.clip = best_c;
-        pp.folded.push_back(fmt::format("adaptive clipping: clip {} of {} candidates", best_c,
-                                        recipe.migration.clip_grid.size()));
-      }
-      const ActQuantParams params =
-          recipe.act_enabled && pp.spec.is_static() ? params_for(pp, pp.spec, st[pt]) : ActQuantParams{};
-      for (QuantizedModule& qm : by_point[pt]) {
-        const std::string& path = plan[i].at(qm.id).path;
-        Linear& l = w[qm.id];
-        if (recipe.act_enabled) {
-          l.kernel = std::make_shared<ActQuantLinear>(qm.qw, l.bias, pp.spec, params);
-          writer.write_activation(path, pp.spec, &params, pp.folded);
-        } else {
-          writer.write_activation(path, pp.spec, nullptr, pp.folded);  // rotation only: records the fold
+        const ActQuantParams params =
+            recipe.act_enabled && pp.spec.is_static() ? params_for(pp, pp.spec, st[pt]) : ActQuantParams{};
+        for (QuantizedModule& qm : by_point[pt]) {
+          const std::string& path = plan[i].at(qm.id).path;
+          Linear& l = w[qm.id];
+          if (recipe.act_enabled) {
+            l.kernel = std::make_shared<ActQuantLinear>(qm.qw, l.bias, pp.spec, params);
+            writer.write_activation(path, pp.spec, &params, pp.folded);
+          } else {
+            writer.write_activation(path, pp.spec, nullptr, pp.folded);  // rotation only: records the fold
+          }
+          l.weight = dequantize(qm.qw);
         }
-        l.weight = dequantize(qm.qw);
       }
+      write_rewritten_layer(writer, cfg, i, w, plan[i]);
+      streamer.run(i, w, nullptr, /*advance=*/true);
+      resume.save(i + 1, writer, report, &streamer);
+      model.release_layer(i);
+      release_free_heap();
+      progress.update(i + 1);
     }
-    write_rewritten_layer(writer, cfg, i, w, plan[i]);
-    streamer.run(i, w, nullptr, /*advance=*/true);
-    model.release_layer(i);
-    release_free_heap();
-    progress.update(i + 1);
-  }
-  progress.finish();
+    progress.finish();
 
-  if (recipe.rotation.enabled) {
-    // Embedding rotated; the final norm's γ folded into the head, which reads the rotated stream.
-    const ArchTraits& t = cfg.traits();
-    const std::string embed = std::string(t.embed) + ".weight", head = std::string(t.lm_head) + ".weight",
-                      fnorm = std::string(t.final_norm) + ".weight";
-    const at::Tensor E = model.weights().load(embed);
-    writer.write_tensor(embed, rotate_embedding(E, Q));
-    const at::Tensor lm = model.weights().contains(head) ? model.weights().load(head) : E;
-    const at::Tensor gamma = model.weights().load(fnorm);
-    writer.write_tensor(head, rotate_head(lm, gamma, Q));
-    writer.write_tensor(fnorm, at::ones_like(gamma));
-  }
-  writer.copy_unquantized();
+    if (recipe.rotation.enabled) {
+      // Embedding rotated; the final norm's γ folded into the head, which reads the rotated stream.
+      const ArchTraits& t = cfg.traits();
+      const std::string embed = std::string(t.embed) + ".weight", head = std::string(t.lm_head) + ".weight",
+                        fnorm = std::string(t.final_norm) + ".weight";
+      const at::Tensor E = model.weights().load(embed);
+      writer.write_tensor(embed, rotate_embedding(E, Q));
+      const at::Tensor lm = model.weights().contains(head) ? model.weights().load(head) : E;
+      const at::Tensor gamma = model.weights().load(fnorm);
+      writer.write_tensor(head, rotate_head(lm, gamma, Q));
+      writer.write_tensor(fnorm, at::ones_like(gamma));
+    }
+    writer.copy_unquantized();
 
-  nlohmann::json unq = nlohmann::json::object();
-  for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
-  nlohmann::json qc = {{"weights", recipe.to_json()["weights"]},
-                       {"activations", recipe.act_enabled ? recipe.activations.to_json() : nlohmann::json(nullptr)},
-                       {"migration", recipe.migration.method},
-                       {"unquantized", unq},
-                       {"recipe", recipe.to_json()},
-                       {"provenance", provenance_json(model, recipe, "", nullptr, &calib)}};
-  if (recipe.rotation.enabled && recipe.rotation.online_down)
-    qc["rotation"] = {{"down_proj_hadamard_seed", down_seed}, {"residual_seed", recipe.rotation.seed}};
-  else if (recipe.rotation.enabled)
-    qc["rotation"] = {{"residual_seed", recipe.rotation.seed}};
-  writer.commit(qc);
-  finish_report(report, writer, t0);
-  return report;
+    nlohmann::json unq = nlohmann::json::object();
+    for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
+    nlohmann::json qc = {{"weights", recipe.to_json()["weights"]},
+                         {"activations", recipe.act_enabled ? recipe.activations.to_json() : nlohmann::json(nullptr)},
+                         {"migration", recipe.migration.method},
+                         {"unquantized", unq},
+                         {"recipe", recipe.to_json()},
+                         {"provenance", provenance_json(model, recipe, "", nullptr, &calib)}};
+    if (recipe.rotation.enabled && recipe.rotation.online_down)
+      qc["rotation"] = {{"down_proj_hadamard_seed", down_seed}, {"residual_seed", recipe.rotation.seed}};
+    else if (recipe.rotation.enabled)
+      qc["rotation"] = {{"residual_seed", recipe.rotation.seed}};
+    writer.commit(qc);
+    resume.finish();
+    finish_report(report, writer, t0);
+    return report;
+  });
 }
 
 }  // namespace ptq

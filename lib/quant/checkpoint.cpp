@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "core/fault.h"
 #include "core/file.h"
 #include "core/model_dir.h"
 #include "model/hadamard.h"
@@ -75,6 +76,18 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
   if (m.spec.bits < 2 || m.spec.bits > 8)
     fail_input("{}: module \"{}\" has {} bits; packed checkpoints hold 2 to 8", where, module, m.spec.bits);
   return m;
+}
+
+// The inverse of parse_module_info (config.json's quantization_config.modules entries).
+json module_info_json(const ModuleQuantInfo& info) {
+  json j = {{"format", info.format},   {"bits", info.spec.bits},
+            {"group_size", info.spec.group_size}, {"sym", info.spec.sym},
+            {"method", info.method},   {"act_order", info.act_order},
+            {"out_features", info.out_features},  {"in_features", info.in_features}};
+  if (!info.metrics.is_null()) j["metrics"] = info.metrics;
+  if (info.act) j["activation"] = info.act->to_json();
+  if (!info.folded.empty()) j["folded"] = info.folded;
+  return j;
 }
 
 // A packed module's tensors, checked against its scheme: the mapped qweight stream, and the small ones decoded.
@@ -282,7 +295,8 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
 }
 
 CheckpointWriter::CheckpointWriter(const Model& source, const std::string& out_dir,
-                                   std::map<std::string, ModuleQuantInfo> modules, bool force)
+                                   std::map<std::string, ModuleQuantInfo> modules, bool force, const std::string& spool,
+                                   const json* state)
     : source_(source), dir_(std::make_unique<ModelDirWriter>(out_dir, source.path(), force)),
       modules_(std::move(modules)) {
   const TensorArchive& archive = source_.archive();
@@ -292,8 +306,33 @@ CheckpointWriter::CheckpointWriter(const Model& source, const std::string& out_d
     info.out_features = shape.at(0);
     info.in_features = shape.at(1);
   }
-  tensors_ = std::make_unique<SafetensorsSpoolWriter>(dir_->file("model.safetensors"),
-                                                      std::map<std::string, std::string>{{"format", "pt"}});
+  const std::map<std::string, std::string> metadata{{"format", "pt"}};
+  if (spool.empty()) {
+    tensors_ = std::make_unique<SafetensorsSpoolWriter>(dir_->file("model.safetensors"), metadata);
+    return;
+  }
+  tensors_ = std::make_unique<SafetensorsSpoolWriter>(dir_->file("model.safetensors"), metadata, spool,
+                                                      state ? &state->at("spool") : nullptr);
+  if (!state) return;
+  // What write_module / write_activation recorded; the plan (format, grid, method, act_order) is the same run's.
+  for (const auto& [module, j] : state->at("modules").items()) {
+    auto it = modules_.find(module);
+    if (it == modules_.end()) fail_input("resume state: module \"{}\" was not planned", module);
+    const ModuleQuantInfo stored = parse_module_info("resume state", module, j);
+    ModuleQuantInfo& info = it->second;
+    info.out_features = stored.out_features;
+    info.in_features = stored.in_features;
+    info.metrics = stored.metrics;
+    info.act = stored.act;
+    info.folded = stored.folded;
+  }
+}
+
+json CheckpointWriter::state() {
+  json modules = json::object();
+  for (const auto& [module, info] : modules_)
+    if (tensors_->contains(module + ".qweight")) modules[module] = module_info_json(info);
+  return {{"spool", tensors_->state()}, {"modules", modules}};
 }
 
 // Members go in reverse order: the spool writer (its temporaries live in the directory) before the directory,
@@ -325,6 +364,7 @@ void CheckpointWriter::write_module(const std::string& module, const QuantizedWe
   } else if (!qw.g_idx.to(at::kInt).equal(natural_g_idx(qw.spec, qw.q.size(1)))) {
     fail_input("module \"{}\": columns are permuted (act-order) but the plan did not say so", module);
   }
+  fault_point("module");
 }
 
 void CheckpointWriter::write_activation(const std::string& module, const ActQuantSpec& act, const ActQuantParams* params,
@@ -373,19 +413,12 @@ void CheckpointWriter::commit(json quantization_config) {
   quantization_config["quant_method"] = kCheckpointQuantMethod;
   quantization_config["format_version"] = kCheckpointFormatVersion;
   json modules = json::object();
-  for (const auto& [module, info] : modules_) {
-    modules[module] = {{"format", info.format},   {"bits", info.spec.bits},
-                       {"group_size", info.spec.group_size}, {"sym", info.spec.sym},
-                       {"method", info.method},   {"act_order", info.act_order},
-                       {"out_features", info.out_features},  {"in_features", info.in_features}};
-    if (!info.metrics.is_null()) modules[module]["metrics"] = info.metrics;
-    if (info.act) modules[module]["activation"] = info.act->to_json();
-    if (!info.folded.empty()) modules[module]["folded"] = info.folded;
-  }
+  for (const auto& [module, info] : modules_) modules[module] = module_info_json(info);
   quantization_config["modules"] = modules;
   cfg["quantization_config"] = quantization_config;
   write_text_file_atomic(dir_->file("config.json"), cfg.dump(2) + "\n");
   dir_->copy_tokenizer_files(source_.path());
+  fault_point("commit");
   dir_->commit();
 }
 

@@ -110,9 +110,15 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
 class CheckpointWriter {
  public:
   // `modules`: the modules to pack (out/in features are filled in from the source).
+  // Resumable runs (quantize --resume, pipeline/resume.h): the tensors are spooled to `spool`, a file the caller
+  // keeps, and `state` (what state() returned before the run was interrupted; null for a new run) restores what was
+  // written so far.
   CheckpointWriter(const Model& source, const std::string& out_dir, std::map<std::string, ModuleQuantInfo> modules,
-                   bool force);
+                   bool force, const std::string& spool = "", const nlohmann::json* state = nullptr);
   ~CheckpointWriter();
+  // What a resumed writer needs: the spooled tensors and what write_module / write_activation recorded (syncs the
+  // spool first).
+  nlohmann::json state();
 
   // Packs and writes module `module` (declared in `modules`). Throws naming the module if a scale does
   // not fit fp16.

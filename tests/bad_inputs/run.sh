@@ -116,6 +116,8 @@ case_ "tokenizer.json not JSON" "tokenizer.json" -- "$model_copy && rm m/tokeniz
   $ptq tokenize m --text hi
 case_ "decode an id outside the vocabulary" "outside the tokenizer's vocabulary" -- ':' -- $ptq tokenize "$tiny" --decode --text "1 99999"
 case_ "decode a non-number" "--text" -- ':' -- $ptq tokenize "$tiny" --decode --text "1 x 3"
+case_ "tokenizer of another model" "m/tokenizer.model has 8000 tokens but m/config.json says vocab_size 512" -- \
+  "$model_copy && cp '$root/data/models/sotu-llama-8m/tokenizer.model' m/" -- $ptq tokenize m --text hi
 
 # ---- evaluation data and tasks ----------------------------------------------------------------------------------
 case_ "eval data missing" "--data" -- ':' -- $ptq eval ppl "$tiny" --data none.txt
@@ -146,6 +148,10 @@ case_ "recipe a directory" "is a directory" -- 'mkdir r' -- $ptq quantize "$tiny
 case_ "5-bit weights" "no weight format has 5 bits" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --bits 5 -o "../out/q"
 case_ "group size fits no module" "use --group-size 64" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn -o "../out/q"
 case_ "nsamples zero" "--nsamples" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-gptq --group-size 32 --nsamples 0 -o "../out/q"
+case_ "nsamples beyond memory (quantize)" "lower --nsamples to at most" -- ':' -- \
+  $ptq quantize "$tiny" --recipe w4a16-gptq --group-size 32 --nsamples 2000000000 --seqlen 256 -o "../out/q"
+case_ "nsamples beyond memory (calibrate)" "lower --nsamples to at most" -- ':' -- \
+  $ptq calibrate "$tiny" --nsamples 2000000000 --seqlen 256 -o "../out/s.safetensors"
 case_ "act method without activations" "needs activation quantization" -- ':' -- \
   $ptq quantize "$tiny" --recipe w4a16-rtn --act-method smoothquant -o "../out/q"
 case_ "unknown weight method" "gptq" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --method awq -o "../out/q"

@@ -1,5 +1,6 @@
 // lib/io safetensors: round trips, sharded archives, and one precise error per malformed-file case.
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -120,6 +121,52 @@ TEST_CASE("spool writer: tensors of shapes decided late read back exactly, and n
   }  // no commit: neither the file nor the spool remain
   CHECK_FALSE(file_exists(dir + "/aborted.safetensors"));
   CHECK(std::system(("test -z \"$(ls " + dir + " | grep -v '^m.safetensors$')\"").c_str()) == 0);
+}
+
+TEST_CASE("a resumable spool continues from its state, dropping what was appended after it", "[io]") {
+  const std::string dir = test::make_temp_dir("st-spool-resume");
+  const float a[3] = {1, 2, 3}, b[2] = {4, 5}, c[4] = {6, 7, 8, 9};
+  const std::string spool = dir + "/kept.spool";
+  nlohmann::json state;
+  {
+    SafetensorsSpoolWriter w(dir + "/out.safetensors", {{"format", "pt"}}, spool, nullptr);
+    w.add("a", DType::F32, {3}, a, sizeof(a));
+    w.add("b", DType::F32, {2}, b, sizeof(b));
+    state = w.state();
+    w.add("half", DType::F32, {4}, c, sizeof(c));  // written after the state: a run killed mid-layer
+  }  // destroyed uncommitted: the caller's spool stays
+  REQUIRE(file_exists(spool));
+  CHECK(state.at("bytes").get<uint64_t>() == sizeof(a) + sizeof(b));
+  {
+    SafetensorsSpoolWriter w(dir + "/out.safetensors", {{"format", "pt"}}, spool, &state);
+    CHECK(w.contains("b"));
+    CHECK_FALSE(w.contains("half"));
+    w.add("c", DType::F32, {4}, c, sizeof(c));
+    w.commit();
+  }
+  // The same tensors, byte for byte, as one uninterrupted writer produces.
+  {
+    SafetensorsSpoolWriter w(dir + "/ref.safetensors", {{"format", "pt"}});
+    w.add("a", DType::F32, {3}, a, sizeof(a));
+    w.add("b", DType::F32, {2}, b, sizeof(b));
+    w.add("c", DType::F32, {4}, c, sizeof(c));
+    w.commit();
+  }
+  CHECK(read_text_file(dir + "/out.safetensors") == read_text_file(dir + "/ref.safetensors"));
+
+  // A state that does not match its spool is refused, naming the spool.
+  nlohmann::json longer = state;
+  longer["tensors"][1]["nbytes"] = 4096;
+  longer["tensors"][1]["shape"] = {1024};
+  longer["bytes"] = sizeof(a) + 4096;
+  CHECK_THROWS_WITH(SafetensorsSpoolWriter(dir + "/x.safetensors", {}, spool, &longer),
+                    Catch::Contains("kept.spool holds") && Catch::Contains("damaged"));
+  nlohmann::json gap = state;
+  gap["tensors"][1]["offset"] = 4;
+  CHECK_THROWS_WITH(SafetensorsSpoolWriter(dir + "/x.safetensors", {}, spool, &gap), Catch::Contains("not where"));
+  const nlohmann::json empty = nlohmann::json::object();
+  CHECK_THROWS_WITH(SafetensorsSpoolWriter(dir + "/x.safetensors", {}, spool, &empty),
+                    Catch::Contains("malformed spool state"));
 }
 
 TEST_CASE("sharded checkpoints resolve tensors through the index", "[io]") {
