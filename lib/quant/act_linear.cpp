@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "kernels/int_linear.h"
 
 namespace ptq {
 
@@ -45,7 +46,14 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
     w = w.index_select(1, perm_);
   }
   w_int_ = w.to(at::kShort).contiguous();  // q - zero fits int16 for any 2..8-bit grid (|.| <= 255)
-  scales_ = qw.scales.to(at::kDouble);
+  scales_ = qw.scales.to(at::kFloat).contiguous();
+  if (bias_.defined()) bias_ = bias_.to(at::kFloat).contiguous();
+  w_max_abs_ = kernels::int_weights_max_abs(int_weights());
+  if (w_max_abs_ > kernels::kIntLinearMaxCode)
+    fail_input("activation-quantized linear: a weight integer q - zero is outside ±{}", kernels::kIntLinearMaxCode);
+  // |c| <= 2^(b-1) (symmetric) or 2^b - 1 (asymmetric q - zero, zero within the grid).
+  const int64_t act_max = act_.sym ? int64_t(1) << (act_.bits - 1) : (int64_t(1) << act_.bits) - 1;
+  int_kernel_ = kernels::int_linear_width_fits(width_, act_max, w_max_abs_);
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());
 }
@@ -69,16 +77,40 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   out_shape.back() = N;
   const at::Tensor x2 = x.reshape({-1, K});
   const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
-  at::Tensor y;
   if (act_.granularity == ActGranularity::PerChannel) {
-    y = at::matmul(qa.codes.to(at::kDouble) * qa.scale.to(at::kDouble), w_hat_.t());
-  } else {
-    const at::Tensor acc = accumulators(qa);                                  // [T, N, G]
-    y = (acc * scales_.unsqueeze(0)).sum(-1) * qa.scale.to(at::kDouble).reshape({-1, 1});
+    at::Tensor y = at::matmul(qa.codes.to(at::kDouble) * qa.scale.to(at::kDouble), w_hat_.t()).to(at::kFloat);
+    if (bias_.defined()) y = y + bias_;
+    return y.view(out_shape);
   }
-  y = y.to(at::kFloat);
-  if (bias_.defined()) y = y + bias_;
+  if (!int_kernel_) {
+    // Groups too wide for int32 in the worst case (kernels/int_linear.h): the fp64 accumulators, which refuse only
+    // values that actually exceed int32.
+    at::Tensor y = ((accumulators(qa) * scales_.to(at::kDouble).unsqueeze(0)).sum(-1) *
+                    qa.scale.to(at::kDouble).reshape({-1, 1})).to(at::kFloat);
+    if (bias_.defined()) y = y + bias_;
+    return y.view(out_shape);
+  }
+  // Integer GEMM (kernels/int_linear.h): codes to int16 in group order, exact int32 group sums, the epilogue
+  // y = fp32(a[t] · Σ_g s[n, g] · acc) + bias of the header above, in the order of act_quant_linear_ref.
+  // NaN/Inf have no int16 code: refused here rather than turned into garbage integers (finite or fail).
+  if (!at::isfinite(qa.codes).all().item<bool>() || !at::isfinite(qa.scale).all().item<bool>())
+    fail_input("activation-quantized linear: its input holds NaN or Inf (the model's activations overflowed or its "
+               "weights are damaged)");
+  at::Tensor codes = qa.codes;
+  if (perm_.defined()) codes = codes.index_select(1, perm_);
+  codes = codes.to(at::kShort).contiguous();  // integers within ±255 (quantize_activation), checked by the kernel
+  const at::Tensor a = qa.scale.to(at::kFloat).contiguous();
+  const int64_t T = codes.size(0);
+  at::Tensor y = at::empty({T, N}, at::kFloat);
+  kernels::IntActivations xa{codes.data_ptr<int16_t>(), a.data_ptr<float>(), T,
+                             act_.granularity == ActGranularity::PerToken};
+  kernels::int_linear(int_weights(), xa, y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr);
   return y.view(out_shape);
+}
+
+kernels::IntWeights ActQuantLinear::int_weights() const {
+  return kernels::IntWeights{w_int_.data_ptr<int16_t>(), scales_.data_ptr<float>(), w_int_.size(0), w_int_.size(1),
+                             groups_, w_max_abs_};
 }
 
 at::Tensor act_quant_linear_ref(const at::Tensor& x_in, const QuantizedWeight& qw, const at::Tensor& bias,

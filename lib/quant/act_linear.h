@@ -3,10 +3,14 @@
 //
 //   codes  c[t, k]  = quantize_activation(x)             (act_quant.h; integers, scale a[t] or a)
 //   weight w[n, k]  = q[n, k] - zero[n, g(k)]              (integers), step s[n, g]
-//   acc[t, n, g]    = Σ_{k in group g} c[t, k] · w[n, k]   exact: computed in fp64 on integers, |acc| < 2^53
-//                                                          (and checked to fit int32, as a kernel would hold it)
-//   y[t, n]         = fp32( a[t] · Σ_g s[n, g] · acc[t, n, g] )  (+ bias in fp32)
+//   acc[t, n, g]    = Σ_{k in group g} c[t, k] · w[n, k]   exact int32 (|c|, |w| <= 255; width · max|c| · max|w|
+//                                                          < 2^31, see kernels/int_linear.h)
+//   y[t, n]         = fp32( a[t] · Σ_g s[n, g] · acc[t, n, g] )  (+ bias in fp32; Σ_g in double, g increasing)
 // Groups run over columns in g_idx order (act-order columns are gathered first, for x and w alike).
+// forward() runs per-tensor and per-token modules on the integer kernel kernels::int_linear (int16 codes, int32
+// group sums; bit-identical to act_quant_linear_ref); accumulators() keeps the former fp64 evaluation (bmm on
+// integers held in doubles, |acc| < 2^53, refused past int32) as an independent reference for tests, and as the
+// path of groups too wide for int32 in the worst case (e.g. > 33025 columns with asymmetric 8-bit activations).
 //
 // A per-input-channel static activation scale cannot leave an integer GEMM (it varies along k); methods that
 // use one fold the steps into the weights (so the module sees per-tensor scale 1). An unfolded per-channel
@@ -17,6 +21,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/int_linear.h"
 #include "model/model.h"
 #include "quant/act_quant.h"
 #include "quant/quantizer.h"
@@ -34,16 +39,23 @@ class ActQuantLinear final : public LinearKernel {
   at::Tensor accumulators(const QuantizedActivation& qa) const;
   const ActQuantSpec& act() const { return act_; }
   const ActQuantParams& params() const { return params_; }
+  // Whether forward() runs on kernels::int_linear (per-tensor/per-token modules whose groups fit int32 for every
+  // code the grids make; otherwise the fp64 accumulators).
+  bool integer_kernel() const { return int_kernel_ && act_.granularity != ActGranularity::PerChannel; }
+  // The weight integers and steps as the integer kernel takes them (views into this object).
+  kernels::IntWeights int_weights() const;
 
  private:
   ActQuantSpec act_;
   ActQuantParams params_;
   at::Tensor w_int_;   // [out, K] int16 q - zero, columns in group order (fp64 only while a forward runs)
-  at::Tensor scales_;  // [out, G] fp64 (the stored fp32 scales)
+  at::Tensor scales_;  // [out, G] fp32 contiguous (the stored scales)
   at::Tensor perm_;    // [K] int64 column order (undefined: natural)
   at::Tensor w_hat_;   // [out, K] fp64 dequantized (natural order), only for the per-channel simulated path
-  at::Tensor bias_;
+  at::Tensor bias_;    // [out] fp32 contiguous or undefined
   int64_t groups_ = 1, width_ = 0;
+  int32_t w_max_abs_ = kernels::kIntLinearMaxCode;  // max |q - zero| (set before int_weights() is used)
+  bool int_kernel_ = true;  // groups fit int32 for every code the activation grid makes (int_linear_width_fits)
 };
 
 // Scalar twin: plain loops over the definition above (accumulators in int64), same result as forward().

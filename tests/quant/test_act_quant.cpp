@@ -4,6 +4,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <limits>
 
 #include <ATen/ATen.h>
 
@@ -120,6 +121,71 @@ TEST_CASE("integer-semantics linear: exact accumulators, output equal to the sca
           }
       CHECK(all_equal);
     }
+}
+
+TEST_CASE("integer-semantics linear: the integer kernel gives the former fp64 evaluation on a real module shape",
+          "[act_quant]") {
+  // sotu-llama-8m's down_proj ([256, 768]), 8-bit weights per channel and in groups of 128 (act-order too), a8
+  // per-tensor static asymmetric (codes q - zero up to ±255) and per-token dynamic symmetric, with a bias.
+  at::manual_seed(21);
+  const int64_t N = 256, K = 768, T = 37;
+  const at::Tensor w = at::randn({N, K}), bias = at::randn({N});
+  const at::Tensor x = outlier_input(T, K, 4);
+  const at::Tensor perm = at::randperm(K, at::kLong);
+  for (const auto& [ws, act_order] : {std::pair{WeightQuantSpec{8, kPerChannel, true, false}, false},
+                                      std::pair{WeightQuantSpec{8, 128, false, false}, false},
+                                      std::pair{WeightQuantSpec{4, 128, true, false}, true}})
+    for (const ActQuantSpec& as : {ActQuantSpec{8, ActGranularity::PerTensor, false, 1.0},
+                                   ActQuantSpec{8, ActGranularity::PerToken, true, 1.0}}) {
+      INFO("weights " << ws.bits << "/" << ws.group_size << (act_order ? " act-order" : "") << " act "
+                      << as.describe());
+      QuantizedWeight qw = quantize_weight(w, ws);
+      if (act_order) {  // columns shuffled with their groups, as GPTQ's act-order leaves them
+        qw.q = at::empty_like(qw.q).index_copy_(1, perm, qw.q);
+        qw.g_idx = at::empty_like(qw.g_idx).index_copy_(0, perm, qw.g_idx);
+      }
+      ActQuantParams p;
+      if (as.is_static()) p = static_act_params(as, std::get<0>(x.min(0)), std::get<0>(x.max(0)));
+      const ActQuantLinear lin(qw, bias, as, p);
+      REQUIRE(lin.integer_kernel());
+      const at::Tensor y = lin.forward(x);
+      // The former forward(): fp64 accumulators from bmm, Σ_g by at::sum, times a, to fp32, plus the bias.
+      const QuantizedActivation qa = quantize_activation(x, as, &p);
+      const at::Tensor former =
+          ((lin.accumulators(qa) * qw.scales.to(at::kDouble).unsqueeze(0)).sum(-1) *
+           qa.scale.to(at::kDouble).reshape({-1, 1})).to(at::kFloat) + bias;
+      // Same integers, same products s · acc in double; at::sum may add the G terms in another order than the
+      // kernel's increasing g, a difference of a few double ulps that the fp32 rounding absorbs except at a tie
+      // boundary: at most 1 fp32 ulp before the bias is added (2^-23 relative). That bound always holds; on these
+      // (seeded) data the two are equal, which is asserted too.
+      CHECK(((y - former).abs() <= former.abs() * 1.2e-7 + 1e-6).all().item<bool>());
+      CHECK(y.equal(former));
+      // And the scalar twin bit for bit (same epilogue order).
+      CHECK(y.equal(act_quant_linear_ref(x, qw, bias, as, &p)));
+    }
+}
+
+TEST_CASE("integer-semantics linear: groups too wide for int32 in the worst case keep the fp64 accumulators",
+          "[act_quant]") {
+  // 70000 columns, one group: asymmetric 8-bit activation codes (|c| <= 255) times weights up to ±128 could pass
+  // 2^31 - 1; symmetric codes (|c| <= 128) cannot (kernels/int_linear.h).
+  at::manual_seed(3);
+  const int64_t N = 3, K = 70000, T = 2;
+  const at::Tensor w = at::randn({N, K}), x = at::randn({T, K});
+  const QuantizedWeight qw = quantize_weight(w, WeightQuantSpec{8, kPerChannel, true, false});
+  const ActQuantSpec asym{8, ActGranularity::PerTensor, false, 1.0}, sym{8, ActGranularity::PerToken, true, 1.0};
+  const ActQuantParams p = static_act_params(asym, std::get<0>(x.min(0)), std::get<0>(x.max(0)));
+  const ActQuantLinear wide(qw, {}, asym, p), narrow(qw, {}, sym, {});
+  CHECK_FALSE(wide.integer_kernel());
+  CHECK(narrow.integer_kernel());
+  // The fp64 path sums the G terms through at::sum: within 1 fp32 ulp of the twin (see above); the kernel: equal.
+  const at::Tensor ref_wide = act_quant_linear_ref(x, qw, {}, asym, &p);
+  CHECK(((wide.forward(x) - ref_wide).abs() <= ref_wide.abs() * 1.2e-7 + 1e-6).all().item<bool>());
+  CHECK(narrow.forward(x).equal(act_quant_linear_ref(x, qw, {}, sym, nullptr)));
+  // A NaN input has no integer code: an error, never garbage integers.
+  at::Tensor bad = x.clone();
+  bad[1][5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(narrow.forward(bad), Catch::Contains("NaN or Inf"));
 }
 
 TEST_CASE("integer-semantics linear: act-order columns give the result of the same grids in natural order",

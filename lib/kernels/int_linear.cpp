@@ -1,0 +1,89 @@
+#include "kernels/int_linear.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+namespace ptq::kernels {
+
+// Defined in cpu/int_linear_avx2.cpp and cpu/int_linear_avx512.cpp (each compiled for its instruction set only).
+// acc non-null: the accumulators alone (y, bias unused).
+void int_linear_avx2(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
+void int_linear_avx512(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
+
+namespace {
+
+using IntLinearFn = void (*)(const IntWeights&, const IntActivations&, float*, const float*, int32_t*);
+
+// One row per instruction set, indexed by Isa; Ref has none here (int_linear_ref is separate: int64 accumulators).
+constexpr IntLinearFn kIntLinear[] = {nullptr, int_linear_avx2, int_linear_avx512};
+static_assert(sizeof(kIntLinear) / sizeof(kIntLinear[0]) == int(Isa::Avx512) + 1, "one kernel per Isa");
+
+}  // namespace
+
+// Shared by the kernels and the scalar twin (declared in neither header: an implementation detail).
+void check_int_linear_args(const IntWeights& w, const IntActivations& x, bool need_scales) {
+  if (w.n <= 0 || w.k <= 0) throw std::invalid_argument("int_linear: empty weights");
+  if (w.w == nullptr || (need_scales && w.s == nullptr)) throw std::invalid_argument("int_linear: null weights or steps");
+  if (w.groups <= 0 || w.k % w.groups != 0)
+    throw std::invalid_argument("int_linear: " + std::to_string(w.groups) + " groups do not divide " +
+                                std::to_string(w.k) + " columns");
+  if (w.max_abs < 0 || w.max_abs > kIntLinearMaxCode)
+    throw std::invalid_argument("int_linear: weight bound " + std::to_string(w.max_abs) + " is outside 0..255");
+  if (x.m < 0) throw std::invalid_argument("int_linear: negative token count");
+  if (x.m > 0 && (x.c == nullptr || (need_scales && x.a == nullptr)))
+    throw std::invalid_argument("int_linear: null activations or steps");
+  int32_t max_c = 0;
+  for (int64_t i = 0; i < x.m * w.k; ++i) {
+    const int32_t v = std::abs(int32_t(x.c[i]));
+    if (v > kIntLinearMaxCode)
+      throw std::invalid_argument("int_linear: activation code " + std::to_string(x.c[i]) + " at token " +
+                                  std::to_string(i / w.k) + " is outside ±" + std::to_string(kIntLinearMaxCode));
+    max_c = std::max(max_c, v);
+  }
+  const int64_t width = w.k / w.groups;
+  if (!int_linear_width_fits(width, max_c, w.max_abs))
+    throw std::invalid_argument("int_linear: a group of " + std::to_string(width) + " columns of codes within ±" +
+                                std::to_string(max_c) + " and weights within ±" + std::to_string(w.max_abs) +
+                                " could overflow its int32 accumulator");
+}
+
+int32_t int_weights_max_abs(const IntWeights& w) {
+  int32_t m = 0;
+  for (int64_t i = 0; i < w.n * w.k; ++i) m = std::max(m, std::abs(int32_t(w.w[i])));
+  return m;
+}
+
+namespace {
+
+void check_isa(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa()))
+    throw std::runtime_error(std::string("int_linear: this CPU has no ") + isa_name(isa));
+}
+
+}  // namespace
+
+void int_linear_isa(Isa isa, const IntWeights& w, const IntActivations& x, float* y, const float* bias) {
+  check_int_linear_args(w, x, true);
+  if (x.m > 0 && y == nullptr) throw std::invalid_argument("int_linear: null output");
+  check_isa(isa);
+  if (x.m == 0) return;
+  if (isa == Isa::Ref) return int_linear_ref(w, x, y, bias);
+  kIntLinear[static_cast<int>(isa)](w, x, y, bias, nullptr);
+}
+
+void int_linear(const IntWeights& w, const IntActivations& x, float* y, const float* bias) {
+  int_linear_isa(best_isa(), w, x, y, bias);
+}
+
+void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, int32_t* acc) {
+  check_int_linear_args(w, x, false);
+  if (x.m > 0 && acc == nullptr) throw std::invalid_argument("int_linear: null output");
+  check_isa(isa);
+  if (x.m == 0) return;
+  if (isa == Isa::Ref) throw std::invalid_argument("int_linear_acc_isa: the scalar twin is int_linear_acc_ref (int64)");
+  kIntLinear[static_cast<int>(isa)](w, x, nullptr, nullptr, acc);
+}
+
+}  // namespace ptq::kernels

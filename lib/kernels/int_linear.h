@@ -1,0 +1,68 @@
+// The integer linear op of activation-quantized modules (quant/act_linear.h): integer activation codes times
+// integer weights, exact int32 accumulators per weight group, one double epilogue.
+//
+// Layout (all row-major, contiguous):
+//   c   [m, k]  int16  activation codes q - zero, columns in weight-group order (act-order columns gathered first)
+//   w   [n, k]  int16  weight integers q - zero, same column order
+//   s   [n, G]  fp32   weight steps; group g holds columns [g·W, (g+1)·W), W = k / G
+//   a   [m] (per token) or [1] (per tensor)  fp32  activation steps
+//   y   [m, n]  fp32
+//   acc[t, n, g] = Σ_{j < W} c[t, g·W + j] · w[n, g·W + j]                                    (exact int32)
+//   y[t, n]      = float( double(a_t) · Σ_{g = 0, 1, ..} double(s[n, g]) · double(acc[t, n, g]) )  (+ bias[n] in fp32)
+// The sum over g runs in increasing g from 0.0 and a multiplies the finished sum: act_linear.cpp's order, so every
+// ISA and the scalar twin give bit-identical outputs.
+//
+// Bounds: |c|, |w| <= kIntLinearMaxCode = 255 (8-bit grids: a symmetric code is in [-128, 127], an asymmetric
+// q - zero in [-255, 255]). With C = max |c| of the call and Wmax = IntWeights::max_abs (a bound on |w| the caller
+// states, 255 by default), every partial sum of a group, in any order (vector lanes, pairs of vpmaddwd), is bounded
+// by W · C · Wmax; the kernels refuse (std::invalid_argument) a call where that could exceed 2^31 - 1. For the
+// worst case 255 · 255 that is W <= kIntLinearMaxWidth = 33025 columns; symmetric 8-bit codes on both sides
+// (128 · 128) allow 131071. The kernels scan c on every call (m·k reads); the weights, fixed per module, are
+// measured once by the caller with int_weights_max_abs() (a weight beyond max_abs makes the vector kernels' int32
+// sums wrong, never undefined).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu_features.h"
+
+namespace ptq::kernels {
+
+constexpr int32_t kIntLinearMaxCode = 255;
+constexpr int64_t kIntLinearMaxWidth = 33025;  // floor((2^31 - 1) / 255²): any codes within ±255
+// Whether groups of `width` columns hold exactly in int32 for |c| <= max_c, |w| <= max_w.
+constexpr bool int_linear_width_fits(int64_t width, int64_t max_c, int64_t max_w) {
+  return width * max_c * max_w <= int64_t(2147483647);
+}
+
+// Weights of one module (views; the caller owns the memory).
+struct IntWeights {
+  const int16_t* w = nullptr;  // [n, k]
+  const float* s = nullptr;    // [n, groups]
+  int64_t n = 0, k = 0, groups = 1;
+  int32_t max_abs = kIntLinearMaxCode;  // |w| <= max_abs <= 255 (the int32 bound above)
+};
+
+// Quantized activations of m tokens (views).
+struct IntActivations {
+  const int16_t* c = nullptr;  // [m, k]
+  const float* a = nullptr;    // [m] when per_token, else [1]
+  int64_t m = 0;
+  bool per_token = true;
+};
+
+// max |w| over the n · k weight integers (call once per module; IntWeights::max_abs).
+int32_t int_weights_max_abs(const IntWeights& w);
+
+// y [m, n] as above, on the best instruction set (best_isa()) with OpenMP threads over output rows; bias [n] or null.
+void int_linear(const IntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);
+// The same on a given instruction set; Isa::Ref is int_linear_ref. Throws when the CPU lacks it.
+void int_linear_isa(Isa isa, const IntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);
+// Scalar twin: plain loops, int64 accumulators.
+void int_linear_ref(const IntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);
+
+// The accumulators acc [m, n, groups] alone (x.a is not read), for checking the kernels bit for bit.
+void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, int32_t* acc);
+void int_linear_acc_ref(const IntWeights& w, const IntActivations& x, int64_t* acc);
+
+}  // namespace ptq::kernels
