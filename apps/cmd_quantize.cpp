@@ -23,6 +23,7 @@ struct QuantizeArgs {
   std::string model, recipe, out, stats;
   std::vector<std::string> data, ignore;
   std::optional<std::string> method;
+  std::optional<std::string> grid;
   std::optional<int> bits;
   std::optional<int64_t> group_size, nsamples, seqlen;
   std::optional<uint64_t> seed;
@@ -49,6 +50,7 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
     weight_algorithm(*a.method);
     r.method = *a.method;
   }
+  if (a.grid) r.weights = spec_of(weight_grid(*a.grid, "--grid"), r.weights.mse);
   if (a.bits) r.weights.bits = *a.bits;
   if (a.group_size) r.weights.group_size = *a.group_size;
   if (a.sym) r.weights.sym = true;
@@ -76,7 +78,7 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
       fail_input("--act-method {} needs activation quantization: give --act-bits or use a W*A* recipe", *a.act_method);
   }
   if (a.hadamard) r.rotation.enabled = true;
-  format_name_for(r.weights);  // the overridden grid must still be a known format
+  check_weight_grid(grid_of(r.weights), "--bits/--group-size");
   opts.out_dir = a.out;
   opts.force = a.force;
   opts.resume = a.resume;
@@ -185,7 +187,8 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   auto* cmd = app.add_subcommand(
       "quantize", "Quantize a model with a recipe (default " + std::string(kDefaultRecipe) +
                       "; `ptq recipes` lists them); flags override the recipe. Methods: " +
-                      weight_algorithm_names() + ". Formats: " + weight_format_names());
+                      weight_algorithm_names() + ". Weight grids: any " + kWeightGridGrammar + "; common ones: " +
+                      weight_grid_preset_names());
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("MODEL", a->model, "Hugging Face model directory")->required();
   a->recipe = kDefaultRecipe;
@@ -209,7 +212,11 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--seqlen", a->seqlen, "Calibration window length (0: min(2048, model context))")->check(kNonNegative);
   cmd->add_option("--seed", a->seed, "Calibration sampling seed");
   cmd->add_option("--method", a->method, "Weight algorithm: " + weight_algorithm_names());
-  cmd->add_option("--bits", a->bits, "Weight bits");
+  cmd->add_option("--grid", a->grid,
+                  std::string("Weight grid by name, ") + kWeightGridGrammar +
+                      "; --bits, --group-size, --sym/--asym given too override its parts")
+      ->type_name("GRID");
+  cmd->add_option("--bits", a->bits, "Weight bits (2..8)");
   cmd->add_option("--group-size", a->group_size, "Input columns per group; -1 = per output channel");
   auto* sym = cmd->add_flag("--sym", a->sym, "Symmetric grid (zero 2^(b-1))");
   cmd->add_flag("--asym", a->asym, "Asymmetric grid (min/max with a zero point)")->excludes(sym);

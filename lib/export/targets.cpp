@@ -98,7 +98,6 @@ std::optional<GgmlType> gguf_type_at_group_32(const ModuleQuantInfo& m) {
   ModuleQuantInfo g32 = m;
   g32.spec.group_size = 32;
   g32.act_order = false;
-  if (!has_weight_format(g32.spec)) return std::nullopt;  // the advice must name a grid quantize can produce
   return gguf_lossless_type(g32);
 }
 

@@ -69,7 +69,7 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
             fmt::format("in_features {} is not a multiple of group size {}", in, spec->group_size);
         continue;
       }
-      PlannedModule p{path, *spec, format_name_for(*spec)};
+      PlannedModule p{path, *spec, grid_of(*spec).name()};
       // act-order only means something to Hessian methods; RTN keeps columns in natural order.
       packed[path] = ModuleQuantInfo{p.format, p.spec, recipe.method, algo.needs_hessian && recipe.gptq.act_order};
       plan[i][id] = std::move(p);
@@ -116,9 +116,8 @@ ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::str
     m.output_error = hessian_loss(weight, w_hat, hessian);
     m.rtn_output_error = hessian_loss(weight, dequantize(quantize_weight(weight, p.spec, p.path)), hessian);
   }
-  const WeightFormat& fmt = weight_format(p.format);
   report.quantized_params += m.params;
-  report.quantized_bits += 8.0 * static_cast<double>(fmt.bytes_for(weight.size(0), weight.size(1)));
+  report.quantized_bits += 8.0 * static_cast<double>(grid_of(p.spec).bytes_for(weight.size(0), weight.size(1)));
   metrics = {{"nmse", m.weight_error.nmse},
              {"snr_db", m.weight_error.snr_db},
              {"max_abs_error", m.weight_error.max_abs_error},

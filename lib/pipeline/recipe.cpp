@@ -13,7 +13,6 @@
 #include "core/resources.h"
 #include "core/table.h"
 #include "core/utf8.h"
-#include "quant/formats.h"
 
 namespace ptq {
 
@@ -97,30 +96,21 @@ std::regex compile(const std::string& pattern, const std::string& where, const s
 }
 
 void check_grid(const WeightQuantSpec& s, const std::string& where, const std::string& key) {
-  if (s.bits < 2 || s.bits > 8) fail_input("{}: \"{}.bits\" must be 2..8, got {}", where, key, s.bits);
+  if (s.bits < kGridMinBits || s.bits > kGridMaxBits)
+    fail_input("{}: \"{}.bits\" must be {}..{}, got {}", where, key, kGridMinBits, kGridMaxBits, s.bits);
   if (s.group_size == 0 || s.group_size < -1)
     fail_input("{}: \"{}.group_size\" must be a positive group width or -1 (per channel), got {}", where, key,
                s.group_size);
-  format_name_for(s);  // the grid must be a known format
+}
+
+// "format: w4g64asym" (core/weight_grid.h) sets bits, group_size and sym at once; keys read after it override them.
+std::optional<WeightGrid> read_grid_name(Section& sec, const std::string& where, const std::string& key) {
+  const auto f = sec.get<std::string>("format");
+  if (!f) return std::nullopt;
+  return weight_grid(*f, fmt::format("{}: \"{}.format\"", where, key));
 }
 
 }  // namespace
-
-namespace {
-const WeightFormat* find_weight_format(const WeightQuantSpec& spec) {
-  for (const auto& f : weight_formats())
-    if (f.bits == spec.bits && f.group_size == spec.group_size && f.sym == spec.sym) return &f;
-  return nullptr;
-}
-}  // namespace
-
-bool has_weight_format(const WeightQuantSpec& spec) { return find_weight_format(spec) != nullptr; }
-
-std::string format_name_for(const WeightQuantSpec& spec) {
-  if (const WeightFormat* f = find_weight_format(spec)) return f->name;
-  fail_input("no weight format has {} bits, group size {}, {} grid (known formats: {})", spec.bits, spec.group_size,
-             spec.sym ? "symmetric" : "asymmetric", weight_format_names());
-}
 
 std::optional<WeightQuantSpec> Recipe::spec_for(const std::string& path) const {
   for (const auto& pattern : ignore)
@@ -206,12 +196,7 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
 
   Section w(top.child("weights"), where, "weights");
   w.read("method", r.method);
-  if (auto f = w.get<std::string>("format")) {
-    const WeightFormat& fmt = weight_format(*f);
-    r.weights.bits = fmt.bits;
-    r.weights.group_size = fmt.group_size;
-    r.weights.sym = fmt.sym;
-  }
+  if (const auto g = read_grid_name(w, where, "weights")) r.weights = spec_of(*g, r.weights.mse);
   w.read("bits", r.weights.bits);
   w.read("group_size", r.weights.group_size);
   w.read("sym", r.weights.sym);
@@ -312,9 +297,14 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
       if (!match) fail_input("{}: \"{}.match\" (a module path regex) is required", where, key);
       m.match = *match;
       m.re = compile(m.match, where, key + ".match");
-      m.bits = o.get<int>("bits");
-      m.group_size = o.get<int64_t>("group_size");
-      m.sym = o.get<bool>("sym");
+      if (const auto g = read_grid_name(o, where, key)) {
+        m.bits = g->bits;
+        m.group_size = g->group_size;
+        m.sym = g->sym;
+      }
+      if (auto v = o.get<int>("bits")) m.bits = v;
+      if (auto v = o.get<int64_t>("group_size")) m.group_size = v;
+      if (auto v = o.get<bool>("sym")) m.sym = v;
       o.finish();
       WeightQuantSpec probe = r.weights;
       if (m.bits) probe.bits = *m.bits;

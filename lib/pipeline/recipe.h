@@ -74,9 +74,4 @@ std::string resolve_recipe(const std::string& name_or_path);
 Recipe load_recipe(const std::string& name_or_path);
 Recipe parse_recipe(const std::string& yaml_text, const std::string& where);
 
-// Name of the weight format (quant/formats.h table) with this grid; throws listing the known formats.
-// Whether a weight format (quant/formats.h) has this grid; quantize refuses grids without one.
-bool has_weight_format(const WeightQuantSpec& spec);
-std::string format_name_for(const WeightQuantSpec& spec);
-
 }  // namespace ptq

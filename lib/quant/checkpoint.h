@@ -52,7 +52,7 @@ constexpr const char* kCheckpointQuantMethod = "ptq";
 
 // How one module is stored.
 struct ModuleQuantInfo {
-  std::string format;  // weight format name (formats.h)
+  std::string format;  // grid name (core/weight_grid.h), prefixed "gptq:" etc. for imported modules
   WeightQuantSpec spec;
   std::string method;  // algorithm name
   bool act_order = false;

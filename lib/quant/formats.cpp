@@ -1,7 +1,5 @@
 #include "quant/formats.h"
 
-#include <numeric>
-
 #include <ATen/ATen.h>
 
 #include "core/error.h"
@@ -17,12 +15,10 @@ static_assert(sizeof(int32_t) * 8 == kWordBits, "qweight/qzeros words are int32"
 
 // The stream layout holds any width 2..8 (ptq checkpoints store 6-bit W6A6 weights); GPTQ files only 2, 3,
 // 4 and 8, which pack_gptq/unpack_gptq check on top.
-void check_pack_bits(int bits, std::string_view name) {
-  if (bits < 2 || bits > 8) fail_input("{}: packing holds 2 to 8 bits, found {} bits", name, bits);
-}
+void check_pack_bits(int bits, std::string_view name) { bit_width_traits(bits, name); }
 
 void check_gptq_bits(int bits, std::string_view name) {
-  if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+  if (!bit_width_traits(bits, name).gptq)
     fail_input("{}: GPTQ packing defines 2, 3, 4 and 8 bits, found {} bits", name, bits);
 }
 
@@ -33,7 +29,7 @@ at::Tensor checked_codes(const at::Tensor& codes, int bits, std::string_view nam
     fail_input("{}: expected codes [rows, count], found shape {}", name, shape_str(codes.sizes().vec()));
   if (codes.size(1) * bits % kWordBits != 0)
     fail_input("{}: {} codes of {} bits do not fill whole 32-bit words; expected a multiple of {} codes", name,
-               codes.size(1), bits, kWordBits / std::gcd(bits, kWordBits));
+               codes.size(1), bits, bit_width_traits(bits).stream_period_codes);
   at::Tensor c = codes.to(at::kLong).contiguous();
   if (c.numel() > 0 && (c.min().item<int64_t>() < 0 || c.max().item<int64_t>() > max_code(bits)))
     fail_input("{}: codes range over [{}, {}], which does not fit {} bits", name, c.min().item<int64_t>(),
@@ -49,8 +45,9 @@ struct Period {
 };
 Period period(int bits) {
   Period p;
-  p.codes = kWordBits / std::gcd(bits, kWordBits);
-  p.words = p.codes * bits / kWordBits;
+  const BitWidthTraits& t = bit_width_traits(bits);
+  p.codes = t.stream_period_codes;
+  p.words = t.stream_period_words;
   const at::Tensor pos = at::arange(p.codes, at::kLong) * bits;
   p.word = at::div(pos, kWordBits, "floor");
   p.shift = at::remainder(pos, kWordBits);
@@ -74,51 +71,6 @@ at::Tensor to_int32_bits(const at::Tensor& w) {
 }
 
 }  // namespace
-
-int64_t WeightFormat::bytes_for(int64_t out, int64_t in) const {
-  const int64_t groups = group_size > 0 ? (in + group_size - 1) / group_size : 1;  // a partial last group counts
-  const int64_t bits_total = out * in * bits + out * groups * (16 + (sym ? 0 : bits));
-  return (bits_total + 7) / 8;
-}
-
-double WeightFormat::bits_per_weight(int64_t in) const {
-  const int64_t groups = group_size > 0 ? (in + group_size - 1) / group_size : 1;
-  return bits + static_cast<double>(groups * (16 + (sym ? 0 : bits))) / static_cast<double>(in);
-}
-
-const std::vector<WeightFormat>& weight_formats() {
-  // Append only: names are read back from recipes and checkpoints.
-  static const std::vector<WeightFormat> formats = {
-      {"w8", 8, kPerChannel, true, "8-bit symmetric, per output channel (the weight half of W8A8)"},
-      {"w8g128", 8, 128, true, "8-bit symmetric, groups of 128"},
-      {"w4", 4, kPerChannel, true, "4-bit symmetric, per output channel"},
-      {"w4asym", 4, kPerChannel, false, "4-bit asymmetric, per output channel (GPTQ paper's W4)"},
-      {"w4g128", 4, 128, true, "4-bit symmetric, groups of 128 (the common GPTQ checkpoint)"},
-      {"w4g128asym", 4, 128, false, "4-bit asymmetric, groups of 128"},
-      {"w4g64", 4, 64, true, "4-bit symmetric, groups of 64"},
-      {"w4g32", 4, 32, true, "4-bit symmetric, groups of 32 (stores as GGUF Q4_0 up to fp16 scales)"},
-      {"w4g32asym", 4, 32, false, "4-bit asymmetric, groups of 32"},
-      {"w3g128", 3, 128, true, "3-bit symmetric, groups of 128"},
-      {"w3g128asym", 3, 128, false, "3-bit asymmetric, groups of 128"},
-      {"w2g64", 2, 64, true, "2-bit symmetric, groups of 64"},
-      {"w2g64asym", 2, 64, false, "2-bit asymmetric, groups of 64"},
-      {"w3", 3, kPerChannel, true, "3-bit symmetric, per output channel"},
-      {"w6", 6, kPerChannel, true, "6-bit symmetric, per output channel (the weight half of W6A6)"},
-  };
-  return formats;
-}
-
-const WeightFormat& weight_format(std::string_view name) {
-  for (const auto& f : weight_formats())
-    if (name == f.name) return f;
-  fail_input("unknown weight format \"{}\"; expected one of: {}", name, weight_format_names());
-}
-
-std::string weight_format_names() {
-  std::string s;
-  for (const auto& f : weight_formats()) s += (s.empty() ? "" : ", ") + std::string(f.name);
-  return s;
-}
 
 const char* gptq_format_name(GptqFormat f) { return f == GptqFormat::V1 ? "gptq" : "gptq_v2"; }
 

@@ -1,4 +1,4 @@
-// Weight formats by name (one traits table for parsing, --help, sizes, inspect) and GPTQ int32 packing.
+// GPTQ int32 packing of b-bit codes (grids by name: core/weight_grid.h).
 #pragma once
 
 #include <cstdint>
@@ -11,30 +11,6 @@
 #include "quant/quantizer.h"
 
 namespace ptq {
-
-// Names are part of recipes and checkpoints: append, never rename. Spelling: "w<bits>", then "g<size>" for
-// groups of input columns (absent: one group per output channel), then "asym" for a grid with a zero point
-// (absent: symmetric, zero 2^(bits-1) implied).
-struct WeightFormat {
-  const char* name;
-  int bits;
-  int64_t group_size;  // g > 0, or kPerChannel
-  bool sym;
-  const char* help;    // one line for --help
-
-  WeightQuantSpec spec(bool mse = false) const { return {bits, group_size, sym, mse}; }
-  // Bytes a packed [out, in] weight needs: b-bit codes, one fp16 scale per (row, group) and, for asymmetric
-  // grids, one b-bit zero per (row, group), with ceil(in / g) groups; rounded up to a whole byte. Packing
-  // padding and g_idx are not counted (they depend on the checkpoint format, not the grid).
-  int64_t bytes_for(int64_t out, int64_t in) const;
-  // Average storage bits per weight of a row of `in` weights (same accounting as bytes_for).
-  double bits_per_weight(int64_t in) const;
-};
-
-const std::vector<WeightFormat>& weight_formats();
-// Throws listing the known names when `name` is not one.
-const WeightFormat& weight_format(std::string_view name);
-std::string weight_format_names();  // comma separated
 
 // ---- GPTQ packing (FORMATS.md "GPTQ safetensors") --------------------------------------------------------
 // Layout: a packed vector of `count` b-bit codes is a little-endian bit stream over int32 words: code j

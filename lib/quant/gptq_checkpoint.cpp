@@ -27,14 +27,6 @@ at::Tensor int_tensor(const TensorView& v, const std::string& file) {
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::TensorOptions().dtype(at::kInt)).clone();
 }
 
-std::string grid_name(int bits, int64_t group_size, bool sym) {
-  return fmt::format("w{}{}{}", bits, group_size > 0 ? fmt::format("g{}", group_size) : "", sym ? "" : "asym");
-}
-
-std::string grid_name_of(const WeightQuantSpec& spec) {
-  return grid_name(spec.bits, spec.group_size > 0 ? spec.group_size : -1, spec.sym);
-}
-
 // "<m>.weight" of every module with a "<m><packed_suffix>" tensor is dequantized through `load`.
 class ImportedWeightSource final : public WeightSource {
  public:
@@ -102,7 +94,7 @@ CtModule ct_module(const TensorArchive& archive, const std::string& m) {
     fail_input("{}: tensor \"{}\" is {} {}, expected I32 [{}, {}*bits/32]", archive.path(), packed.name(),
                dtype_name(packed.dtype()), shape_str(packed.shape()), c.N, c.K);
   c.bits = static_cast<int>(packed.shape()[1] * 32 / c.K);
-  if (c.bits != 2 && c.bits != 4 && c.bits != 8)
+  if (c.bits < kGridMinBits || c.bits > kGridMaxBits || !bit_width_traits(c.bits).int32_lanes)
     fail_input("{}: module \"{}\" packs {} bits per weight; pack-quantized holds 2, 4 or 8", archive.path(), m, c.bits);
   if (scale.shape().size() != 2 || scale.shape()[0] != c.N || scale.shape()[1] < 1 || c.K % scale.shape()[1] != 0)
     fail_input("{}: tensor \"{}\" has shape {}, expected [{}, G] with G dividing {}", archive.path(), scale.name(),
@@ -203,7 +195,7 @@ ModuleQuantInfo ct_int_module(const TensorArchive& archive, const std::string& m
   if (bits < 2 || bits > 8) fail_input("{}: module \"{}\": {}-bit weights in int8 tensors", config_path, m, bits);
   info.spec = {bits, G == 1 ? kPerChannel : K / G, !archive.contains(m + ".weight_zero_point"), false};
   info.act_order = archive.contains(m + ".weight_g_idx");
-  info.format = "compressed-tensors:" + grid_name_of(info.spec);
+  info.format = "compressed-tensors:" + grid_of(info.spec).name();
   info.method = "imported compressed-tensors";
   info.act = ct_input_scheme(*group, fmt::format("{}: module \"{}\"", config_path, m));
   return info;
@@ -302,7 +294,7 @@ bool read_gptq_config(const std::string& dir, GptqCheckpointConfig& out) {
   } catch (const json::exception& e) {
     fail_input("{}: quantization_config is malformed ({})", path, e.what());
   }
-  if (out.bits != 2 && out.bits != 3 && out.bits != 4 && out.bits != 8)
+  if (out.bits < kGridMinBits || out.bits > kGridMaxBits || !bit_width_traits(out.bits).gptq)
     fail_input("{}: GPTQ bits {} is not one of 2, 3, 4, 8", path, out.bits);
   if (out.group_size == 0 || out.group_size < -1)
     fail_input("{}: GPTQ group_size {} is neither -1 nor positive", path, out.group_size);
@@ -324,7 +316,7 @@ CheckpointQuantConfig gptq_module_config(const TensorArchive& archive, const Gpt
     m.in_features = qshape[0] * 32 / cfg.bits;
     m.out_features = qshape[1];
     m.spec = {cfg.bits, cfg.group_size > 0 ? cfg.group_size : kPerChannel, cfg.sym, false};
-    m.format = fmt::format("{}:{}", gptq_format_name(cfg.format), grid_name(cfg.bits, cfg.group_size, cfg.sym));
+    m.format = fmt::format("{}:{}", gptq_format_name(cfg.format), WeightGrid{cfg.bits, cfg.group_size, cfg.sym}.name());
     m.method = method;
     m.act_order = cfg.desc_act;
     qc.modules[module] = m;
@@ -416,7 +408,7 @@ CheckpointQuantConfig imported_module_config(const TensorArchive& archive, const
     info.out_features = c.N;
     info.in_features = c.K;
     info.spec = {c.bits, c.G == 1 ? kPerChannel : c.K / c.G, c.sym, false};
-    info.format = "compressed-tensors:" + grid_name_of(info.spec);
+    info.format = "compressed-tensors:" + grid_of(info.spec).name();
     info.method = "imported compressed-tensors";
     info.act_order = c.act_order;
     qc.modules[m] = info;

@@ -20,11 +20,15 @@ constexpr int kMseSteps = 80;
 constexpr double kMseNorm = 2.4;
 inline float mse_shrink(int i) { return static_cast<float>(1.0 - i / 100.0); }
 
-// Scales are stored as fp16 by every checkpoint format, so a scale in fp16's normal range is rounded to
-// fp16 before any code is computed: the stored checkpoint then reproduces the algorithm's values exactly.
-// Scales outside that range (tiny or huge weights) stay fp32 and are stored as F32.
+// Scales are stored as fp16 by every checkpoint format, so each scale is made an fp16 value before any code is
+// computed: the stored checkpoint then reproduces the algorithm's values exactly. In fp16's normal range it is
+// rounded to nearest; below it (groups of weights under ~2^-14 * levels, e.g. 8-bit grids over small groups) it is
+// rounded up to a multiple of fp16's smallest subnormal 2^-24, so no code clips; an all-zero group gets 1. A scale
+// above fp16's range stays fp32, and the checkpoint writer refuses it.
 constexpr float kFp16MinNormal = 6.103515625e-05f;  // 2^-14
 constexpr float kFp16Max = 65504.0f;
+constexpr float kFp16SubnormalSteps = 16777216.0f;  // 2^24: fp16 subnormals are k * 2^-24
+constexpr float kFp16Subnormal = 5.9604644775390625e-08f;  // 2^-24
 
 inline int sym_levels(int bits) { return (1 << (bits - 1)) - 1; }  // 2^(b-1) - 1
 inline float sym_zero(int bits) { return static_cast<float>(1 << (bits - 1)); }
@@ -39,9 +43,11 @@ GridTensors grid_from_range(const at::Tensor& mn, const at::Tensor& mx, int bits
   at::Tensor den = at::full_like(num, static_cast<double>(sym ? sym_levels(bits) : max_code(bits)));
   GridTensors g;
   g.scale = (num / den).to(at::kFloat);
-  const at::Tensor fits = (g.scale >= kFp16MinNormal) & (g.scale <= kFp16Max);
-  g.scale = at::where(fits, g.scale.to(at::kHalf).to(at::kFloat), g.scale);
   g.scale.masked_fill_(g.scale < FLT_MIN, 1.0);
+  const at::Tensor normal = (g.scale >= kFp16MinNormal) & (g.scale <= kFp16Max);
+  const at::Tensor subnormal = g.scale < kFp16MinNormal;
+  g.scale = at::where(normal, g.scale.to(at::kHalf).to(at::kFloat),
+                      at::where(subnormal, at::ceil(g.scale * kFp16SubnormalSteps) * kFp16Subnormal, g.scale));
   g.inv_scale = at::ones_like(g.scale) / g.scale;
   g.zero = sym ? at::full_like(g.scale, sym_zero(bits)) : at::round(-mn / g.scale);
   return g;
@@ -98,8 +104,12 @@ GridParams grid_from_range_ref(float mn, float mx, int bits, bool sym) {
   const double num = sym ? static_cast<double>(std::max(-mn, mx)) : static_cast<double>(mx) - static_cast<double>(mn);
   GridParams p;
   p.scale = static_cast<float>(num / static_cast<double>(sym ? sym_levels(bits) : max_code(bits)));
-  if (p.scale >= kFp16MinNormal && p.scale <= kFp16Max) p.scale = fp16_to_f32(f32_to_fp16(p.scale));
-  if (p.scale < FLT_MIN) p.scale = 1;
+  if (p.scale < FLT_MIN)
+    p.scale = 1;
+  else if (p.scale < kFp16MinNormal)
+    p.scale = std::ceil(p.scale * kFp16SubnormalSteps) * kFp16Subnormal;
+  else if (p.scale <= kFp16Max)
+    p.scale = fp16_to_f32(f32_to_fp16(p.scale));
   p.inv_scale = 1.0f / p.scale;
   p.zero = sym ? sym_zero(bits) : std::nearbyint(-mn / p.scale);
   return p;

@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/weight_grid.h"
+
 namespace ptq {
 
 // Granularity is carried by group_size (weights are W[out, in], groups run along `in`):
@@ -15,6 +17,7 @@ namespace ptq {
 //   kPerTensor   one scale/zero for the whole tensor (stored repeated on every row)
 constexpr int64_t kPerChannel = -1;
 constexpr int64_t kPerTensor = 0;
+static_assert(kPerChannel == kGridPerChannel, "a per-channel grid has the same group_size in both");
 
 struct WeightQuantSpec {
   int bits = 4;                // 2..8
@@ -22,6 +25,10 @@ struct WeightQuantSpec {
   bool sym = true;             // signed grid stored with zero 2^(bits-1) (GPTQ-compatible)
   bool mse = false;            // shrink each group's range to minimise sum |Q(x) - x|^2.4 (80 trial grids: ~100x RTN)
 };
+
+// The grid of a spec (core/weight_grid.h: its name, storage) and back.
+inline WeightGrid grid_of(const WeightQuantSpec& s) { return {s.bits, s.group_size, s.sym}; }
+inline WeightQuantSpec spec_of(const WeightGrid& g, bool mse = false) { return {g.bits, g.group_size, g.sym, mse}; }
 
 // Codes and grids of one quantized weight. Dequantize: w[r, i] = scales[r, g] * (q[r, i] - zeros[r, g]),
 // g = g_idx[i]. G = number of groups (1 per-channel and per-tensor).

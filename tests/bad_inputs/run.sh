@@ -145,7 +145,11 @@ case_ "recipe duplicate key" "appears twice" -- 'printf "weights:\n  bits: 4\n  
   $ptq quantize "$tiny" --recipe r.yaml -o "../out/q"
 case_ "recipe bad regex" "regular expression" -- 'printf "ignore: [\"(\"]\n" > r.yaml' -- $ptq quantize "$tiny" --recipe r.yaml -o "../out/q"
 case_ "recipe a directory" "is a directory" -- 'mkdir r' -- $ptq quantize "$tiny" --recipe r -o "../out/q"
-case_ "5-bit weights" "no weight format has 5 bits" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --bits 5 -o "../out/q"
+case_ "9-bit weights" "9 weight bits; expected 2 to 8" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --bits 9 -o "../out/q"
+case_ "grid name malformed" "is not a weight grid" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --grid w4g0 -o "../out/q"
+case_ "group size zero" "group size 0" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn --group-size 0 -o "../out/q"
+case_ "recipe grid name malformed" "weights.format" -- 'printf "weights:\n  format: q4_k\n" > r.yaml' -- \
+  $ptq quantize "$tiny" --recipe r.yaml -o "../out/q"
 case_ "group size fits no module" "use --group-size 64" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-rtn -o "../out/q"
 case_ "nsamples zero" "--nsamples" -- ':' -- $ptq quantize "$tiny" --recipe w4a16-gptq --group-size 32 --nsamples 0 -o "../out/q"
 case_ "nsamples beyond memory (quantize)" "lower --nsamples to at most" -- ':' -- \

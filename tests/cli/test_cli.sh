@@ -51,8 +51,24 @@ expect_fail "quantize onto existing output" "--force"   "$ptq" quantize "$model"
 expect_fail "quantize missing recipe" "neither a file nor a bundled recipe" "$ptq" quantize "$model" --recipe "$tmp/none.yaml" -o "$tmp/q2"
 expect_fail "quantize a quantized checkpoint" "already quantized" "$ptq" quantize "$q" -o "$tmp/q2"
 [[ ! -e "$tmp/q2" ]] && ok || bad "a refused quantize left an output behind"
-expect_fail "quantize impossible grid" "no weight format has 5 bits"   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --bits 5 -o "$tmp/q3"
+expect_fail "quantize impossible grid" "--bits/--group-size: 9 weight bits; expected 2 to 8" \
+  "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --bits 9 -o "$tmp/q3"
 [[ ! -e "$tmp/q3" ]] && ok || bad "a failed quantize left an output behind"
+expect_fail "quantize malformed --grid" '--grid: "q4_0" is not a weight grid; expected w<bits 2..8>' \
+  "$ptq" quantize "$model" --recipe w4a16-rtn --grid q4_0 -o "$tmp/q3"
+# Any grid the quantizer supports is accepted (issue 13: these were refused as "no weight format has ...").
+for grid in "w3asym:--bits 3 --group-size -1 --asym" "w8g32:--bits 8 --group-size 32" "w4g64asym:--bits 4 --group-size 64 --asym" \
+            "w2g32:--bits 2 --group-size 32" "w5g16asym:--grid w5g16asym" "w7g32:--grid w6g16asym --bits 7 --group-size 32 --sym"; do
+  name=${grid%%:*}
+  # shellcheck disable=SC2086
+  expect_ok "quantize grid $name" "$ptq" quantize "$model" --recipe w4a16-rtn ${grid#*:} -o "$tmp/grid-$name"
+  "$ptq" inspect "$tmp/grid-$name" --json >"$tmp/out" 2>&1
+  grep -q "\"$name\"" "$tmp/out" && ok || bad "inspect of the $name checkpoint does not name its grid"
+done
+expect_ok "eval a w3asym checkpoint" "$ptq" eval ppl "$tmp/grid-w3asym" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2
+# w8g32 is GGUF Q8_0's grid: exported without re-quantizing.
+expect_ok "export w8g32 as GGUF" "$ptq" export "$tmp/grid-w8g32" --format gguf -o "$tmp/w8g32.gguf" --json
+grep -q "mapped from ptq w8g32" "$tmp/out" && ok || bad "w8g32 is not mapped onto Q8_0: $(head -c 600 "$tmp/out")"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2

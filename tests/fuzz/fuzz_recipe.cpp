@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "pipeline/recipe.h"
+#include "quant/quantizer.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -13,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const char* path : {"model.layers.0.self_attn.q_proj", "model.layers.11.mlp.down_proj", "lm_head"}) {
       if (const auto spec = r.spec_for(path)) {
         n += static_cast<size_t>(spec->bits);
-        if (ptq::has_weight_format(*spec)) n += ptq::format_name_for(*spec).size();
+        n += ptq::grid_of(*spec).name().size();
       }
     }
     volatile size_t sink = n;

@@ -121,7 +121,7 @@ TEST_CASE("bundled recipes parse and name their paper", "[recipe]") {
   for (const char* f : {"w4a16-gptq.yaml", "w4a16-rtn.yaml", "w3a16-gptq.yaml", "w8a16-rtn.yaml"}) {
     const Recipe r = load_recipe(test::repo_path(std::string("configs/") + f));
     CHECK_FALSE(r.paper.empty());
-    CHECK_NOTHROW(format_name_for(r.weights));
+    CHECK_NOTHROW(check_weight_grid(grid_of(r.weights), f));
   }
   CHECK(load_recipe(test::repo_path("configs/w3a16-gptq.yaml")).weights.bits == 3);
 }
@@ -129,13 +129,21 @@ TEST_CASE("bundled recipes parse and name their paper", "[recipe]") {
 TEST_CASE("recipe validation names the key", "[recipe]") {
   CHECK_THAT(recipe_error("weights:\n  bitz: 4\n"), Catch::Contains("unknown key \"weights.bitz\"") && Catch::Contains("line 2"));
   CHECK_THAT(recipe_error("weights:\n  bits: four\n"), Catch::Contains("\"weights.bits\" has an invalid value"));
-  CHECK_THAT(recipe_error("weights:\n  bits: 5\n"), Catch::Contains("no weight format has 5 bits"));
+  CHECK_THAT(recipe_error("weights:\n  bits: 9\n"), Catch::Contains("\"weights.bits\" must be 2..8, got 9"));
+  CHECK_THAT(recipe_error("weights:\n  format: q4_0\n"),
+             Catch::Contains("\"weights.format\"") && Catch::Contains("q4_0") && Catch::Contains("w<bits 2..8>"));
+  CHECK_THAT(recipe_error("overrides:\n  - match: down\n    format: w9\n"), Catch::Contains("overrides[0].format"));
   CHECK_THAT(recipe_error("weights:\n  method: awq\n"), Catch::Contains("awq") && Catch::Contains("gptq"));
   CHECK_THAT(recipe_error("ignore: ['(unclosed']\n"), Catch::Contains("not a valid regular expression"));
   CHECK_THAT(recipe_error("overrides:\n  - bits: 8\n"), Catch::Contains("overrides[0].match"));
   CHECK_THAT(recipe_error("weights: [1, 2]\n"), Catch::Contains("\"weights\" must be a mapping"));
   CHECK_THAT(recipe_error("calibration:\n  nsamples: 0\n"), Catch::Contains("calibration.nsamples"));
   CHECK(recipe_error("name: ok\nweights:\n  format: w4g32asym\n").empty());
+  // Any grid the quantizer supports is accepted, not only the named presets (issue 13).
+  for (const char* ok : {"weights:\n  bits: 5\n", "weights:\n  format: w3asym\n", "weights:\n  format: w8g32\n",
+                         "weights:\n  format: w5g256asym\n", "weights:\n  bits: 2\n  group_size: 128\n",
+                         "overrides:\n  - match: down\n    format: w6g64asym\n"})
+    CHECK(recipe_error(ok).empty());
 }
 
 // Found by tests/fuzz (recipe): a byte that is not UTF-8 in a string value (raw, or from the escapes \N and \_) made
@@ -161,11 +169,19 @@ overrides:
   - match: 'down_proj$'
     bits: 8
     group_size: -1
+  - match: 'o_proj$'
+    format: w3g64asym
+  - match: 'layers\.5\.self_attn\.o_proj$'
+    format: w5asym
+    sym: true
 )", "r.yaml");
   CHECK_FALSE(r.spec_for("model.layers.0.mlp.up_proj").has_value());
   CHECK(r.spec_for("model.layers.3.mlp.up_proj")->bits == 4);
   CHECK(r.spec_for("model.layers.3.mlp.down_proj")->bits == 8);
   CHECK(r.spec_for("model.layers.3.mlp.down_proj")->group_size == -1);
+  // A grid name sets all three parts; a later override wins, and its explicit keys win over its own name.
+  CHECK(grid_of(*r.spec_for("model.layers.3.self_attn.o_proj")) == WeightGrid{3, 64, false});
+  CHECK(grid_of(*r.spec_for("model.layers.5.self_attn.o_proj")) == WeightGrid{5, -1, true});
 }
 
 TEST_CASE("GPTQ from a stats file uses the FP Hessians, still beats RTN, and refuses another model's stats", "[pipeline]") {

@@ -1,4 +1,4 @@
-// The ptq checkpoint: every format packs and reads back exactly (odd widths included), act-order keeps
+// The ptq checkpoint: every grid packs and reads back exactly (odd widths included), act-order keeps
 // its g_idx, and the runner's weights are exactly the dequantized stored values.
 #include <catch2/catch.hpp>
 
@@ -34,38 +34,45 @@ std::string odd_model(const std::string& tag) {
 
 }  // namespace
 
-TEST_CASE("checkpoint: every per-channel and grouped format round-trips exactly on odd widths", "[checkpoint]") {
+TEST_CASE("checkpoint: every code width, per channel and grouped, sym and asym, round-trips exactly on odd widths",
+          "[checkpoint]") {
   const std::string dir = odd_model("ckpt-rt");
   Model src(dir + "/src");
+  // Group widths dividing down_proj's 384 columns, unusual ones (3, 48, 96) included: any divisor is a grid.
+  const int64_t group_sizes[] = {32, 128, 3, 48, 96, 384, 64};
   int tested = 0;
-  for (const WeightFormat& f : weight_formats()) {
-    const bool grouped = f.group_size > 0;
-    const LinearId id = grouped ? LinearId::Down : LinearId::Q;
-    const std::string module = grouped ? "model.layers.0.mlp.down_proj" : "model.layers.0.self_attn.q_proj";
-    const LinearId other = grouped ? LinearId::Up : LinearId::K;
-    const at::Tensor w = src.load_layer(0)[id].weight;
-    const QuantizedWeight qw = quantize_weight(w, f.spec(), module);
-    const std::string out = dir + "/" + f.name;
-    CheckpointWriter writer(src, out, {{module, ModuleQuantInfo{f.name, f.spec(), "rtn", false}}}, false);
-    writer.write_module(module, qw);
-    writer.copy_unquantized();
-    writer.commit({});
-    CheckpointQuantConfig qc;
-    REQUIRE(read_checkpoint_quant_config(out, qc));
-    TensorArchive archive(out);
-    const QuantizedWeight back = load_quantized_weight(archive, module, qc.modules.at(module));
-    INFO("format " << f.name);
-    CHECK(back.q.equal(qw.q));
-    CHECK(back.scales.equal(qw.scales));  // scales are fp16 values already (quantizer rounds them)
-    CHECK(back.zeros.equal(qw.zeros));
-    CHECK(back.g_idx.equal(qw.g_idx));
-    // The runner sees exactly dequantize(stored), and unquantized tensors are copied bit for bit.
-    auto loaded = open_model(out);
-    CHECK(loaded->load_layer(0)[id].weight.equal(dequantize(qw)));
-    CHECK(loaded->load_layer(0)[other].weight.equal(src.load_layer(0)[other].weight));
-    ++tested;
-  }
-  CHECK(tested == static_cast<int>(weight_formats().size()));
+  for (int bits = kGridMinBits; bits <= kGridMaxBits; ++bits)
+    for (bool sym : {true, false})
+      for (bool grouped : {false, true}) {
+        const WeightGrid grid{bits, grouped ? group_sizes[(bits + sym) % 7] : kGridPerChannel, sym};
+        const WeightQuantSpec spec = spec_of(grid);
+        const LinearId id = grouped ? LinearId::Down : LinearId::Q;
+        const std::string module = grouped ? "model.layers.0.mlp.down_proj" : "model.layers.0.self_attn.q_proj";
+        const LinearId other = grouped ? LinearId::Up : LinearId::K;
+        const at::Tensor w = src.load_layer(0)[id].weight;
+        const QuantizedWeight qw = quantize_weight(w, spec, module);
+        const std::string out = dir + "/" + grid.name();
+        CheckpointWriter writer(src, out, {{module, ModuleQuantInfo{grid.name(), spec, "rtn", false}}}, false);
+        writer.write_module(module, qw);
+        writer.copy_unquantized();
+        writer.commit({});
+        CheckpointQuantConfig qc;
+        REQUIRE(read_checkpoint_quant_config(out, qc));
+        CHECK(qc.modules.at(module).format == grid.name());
+        TensorArchive archive(out);
+        const QuantizedWeight back = load_quantized_weight(archive, module, qc.modules.at(module));
+        INFO("grid " << grid.name());
+        CHECK(back.q.equal(qw.q));
+        CHECK(back.scales.equal(qw.scales));  // scales are fp16 values already (quantizer rounds them)
+        CHECK(back.zeros.equal(qw.zeros));
+        CHECK(back.g_idx.equal(qw.g_idx));
+        // The runner sees exactly dequantize(stored), and unquantized tensors are copied bit for bit.
+        auto loaded = open_model(out);
+        CHECK(loaded->load_layer(0)[id].weight.equal(dequantize(qw)));
+        CHECK(loaded->load_layer(0)[other].weight.equal(src.load_layer(0)[other].weight));
+        ++tested;
+      }
+  CHECK(tested == 28);
 }
 
 TEST_CASE("checkpoint: act-order GPTQ dequantizes to the matrix the algorithm produced", "[checkpoint]") {

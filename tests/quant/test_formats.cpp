@@ -1,4 +1,4 @@
-// lib/quant/formats: the weight format table and GPTQ int32 packing (hand-packed words, fast vs scalar twin).
+// lib/quant/formats: GPTQ int32 packing (hand-packed words, fast vs scalar twin) of every code width.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -24,36 +24,6 @@ std::vector<int32_t> ints(const at::Tensor& t) {
 }
 
 }  // namespace
-
-TEST_CASE("weight format table: unique names, valid specs, lookup", "[quant]") {
-  std::set<std::string> names;
-  for (const auto& f : weight_formats()) {
-    CHECK(names.insert(f.name).second);
-    CHECK_NOTHROW(check_spec(f.spec(), 4096, f.name));
-    CHECK(std::string(f.help).size() > 0);
-    CHECK(&weight_format(f.name) == &f);
-  }
-  const WeightFormat& f = weight_format("w4g128asym");
-  CHECK(f.bits == 4);
-  CHECK(f.group_size == 128);
-  CHECK_FALSE(f.sym);
-  CHECK(f.spec(true).mse);
-  CHECK_THROWS_WITH(weight_format("q4_0"), Catch::Contains("q4_0") && Catch::Contains("w4g128"));
-}
-
-TEST_CASE("weight format sizes count codes, fp16 scales and asymmetric zeros", "[quant]") {
-  // [4096, 4096] w4g128: codes 4096*4096*4/8 = 8388608 B; 32 groups per row, fp16 scales 4096*32*2 = 262144 B.
-  CHECK(weight_format("w4g128").bytes_for(4096, 4096) == 8388608 + 262144);
-  CHECK(weight_format("w4g128").bits_per_weight(4096) == 4.125);  // 4 + 16/128
-  // Asymmetric adds a 4-bit zero per group: 4096*32*4/8 = 65536 B; 4 + 20/128 bits.
-  CHECK(weight_format("w4g128asym").bytes_for(4096, 4096) == 8388608 + 262144 + 65536);
-  CHECK(weight_format("w4g128asym").bits_per_weight(4096) == 4.15625);
-  // Per channel: one scale per row. [11008, 4096] w8: 11008*4096 + 11008*2 bytes.
-  CHECK(weight_format("w8").bytes_for(11008, 4096) == 11008LL * 4096 + 11008 * 2);
-  CHECK(weight_format("w8").bits_per_weight(4096) == 8 + 16.0 / 4096);
-  // 3 bits: 3 * 7 = 21 code bits + 16 scale bits = 37 bits -> 5 bytes (rounded up).
-  CHECK(weight_format("w3g128").bytes_for(1, 7) == 5);
-}
 
 TEST_CASE("GPTQ qweight: codes 1..8 along the input dim pack to 0x87654321", "[quant]") {
   // W [N = 8, K = 8] with q[n, k] = k + 1: one int32 word per output column, input row k at bits 4k.

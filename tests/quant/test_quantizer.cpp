@@ -91,15 +91,28 @@ TEST_CASE("symmetric grid: 8-bit and 2-bit scales", "[quant]") {
   CHECK(codes_of(q2) == std::vector<int>{1, 2, 2, 3});  // round(-1), round(-1/3), round(1/3), round(1), + 2
 }
 
-TEST_CASE("scales are fp16 values inside fp16's range and fp32 outside it", "[quant]") {
+TEST_CASE("scales are fp16 values up to fp16's maximum and fp32 above it", "[quant]") {
   const QuantizedWeight normal = quantize_weight(row({-0.123456f, 0.1f, 0.05f, 0.0f}), {4, kPerChannel, true, false});
   CHECK(normal.scales.item<float>() == fp16(0.123456f / 7.0));
   // absmax 1e6: scale 1e6 / 7 exceeds fp16's 65504 and stays the fp32 quotient.
   const QuantizedWeight huge = quantize_weight(row({1e6f, 1.0f, 0.0f, -2.0f}), {4, kPerChannel, true, false});
   CHECK(huge.scales.item<float>() == static_cast<float>(1e6 / 7.0));
-  // absmax 1e-6: scale below fp16's smallest normal 2^-14 stays fp32 as well.
+  // absmax 1e-6: 1e-6 / 7 = 2.397 * 2^-24 is below fp16's smallest normal 2^-14; it is rounded up to the fp16
+  // subnormal 3 * 2^-24 (what a checkpoint stores), and the code of 1e-6 is round(5.59) = 6 <= 7: nothing clips.
   const QuantizedWeight tiny = quantize_weight(row({1e-6f, 0.0f, 0.0f, 0.0f}), {4, kPerChannel, true, false});
-  CHECK(tiny.scales.item<float>() == static_cast<float>(1e-6 / 7.0));
+  CHECK(tiny.scales.item<float>() == std::ldexp(3.0f, -24));
+  CHECK(fp16(tiny.scales.item<float>()) == tiny.scales.item<float>());
+  CHECK(codes_of(tiny) == std::vector<int>{8 + 6, 8, 8, 8});
+  check_same(tiny, quantize_weight_ref(row({1e-6f, 0.0f, 0.0f, 0.0f}), {4, kPerChannel, true, false}));
+  // 8 bits over a group of small weights (absmax 3e-3: scale 2.36e-5, subnormal in fp16): the rounded-up scale
+  // keeps every code inside the grid, so the error is at most half a step.
+  const at::Tensor small = row({3e-3f, -2.9e-3f, 1e-3f, -1e-4f});
+  const QuantizedWeight q8 = quantize_weight(small, {8, kPerChannel, true, false});
+  check_same(q8, quantize_weight_ref(small, {8, kPerChannel, true, false}));
+  const float step = q8.scales.item<float>();
+  CHECK(fp16(step) == step);
+  CHECK(step >= 3e-3f / 127);
+  CHECK((dequantize(q8) - small).abs().max().item<float>() <= 0.5f * step);
 }
 
 TEST_CASE("codes clamp to the grid", "[quant]") {
