@@ -7,21 +7,74 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "io/gguf_kquants.h"
 
 namespace ptq {
 
 namespace {
 
-const GgmlTypeTraits kTypes[] = {
-    {GgmlType::F32, "f32", 1, 4, true},          {GgmlType::F16, "f16", 1, 2, true},
-    {GgmlType::BF16, "bf16", 1, 2, true},        {GgmlType::Q8_0, "q8_0", 32, sizeof(BlockQ8_0), true},
-    {GgmlType::Q4_0, "q4_0", 32, sizeof(BlockQ4_0), true}, {GgmlType::Q4_1, "q4_1", 32, sizeof(BlockQ4_1), true},
-    {GgmlType::Q4_K, "q4_k", 256, 144, false},  {GgmlType::Q6_K, "q6_k", 256, 210, false},
-};
-
 void check_blocks(int64_t n, const char* what) {
   if (n % kGgmlBlock != 0) fail_input("{}: row length {} is not a multiple of the block size 32", what, n);
 }
+
+// ---- the table's quantize/dequantize entries -------------------------------------------------------------------
+
+void quantize_f32(const float* x, void* y, int64_t nrow, int64_t n, const float*) {
+  std::memcpy(y, x, static_cast<size_t>(nrow * n) * 4);
+}
+template <uint16_t (*Convert)(float)>
+void quantize_half(const float* x, void* y, int64_t nrow, int64_t n, const float*) {
+  auto* o = static_cast<uint8_t*>(y);
+  for (int64_t j = 0; j < nrow * n; ++j) {
+    const uint16_t h = Convert(x[j]);
+    std::memcpy(o + 2 * j, &h, 2);
+  }
+}
+void quantize_q8_0(const float* x, void* y, int64_t nrow, int64_t n, const float*) {  // ggml ignores weights
+  quantize_row_q8_0_ref(x, static_cast<BlockQ8_0*>(y), nrow * n);
+}
+
+void dequantize_f32(const uint8_t* src, float* dst, int64_t n) { std::memcpy(dst, src, static_cast<size_t>(n) * 4); }
+template <float (*Convert)(uint16_t)>
+void dequantize_half(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * j, 2);
+    dst[j] = Convert(h);
+  }
+}
+// Blocks are byte arrays inside the map: each is copied to an aligned struct rather than type-punned.
+template <typename Block, int64_t QK, void (*Row)(const Block*, float*, int64_t)>
+void dequantize_blocks(const uint8_t* src, float* dst, int64_t n) {
+  if (n % QK != 0) fail_input("ggml_decode: {} elements are not a multiple of the block size {}", n, QK);
+  for (int64_t b = 0; b < n / QK; ++b) {
+    Block blk;
+    std::memcpy(&blk, src + b * sizeof(Block), sizeof(Block));
+    Row(&blk, dst + b * QK, QK);
+  }
+}
+
+template <typename Block, int64_t QK, void (*Row)(const Block*, float*, int64_t)>
+constexpr GgmlTypeTraits block_type(GgmlType t, const char* name, GgmlQuantizeFn quantize) {
+  return {t, name, QK, sizeof(Block), quantize, dequantize_blocks<Block, QK, Row>};
+}
+
+// Order: --help and ggml_writable_type_names list them so (float types, the 32-blocks, the K-quants).
+const GgmlTypeTraits kTypes[] = {
+    {GgmlType::F32, "f32", 1, 4, quantize_f32, dequantize_f32},
+    {GgmlType::F16, "f16", 1, 2, quantize_half<f32_to_fp16>, dequantize_half<fp16_to_f32>},
+    {GgmlType::BF16, "bf16", 1, 2, quantize_half<f32_to_bf16>, dequantize_half<bf16_to_f32>},
+    block_type<BlockQ8_0, 32, dequantize_row_q8_0>(GgmlType::Q8_0, "q8_0", quantize_q8_0),
+    block_type<BlockQ4_0, 32, dequantize_row_q4_0>(GgmlType::Q4_0, "q4_0", quantize_q4_0),
+    block_type<BlockQ4_1, 32, dequantize_row_q4_1>(GgmlType::Q4_1, "q4_1", quantize_q4_1),
+    block_type<BlockQ5_0, 32, dequantize_row_q5_0>(GgmlType::Q5_0, "q5_0", quantize_q5_0),
+    block_type<BlockQ5_1, 32, dequantize_row_q5_1>(GgmlType::Q5_1, "q5_1", quantize_q5_1),
+    block_type<BlockQ2_K, kQK_K, dequantize_row_q2_K>(GgmlType::Q2_K, "q2_k", quantize_q2_K),
+    block_type<BlockQ3_K, kQK_K, dequantize_row_q3_K>(GgmlType::Q3_K, "q3_k", quantize_q3_K),
+    block_type<BlockQ4_K, kQK_K, dequantize_row_q4_K>(GgmlType::Q4_K, "q4_k", quantize_q4_K),
+    block_type<BlockQ5_K, kQK_K, dequantize_row_q5_K>(GgmlType::Q5_K, "q5_k", quantize_q5_K),
+    block_type<BlockQ6_K, kQK_K, dequantize_row_q6_K>(GgmlType::Q6_K, "q6_k", quantize_q6_K),
+};
 
 }  // namespace
 
@@ -35,14 +88,13 @@ const GgmlTypeTraits& ggml_type_traits(GgmlType t) { return *ggml_type_traits_by
 
 std::optional<GgmlType> ggml_type_from_name(std::string_view name) {
   for (const auto& t : kTypes)
-    if (t.can_write && name == t.name) return t.type;
+    if (name == t.name) return t.type;
   return std::nullopt;
 }
 
 std::string ggml_writable_type_names() {
   std::string s;
-  for (const auto& t : kTypes)
-    if (t.can_write) s += (s.empty() ? "" : ", ") + std::string(t.name);
+  for (const auto& t : kTypes) s += (s.empty() ? "" : ", ") + std::string(t.name);
   return s;
 }
 
@@ -140,79 +192,25 @@ void dequantize_row_q8_0(const BlockQ8_0* x, float* y, int64_t n) {
   }
 }
 
-std::vector<uint8_t> ggml_encode(GgmlType t, const float* x, int64_t rows, int64_t cols, std::string_view what) {
+std::vector<uint8_t> ggml_encode(GgmlType t, const float* x, int64_t rows, int64_t cols, std::string_view what,
+                                 const float* quant_weights) {
   const auto& tr = ggml_type_traits(t);
-  if (!tr.can_write) fail_input("{}: ptq cannot write ggml type {}", what, tr.name);
   if (cols % tr.block_size != 0)
     fail_input("{}: rows of {} values cannot be stored as {} (blocks of {})", what, cols, tr.name, tr.block_size);
   const int64_t n = rows * cols;
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(x[i])) fail_input("{}: element {} is {}; GGUF export needs finite weights", what, i, x[i]);
+  if (quant_weights != nullptr)
+    for (int64_t i = 0; i < cols; ++i)
+      if (!std::isfinite(quant_weights[i]) || quant_weights[i] < 0)
+        fail_input("{}: importance of column {} is {}; importances must be finite and non-negative", what, i,
+                   quant_weights[i]);
   std::vector<uint8_t> out(ggml_nbytes(t, n));
-  const size_t row_bytes = ggml_nbytes(t, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * cols;
-    uint8_t* o = out.data() + r * row_bytes;
-    switch (t) {
-      case GgmlType::F32: std::memcpy(o, xr, cols * 4); break;
-      case GgmlType::F16:
-        for (int64_t j = 0; j < cols; ++j) {
-          const uint16_t h = f32_to_fp16(xr[j]);
-          std::memcpy(o + 2 * j, &h, 2);
-        }
-        break;
-      case GgmlType::BF16:
-        for (int64_t j = 0; j < cols; ++j) {
-          const uint16_t h = f32_to_bf16(xr[j]);
-          std::memcpy(o + 2 * j, &h, 2);
-        }
-        break;
-      case GgmlType::Q4_0: quantize_row_q4_0_ref(xr, reinterpret_cast<BlockQ4_0*>(o), cols); break;
-      case GgmlType::Q4_1: quantize_row_q4_1_ref(xr, reinterpret_cast<BlockQ4_1*>(o), cols); break;
-      case GgmlType::Q8_0: quantize_row_q8_0_ref(xr, reinterpret_cast<BlockQ8_0*>(o), cols); break;
-      default: fail_input("{}: ptq cannot write ggml type {}", what, tr.name);
-    }
-  }
+  if (n > 0) tr.quantize(x, out.data(), rows, cols, quant_weights);
   return out;
 }
 
-void ggml_decode(GgmlType t, const uint8_t* src, float* dst, int64_t n) {
-  switch (t) {
-    case GgmlType::F32: std::memcpy(dst, src, n * 4); return;
-    case GgmlType::F16:
-    case GgmlType::BF16:
-      for (int64_t j = 0; j < n; ++j) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * j, 2);
-        dst[j] = t == GgmlType::F16 ? fp16_to_f32(h) : bf16_to_f32(h);
-      }
-      return;
-    // Blocks are byte arrays inside the map: copy each to an aligned struct rather than type-pun.
-    case GgmlType::Q4_0:
-    case GgmlType::Q4_1:
-    case GgmlType::Q8_0: {
-      check_blocks(n, "ggml_decode");
-      const size_t bs = ggml_type_traits(t).type_size;
-      for (int64_t b = 0; b < n / kGgmlBlock; ++b) {
-        if (t == GgmlType::Q4_0) {
-          BlockQ4_0 blk;
-          std::memcpy(&blk, src + b * bs, bs);
-          dequantize_row_q4_0(&blk, dst + b * kGgmlBlock, kGgmlBlock);
-        } else if (t == GgmlType::Q4_1) {
-          BlockQ4_1 blk;
-          std::memcpy(&blk, src + b * bs, bs);
-          dequantize_row_q4_1(&blk, dst + b * kGgmlBlock, kGgmlBlock);
-        } else {
-          BlockQ8_0 blk;
-          std::memcpy(&blk, src + b * bs, bs);
-          dequantize_row_q8_0(&blk, dst + b * kGgmlBlock, kGgmlBlock);
-        }
-      }
-      return;
-    }
-    default: fail_input("cannot decode ggml type {}", ggml_type_name(t));
-  }
-}
+void ggml_decode(GgmlType t, const uint8_t* src, float* dst, int64_t n) { ggml_type_traits(t).dequantize(src, dst, n); }
 
 // ---- values --------------------------------------------------------------------------------------------------
 
@@ -515,8 +513,6 @@ const GgufTensorInfo& GgufFile::tensor(const std::string& name) const {
 
 std::vector<float> GgufFile::tensor_f32(const std::string& name) const {
   const GgufTensorInfo& t = tensor(name);
-  if (!ggml_type_traits(t.type).can_write)
-    fail_input("{}: tensor \"{}\" is {}, which ptq cannot decode", path(), name, ggml_type_name(t.type));
   std::vector<float> out(static_cast<size_t>(t.numel()));
   ggml_decode(t.type, tensor_data(t), out.data(), t.numel());
   return out;

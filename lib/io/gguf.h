@@ -1,5 +1,6 @@
 // GGUF v3 (llama.cpp's container): a validating reader over a memory map, an atomic writer, and the ggml
-// block formats Q4_0 / Q4_1 / Q8_0 with llama.cpp's reference rounding.
+// block formats Q4_0 / Q4_1 / Q8_0 with llama.cpp's reference rounding (Q5_0 / Q5_1 and the K-quants Q2_K..Q6_K, and
+// the importance-weighted roundings, are in gguf_kquants.h); one table of every type ptq reads and writes.
 //
 // Layout (little-endian throughout; a big-endian file is recognised and refused):
 //   "GGUF"  u32 version (3; 2 is read too, it has the same layout)  u64 tensor_count  u64 kv_count
@@ -31,21 +32,33 @@ namespace ptq {
 
 // ---- ggml tensor types -------------------------------------------------------------------------------------
 // Ids are ggml's (part of the file format).
-enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, Q4_K = 12, Q6_K = 14, BF16 = 30 };
+enum class GgmlType : uint32_t {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30
+};
+
+// ggml's quantize_<type>(src, dst, nrow, n_per_row, quant_weights): nrow rows of n_per_row floats (a multiple of the
+// block size) into consecutive rows of blocks; quant_weights (n_per_row importances, or nullptr) is used by the types
+// with an importance-weighted rounding (Q4_0, Q4_1, Q5_0, Q5_1, K-quants) and ignored by the others, as in ggml.
+using GgmlQuantizeFn = void (*)(const float* src, void* dst, int64_t nrow, int64_t n_per_row,
+                                const float* quant_weights);
+// n elements from bytes at any alignment (a GGUF map).
+using GgmlDequantizeFn = void (*)(const uint8_t* src, float* dst, int64_t n);
 
 struct GgmlTypeTraits {
   GgmlType type;
   const char* name;    // lower case, as --gguf-type and llama.cpp spell it
   int64_t block_size;  // elements per block (1 for float types)
   size_t type_size;    // bytes per block
-  bool can_write;      // ptq writes (and dequantizes) it; K-quants are only recognised
+  GgmlQuantizeFn quantize;
+  GgmlDequantizeFn dequantize;
 };
 
 const GgmlTypeTraits& ggml_type_traits(GgmlType t);
 // nullptr for an id ptq does not know.
 const GgmlTypeTraits* ggml_type_traits_by_id(uint32_t id);
 std::optional<GgmlType> ggml_type_from_name(std::string_view name);
-std::string ggml_writable_type_names();  // "f32, f16, bf16, q8_0, q4_0, q4_1"
+std::string ggml_writable_type_names();  // "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, ..., q6_k"
 inline const char* ggml_type_name(GgmlType t) { return ggml_type_traits(t).name; }
 // Bytes of `n` elements; throws std::invalid_argument unless n is a multiple of the block size.
 size_t ggml_nbytes(GgmlType t, int64_t n);
@@ -84,10 +97,12 @@ void dequantize_row_q4_0(const BlockQ4_0* x, float* y, int64_t n);
 void dequantize_row_q4_1(const BlockQ4_1* x, float* y, int64_t n);
 void dequantize_row_q8_0(const BlockQ8_0* x, float* y, int64_t n);
 
-// Encodes `rows` rows of `cols` floats as type t (F32, F16, BF16 or a block type; cols a multiple of the
-// block size). Throws naming `what` for NaN/Inf or a bad width.
-std::vector<uint8_t> ggml_encode(GgmlType t, const float* x, int64_t rows, int64_t cols, std::string_view what);
-// Decodes n elements of type t (any writable type) to floats.
+// Encodes `rows` rows of `cols` floats as type t with ggml's quantize_<type> (see GgmlQuantizeFn; quant_weights:
+// `cols` importances or nullptr). Throws naming `what` for NaN/Inf (in x or quant_weights) or a width that is not
+// a multiple of the block size.
+std::vector<uint8_t> ggml_encode(GgmlType t, const float* x, int64_t rows, int64_t cols, std::string_view what,
+                                 const float* quant_weights = nullptr);
+// Decodes n elements of type t (a multiple of its block size) to floats.
 void ggml_decode(GgmlType t, const uint8_t* src, float* dst, int64_t n);
 
 // ---- metadata values -----------------------------------------------------------------------------------------

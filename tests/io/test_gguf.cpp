@@ -13,6 +13,7 @@
 #include "core/file.h"
 #include "core/half.h"
 #include "io/gguf.h"
+#include "tests/io/gguf_test_data.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -67,13 +68,7 @@ std::string open_error(const std::string& bytes) {
 
 bool contains(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::gaussian_values;
 
 }  // namespace
 
@@ -85,7 +80,8 @@ TEST_CASE("ggml type table", "[gguf]") {
   CHECK(ggml_type_traits_by_id(8)->type == GgmlType::Q8_0);
   CHECK(ggml_type_traits_by_id(5) == nullptr);  // Q4_2, removed from ggml
   CHECK(*ggml_type_from_name("q4_1") == GgmlType::Q4_1);
-  CHECK_FALSE(ggml_type_from_name("q4_k"));  // recognised when reading, not written
+  CHECK(*ggml_type_from_name("q4_k") == GgmlType::Q4_K);
+  CHECK_FALSE(ggml_type_from_name("q4_k_m"));  // a llama-quantize mix (export/gguf_export.h), not a ggml type
   CHECK(ggml_nbytes(GgmlType::Q4_0, 64) == 36);
   CHECK_THROWS_WITH(ggml_nbytes(GgmlType::Q8_0, 172), Catch::Contains("not a multiple of its block size 32"));
 }
@@ -133,7 +129,7 @@ TEST_CASE("Q4_0 / Q4_1 / Q8_0 reference rounding on hand-computed blocks", "[ggu
 TEST_CASE("block quantizers stay inside their error bounds, and encode/decode agree with the row functions", "[gguf]") {
   // Rows of 96 values (3 blocks) plus a width that is not a multiple of 32, which every block type refuses.
   const int64_t rows = 7, cols = 96;
-  const std::vector<float> x = random_values(rows * cols, 7, 0.05f);
+  const std::vector<float> x = gaussian_values(rows * cols, 7, 0.05f);
   for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
     const auto bytes = ggml_encode(t, x.data(), rows, cols, "w");
     REQUIRE(bytes.size() == ggml_nbytes(t, rows * cols));
@@ -187,7 +183,7 @@ TEST_CASE("GGUF writer/reader round trip", "[gguf]") {
   w.set("a.ints", GgufValue::i32_array({1, -2, 3}));
   std::vector<float> a(15);
   for (int i = 0; i < 15; ++i) a[i] = float(i) - 7.5f;
-  const std::vector<float> q = random_values(64 * 2, 3);
+  const std::vector<float> q = gaussian_values(64 * 2, 3);
   w.add_tensor("t.f32", {5, 3}, GgmlType::F32, [&] { return ggml_encode(GgmlType::F32, a.data(), 3, 5, "t.f32"); });
   w.add_tensor("t.q8", {64, 2}, GgmlType::Q8_0, [&] { return ggml_encode(GgmlType::Q8_0, q.data(), 2, 64, "t.q8"); });
   CHECK_THROWS_WITH(w.add_tensor("t.f32", {1}, GgmlType::F32, nullptr), Catch::Contains("added twice"));
@@ -275,7 +271,7 @@ TEST_CASE("GGUF reader refuses malformed files with a precise message", "[gguf]"
     r.header(uint64_t(1) << 40, 0);
     CHECK(contains(open_error(r.b), "more than a"));
   }
-  CHECK(contains(open_error(valid(7)), "ggml type 7"));
+  CHECK(contains(open_error(valid(9)), "ggml type 9"));  // Q8_1: ggml's dot-product intermediate, never in a file
   CHECK(contains(open_error(valid(0, 4)), "not a multiple of the alignment"));
   CHECK(contains(open_error(valid(0, 0, 8, 16)), "runs past the end"));
   CHECK(contains(open_error(valid(8, 0, 40, 64)), "not a multiple of q8_0's block size 32"));
