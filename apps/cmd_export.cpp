@@ -19,7 +19,7 @@ namespace ptq::cli {
 namespace {
 
 struct ExportArgs {
-  std::string model, format, out, gguf_type, float_dtype = "F16";
+  std::string model, format, out, gguf_type, stats, float_dtype = "F16";
   bool allow_requant = false, json = false, force = false, keep_unpackable_float = false;
 };
 
@@ -52,8 +52,8 @@ void run_export_packed(const ExportArgs& a) {
 
 // imatrix: the calibration Σx² of a stats file as llama.cpp's importance matrix GGUF.
 void run_export_imatrix(const ExportArgs& a) {
-  if (!a.gguf_type.empty() || a.allow_requant || a.keep_unpackable_float)
-    fail_input("--format imatrix exports statistics, not weights: --gguf-type, --allow-requant and "
+  if (!a.gguf_type.empty() || !a.stats.empty() || a.allow_requant || a.keep_unpackable_float)
+    fail_input("--format imatrix exports statistics, not weights: --gguf-type, --stats, --allow-requant and "
                "--keep-unpackable-float do not apply");
   const ImatrixExportReport rep = export_imatrix(a.model, a.out, a.force);
   if (a.json) {
@@ -68,15 +68,15 @@ void run_export_imatrix(const ExportArgs& a) {
 
 void run_export(const GlobalOptions& g, const ExportArgs& a) {
   apply_global_options(g, a.json);
+  if (a.format != "gguf" && (!a.gguf_type.empty() || !a.stats.empty()) && a.format != "imatrix")
+    fail_input("--gguf-type and --stats apply to --format gguf, not {}", a.format);
   if (a.format == "gptq" || a.format == "gptq_v2" || a.format == "compressed-tensors") return run_export_packed(a);
   if (a.format == "imatrix") return run_export_imatrix(a);
   if (a.format != "gguf")
     fail_input("--format {} is not one of gguf, gptq, gptq_v2, compressed-tensors, imatrix", a.format);
   GgufExportOptions opts;
-  if (!a.gguf_type.empty()) {
-    opts.type = ggml_type_from_name(a.gguf_type);
-    if (!opts.type) fail_input("--gguf-type {} is not one of {}", a.gguf_type, ggml_writable_type_names());
-  }
+  if (!a.gguf_type.empty()) parse_gguf_type(a.gguf_type, opts);
+  opts.stats = a.stats;
   opts.allow_requant = a.allow_requant;
   opts.force = a.force;
   const GgufExportReport rep = export_gguf(a.model, a.out, opts);
@@ -87,18 +87,24 @@ void run_export(const GlobalOptions& g, const ExportArgs& a) {
                          {"dims", t.dims}, {"how", t.how}});
     print_json({{"output", rep.output}, {"bytes", rep.bytes}, {"parameters", rep.parameters},
                 {"bits_per_weight", rep.bits_per_weight}, {"tensors", tensors}, {"kept_float", rep.kept_float},
-                {"requant_nmse", rep.requant_nmse}, {"mapped_max_abs_error", rep.mapped_max_abs_error}});
+                {"fallback", rep.fallback}, {"imatrix", rep.imatrix}, {"requant_nmse", rep.requant_nmse},
+                {"mapped_max_abs_error", rep.mapped_max_abs_error}});
     return;
   }
   for (const auto& [name, why] : rep.kept_float) std::fprintf(stderr, "note: %s stays F32: %s\n", name.c_str(), why.c_str());
+  std::map<std::string, std::vector<std::string>> fallbacks;  // one note per reason: llama.cpp's fallback by width
+  for (const auto& [name, why] : rep.fallback) fallbacks[why].push_back(name);
+  for (const auto& [why, names] : fallbacks)
+    std::fprintf(stderr, "note: %zu tensor(s) (%s): %s\n", names.size(), join_module_list(names, 3).c_str(), why.c_str());
   for (const auto& [mod, nmse] : rep.requant_nmse)
     std::fprintf(stderr, "warning: %s re-quantized; NMSE added vs the checkpoint's weights %.3e\n", mod.c_str(), nmse);
   std::map<std::string, int> by_type;
   for (const auto& t : rep.tensors) by_type[ggml_type_name(t.type)]++;
   std::string types;
   for (const auto& [t, n] : by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
-  std::printf("wrote %s: %zu tensors (%s), %s, %.3f bits/weight\n", rep.output.c_str(), rep.tensors.size(),
-              types.c_str(), human_bytes(rep.bytes).c_str(), rep.bits_per_weight);
+  std::printf("wrote %s: %zu tensors (%s), %s, %.3f bits/weight%s\n", rep.output.c_str(), rep.tensors.size(),
+              types.c_str(), human_bytes(rep.bytes).c_str(), rep.bits_per_weight,
+              rep.imatrix ? ", importance-weighted rounding" : "");
 }
 
 std::vector<int64_t> parse_ids(const std::string& s) {
@@ -149,9 +155,21 @@ void add_export_commands(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("-o,--output", a->out,
                   "Output file (gguf, imatrix) or directory (gptq, gptq_v2, compressed-tensors)")
       ->required();
+  std::string mixes;
+  for (const auto& m : gguf_mixes())
+    mixes += fmt::format("; {} (llama-quantize {}): {}", m.name, m.llama_name, m.rule);
   cmd->add_option("--gguf-type", a->gguf_type,
-                  "gguf: type of FP tensors / re-quantization of FP linear modules: " + ggml_writable_type_names() +
-                      " (default f32)");
+                  "gguf: type of the FP tensors, as llama-quantize writes it from the F32 GGUF, byte for byte. f32 "
+                  "(default), f16, bf16: every tensor but the norms. A ggml block type (q8_0, q4_0, q4_1, q5_0, q5_1, "
+                  "q2_k, q3_k, q4_k, q5_k, q6_k) is llama-quantize --pure: every 2-D weight (linear modules, "
+                  "token_embd, output) of that type. A K-quant mix is llama-quantize's ftype of that name (names that "
+                  "are also ggml types get _mix), each with output q6_k: " + mixes.substr(2) +
+                      ". Rows not a multiple of a type's block fall back as in llama.cpp (q2_k/q3_k -> q4_0, q4_k -> "
+                      "q5_0, q5_k -> q5_1, q6_k -> q8_0, f16 when not a multiple of 32)");
+  cmd->add_option("--stats", a->stats,
+                  "gguf: the `ptq calibrate` stats file of MODEL: block types use ggml's importance-weighted rounding "
+                  "with Σx²/tokens per input column (what llama-quantize --imatrix does with `--format imatrix`'s "
+                  "file)");
   cmd->add_flag("--allow-requant", a->allow_requant,
                 "gguf: re-quantize modules whose grid has no ggml equivalent (reports the error added; without it "
                 "they are refused with the list)");

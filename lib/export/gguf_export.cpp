@@ -15,7 +15,9 @@
 #include "core/file.h"
 #include "core/half.h"
 #include "core/model_dir.h"
+#include "calibration/stats.h"
 #include "export/gptq_export.h"
+#include "export/imatrix_export.h"
 #include "export/targets.h"
 #include "io/safetensors.h"
 #include "model/gguf_model.h"
@@ -59,6 +61,7 @@ struct Slot {
   int64_t rope_heads = 0;  // q/k: heads whose rows are permuted
   bool norm = false;
   bool linear = false;
+  int64_t layer = -1;      // decoder layer of blk.* tensors
 };
 
 std::vector<Slot> llama_slots(const ModelConfig& cfg) {
@@ -70,10 +73,10 @@ std::vector<Slot> llama_slots(const ModelConfig& cfg) {
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
     auto lin = [&](LinearId id, const char* mod, int64_t heads) {
       s.push_back({gguf_linear_tensor_name(i, id), cfg.layer_tensor(i, mod, "weight"), cfg.layer_module(i, mod),
-                   heads, false, true});
+                   heads, false, true, i});
     };
     auto norm = [&](const char* gguf, const char* mod) {
-      s.push_back({fmt::format("blk.{}.{}.weight", i, gguf), cfg.layer_tensor(i, mod, "weight"), "", 0, true, false});
+      s.push_back({fmt::format("blk.{}.{}.weight", i, gguf), cfg.layer_tensor(i, mod, "weight"), "", 0, true, false, i});
     };
     lin(LinearId::Q, t.q_proj, cfg.n_heads);
     lin(LinearId::K, t.k_proj, cfg.n_kv_heads);
@@ -86,6 +89,102 @@ std::vector<Slot> llama_slots(const ModelConfig& cfg) {
     norm("ffn_norm", t.mlp_norm);
   }
   return s;
+}
+
+const std::vector<GgufMixTraits> kMixes = {
+    {GgufMix::Q2_K, "q2_k_mix", "Q2_K", 10, GgmlType::Q2_K,
+     "q2_k; q3_k for ffn_down, attn_output and attn_v (q4_k for attn_v when heads/kv heads >= 4)"},
+    {GgufMix::Q3_K_S, "q3_k_s", "Q3_K_S", 11, GgmlType::Q3_K, "q3_k"},
+    {GgufMix::Q3_K_M, "q3_k_m", "Q3_K_M", 12, GgmlType::Q3_K,
+     "q3_k; attn_v q5_k in layers 0-1 else q4_k, attn_output q4_k, ffn_down q5_k in the first 1/16 of layers else q4_k"},
+    {GgufMix::Q3_K_L, "q3_k_l", "Q3_K_L", 13, GgmlType::Q3_K, "q3_k; q5_k for attn_v, attn_output and ffn_down"},
+    {GgufMix::Q4_K_S, "q4_k_s", "Q4_K_S", 14, GgmlType::Q4_K,
+     "q4_k; q5_k for attn_v in layers 0-3 and ffn_down in the first 1/8 of layers"},
+    {GgufMix::Q4_K_M, "q4_k_m", "Q4_K_M", 15, GgmlType::Q4_K,
+     "q4_k; q6_k for attn_v and ffn_down in llama.cpp's use_more_bits layers (first and last 1/8, every third)"},
+    {GgufMix::Q5_K_S, "q5_k_s", "Q5_K_S", 16, GgmlType::Q5_K, "q5_k"},
+    {GgufMix::Q5_K_M, "q5_k_m", "Q5_K_M", 17, GgmlType::Q5_K, "q5_k; q6_k for attn_v and ffn_down in use_more_bits layers"},
+    {GgufMix::Q6_K, "q6_k_mix", "Q6_K", 18, GgmlType::Q6_K, "q6_k (for a llama the same file as pure q6_k)"},
+};
+
+const GgufMixTraits& mix_traits(GgufMix m) { return kMixes[static_cast<size_t>(m)]; }
+
+// llama.cpp's tensor_get_category, on the tensors a llama GGUF has.
+enum class Category { Output, TokenEmbd, AttnV, AttnK, AttnQ, AttnOutput, FfnUp, FfnGate, FfnDown, Other };
+Category category_of(const std::string& name) {
+  if (name == "output.weight") return Category::Output;
+  if (name == "token_embd.weight") return Category::TokenEmbd;
+  for (auto [part, c] : {std::pair{"attn_v.weight", Category::AttnV}, {"attn_k.weight", Category::AttnK},
+                         {"attn_q.weight", Category::AttnQ}, {"attn_output.weight", Category::AttnOutput},
+                         {"ffn_up", Category::FfnUp}, {"ffn_gate", Category::FfnGate}, {"ffn_down", Category::FfnDown}})
+    if (name.find(part) != std::string::npos) return c;
+  return Category::Other;
+}
+
+// The layout facts llama_tensor_get_type_impl reads.
+struct MixModel {
+  int64_t n_layers = 0;
+  int64_t n_gqa = 1;      // heads / kv heads
+  bool tied = false;      // no output.weight: token_embd takes output's rule
+  bool is_70b = false;    // llama.cpp's LLM_TYPE_70B: a llama of 80 layers with grouped kv heads
+};
+
+// llama_tensor_get_type_impl (src/llama-quant.cpp) for a llama-architecture model with the K-quant ftypes, no expert
+// and no Falcon: the type `mix` gives tensor `name` of layer `layer` (rows of `ncols`). llama.cpp counts attn_v and
+// ffn_down tensors in file order (i_attention_wv, i_ffn_down); in a llama GGUF that count is the layer index.
+GgmlType mix_tensor_type(GgufMix mix, const std::string& name, int64_t layer, int64_t ncols, const MixModel& m) {
+  GgmlType t = mix_traits(mix).base;
+  const int64_t i = layer, n = m.n_layers;
+  auto use_more_bits = [](int64_t i_layer, int64_t n_layers) {
+    return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
+  };
+  const Category c = category_of(name);
+  if (c == Category::Output || (m.tied && c == Category::TokenEmbd)) {
+    if (ncols % ggml_type_traits(t).block_size != 0) return GgmlType::Q8_0;
+    return t != GgmlType::Q8_0 ? GgmlType::Q6_K : t;
+  }
+  switch (c) {
+    case Category::AttnV:
+      if (mix == GgufMix::Q2_K) t = m.n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
+      else if (mix == GgufMix::Q3_K_M) t = i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
+      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
+      else if ((mix == GgufMix::Q4_K_M || mix == GgufMix::Q5_K_M) && use_more_bits(i, n)) t = GgmlType::Q6_K;
+      else if (mix == GgufMix::Q4_K_S && i < 4) t = GgmlType::Q5_K;
+      if (m.is_70b && (t == GgmlType::Q3_K || t == GgmlType::Q4_K)) t = GgmlType::Q5_K;
+      return t;
+    case Category::FfnDown:
+      if (mix == GgufMix::Q2_K) t = GgmlType::Q3_K;
+      else if (mix == GgufMix::Q3_K_M) t = i < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K;
+      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
+      else if (mix == GgufMix::Q4_K_M) t = use_more_bits(i, n) ? GgmlType::Q6_K : t;
+      else if (mix == GgufMix::Q5_K_M && use_more_bits(i, n)) t = GgmlType::Q6_K;
+      else if (mix == GgufMix::Q4_K_S && i < n / 8) t = GgmlType::Q5_K;
+      return t;
+    case Category::AttnOutput:
+      if (mix == GgufMix::Q2_K) t = GgmlType::Q3_K;
+      else if (mix == GgufMix::Q3_K_M) t = GgmlType::Q4_K;
+      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
+      return t;
+    default: return t;
+  }
+}
+
+// llama.cpp's tensor_type_fallback: the type a row of `ncols` can hold instead of `t`; `why` says what happened.
+GgmlType fallback_type(GgmlType t, int64_t ncols, std::string& why) {
+  const int64_t block = ggml_type_traits(t).block_size;
+  if (ncols % block == 0) return t;
+  GgmlType r = t;
+  switch (t) {
+    case GgmlType::Q2_K: case GgmlType::Q3_K: r = GgmlType::Q4_0; break;
+    case GgmlType::Q4_K: r = GgmlType::Q5_0; break;
+    case GgmlType::Q5_K: r = GgmlType::Q5_1; break;
+    case GgmlType::Q6_K: r = GgmlType::Q8_0; break;
+    default: break;  // a 32-block type has no smaller block: f16 below
+  }
+  if (ncols % ggml_type_traits(r).block_size != 0) r = GgmlType::F16;
+  why = fmt::format("rows of {} are not a multiple of {}'s block {}: {} (llama.cpp's fallback)", ncols,
+                    ggml_type_name(t), block, ggml_type_name(r));
+  return r;
 }
 
 void check_llama(const ModelConfig& cfg, const std::string& dir) {
@@ -104,11 +203,12 @@ at::Tensor permute_rows(const at::Tensor& t, const std::vector<int64_t>& perm) {
   return t.index_select(0, idx).contiguous();
 }
 
-std::vector<uint8_t> encode_tensor(GgmlType type, const at::Tensor& w32, const std::string& what) {
+std::vector<uint8_t> encode_tensor(GgmlType type, const at::Tensor& w32, const std::string& what,
+                                   const float* quant_weights) {
   at::Tensor w = w32.contiguous();
   const int64_t cols = w.dim() == 1 ? w.size(0) : w.size(-1);
   const int64_t rows = w.numel() / std::max<int64_t>(cols, 1);
-  return ggml_encode(type, w.data_ptr<float>(), rows, cols, what);
+  return ggml_encode(type, w.data_ptr<float>(), rows, cols, what, quant_weights);
 }
 
 std::vector<float> decode_all(GgmlType type, const std::vector<uint8_t>& bytes, int64_t n) {
@@ -230,10 +330,23 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
                        : load_quantized_weight(archive, module, qc.modules.at(module));
   };
 
-  // --gguf-type: a float type applies to every non-norm tensor, a block type to the FP linear modules.
+  // --gguf-type: a float type or a pure block type for every FP tensor but the norms, or a mix deciding per tensor.
+  if (opts.type && opts.mix) fail_input("GGUF export: a ggml type and a K-quant mix were both given; choose one");
   const GgmlType requested = opts.type.value_or(GgmlType::F32);
-  const bool block_requested = ggml_type_traits(requested).block_size > 1;
-  const GgmlType fp_type = block_requested ? GgmlType::F32 : requested;
+  MixModel mix_model;
+  mix_model.n_layers = cfg.n_layers;
+  mix_model.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
+  mix_model.tied = cfg.tie_embeddings;
+  mix_model.is_70b = cfg.n_layers == 80 && cfg.n_heads != cfg.n_kv_heads;
+  // Importances per GGUF weight name (Σx² / tokens, what llama-quantize --imatrix computes from the imatrix export).
+  std::map<std::string, std::vector<float>> importance;
+  if (!opts.stats.empty()) {
+    if (!opts.mix && ggml_type_traits(requested).block_size == 1)
+      fail_input("--stats {}: an importance matrix weights the rounding of block types; {} has none (pass a block "
+                 "type or a K-quant mix as --gguf-type)", opts.stats, ggml_type_name(requested));
+    const CalibrationStats stats = load_calibration_stats(opts.stats, *model);  // refuses another model's stats
+    for (const auto& [name, e] : imatrix_entries(stats, opts.stats)) importance[name] = e.quant_weights();
+  }
 
   // Plan every tensor before writing anything: refusals happen here.
   GgufExportReport rep;
@@ -244,13 +357,14 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     Mapping map = Mapping::None;
     bool requant = false;
     std::vector<int64_t> dims = {};
+    const std::vector<float>* importance = nullptr;  // quant_weights of the weighted rounding
   };
   std::vector<Plan> plans;
   std::map<std::string, std::vector<std::string>> refused;  // grid -> modules
   bool g32_fixes_all = true;  // quantizing with --group-size 32 would make every refused module map losslessly
   for (const Slot& s : llama_slots(cfg)) {
     if (!model->weights().contains(s.hf)) fail_input("{}: tensor \"{}\" is missing", model_dir, s.hf);
-    Plan p{s, fp_type};
+    Plan p{s, requested};
     int64_t N = 0, K = 0;
     if (s.norm) {
       p.type = GgmlType::F32;
@@ -292,12 +406,17 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
           p.requant = true;
           p.type = info.spec.bits <= 4 ? (info.spec.sym ? GgmlType::Q4_0 : GgmlType::Q4_1) : GgmlType::Q8_0;
         }
-      } else if (s.linear && block_requested) {
-        if (K % 32 == 0) {
-          p.type = requested;
-        } else {
-          p.type = GgmlType::F32;
-          rep.kept_float[s.gguf] = fmt::format("{}: rows of {} are not a multiple of 32; kept F32", s.hf, K);
+      } else {
+        p.type = opts.mix ? mix_tensor_type(*opts.mix, s.gguf, s.layer, K, mix_model) : requested;
+        std::string why;
+        p.type = fallback_type(p.type, K, why);
+        if (!why.empty()) rep.fallback[s.gguf] = why;
+        const auto imp = importance.find(s.gguf);
+        if (imp != importance.end() && ggml_type_traits(p.type).block_size > 1) {
+          if (static_cast<int64_t>(imp->second.size()) != K)
+            fail_input("--stats {}: {} has {} importances, tensor \"{}\" has rows of {}", opts.stats, s.gguf,
+                       imp->second.size(), s.hf, K);
+          p.importance = &imp->second;
         }
       }
     }
@@ -326,6 +445,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   bool any_block = false;
   for (const auto& p : plans) any_block |= ggml_type_traits(p.type).block_size > 1;
   if (any_block) w.set("general.quantization_version", GgufValue::u32(2));
+  if (opts.mix) w.set("general.file_type", GgufValue::u32(mix_traits(*opts.mix).llama_ftype));
   w.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(cfg.max_positions)));
   w.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(cfg.hidden)));
   w.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(cfg.n_layers)));
@@ -367,6 +487,9 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   w.set("ptq.source", GgufValue::string(model_dir));
   if (is_imported) w.set("ptq.source_format", GgufValue::string(imported.format_name()));
   if (quantized) w.set("ptq.quantization_config", GgufValue::string(qc.raw.dump()));
+  if (opts.mix) w.set("ptq.gguf_mix", GgufValue::string(mix_traits(*opts.mix).name));
+  if (!importance.empty()) w.set("ptq.imatrix_stats", GgufValue::string(opts.stats));
+  rep.imatrix = !importance.empty();
 
   const Model* m = model.get();
   for (const Plan& p : plans) {
@@ -402,7 +525,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
       }
       at::Tensor t = m->weights().load(p.slot.hf).to(at::kFloat).contiguous();
       if (!perm.empty()) t = permute_rows(t, perm);
-      auto bytes = encode_tensor(p.type, t, p.slot.hf);
+      auto bytes = encode_tensor(p.type, t, p.slot.hf, p.importance ? p.importance->data() : nullptr);
       if (p.requant) {
         const std::vector<float> back = decode_all(p.type, bytes, t.numel());
         const float* ref = t.data_ptr<float>();
@@ -454,6 +577,27 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
   write_text_file_atomic(dir.file("config.json"), c.dump(2));
   dir.copy_tokenizer_files(config_dir);
   dir.commit();
+}
+
+const std::vector<GgufMixTraits>& gguf_mixes() { return kMixes; }
+
+std::string gguf_type_names() {
+  std::string s = ggml_writable_type_names();
+  for (const auto& m : kMixes) s += fmt::format(", {}", m.name);
+  return s;
+}
+
+void parse_gguf_type(const std::string& name, GgufExportOptions& opts) {
+  if (auto t = ggml_type_from_name(name)) {
+    opts.type = t;
+    return;
+  }
+  for (const auto& m : kMixes)
+    if (name == m.name) {
+      opts.mix = m.mix;
+      return;
+    }
+  fail_input("--gguf-type {} is not one of {}", name, gguf_type_names());
 }
 
 std::optional<GgmlType> gguf_lossless_type(const ModuleQuantInfo& info) {

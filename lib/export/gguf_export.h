@@ -14,9 +14,25 @@
 //   row h*hd + 2i + t  <-  row h*hd + t*hd/2 + i     (h < heads (k: kv heads), i < hd/2, t in {0, 1})
 // Norm vectors are always F32 (ggml requires it).
 //
-// Types: FP tensors are F32 (default) or --gguf-type f16/bf16; --gguf-type q8_0/q4_0/q4_1 quantizes the seven
-// linear modules of every layer with llama.cpp's reference rounding (embeddings and output stay F32). A module
-// of a quantized checkpoint (ptq's own, or GPTQ / compressed-tensors read through quant/gptq_checkpoint.h, whose
+// Types (--gguf-type), each the file `llama-quantize` writes from ptq's F32 GGUF, tensor for tensor and byte for byte
+// (scripts/check_gguf_kquants.sh compares them):
+//   f32 (default), f16, bf16: every tensor but the norms.
+//   A ggml block type, "pure" (= llama-quantize --pure TYPE): q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k
+//     for every 2-D weight: the seven linear modules of each layer, token_embd and output.
+//   A K-quant mix (= llama-quantize MODEL OUT FTYPE, llama_tensor_get_type of llama.cpp's src/llama-quant.cpp): the
+//     ftype's base type with more bits where llama.cpp puts them (GgufMix below: attn_v / ffn_down / attn_output by
+//     layer, output -> q6_k). Named by llama.cpp's ftype in lower case, q3_k_s .. q5_k_m; the two ftypes whose names
+//     are also ggml type names are q2_k_mix (llama.cpp's "Q2_K": q2_k with q3_k ffn_down / attn_output / attn_v) and
+//     q6_k_mix (llama.cpp's "Q6_K", the same file as pure q6_k for a llama), so that q2_k / q6_k always mean the pure
+//     type.
+//   A row width that is not a multiple of the type's block falls back as in llama.cpp (tensor_type_fallback):
+//   q2_k/q3_k -> q4_0, q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, and f16 when not a multiple of 32 either (listed in
+//   the report's `fallback`); a mix's output (and a tied token_embd) is q8_0 when its rows are not a multiple of 256.
+//   Rounding: ggml's reference rounding (quantize_row_*_ref) or, with `stats` (a `ptq calibrate` stats file of this
+//   model), its importance-weighted rounding with quant_weights = Σx² / tokens per input column, exactly what
+//   llama-quantize --imatrix does with `ptq export STATS --format imatrix`'s file (token_embd/output have no entry
+//   and use the reference rounding, as in llama.cpp). io/gguf_kquants.h has the quantizers.
+// A module of a quantized checkpoint (ptq's own, or GPTQ / compressed-tensors read through quant/gptq_checkpoint.h, whose
 // codes, fp16 scales and zeros are the same numbers) is mapped without re-quantizing when its grid is a ggml type:
 //   4-bit symmetric, group 32, natural column order -> Q4_0  (d = scale; lossless when the scale is fp16)
 //   4-bit asymmetric, group 32, natural order       -> Q4_1  (d = scale, m = -zero * scale rounded to fp16)
@@ -24,7 +40,7 @@
 // Any other grid (g128, per-channel, act-order, 2/3-bit, 8-bit asymmetric) is refused with the list of modules
 // unless allow_requant, which re-quantizes the dequantized weight to Q4_0 (sym) / Q4_1 (asym) / Q8_0 (8-bit)
 // and reports the error that added. Rows whose width is not a multiple of 32 stay F32 (dequantized values,
-// exact) and are reported.
+// exact) and are reported. --gguf-type applies to the tensors that are not mapped (FP ones).
 //
 // GGUF's llama runs weights only and the architecture's own tensors: an activation-quantized checkpoint, or one with
 // norm biases, norm index tensors / split channels, extra linear biases or an online rotation, is refused with the
@@ -45,11 +61,30 @@
 
 namespace ptq {
 
+// llama-quantize's K-quant mixes (llama_ftype LLAMA_FTYPE_MOSTLY_*), in llama.cpp's order.
+enum class GgufMix { Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K };
+
+struct GgufMixTraits {
+  GgufMix mix;
+  const char* name;        // --gguf-type
+  const char* llama_name;  // llama-quantize's type argument
+  uint32_t llama_ftype;    // general.file_type
+  GgmlType base;           // the type of every tensor the mix does not raise
+  const char* rule;        // what it raises, for --help
+};
+const std::vector<GgufMixTraits>& gguf_mixes();
+// Every --gguf-type value: the ggml types, then the mixes.
+std::string gguf_type_names();
+
 struct GgufExportOptions {
-  std::optional<GgmlType> type;  // unset: F32 for FP tensors, quantized modules mapped
+  std::optional<GgmlType> type;  // unset (and no mix): F32 for FP tensors, quantized modules mapped
+  std::optional<GgufMix> mix;    // exclusive with type
+  std::string stats;             // calibration stats of the model: importance-weighted rounding (see above)
   bool allow_requant = false;
   bool force = false;  // replace an existing output file
 };
+// Sets opts.type or opts.mix from a --gguf-type value; throws std::invalid_argument listing gguf_type_names().
+void parse_gguf_type(const std::string& name, GgufExportOptions& opts);
 
 struct GgufExportTensor {
   std::string gguf_name, source_name;
@@ -63,6 +98,8 @@ struct GgufExportReport {
   uint64_t bytes = 0;
   std::vector<GgufExportTensor> tensors;
   std::map<std::string, std::string> kept_float;  // tensor -> why it is not of the requested/mapped type
+  std::map<std::string, std::string> fallback;    // tensor -> llama.cpp's fallback type and why (row width)
+  bool imatrix = false;                           // importance-weighted rounding from opts.stats
   std::map<std::string, double> requant_nmse;     // module -> ||W_gguf - W_ptq||² / ||W_ptq||² added
   std::map<std::string, double> mapped_max_abs_error;  // module -> max |W_gguf - W_ptq| of a mapped module
   double bits_per_weight = 0;  // tensor data bits over all parameters

@@ -51,6 +51,32 @@ std::vector<std::string> split_sources(const std::string& source) {
 
 }  // namespace
 
+std::vector<float> ImatrixEntry::quant_weights() const {
+  const float count = static_cast<float>(tokens);  // the F32 counts tensor
+  const float* s = sum_sq.data_ptr<float>();
+  std::vector<float> w(static_cast<size_t>(sum_sq.numel()));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = count > 0.0f ? s[i] / count : 1.0f;
+  return w;
+}
+
+std::map<std::string, ImatrixEntry> imatrix_entries(const CalibrationStats& stats, const std::string& stats_path) {
+  std::map<std::string, ImatrixEntry> entries;  // std::map keeps llama.cpp's sorted order
+  for (const InputPoint& p : stats.points()) {
+    for (Stat s : {Stat::SumSq, Stat::Tokens})
+      if (!stats.has(p.layer, p.first, s))
+        fail_input("{}: point \"{}\" has no statistic \"{}\" (the file has: {}); `ptq calibrate` records "
+                   "imatrix_sum_sq and tokens by default: re-run it on the model without restricting the statistics",
+                   stats_path, p.name, stat_name(s), meta(stats, "stats"));
+    const at::Tensor sum_sq = stats.get(p.layer, p.first, Stat::SumSq).to(at::kFloat).contiguous();
+    const int64_t tokens = stats.get(p.layer, p.first, Stat::Tokens).item<int64_t>();
+    if (!at::isfinite(sum_sq).all().item<bool>() || (sum_sq < 0).any().item<bool>())
+      fail_input("{}: point \"{}\": imatrix_sum_sq holds a negative or non-finite value", stats_path, p.name);
+    for (LinearId id : p.consumers) entries[gguf_linear_tensor_name(p.layer, id)] = {sum_sq, tokens};
+  }
+  if (entries.empty()) fail_input("{}: no observation points", stats_path);
+  return entries;
+}
+
 ImatrixExportReport export_imatrix(const std::string& stats_path, const std::string& out_path, bool force) {
   if (is_directory(out_path)) fail_input("output {} is a directory; imatrix export writes one file", out_path);
   check_output_path(out_path, stats_path, force);
@@ -77,21 +103,7 @@ ImatrixExportReport export_imatrix(const std::string& stats_path, const std::str
   rep.chunk_size = meta_int(stats, "seqlen");
   rep.datasets = split_sources(meta(stats, "data_source"));
 
-  // name -> (Σx², tokens); std::map keeps llama.cpp's sorted order.
-  std::map<std::string, std::pair<at::Tensor, int64_t>> entries;
-  for (const InputPoint& p : stats.points()) {
-    for (Stat s : {Stat::SumSq, Stat::Tokens})
-      if (!stats.has(p.layer, p.first, s))
-        fail_input("{}: point \"{}\" has no statistic \"{}\" (the file has: {}); `ptq calibrate` records "
-                   "imatrix_sum_sq and tokens by default: re-run it on the model without restricting the statistics",
-                   stats_path, p.name, stat_name(s), meta(stats, "stats"));
-    const at::Tensor sum_sq = stats.get(p.layer, p.first, Stat::SumSq).to(at::kFloat).contiguous();
-    const int64_t tokens = stats.get(p.layer, p.first, Stat::Tokens).item<int64_t>();
-    if (!at::isfinite(sum_sq).all().item<bool>() || (sum_sq < 0).any().item<bool>())
-      fail_input("{}: point \"{}\": imatrix_sum_sq holds a negative or non-finite value", stats_path, p.name);
-    for (LinearId id : p.consumers) entries[gguf_linear_tensor_name(p.layer, id)] = {sum_sq, tokens};
-  }
-  if (entries.empty()) fail_input("{}: no observation points", stats_path);
+  const std::map<std::string, ImatrixEntry> entries = imatrix_entries(stats, stats_path);
 
   GgufWriter w;
   w.set("general.type", GgufValue::string("imatrix"));
@@ -106,14 +118,14 @@ ImatrixExportReport export_imatrix(const std::string& stats_path, const std::str
   w.set("ptq.data_sha256", GgufValue::string(meta(stats, "data_sha256")));
   w.set("ptq.seed", GgufValue::string(meta(stats, "seed")));
   for (const auto& [name, e] : entries) {
-    const at::Tensor sum_sq = e.first;
+    const at::Tensor sum_sq = e.sum_sq;
     const int64_t K = sum_sq.numel();
     w.add_tensor(name + ".in_sum2", {K, 1}, GgmlType::F32, [sum_sq, K] {
       const auto* p = reinterpret_cast<const uint8_t*>(sum_sq.data_ptr<float>());
       return std::vector<uint8_t>(p, p + K * sizeof(float));
     });
     // F32 as llama.cpp stores it: exact up to 2^24 tokens.
-    const float count = static_cast<float>(e.second);
+    const float count = static_cast<float>(e.tokens);
     w.add_tensor(name + ".counts", {1, 1}, GgmlType::F32, [count] {
       const auto* p = reinterpret_cast<const uint8_t*>(&count);
       return std::vector<uint8_t>(p, p + sizeof(float));

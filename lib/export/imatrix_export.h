@@ -20,10 +20,29 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
+
 namespace ptq {
+
+class CalibrationStats;
+
+// One imatrix entry: the Σx² (fp32, as in_sum2 stores it) of a linear weight's input and the tokens summed.
+struct ImatrixEntry {
+  at::Tensor sum_sq;  // [K] float32
+  int64_t tokens = 0;
+  // What llama-quantize --imatrix hands ggml as quant_weights (tools/quantize/quantize.cpp, load_imatrix):
+  // in_sum2 / counts in fp32, 1 for every column when no token was counted.
+  std::vector<float> quant_weights() const;
+};
+
+// The entries of `stats` by GGUF weight name (gguf_linear_tensor_name: every consumer of a point carries its
+// statistic), sorted by name. Throws std::invalid_argument naming `stats_path` and the point when imatrix_sum_sq or
+// tokens is missing, or Σx² holds a negative or non-finite value.
+std::map<std::string, ImatrixEntry> imatrix_entries(const CalibrationStats& stats, const std::string& stats_path);
 
 struct ImatrixExportReport {
   std::string output;

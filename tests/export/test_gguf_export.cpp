@@ -15,6 +15,7 @@
 
 #include "calibration/calibrate.h"
 #include "calibration/observers.h"
+#include "calibration/stats.h"
 #include "core/file.h"
 #include "export/compressed_tensors_export.h"
 #include "export/gguf_export.h"
@@ -123,7 +124,8 @@ TEST_CASE("q/k row permutation from HF rotate-half to ggml interleaved", "[expor
   for (int64_t r = 0; r < 24; ++r) CHECK(expect[r][0].item<float>() == float(perm[r]));
 }
 
-TEST_CASE("gguf-type q8_0/q4_0/q4_1 quantizes FP linear modules with the reference rounding", "[export][gguf]") {
+TEST_CASE("gguf-type q8_0/q4_0/q4_1 is llama-quantize --pure: every 2-D weight with the reference rounding",
+          "[export][gguf]") {
   const std::string dir = test::make_temp_dir("gguf-q");
   Model hf(test::repo_path(kStories));
   for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1}) {
@@ -131,13 +133,15 @@ TEST_CASE("gguf-type q8_0/q4_0/q4_1 quantizes FP linear modules with the referen
     GgufExportOptions o;
     o.type = t;
     const GgufExportReport rep = export_gguf(test::repo_path(kStories), out, o);
-    // down_proj (172 columns) cannot be blocked: kept F32 and reported, per layer.
-    CHECK(rep.kept_float.size() == 5);
-    CHECK(rep.kept_float.count("blk.3.ffn_down.weight") == 1);
+    // down_proj (172 columns) cannot be blocked: F16 as llama.cpp's fallback does, reported per layer.
+    CHECK(rep.kept_float.empty());
+    CHECK(rep.fallback.size() == 5);
+    CHECK(rep.fallback.count("blk.3.ffn_down.weight") == 1);
     const GgufFile g(out);
     CHECK(g.get_uint("general.quantization_version") == 2);
-    CHECK(g.tensor("blk.0.ffn_down.weight").type == GgmlType::F32);
-    CHECK(g.tensor("token_embd.weight").type == GgmlType::F32);
+    CHECK(g.tensor("blk.0.ffn_down.weight").type == GgmlType::F16);
+    CHECK(g.tensor("token_embd.weight").type == t);
+    CHECK(g.tensor("output.weight").type == t);
     CHECK(g.tensor("blk.0.attn_norm.weight").type == GgmlType::F32);
     // attn_v is not permuted: its blocks are exactly the reference quantizer's output on the HF rows.
     const GgufTensorInfo& v = g.tensor("blk.2.attn_v.weight");
@@ -147,6 +151,101 @@ TEST_CASE("gguf-type q8_0/q4_0/q4_1 quantizes FP linear modules with the referen
     REQUIRE(bytes.size() == v.nbytes);
     CHECK(std::memcmp(bytes.data(), g.tensor_data(v), v.nbytes) == 0);
   }
+}
+
+TEST_CASE("--gguf-type names: ggml types are pure, llama-quantize's K mixes keep their ftype names", "[export][gguf]") {
+  GgufExportOptions o;
+  parse_gguf_type("q4_k", o);
+  CHECK((o.type == GgmlType::Q4_K && !o.mix));
+  for (auto [name, mix] : {std::pair{"q4_k_m", GgufMix::Q4_K_M}, {"q3_k_s", GgufMix::Q3_K_S},
+                           {"q2_k_mix", GgufMix::Q2_K}, {"q6_k_mix", GgufMix::Q6_K}}) {
+    GgufExportOptions m;
+    parse_gguf_type(name, m);
+    CHECK((m.mix == mix && !m.type));
+  }
+  // llama-quantize's own names of its two colliding mixes are ours for the pure types; upper case is not accepted.
+  CHECK_THROWS_WITH(parse_gguf_type("Q4_K_M", o), Catch::Contains("q4_k_m") && Catch::Contains("q6_k_mix"));
+  CHECK(gguf_type_names().find("q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, q2_k_mix, q3_k_s") != std::string::npos);
+}
+
+TEST_CASE("a K-quant mix decides per tensor as llama-quantize, with llama.cpp's fallbacks for narrow rows",
+          "[export][gguf]") {
+  const std::string dir = test::make_temp_dir("gguf-mix");
+  // sotu-llama-8m (6 layers; rows of 256 and 768): q4_k_m raises attn_v and ffn_down to q6_k in llama.cpp's
+  // use_more_bits layers (i < 6/8 = 0, i >= 7*6/8 = 5, or (i - 0) % 3 == 2: layers 2 and 5) and output to q6_k.
+  GgufExportOptions o;
+  o.mix = GgufMix::Q4_K_M;
+  const GgufExportReport rep = export_gguf(test::repo_path(kSotu), dir + "/sotu.gguf", o);
+  CHECK(rep.fallback.empty());
+  const GgufFile g(dir + "/sotu.gguf");
+  CHECK(g.get_uint("general.file_type") == 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  CHECK(g.tensor("output.weight").type == GgmlType::Q6_K);
+  CHECK(g.tensor("token_embd.weight").type == GgmlType::Q4_K);
+  for (int64_t i = 0; i < 6; ++i) {
+    INFO("layer " << i);
+    const GgmlType more = (i == 2 || i == 5) ? GgmlType::Q6_K : GgmlType::Q4_K;
+    CHECK(g.tensor(fmt::format("blk.{}.attn_v.weight", i)).type == more);
+    CHECK(g.tensor(fmt::format("blk.{}.ffn_down.weight", i)).type == more);
+    CHECK(g.tensor(fmt::format("blk.{}.attn_q.weight", i)).type == GgmlType::Q4_K);
+    CHECK(g.tensor(fmt::format("blk.{}.attn_norm.weight", i)).type == GgmlType::F32);
+  }
+  // stories260K (rows of 64, and 172 for ffn_down): q4_k -> q5_0, q6_k -> q8_0, no 32-block fits 172 -> f16; output
+  // of a mix with rows not a multiple of 256 -> q8_0. Each fallback is reported.
+  o.mix = GgufMix::Q2_K;
+  const GgufExportReport st = export_gguf(test::repo_path(kStories), dir + "/stories.gguf", o);
+  const GgufFile s(dir + "/stories.gguf");
+  CHECK(s.tensor("output.weight").type == GgmlType::Q8_0);
+  CHECK(s.tensor("token_embd.weight").type == GgmlType::Q4_0);   // q2_k's fallback
+  CHECK(s.tensor("blk.0.attn_q.weight").type == GgmlType::Q4_0);
+  CHECK(s.tensor("blk.0.attn_v.weight").type == GgmlType::Q4_0);  // q3_k (heads/kv heads = 2 < 4), falling back
+  CHECK(s.tensor("blk.0.ffn_down.weight").type == GgmlType::F16);
+  CHECK(st.fallback.count("blk.0.attn_q.weight") == 1);
+  CHECK(st.fallback.at("blk.0.ffn_down.weight").find("f16") != std::string::npos);
+  CHECK(st.fallback.count("output.weight") == 0);  // the mix's own rule, not a fallback
+}
+
+TEST_CASE("--stats: llama-quantize --imatrix's importance-weighted rounding from the calibration statistics",
+          "[export][gguf][imatrix]") {
+  const std::string dir = test::make_temp_dir("gguf-imatrix");
+  Model model(test::repo_path(kSotu));
+  CalibrationDataSpec spec;
+  spec.files = {test::repo_path("data/sotu-train.txt")};
+  spec.nsamples = 2;
+  spec.seqlen = 64;
+  const std::string stats_path = dir + "/stats.safetensors";
+  save_calibration_stats(calibrate(model, load_model_calibration_data(model, spec), {}), stats_path, false);
+
+  GgufExportOptions o;
+  o.type = GgmlType::Q4_K;
+  export_gguf(test::repo_path(kSotu), dir + "/plain.gguf", o);
+  o.stats = stats_path;
+  const GgufExportReport rep = export_gguf(test::repo_path(kSotu), dir + "/imatrix.gguf", o);
+  CHECK(rep.imatrix);
+  const GgufFile plain(dir + "/plain.gguf"), weighted(dir + "/imatrix.gguf");
+  auto same = [&](const std::string& name) {
+    const GgufTensorInfo& a = plain.tensor(name);
+    const GgufTensorInfo& b = weighted.tensor(name);
+    return a.nbytes == b.nbytes && std::memcmp(plain.tensor_data(a), weighted.tensor_data(b), a.nbytes) == 0;
+  };
+  // The linear modules have imatrix entries; token_embd and output have none and keep the reference rounding.
+  CHECK_FALSE(same("blk.0.attn_q.weight"));
+  CHECK_FALSE(same("blk.3.ffn_down.weight"));
+  CHECK(same("token_embd.weight"));
+  CHECK(same("output.weight"));
+  // The bytes are ggml_encode's with quant_weights = Σx² / tokens (ImatrixEntry::quant_weights, as llama-quantize).
+  const CalibrationStats stats = load_calibration_stats(stats_path, model);
+  const auto entries = imatrix_entries(stats, stats_path);
+  const std::vector<float> qw = entries.at("blk.1.ffn_up.weight").quant_weights();
+  at::Tensor w = model.weights().load("model.layers.1.mlp.up_proj.weight").to(at::kFloat).contiguous();
+  const auto bytes = ggml_encode(GgmlType::Q4_K, w.data_ptr<float>(), w.size(0), w.size(1), "up", qw.data());
+  const GgufTensorInfo& t = weighted.tensor("blk.1.ffn_up.weight");
+  REQUIRE(bytes.size() == t.nbytes);
+  CHECK(std::memcmp(bytes.data(), weighted.tensor_data(t), t.nbytes) == 0);
+  // Refusals: a float type has nothing to weight; another model's statistics.
+  o.type = GgmlType::F16;
+  CHECK_THROWS_WITH(export_gguf(test::repo_path(kSotu), dir + "/f16.gguf", o), Catch::Contains("f16 has none"));
+  o.type = GgmlType::Q4_K;
+  CHECK_THROWS(export_gguf(test::repo_path(kStories), dir + "/other.gguf", o));
 }
 
 TEST_CASE("ptq checkpoints: g32 grids map onto ggml blocks losslessly, other grids are refused or re-quantized",
