@@ -81,18 +81,8 @@ fi
 # error of every input channel alike unless given an importance matrix: ptq's imatrix must be loaded (42 entries)
 # and must bring llama.cpp's perplexity back near FP. Skipped (not failed) where g++ or the bundle is missing.
 imatrix_llama_quantize() {
-  local bins=$npm_dir/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64 quantize=$npm_dir/llama-quantize
-  local src=$npm_dir/llama.cpp-src sotu=$root/data/models/sotu-llama-8m
-  if [[ ! -x $quantize ]]; then
-    command -v g++ >/dev/null || { echo "skip imatrix in llama-quantize: no g++"; return; }
-    [[ -d $src ]] || git clone -q "$npm_dir/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$src" 2>/dev/null ||
-      { echo "skip imatrix in llama-quantize: no llama.cpp source bundle in node-llama-cpp"; return; }
-    local libs=(-l:libllama-common.so "-l:$(cd "$bins" && ls libllama.*so | head -1)"
-                "-l:$(cd "$bins" && ls libggml.*so | head -1)" -l:libggml-base.so)
-    g++ -std=c++17 -O1 -I"$src/include" -I"$src/common" -I"$src/ggml/include" "$src/tools/quantize/quantize.cpp" \
-      "$src/tools/quantize/main.cpp" -o "$quantize" -L"$bins" "${libs[@]}" -Wl,-rpath,"$bins" >"$tmp/quantize-build.log" 2>&1 ||
-      { echo "skip imatrix in llama-quantize: building llama-quantize failed ($(tail -1 "$tmp/quantize-build.log"))"; return; }
-  fi
+  local quantize=$npm_dir/llama-quantize sotu=$root/data/models/sotu-llama-8m skip
+  skip=$(npm_oracle_llama_quantize "$npm_dir" "$tmp/quantize-build.log") || { echo "${skip/skip:/skip imatrix in llama-quantize:}"; return; }
   "$ptq" -q outlierize "$sotu" -o "$tmp/outl" --channels 4 --scale 50 >/dev/null 2>&1
   "$ptq" -q calibrate "$tmp/outl" -o "$tmp/outl.stats" --data "$root/data/sotu-train.txt" --nsamples 32 --seqlen 256 >/dev/null 2>&1
   "$ptq" -q export "$tmp/outl.stats" --format imatrix -o "$tmp/outl.imatrix.gguf" >/dev/null 2>&1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bundled models in every export format (issue 7's evidence): FP and RTN w4 g32, exported to GGUF F32 / Q8_0 /
+# The bundled models in every export format (issue 7's evidence): FP and RTN w4 g32, exported to GGUF F32 / Q8_0 / Q4_K_M /
 # Q4_0, gptq_v2 and compressed-tensors; per file its size, bits per weight (file bytes * 8 / model parameters) and
 # perplexity measured by `ptq eval ppl` on the exported file itself, and for GGUF by llama.cpp (npm node-llama-cpp,
 # tests/oracle/llama_ppl.mjs) on exactly the same token windows. Prints Markdown (scripts/update_readme.sh puts it in
@@ -48,10 +48,11 @@ run_model() {
   fdt=$(python3 -c "import json,sys; print({'float32':'F32','bfloat16':'BF16'}.get(json.load(open(sys.argv[1])).get('torch_dtype'),'F16'))" "$model/config.json")
 
   row FP "HF safetensors ($(tr '[:upper:]' '[:lower:]' <<<"$fdt"))" "$model"
-  for t in f32 q8_0 q4_0; do
+  for t in f32 q8_0 q4_0 q4_k_m; do
     $ptq export "$model" --format gguf --gguf-type $t -o "$w-$t.gguf" >/dev/null 2>&1
-    local how="re-quantized, llama.cpp rounding"
+    local how="quantized as llama-quantize --pure"
     [[ $t == f32 ]] && how="converted"
+    [[ $t == q4_k_m ]] && how="llama-quantize's mix"
     row FP "GGUF ${t^^} ($how)" "$w-$t.gguf"
   done
   $ptq quantize "$model" --recipe configs/w4a16-rtn.yaml --group-size 32 -o "$w-rtn" >/dev/null 2>&1
@@ -123,9 +124,10 @@ echo "model parameters (tokenizer and metadata included for GGUF)."
 echo
 run_model data/models/stories260K data/tinystories-valid.txt 512 20
 run_model data/models/sotu-llama-8m data/sotu-test.txt 256 40
-echo "stories260K's down_proj (172 input columns) stays floating point in the w4 g32 checkpoint and in GGUF Q8_0/Q4_0"
-echo "(no 32-block fits), and its gate/up (172 rows) cannot fill GPTQ's int32 qzeros words along the output dimension:"
-echo "the gptq_v2 export keeps them as float weights (\`--keep-unpackable-float\`), and so does the GGUF made from it."
-echo "GGUF keeps token_embd and output in F32 (\`--gguf-type\` re-quantizes only the linear modules of the layers): for"
-echo "sotu-llama-8m that is 4.1M of its 8.8M parameters, hence the GGUF sizes. Every export of the RTN checkpoint has its"
-echo "perplexity exactly under ptq (the same stored values); llama.cpp rounds activations to 8 bits in quantized matmuls."
+echo "stories260K's down_proj (172 input columns) stays floating point in the w4 g32 checkpoint and is F16 in the GGUF"
+echo "types (no 32-block fits: llama.cpp's fallback), and its gate/up (172 rows) cannot fill GPTQ's int32 qzeros words along"
+echo "the output dimension: the gptq_v2 export keeps them as float weights (\`--keep-unpackable-float\`), and so does the"
+echo "GGUF made from it. \`--gguf-type\` quantizes token_embd and output too, as llama-quantize does; the GGUF mapped from a"
+echo "quantized checkpoint keeps them F32 (for sotu-llama-8m 4.1M of its 8.8M parameters, hence that file's size). Every"
+echo "export of the RTN checkpoint has its perplexity exactly under ptq (the same stored values); llama.cpp rounds"
+echo "activations to 8 bits in quantized matmuls."

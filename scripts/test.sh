@@ -14,6 +14,11 @@ jobs=$(nproc)
 rc=0
 scripts/check_gguf_llama_cpp.sh build/ptq build/npm-oracle || rc=$?
 if [[ $rc -eq 77 ]]; then echo "llama.cpp GGUF check skipped (npm unavailable)"; elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
+# Every GGUF block type and K-quant mix, with and without the imatrix, byte for byte against llama-quantize; 77 = npm,
+# g++ or the llama.cpp source bundle unavailable.
+rc=0
+scripts/check_gguf_kquants.sh build/ptq build/npm-oracle || rc=$?
+if [[ $rc -eq 77 ]]; then echo "GGUF K-quant check skipped (npm/llama-quantize unavailable)"; elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
 
 # tokenizer.json ids against the npm reference tokenizers (GPT-2, Llama-2, Qwen3) + synthetic end-to-end runs;
 # skips loudly when npm is unreachable.

@@ -14,8 +14,8 @@
 //   row h*hd + 2i + t  <-  row h*hd + t*hd/2 + i     (h < heads (k: kv heads), i < hd/2, t in {0, 1})
 // Norm vectors are always F32 (ggml requires it).
 //
-// Types (--gguf-type), each the file `llama-quantize` writes from ptq's F32 GGUF, tensor for tensor and byte for byte
-// (scripts/check_gguf_kquants.sh compares them):
+// Types (--gguf-type); the block types and mixes give the file `llama-quantize` writes from ptq's F32 GGUF, tensor for
+// tensor and byte for byte (scripts/check_gguf_kquants.sh compares every one, with and without the imatrix):
 //   f32 (default), f16, bf16: every tensor but the norms.
 //   A ggml block type, "pure" (= llama-quantize --pure TYPE): q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k
 //     for every 2-D weight: the seven linear modules of each layer, token_embd and output.
