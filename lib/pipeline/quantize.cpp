@@ -20,6 +20,7 @@
 #include "pipeline/resume.h"
 #include "quant/checkpoint.h"
 #include "quant/formats.h"
+#include "quant/rtn_packed.h"
 #include "quant/hessian.h"
 
 namespace ptq {
@@ -100,29 +101,36 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
   return plan;
 }
 
-ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::string& method, const at::Tensor& weight,
-                           const LinearQuantResult& res, const at::Tensor& w_hat, const at::Tensor& hessian,
-                           QuantizeReport& report, nlohmann::json& metrics) {
+ModuleReport record_error(const PlannedModule& p, int64_t layer, const std::string& method, int64_t out, int64_t in,
+                          const Distortion& error, QuantizeReport& report, nlohmann::json& metrics) {
   ModuleReport m;
   m.module = p.path;
   m.layer = layer;
   m.format = p.format;
   m.method = method;
-  m.params = weight.numel();
-  m.weight_error = distortion(weight, w_hat);
+  m.params = out * in;
+  m.weight_error = error;
+  report.quantized_params += m.params;
+  report.quantized_bits += 8.0 * static_cast<double>(grid_of(p.spec).bytes_for(out, in));
+  metrics = {{"nmse", error.nmse},
+             {"snr_db", error.snr_db},
+             {"max_abs_error", error.max_abs_error},
+             {"sign_flips", error.sign_flips},
+             {"zero_fraction", error.zero_fraction}};
+  return m;
+}
+
+ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::string& method, const at::Tensor& weight,
+                           const LinearQuantResult& res, const at::Tensor& w_hat, const at::Tensor& hessian,
+                           QuantizeReport& report, nlohmann::json& metrics) {
+  ModuleReport m = record_error(p, layer, method, weight.size(0), weight.size(1), distortion(weight, w_hat), report,
+                                metrics);
   m.loss = res.loss;
   m.warning = res.warning;
   if (hessian.defined()) {
     m.output_error = hessian_loss(weight, w_hat, hessian);
     m.rtn_output_error = hessian_loss(weight, dequantize(quantize_weight(weight, p.spec, p.path)), hessian);
   }
-  report.quantized_params += m.params;
-  report.quantized_bits += 8.0 * static_cast<double>(grid_of(p.spec).bytes_for(weight.size(0), weight.size(1)));
-  metrics = {{"nmse", m.weight_error.nmse},
-             {"snr_db", m.weight_error.snr_db},
-             {"max_abs_error", m.weight_error.max_abs_error},
-             {"sign_flips", m.weight_error.sign_flips},
-             {"zero_fraction", m.weight_error.zero_fraction}};
   if (m.loss) metrics["loss"] = *m.loss;
   if (m.output_error) metrics["output_error"] = *m.output_error;
   if (m.rtn_output_error) metrics["rtn_output_error"] = *m.rtn_output_error;
@@ -207,8 +215,15 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
     at::NoGradGuard no_grad;
     Progress progress("quantize", cfg.n_layers, "layers");
     progress.update(resume.layers_done());
+    // RTN without calibration packs each module straight from its stored weight (quant/rtn_packed.h): the layer is
+    // loaded (as fp32 tensors) only for a module that path does not take.
+    const bool direct_rtn = recipe.method == "rtn" && !streamer;
     for (int64_t i = resume.layers_done(); i < cfg.n_layers; ++i) {
-      LayerWeights w = model.load_layer(i);
+      std::optional<LayerWeights> layer;
+      auto weights = [&]() -> LayerWeights& {
+        if (!layer) layer = model.load_layer(i);
+        return *layer;
+      };
       for (const auto& group : sequential_groups(recipe.true_sequential)) {
         std::vector<LinearId> members;
         for (LinearId id : group)
@@ -216,6 +231,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         if (members.empty()) continue;
         std::map<ActPoint, HessianAccumulator> hessians;  // modules reading one input share it
         if (algo.needs_hessian && !stats) {
+          LayerWeights& w = weights();
           for (LinearId id : members) {
             const ActPoint point = act_point_of(id);
             if (!hessians.count(point))
@@ -231,6 +247,18 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         for (LinearId id : members) {
           const PlannedModule& p = plan[i].at(id);
           progress.update(i, p.path);
+          const TensorView stored = model.archive().view(p.path + ".weight");
+          if (direct_rtn && rtn_pack_supports(stored, p.spec)) {
+            const RtnPacked packed_module = rtn_pack(stored, p.spec, p.path);
+            nlohmann::json metrics;
+            ModuleReport m = record_error(p, i, recipe.method, packed_module.tensors.out, packed_module.tensors.in,
+                                          packed_module.error, report, metrics);
+            writer.write_packed_module(p.path, p.spec, packed_module.tensors, metrics);
+            model.archive().release(p.path + ".weight");
+            report.modules.push_back(std::move(m));
+            continue;
+          }
+          LayerWeights& w = weights();
           LinearQuantRequest req;
           req.name = p.path;
           req.weight = w[id].weight;
@@ -249,7 +277,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
           report.modules.push_back(std::move(m));
         }
       }
-      if (streamer) streamer->run(i, w, nullptr, /*advance=*/true);
+      if (streamer) streamer->run(i, weights(), nullptr, /*advance=*/true);
       resume.save(i + 1, writer, report, streamer ? &*streamer : nullptr);
       release_free_heap();
       progress.update(i + 1);

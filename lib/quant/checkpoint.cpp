@@ -339,15 +339,46 @@ json CheckpointWriter::state() {
 // which removes itself unless committed.
 CheckpointWriter::~CheckpointWriter() = default;
 
-void CheckpointWriter::write_module(const std::string& module, const QuantizedWeight& qw, json metrics) {
+int64_t packed_row_words(int64_t count, int bits) { return padded32(count) / 32 * bits; }
+
+ModuleQuantInfo& CheckpointWriter::record(const std::string& module, const WeightQuantSpec& spec, int64_t out,
+                                          int64_t in, json metrics) {
   auto it = modules_.find(module);
   if (it == modules_.end()) fail_input("checkpoint writer: module \"{}\" was not planned", module);
   ModuleQuantInfo& info = it->second;
   info.metrics = std::move(metrics);
   // A transform may have widened the module (channel split): the stored shape is the quantized one.
-  info.out_features = qw.q.size(0);
-  info.in_features = qw.q.size(1);
-  check_spec(qw.spec, info.in_features, module);
+  info.out_features = out;
+  info.in_features = in;
+  check_spec(spec, in, module);
+  return info;
+}
+
+void CheckpointWriter::write_packed_module(const std::string& module, const WeightQuantSpec& spec,
+                                           const PackedModuleTensors& t, json metrics) {
+  const ModuleQuantInfo& info = record(module, spec, t.out, t.in, std::move(metrics));
+  if (info.act_order) fail_input("checkpoint writer: module \"{}\" is planned act-order but was packed in natural order", module);
+  const int b = spec.bits;
+  const int64_t groups = group_count(spec, t.in);
+  auto check_size = [&](const char* what, size_t have, int64_t want) {
+    if (have != static_cast<size_t>(want))
+      fail_input("checkpoint writer: module \"{}\" {} holds {} values, expected {}", module, what, have, want);
+  };
+  check_size("qweight", t.qweight.size(), t.out * packed_row_words(t.in, b));
+  check_size("scales", t.scales.size(), t.out * groups);
+  tensors_->add(module + ".qweight", DType::I32, {t.out, packed_row_words(t.in, b)}, t.qweight.data(),
+                t.qweight.size() * sizeof(int32_t));
+  tensors_->add(module + ".scales", DType::F16, {t.out, groups}, t.scales.data(), t.scales.size() * sizeof(uint16_t));
+  if (!spec.sym) {
+    check_size("qzeros", t.qzeros.size(), t.out * packed_row_words(groups, b));
+    tensors_->add(module + ".qzeros", DType::I32, {t.out, packed_row_words(groups, b)}, t.qzeros.data(),
+                  t.qzeros.size() * sizeof(int32_t));
+  }
+  fault_point("module");
+}
+
+void CheckpointWriter::write_module(const std::string& module, const QuantizedWeight& qw, json metrics) {
+  const ModuleQuantInfo& info = record(module, qw.spec, qw.q.size(0), qw.q.size(1), std::move(metrics));
   const int b = qw.spec.bits;
   auto write = [&](const std::string& name, const at::Tensor& t, DType dtype) {
     const at::Tensor c = t.contiguous();

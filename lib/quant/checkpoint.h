@@ -107,6 +107,16 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
 // and the output is never held in memory.
 // The directory is assembled under OUT.tmp-* and renamed to OUT by commit(); an existing OUT is refused
 // unless `force`. Without commit() (an error on the way), the temporary directory is removed.
+// One module's packed tensors in the layout above (fp16 scales as raw bits): what a writer stores for it.
+struct PackedModuleTensors {
+  int64_t out = 0, in = 0;
+  std::vector<int32_t> qweight;  // [out, padded32(in) * b / 32]
+  std::vector<uint16_t> scales;  // [out, G] fp16
+  std::vector<int32_t> qzeros;   // [out, padded32(G) * b / 32]; asymmetric grids only
+};
+// Words per row of a stream of `count` b-bit codes padded to a multiple of 32 codes.
+int64_t packed_row_words(int64_t count, int bits);
+
 class CheckpointWriter {
  public:
   // `modules`: the modules to pack (out/in features are filled in from the source).
@@ -123,6 +133,9 @@ class CheckpointWriter {
   // Packs and writes module `module` (declared in `modules`). Throws naming the module if a scale does
   // not fit fp16.
   void write_module(const std::string& module, const QuantizedWeight& qw, nlohmann::json metrics = {});
+  // Writes module `module` already packed (quant/rtn_packed.h), natural column order.
+  void write_packed_module(const std::string& module, const WeightQuantSpec& spec, const PackedModuleTensors& t,
+                           nlohmann::json metrics = {});
   // Static activation scheme of a written module and its parameters (input_scale, input_zero_point).
   void write_activation(const std::string& module, const ActQuantSpec& act, const ActQuantParams* params,
                         std::vector<std::string> folded = {});
@@ -140,6 +153,10 @@ class CheckpointWriter {
   std::unique_ptr<ModelDirWriter> dir_;  // OUT.tmp-PID until commit()
   std::map<std::string, ModuleQuantInfo> modules_;
   std::unique_ptr<SafetensorsSpoolWriter> tensors_;
+
+  // Records the module's shape and metrics in its plan entry (after checking the spec fits); returns the entry.
+  ModuleQuantInfo& record(const std::string& module, const WeightQuantSpec& spec, int64_t out, int64_t in,
+                          nlohmann::json metrics);
 };
 
 }  // namespace ptq

@@ -20,16 +20,22 @@ Distortion distortion(const at::Tensor& original, const at::Tensor& dequantized)
   const double signal = original.to(at::kDouble).square().sum().item<double>();
   const at::Tensor d = dequantized.to(at::kDouble, /*non_blocking=*/false, /*copy=*/true).sub_(original);
   const double noise = d.square().sum().item<double>();
+  const at::Tensor& x = original;
+  const at::Tensor& y = dequantized;
+  return distortion_from_sums(signal, noise, d.numel() ? d.abs().max().item<double>() : 0,
+                              (((x > 0) & (y < 0)) | ((x < 0) & (y > 0))).sum().item<int64_t>(),
+                              (x != 0).sum().item<int64_t>(), ((x != 0) & (y == 0)).sum().item<int64_t>());
+}
+
+Distortion distortion_from_sums(double signal, double noise, double max_abs_error, int64_t sign_flips,
+                                int64_t nonzero, int64_t zeroed) {
   const double inf = std::numeric_limits<double>::infinity();
   Distortion m;
   m.nmse = noise == 0 ? 0 : signal == 0 ? inf : noise / signal;
   m.snr_db = m.nmse == 0 ? inf : -10 * std::log10(m.nmse);
-  m.max_abs_error = d.numel() ? d.abs().max().item<double>() : 0;
-  const at::Tensor& x = original;
-  const at::Tensor& y = dequantized;
-  m.sign_flips = (((x > 0) & (y < 0)) | ((x < 0) & (y > 0))).sum().item<int64_t>();
-  const int64_t nonzero = (x != 0).sum().item<int64_t>();
-  m.zero_fraction = nonzero ? ((x != 0) & (y == 0)).sum().item<double>() / static_cast<double>(nonzero) : 0;
+  m.max_abs_error = max_abs_error;
+  m.sign_flips = sign_flips;
+  m.zero_fraction = nonzero ? static_cast<double>(zeroed) / static_cast<double>(nonzero) : 0;
   return m;
 }
 

@@ -17,6 +17,10 @@ struct Distortion {
 
 // Sums in double. Throws unless the shapes match.
 Distortion distortion(const at::Tensor& original, const at::Tensor& dequantized);
+// The figures from their sums: signal = sum x^2, noise = sum (x_hat - x)^2, max |x_hat - x|, sign flips, nonzero x,
+// nonzero x that became 0 (a fused pass computes them itself: quant/rtn_packed.h).
+Distortion distortion_from_sums(double signal, double noise, double max_abs_error, int64_t sign_flips,
+                                int64_t nonzero, int64_t zeroed);
 
 // GPTQ's proxy objective for a weight error dW = w_hat - w [out, in] under a Hessian H [in, in]:
 // 1/2 tr(dW H dW^T) = sum over rows of 1/2 dW_r H dW_r^T (with H = 2/n sum x x^T, equals ||X dW^T||^2 / n).

@@ -68,9 +68,10 @@ at::Tensor checked_weight(const at::Tensor& w, const WeightQuantSpec& spec, std:
 // Grid of a range [mn, mx] with mn <= 0 <= mx (find_grid_ref extends the data's range to contain 0):
 // asymmetric scale = (mx - mn) / (2^b - 1), zero = round(-mn / scale);
 // symmetric scale = max(-mn, mx) / (2^(b-1) - 1), zero = 2^(b-1).
-// The scale quotient is taken in double (no overflow for huge ranges), then rounded to fp16 when it lies in
-// fp16's normal range [2^-14, 65504] (checkpoints store fp16 scales); a scale of 0 or below FLT_MIN
-// (whose inverse overflows) becomes 1, so all-zero and subnormal-only groups quantize to exact zeros.
+// The scale quotient is taken in double (no overflow for huge ranges), then made an fp16 value (checkpoints
+// store fp16 scales): rounded to nearest in fp16's normal range [2^-14, 65504], rounded up to a multiple of 2^-24
+// below it (no code clips); a scale of 0 or below FLT_MIN (whose inverse overflows) becomes 1, so all-zero and
+// subnormal-only groups quantize to exact zeros.
 GridParams grid_from_range_ref(float mn, float mx, int bits, bool sym);
 // Grid of n values x[0], x[stride], ...; with mse, the clip search of ALGORITHMS.md (first minimum wins).
 GridParams find_grid_ref(const float* x, int64_t n, int64_t stride, int bits, bool sym, bool mse);
