@@ -29,6 +29,7 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
   const ModelConfig& c = s.config;
   if (json) {
     nlohmann::json j = {{"model", s.path},
+                        {"kind", s.kind},
                         {"architecture", c.model_type},
                         {"layers", c.n_layers},
                         {"hidden_size", c.hidden},
@@ -41,6 +42,7 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
                         {"tie_word_embeddings", c.tie_embeddings},
                         {"parameters", s.parameters},
                         {"params_by_dtype", s.params_by_dtype},
+                        {"tensors_by_dtype", s.tensors_by_dtype},
                         {"tensors", s.tensors},
                         {"file_bytes", s.file_bytes},
                         {"files", s.files},
@@ -66,9 +68,12 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
     return;
   }
   std::string dtypes;
-  for (const auto& [name, n] : s.params_by_dtype) dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", name, human_count(n));
+  for (const auto& [name, n] : s.params_by_dtype)
+    dtypes += fmt::format("{}{} {} ({} tensors)", dtypes.empty() ? "" : ", ", name, human_count(n),
+                          s.tensors_by_dtype.at(name));
   Table t({"field", "value"});
   t.add_row({"model", s.path});
+  t.add_row({"checkpoint kind", s.kind});
   t.add_row({"architecture", c.model_type});
   t.add_row({"layers", std::to_string(c.n_layers)});
   t.add_row({"hidden / ffn", fmt::format("{} / {}", c.hidden, c.ffn)});

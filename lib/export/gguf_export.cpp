@@ -16,6 +16,7 @@
 #include "core/half.h"
 #include "core/model_dir.h"
 #include "calibration/stats.h"
+#include "checkpoint/checkpoint.h"
 #include "export/gptq_export.h"
 #include "export/imatrix_export.h"
 #include "export/targets.h"
@@ -24,8 +25,6 @@
 #include "model/model.h"
 #include "model/sentencepiece.h"
 #include "quant/checkpoint.h"
-#include "quant/gptq_checkpoint.h"
-#include "runtime/open_model.h"
 
 namespace ptq {
 
@@ -303,31 +302,18 @@ int64_t pieces_or_fail(const SentencePieceModel& sp, const ModelConfig& cfg, con
 GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& opts) {
   if (is_directory(out_path)) fail_input("output {} is a directory; GGUF export writes one file", out_path);
   check_output_path(out_path, model_dir, opts.force);
-  if (!is_gguf_file(model_dir)) {  // what a standard llama cannot hold is refused before the model is opened
-    const TensorArchive archive(model_dir);
-    CheckpointQuantConfig qc;
-    ImportedCheckpoint imported;
-    if (read_imported_config(model_dir, imported)) {
-      qc = imported_module_config(archive, imported);
-    } else {
-      read_checkpoint_quant_config(model_dir, qc);
-    }
-    refuse_nonstandard(model_dir, "GGUF", archive, qc);
-  }
-  std::unique_ptr<Model> model = open_model(model_dir);
+  const Checkpoint ck(model_dir);
+  // What a standard llama cannot hold is refused before the model is opened.
+  if (ck.kind() != CheckpointKind::Gguf) refuse_nonstandard(model_dir, "GGUF", ck.archive(), ck.quant_config());
+  std::unique_ptr<Model> model = ck.open_model();
   const ModelConfig& cfg = model->config();
   check_llama(cfg, model_dir);
   // Quantized modules: a ptq checkpoint's, or an imported GPTQ / compressed-tensors checkpoint's (the readers
   // open_model uses), so a GPTQ grid that is a ggml type maps onto it exactly as a ptq one does.
-  CheckpointQuantConfig qc;
-  ImportedCheckpoint imported;
-  const bool is_imported = read_imported_config(model_dir, imported);
-  if (is_imported) qc = imported_module_config(model->archive(), imported);
-  const bool quantized = is_imported || read_checkpoint_quant_config(model_dir, qc);
-  const TensorArchive& archive = model->archive();
+  const CheckpointQuantConfig& qc = ck.quant_config();
+  const bool is_imported = ck.imported(), quantized = ck.quantized();
   const std::function<QuantizedWeight(const std::string&)> load_codes = [&](const std::string& module) {
-    return is_imported ? load_imported_weight(archive, module, imported)
-                       : load_quantized_weight(archive, module, qc.modules.at(module));
+    return ck.load_weight(module);
   };
 
   // --gguf-type: a float type or a pure block type for every FP tensor but the norms, or a mix deciding per tensor.
@@ -485,7 +471,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   // Provenance (llama.cpp ignores unknown keys).
   w.set("ptq.version", GgufValue::string(PTQ_VERSION));
   w.set("ptq.source", GgufValue::string(model_dir));
-  if (is_imported) w.set("ptq.source_format", GgufValue::string(imported.format_name()));
+  if (is_imported) w.set("ptq.source_format", GgufValue::string(ck.kind_name()));
   if (quantized) w.set("ptq.quantization_config", GgufValue::string(qc.raw.dump()));
   if (opts.mix) w.set("ptq.gguf_mix", GgufValue::string(mix_traits(*opts.mix).name));
   if (!importance.empty()) w.set("ptq.imatrix_stats", GgufValue::string(opts.stats));

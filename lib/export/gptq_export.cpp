@@ -13,7 +13,7 @@
 #include "export/compressed_tensors_export.h"
 #include "model/config.h"
 #include "model/model.h"
-#include "quant/gptq_checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace ptq {
 
@@ -179,31 +179,21 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
   const at::ScalarType float_st = scalar_type(opts.float_dtype);
   ModelDirWriter dir(out_dir, model_dir, opts.force);  // refusals before reading anything
 
-  const TensorArchive archive(model_dir);
-  PackedExportInput in;
-  in.dir = model_dir;
-  std::function<QuantizedWeight(const std::string&)> load;
-  ImportedCheckpoint imported;
-  if (read_imported_config(model_dir, imported)) {
-    in.qc = imported_module_config(archive, imported);
-    load = [&](const std::string& m) { return load_imported_weight(archive, m, imported); };
-    in.load_act = [&](const std::string& m) { return load_imported_act_params(archive, m, in.qc.modules.at(m)); };
-    in.damp = imported.raw.value("damp_percent", 0.01);
-    in.true_sequential = imported.raw.value("true_sequential", true);
-    in.static_groups = imported.raw.value("static_groups", false);
-    in.provenance = {{"source_format", imported.format_name()}};
-  } else if (read_checkpoint_quant_config(model_dir, in.qc)) {
-    load = [&](const std::string& m) { return load_quantized_weight(archive, m, in.qc.modules.at(m)); };
-    in.load_act = [&](const std::string& m) { return load_act_params(archive, m, in.qc.modules.at(m)); };
-    const json w = in.qc.raw.value("weights", json::object());
-    in.damp = w.value("damp", 0.01);
-    in.true_sequential = w.value("true_sequential", true);
-    in.static_groups = w.value("static_groups", false);
-    in.provenance = in.qc.raw.value("provenance", json::object());
-  } else {
+  const Checkpoint ck(model_dir);
+  if (!ck.quantized())
     fail_input("{} is not a quantized checkpoint; {} export writes the codes of a quantized model: run `ptq "
                "quantize` first (e.g. with configs/w4a16-gptq.yaml), then export its output", model_dir, format.name);
-  }
+  const TensorArchive& archive = ck.archive();
+  PackedExportInput in;
+  in.dir = model_dir;
+  in.qc = ck.quant_config();
+  const std::function<QuantizedWeight(const std::string&)> load = [&](const std::string& m) { return ck.load_weight(m); };
+  in.load_act = [&](const std::string& m) { return ck.load_act_params(m); };
+  const QuantSettings settings = ck.settings();
+  in.damp = settings.damp;
+  in.true_sequential = settings.true_sequential;
+  in.static_groups = settings.static_groups;
+  in.provenance = settings.provenance;
   if (in.qc.modules.empty()) fail_input("{}: the checkpoint has no quantized module to export", model_dir);
   refuse_nonstandard(model_dir, format.name, archive, in.qc, format.activation_gap);
   if (format.check) format.check(in);

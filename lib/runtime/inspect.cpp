@@ -1,28 +1,46 @@
 #include "runtime/inspect.h"
 
+#include "checkpoint/checkpoint.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
-#include "model/gguf_model.h"
 #include "model/tokenizer.h"
-#include "quant/checkpoint.h"
-#include "quant/gptq_checkpoint.h"
 
 namespace ptq {
 
+namespace {
+
+// A GGUF file as stored: its ggml types, size and bits per weight (the decoded cache is float).
+void summarize_gguf(const std::string& path, ModelSummary& s) {
+  const GgufFile g(path);
+  s.files = {path};
+  s.file_bytes = g.file_size();
+  s.tensors = static_cast<int64_t>(g.tensors().size());
+  s.params_by_dtype.clear();
+  s.tensors_by_dtype.clear();
+  s.parameters = 0;
+  uint64_t data_bytes = 0;
+  for (const GgufTensorInfo& t : g.tensors()) {
+    const std::string type = ggml_type_name(t.type);
+    s.params_by_dtype[type] += t.numel();
+    s.tensors_by_dtype[type] += 1;
+    s.parameters += t.numel();
+    data_bytes += t.nbytes;
+  }
+  s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(data_bytes) / static_cast<double>(s.parameters) : 0;
+}
+
+}  // namespace
+
 ModelSummary summarize_model(const std::string& path) {
-  const std::string dir = resolve_model_path(path);
+  const Checkpoint ck(path);
+  const std::string& dir = ck.dir();
   ModelSummary s;
   s.path = path;
+  s.kind = ck.kind_name();
   s.config = load_model_config(dir);
-  TensorArchive archive(dir);
-  CheckpointQuantConfig qc;
-  ImportedCheckpoint ic;  // GPTQ / compressed-tensors: modules in ptq's terms (format "gptq_v2:w4g128", ...)
-  const bool imported = read_imported_config(dir, ic);
-  if (imported) {
-    qc = imported_module_config(archive, ic);
-    s.quantized = true;
-  } else {
-    s.quantized = read_checkpoint_quant_config(dir, qc);
-  }
+  const TensorArchive& archive = ck.archive();
+  const CheckpointQuantConfig& qc = ck.quant_config();  // imported: modules in ptq's terms ("gptq_v2:w4g128", ...)
+  s.quantized = ck.quantized();
   s.file_bytes = archive.total_file_bytes();
   uint64_t tensor_bytes = 0;
   std::map<std::string, uint64_t> module_bytes;  // packed bytes per quantized module
@@ -32,6 +50,7 @@ ModelSummary summarize_model(const std::string& path) {
       ++s.tensors;
       tensor_bytes += t.nbytes();
       s.params_by_dtype[dtype_name(t.dtype)] += t.numel();
+      s.tensors_by_dtype[dtype_name(t.dtype)] += 1;
       const size_t dot = t.name.rfind('.');
       const std::string module = dot == std::string::npos ? "" : t.name.substr(0, dot);
       const std::string suffix = dot == std::string::npos ? "" : t.name.substr(dot + 1);
@@ -51,8 +70,7 @@ ModelSummary summarize_model(const std::string& path) {
       if (info.act) {
         m.activation = info.act->describe();
         if (info.act->is_static()) {
-          const ActQuantParams p = imported ? load_imported_act_params(archive, module, info)
-                                            : load_act_params(archive, module, info);
+          const ActQuantParams p = ck.load_act_params(module);
           m.act_scale_min = p.scale.min().item<double>();
           m.act_scale_max = p.scale.max().item<double>();
         }
@@ -71,6 +89,7 @@ ModelSummary summarize_model(const std::string& path) {
     if (qc.raw.contains("rotation") && qc.raw["rotation"].is_object()) s.rotation = qc.raw["rotation"].dump();
   }
   s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(s.parameters) : 0;
+  if (ck.kind() == CheckpointKind::Gguf) summarize_gguf(path, s);
   try {
     s.tokenizer = load_tokenizer(dir)->describe();
   } catch (const std::exception& e) {

@@ -1,4 +1,5 @@
-// What `ptq inspect` reports about a model directory (FP or ptq-quantized), gathered without loading weights.
+// What `ptq inspect` reports about any checkpoint ptq reads (checkpoint/checkpoint.h), gathered without loading
+// weights. A GGUF file is described as stored (its tensor types, file size, bits per weight), not as its decoded cache.
 #pragma once
 
 #include <cstdint>
@@ -25,10 +26,12 @@ struct QuantizedModuleSummary {
 
 struct ModelSummary {
   std::string path;
+  std::string kind;  // checkpoint_kind_name: float, ptq, gptq, gptq_v2, compressed-tensors, gguf
   ModelConfig config;
   int64_t parameters = 0;  // logical parameters (a packed module counts out * in)
   uint64_t file_bytes = 0;                         // all safetensors files
-  std::map<std::string, int64_t> params_by_dtype;  // dtype name -> elements stored with it
+  std::map<std::string, int64_t> params_by_dtype;  // dtype name (GGUF: ggml type) -> elements stored with it
+  std::map<std::string, int64_t> tensors_by_dtype;  // dtype name (GGUF: ggml type) -> tensors
   std::vector<std::string> files;
   int64_t tensors = 0;
   std::string tokenizer;  // description, or "none: <reason>"
