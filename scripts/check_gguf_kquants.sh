@@ -8,12 +8,29 @@
 # have the same ggml type, shape and bytes (the metadata differ: llama-quantize copies ptq's and adds its own).
 # Finally llama.cpp (node-llama-cpp) scores every K-quant export of sotu-llama-8m (tests/oracle/llama_ppl.mjs on
 # data/sotu-test.txt): the perplexity must be finite.
-# Usage: check_gguf_kquants.sh PTQ_BINARY [NPM_DIR]   (NPM_DIR default: build/npm-oracle; not committed)
+# Usage: check_gguf_kquants.sh PTQ_BINARY [NPM_DIR] [--full]   (NPM_DIR default: build/npm-oracle; not committed)
+#   default (what scripts/test.sh runs, 36 of the 80 cases): every type and mix once on sotu-llama-8m, the imatrix
+#   rounding of every block type once, stories260K's fallbacks through the mixes, llama.cpp scoring q2_k / q4_k_m;
+#   --full: all 80 files (both models x 20 cases x with and without the imatrix) and every K-quant scored.
 # Exit 0 pass, 1 fail, 77 npm packages, g++ or the llama.cpp source bundle unavailable (skipped).
 set -euo pipefail
 ptq=$(realpath "$1")
 root=$(cd "$(dirname "$0")/.." && pwd)
 npm_dir=${2:-$root/build/npm-oracle}
+full=0
+[[ ${3:-} == --full ]] && full=1
+# wanted MODEL OURS KIND IMX: whether the default run compares this case (every quantizer function, plain and
+# importance-weighted, and every mix's per-tensor rule are reached at least once).
+wanted() {
+  [[ $full == 1 ]] && return 0
+  local model=$1 ours=$2 kind=$3 imx=$4
+  # stories260K: one mix per fallback its rows take (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
+  if [[ $model == stories260K ]]; then
+    [[ $imx == plain && $kind == mix && " q2_k_mix q3_k_m q4_k_m q5_k_m q6_k_mix " == *" $ours "* ]]; return
+  fi
+  [[ $imx == plain ]] && return 0
+  [[ $kind == pure || $ours == q4_k_m ]]
+}
 
 # shellcheck source=scripts/lib_npm_oracle.sh
 source "$root/scripts/lib_npm_oracle.sh"
@@ -42,6 +59,7 @@ for model in sotu-llama-8m stories260K; do
   for c in "${cases[@]}"; do
     IFS=: read -r ours theirs kind <<<"$c"
     for imx in plain imatrix; do
+      wanted "$model" "$ours" "$kind" "$imx" || continue
       name="$model $ours ($kind llama-quantize $theirs, $imx)"
       out=$m.$ours.$kind.$imx
       llama_args=()
@@ -83,6 +101,7 @@ echo "ppl  sotu-llama-8m f32: $fp"
 for c in "${cases[@]}"; do
   IFS=: read -r ours _ kind <<<"$c"
   [[ $ours == q[2-6]_k* && ! ($ours == q6_k && $kind == mix) ]] || continue
+  [[ $full == 1 || $ours == q2_k || $ours == q4_k_m ]] || continue
   for imx in plain imatrix; do
     f=$m.$ours.$kind.$imx.ptq.gguf
     [[ -f $f ]] || continue
