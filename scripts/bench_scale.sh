@@ -53,19 +53,8 @@ need_space() {
   fi
 }
 
-# timed LOG STDOUT CMD...: runs CMD under /usr/bin/time -v, its stdout into STDOUT; prints "seconds peak_rss_mb".
-timed() {
-  local log=$1 stdout=$2; shift 2
-  /usr/bin/time -v -o "$log" "$@" >"$stdout"
-  python3 - "$log" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", t).group(1).split(":")
-secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall)))
-rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
-print(f"{secs:.1f} {rss_kb / 1024:.1f}")
-PY
-}
+# shellcheck source=scripts/lib_bench.sh
+source scripts/lib_bench.sh
 
 # name | disk GB needed | synth flags | quantize flags
 run() {

@@ -2,12 +2,14 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -208,6 +210,30 @@ std::vector<uint8_t> encode_tensor(GgmlType type, const at::Tensor& w32, const s
   const int64_t cols = w.dim() == 1 ? w.size(0) : w.size(-1);
   const int64_t rows = w.numel() / std::max<int64_t>(cols, 1);
   return ggml_encode(type, w.data_ptr<float>(), rows, cols, what, quant_weights);
+}
+
+// A stored 2-D float tensor (F32/F16/BF16 view of the mapped file) encoded as `type` on all threads, 64 rows at a time
+// per thread, with no fp32 copy of the tensor; output row r is stored row perm[r] when perm is given (q/k RoPE rows).
+// Rows are independent blocks, so the bytes equal encode_tensor's of the whole (permuted) tensor.
+std::vector<uint8_t> encode_rows(GgmlType type, const TensorView& v, const std::vector<int64_t>& perm,
+                                 const std::string& what, const float* quant_weights) {
+  constexpr int64_t kRows = 64;
+  const int64_t rows = v.shape()[0], cols = v.shape()[1];
+  if (cols % ggml_type_traits(type).block_size != 0)  // named before any thread starts
+    return ggml_encode(type, nullptr, 0, cols, what, quant_weights);
+  const size_t row_bytes = ggml_nbytes(type, cols);
+  std::vector<uint8_t> out(row_bytes * static_cast<size_t>(rows));
+  at::parallel_for(0, rows, kRows, [&](int64_t begin, int64_t end) {
+    std::vector<float> x(static_cast<size_t>(kRows * cols));
+    for (int64_t r0 = begin; r0 < end; r0 += kRows) {
+      const int64_t r1 = std::min(end, r0 + kRows);
+      for (int64_t r = r0; r < r1; ++r) view_row_f32(v, perm.empty() ? r : perm[r], &x[(r - r0) * cols]);
+      const std::vector<uint8_t> bytes =
+          ggml_encode(type, x.data(), r1 - r0, cols, fmt::format("{} (rows {}..{})", what, r0, r1 - 1), quant_weights);
+      std::memcpy(out.data() + r0 * row_bytes, bytes.data(), bytes.size());
+    }
+  });
+  return out;
 }
 
 std::vector<float> decode_all(GgmlType type, const std::vector<uint8_t>& bytes, int64_t n) {
@@ -508,6 +534,11 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
         auto bytes = map_blocks(p.map, qw, p.slot.module, err);
         r->mapped_max_abs_error[p.slot.module] = err;
         return bytes;
+      }
+      if (!p.requant && m->archive().contains(p.slot.hf)) {
+        const TensorView v = m->archive().view(p.slot.hf);
+        if (is_float_matrix(v) && ggml_type_traits(p.type).block_size > 1)
+          return encode_rows(p.type, v, perm, p.slot.hf, p.importance ? p.importance->data() : nullptr);
       }
       at::Tensor t = m->weights().load(p.slot.hf).to(at::kFloat).contiguous();
       if (!perm.empty()) t = permute_rows(t, perm);

@@ -4,6 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <random>
@@ -15,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/half.h"
 
 namespace ptq {
 
@@ -440,6 +445,53 @@ void SafetensorsSpoolWriter::commit() {
   file_size_ = out.file_size();
   if (own_spool_) ::unlink(spool_.c_str());
   committed_ = true;
+}
+
+namespace {
+
+// fp16 -> fp32 of a row: F16C's vcvtph2ps where the CPU has it (exact, like fp16_to_f32), else the scalar conversion.
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) void fp16_row_f16c(const uint16_t* src, float* dst, int64_t n) {
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
+  for (; k < n; ++k) dst[k] = fp16_to_f32(src[k]);
+}
+#endif
+
+void fp16_row(const uint16_t* src, float* dst, int64_t n) {
+#if defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  if (f16c) return fp16_row_f16c(src, dst, n);
+#endif
+  for (int64_t k = 0; k < n; ++k) dst[k] = fp16_to_f32(src[k]);
+}
+
+}  // namespace
+
+bool is_float_matrix(const TensorView& v) {
+  const DType d = v.dtype();
+  return v.shape().size() == 2 && (d == DType::F32 || d == DType::F16 || d == DType::BF16);
+}
+
+void view_row_f32(const TensorView& v, int64_t row, float* dst) {
+  if (!is_float_matrix(v))
+    fail_input("tensor \"{}\" is {} {}; expected a 2-D F32/F16/BF16 matrix", v.name(), dtype_name(v.dtype()),
+               shape_str(v.shape()));
+  const int64_t cols = v.shape()[1];
+  switch (v.dtype()) {
+    case DType::F32:
+      std::memcpy(dst, v.data + row * cols * 4, static_cast<size_t>(cols) * 4);
+      return;
+    case DType::F16:
+      fp16_row(reinterpret_cast<const uint16_t*>(v.data) + row * cols, dst, cols);
+      return;
+    default: {
+      const auto* src = reinterpret_cast<const uint16_t*>(v.data) + row * cols;
+      for (int64_t k = 0; k < cols; ++k) dst[k] = bf16_to_f32(src[k]);
+      return;
+    }
+  }
 }
 
 }  // namespace ptq

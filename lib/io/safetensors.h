@@ -44,6 +44,11 @@ struct TensorView {
 
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// Whether view_row_f32 reads `v`: a 2-D F32, F16 or BF16 tensor.
+bool is_float_matrix(const TensorView& v);
+// Row `row` of such a tensor as fp32 (shape()[1] values into dst), converted exactly.
+void view_row_f32(const TensorView& v, int64_t row, float* dst);
+
 class SafetensorsFile {
  public:
   // Maps and validates `path`; throws std::invalid_argument naming the file (and tensor) on any defect.

@@ -14,25 +14,6 @@ namespace {
 
 constexpr float kFp16Max = 65504.0f;
 
-// Row r of a [rows, in] weight of dtype F32/F16/BF16, as fp32.
-void load_row(const TensorView& w, int64_t r, int64_t in, float* dst) {
-  switch (w.dtype()) {
-    case DType::F32:
-      std::memcpy(dst, w.data + r * in * 4, static_cast<size_t>(in) * 4);
-      return;
-    case DType::F16: {
-      const auto* src = reinterpret_cast<const uint16_t*>(w.data) + r * in;
-      for (int64_t k = 0; k < in; ++k) dst[k] = fp16_to_f32(src[k]);
-      return;
-    }
-    default: {  // BF16 (rtn_pack_supports admits nothing else)
-      const auto* src = reinterpret_cast<const uint16_t*>(w.data) + r * in;
-      for (int64_t k = 0; k < in; ++k) dst[k] = bf16_to_f32(src[k]);
-      return;
-    }
-  }
-}
-
 // Appends b-bit codes to an int32 word stream, LSB first (the pack_bits layout of quant/formats.h).
 class StreamPacker {
  public:
@@ -85,7 +66,9 @@ GridParams group_grid(const float* x, int64_t n, int bits, bool sym) {
 // libm call below SSE4.1) does not; |x * inv_scale| never exceeds the grid's levels (< 2^8) by more than the fp16
 // rounding of the scale (2^-11 relative), or x is 0 (scale 1 of an all-zero group).
 constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23
-void quantize_group(const float* x, int64_t n, const GridParams& p, int bits, float* q) {
+// The hot loops are also compiled for AVX2 (the loader picks the clone); the file has -ffp-contract=off, so no clone
+// fuses a multiply-add and every clone computes the same floats.
+[[gnu::target_clones("avx2", "default")]] void quantize_group(const float* x, int64_t n, const GridParams& p, int bits, float* q) {
   const float top = static_cast<float>(max_code(bits));
   for (int64_t k = 0; k < n; ++k) {
     const float v = (x[k] * p.inv_scale + kRoundMagic) - kRoundMagic + p.zero;
@@ -95,7 +78,7 @@ void quantize_group(const float* x, int64_t n, const GridParams& p, int bits, fl
 
 // Adds the group's terms to the row's distortion sums: 8 interleaved lanes (fixed, so the figures do not depend on
 // the compiler or thread count) that the compiler can keep in vector registers.
-void accumulate_error(const float* x, const float* q, int64_t n, const GridParams& p, RowResult& rr) {
+[[gnu::target_clones("avx2", "default")]] void accumulate_error(const float* x, const float* q, int64_t n, const GridParams& p, RowResult& rr) {
   constexpr int kLanes = 8;
   double signal[kLanes] = {}, noise[kLanes] = {}, max_err[kLanes] = {};
   int64_t flips = 0, nonzero = 0, zeroed = 0;
@@ -126,8 +109,7 @@ void accumulate_error(const float* x, const float* q, int64_t n, const GridParam
 }  // namespace
 
 bool rtn_pack_supports(const TensorView& w, const WeightQuantSpec& spec) {
-  const DType d = w.dtype();
-  return (d == DType::F32 || d == DType::F16 || d == DType::BF16) && w.shape().size() == 2 && !spec.mse &&
+  return is_float_matrix(w) && !spec.mse &&
          (spec.group_size == kPerChannel || (spec.group_size > 0 && w.shape()[1] % spec.group_size == 0));
 }
 
@@ -156,7 +138,7 @@ RtnPacked rtn_pack(const TensorView& w, const WeightQuantSpec& spec, std::string
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < out; ++r) {
       RowResult& rr = rows[static_cast<size_t>(r)];
-      load_row(w, r, in, x.data());
+      view_row_f32(w, r, x.data());
       for (int64_t k = 0; k < in && rr.bad_column < 0; ++k)
         if (!std::isfinite(x[k])) {
           rr.bad_column = k;

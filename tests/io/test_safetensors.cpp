@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "core/file.h"
+#include "core/half.h"
 #include "io/safetensors.h"
 #include "tests/test_paths.h"
 
@@ -312,4 +314,38 @@ TEST_CASE("a sharded index with a number that overflows a double is refused by n
                                                                      "weight_map": {"x": "shard.safetensors"}})");
   CHECK_THROWS_WITH(TensorArchive(dir), Catch::Contains("model.safetensors.index.json: not valid JSON") &&
                                             Catch::Contains("overflow"));
+}
+
+TEST_CASE("view_row_f32 converts every fp16 and a bf16 row exactly (F16C path = scalar conversion)", "[safetensors]") {
+  // One row holding all 65536 fp16 bit patterns but the NaNs (whose payload F16C may quiet): subnormals, +-0, +-inf.
+  std::vector<uint16_t> halves;
+  for (uint32_t h = 0; h < 65536; ++h)
+    if (((h >> 10) & 0x1f) != 0x1f || (h & 0x3ff) == 0) halves.push_back(static_cast<uint16_t>(h));
+  ptq::TensorInfo info;
+  info.name = "w";
+  info.dtype = ptq::DType::F16;
+  info.shape = {1, static_cast<int64_t>(halves.size())};
+  info.end = halves.size() * 2;
+  const ptq::TensorView v{&info, reinterpret_cast<const uint8_t*>(halves.data())};
+  REQUIRE(ptq::is_float_matrix(v));
+  std::vector<float> row(halves.size());
+  ptq::view_row_f32(v, 0, row.data());
+  size_t bad = 0;
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const float want = ptq::fp16_to_f32(halves[i]);
+    bad += std::memcmp(&row[i], &want, 4) != 0;
+  }
+  CHECK(bad == 0);
+  // bf16: the high half of the float's bits.
+  const std::vector<uint16_t> b = {0x3f80, 0xc000, 0x0001, 0x7f80};
+  info.dtype = ptq::DType::BF16;
+  info.shape = {2, 2};
+  info.end = 8;
+  const ptq::TensorView bv{&info, reinterpret_cast<const uint8_t*>(b.data())};
+  float r1[2];
+  ptq::view_row_f32(bv, 1, r1);
+  CHECK(r1[0] == ptq::bf16_to_f32(0x0001));
+  CHECK(std::isinf(r1[1]));
+  info.dtype = ptq::DType::I32;
+  CHECK_THROWS_WITH(ptq::view_row_f32(bv, 0, r1), Catch::Contains("\"w\"") && Catch::Contains("I32"));
 }
