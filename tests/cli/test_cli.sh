@@ -69,6 +69,10 @@ expect_ok "eval a w3asym checkpoint" "$ptq" eval ppl "$tmp/grid-w3asym" --data "
 # w8g32 is GGUF Q8_0's grid: exported without re-quantizing.
 expect_ok "export w8g32 as GGUF" "$ptq" export "$tmp/grid-w8g32" --format gguf -o "$tmp/w8g32.gguf" --json
 grep -q "mapped from ptq w8g32" "$tmp/out" && ok || bad "w8g32 is not mapped onto Q8_0: $(head -c 600 "$tmp/out")"
+# GPTQ on Q8_0's grid (a bundled recipe): its GGUF holds GPTQ's codes, mapped, not re-rounded.
+expect_ok "quantize gguf-q8_0-gptq" "$ptq" quantize "$model" --recipe gguf-q8_0-gptq --nsamples 4 --seqlen 64 -o "$tmp/gq8"
+expect_ok "export gguf-q8_0-gptq as GGUF" "$ptq" export "$tmp/gq8" --format gguf -o "$tmp/gq8.gguf" --json
+grep -q "mapped from ptq w8g32" "$tmp/out" && ok || bad "gguf-q8_0-gptq is not mapped onto Q8_0: $(head -c 600 "$tmp/out")"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2
