@@ -120,13 +120,13 @@ ImatrixExportReport export_imatrix(const std::string& stats_path, const std::str
   for (const auto& [name, e] : entries) {
     const at::Tensor sum_sq = e.sum_sq;
     const int64_t K = sum_sq.numel();
-    w.add_tensor(name + ".in_sum2", {K, 1}, GgmlType::F32, [sum_sq, K] {
+    w.add_tensor(name + ".in_sum2", {K}, GgmlType::F32, [sum_sq, K] {
       const auto* p = reinterpret_cast<const uint8_t*>(sum_sq.data_ptr<float>());
       return std::vector<uint8_t>(p, p + K * sizeof(float));
     });
     // F32 as llama.cpp stores it: exact up to 2^24 tokens.
     const float count = static_cast<float>(e.tokens);
-    w.add_tensor(name + ".counts", {1, 1}, GgmlType::F32, [count] {
+    w.add_tensor(name + ".counts", {1}, GgmlType::F32, [count] {
       const auto* p = reinterpret_cast<const uint8_t*>(&count);
       return std::vector<uint8_t>(p, p + sizeof(float));
     });

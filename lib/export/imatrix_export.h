@@ -9,14 +9,18 @@
 //           imatrix without the three imatrix.* keys.
 //   tensors per linear weight W[N, K] of the model, named by its GGUF tensor name <w> ("blk.3.attn_q.weight",
 //           gguf_linear_tensor_name), sorted by name as llama.cpp writes them:
-//             <w>.in_sum2  F32 dims {K, 1}  Σ over calibration tokens of x_k² (the stats file's values, unchanged)
-//             <w>.counts   F32 dims {1, 1}  tokens summed over (llama.cpp divides in_sum2 by it)
+//             <w>.in_sum2  F32 dims {K}  Σ over calibration tokens of x_k² (the stats file's values, unchanged)
+//             <w>.counts   F32 dims {1}  tokens summed over (llama.cpp divides in_sum2 by it)
+//           llama-imatrix makes them {K, 1} and {1, 1} but gguf_write_to_file stores ggml_n_dims, which drops the
+//           trailing 1: one dimension each, as here.
 //           q/k/v share one input and so one statistic, which each of the three entries carries (as llama.cpp's
 //           own collector sees it); likewise gate/up. llama.cpp's optional "<w>.in_sum" (Σx) is not written:
 //           ptq records no signed mean.
 // Tensor names are llama.cpp's for the llama family and qwen2 (same linear names); OPT has no llama.cpp
 // architecture and is refused. scripts/check_gguf_llama_cpp.sh has llama.cpp's own llama-quantize load the file and
-// checks that it changes Q2_K's result the way an importance matrix should.
+// checks that it changes Q2_K's result the way an importance matrix should; scripts/check_imatrix_llama_cpp.sh
+// compares the file with llama-imatrix's own on the same token windows (same entries, shapes and counts; mean
+// squares within 1e-4, docs/RESULTS.md).
 #pragma once
 
 #include <cstdint>

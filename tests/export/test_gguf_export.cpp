@@ -398,8 +398,8 @@ TEST_CASE("imatrix export: the calibration sum of squares as llama.cpp's importa
   CHECK(g.get_uint("imatrix.chunk_size") == 48);
   CHECK(g.find("imatrix.chunk_count")->type == GgufValueType::U32);
 
-  // Entries: one per linear weight of the model's own GGUF export, with its input width, each an F32 in_sum2 {K, 1}
-  // and an F32 counts {1, 1}.
+  // Entries: one per linear weight of the model's own GGUF export, with its input width, each an F32 in_sum2 {K}
+  // and an F32 counts {1}: one dimension each, as llama-imatrix's files hold them (ggml_n_dims drops trailing 1s).
   const std::string model_gguf = dir + "/model.gguf";
   export_gguf(test::repo_path(kStories), model_gguf, {});
   const GgufFile mg(model_gguf);
@@ -419,9 +419,9 @@ TEST_CASE("imatrix export: the calibration sum of squares as llama.cpp's importa
     const GgufTensorInfo& s2 = g.tensor(t.name + ".in_sum2");
     const GgufTensorInfo& c = g.tensor(t.name + ".counts");
     CHECK(s2.type == GgmlType::F32);
-    CHECK(s2.dims == std::vector<int64_t>{t.dims[0], 1});
+    CHECK(s2.dims == std::vector<int64_t>{t.dims[0]});
     CHECK(c.type == GgmlType::F32);
-    CHECK(c.dims == std::vector<int64_t>{1, 1});
+    CHECK(c.dims == std::vector<int64_t>{1});
     CHECK(g.tensor_f32(t.name + ".counts")[0] == 3.0f * 48.0f);
   }
 
