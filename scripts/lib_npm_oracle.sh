@@ -7,7 +7,9 @@
 #        npm_oracle_install NPM_DIR || exit $?   # 0: installed; 77 (and a "skip: ..." line on stdout): unavailable
 #        npm_oracle_scripts NPM_DIR ROOT NAME...  # copies tests/oracle/NAME.mjs next to node_modules
 #        npm_oracle_llama_quantize NPM_DIR LOG    # builds NPM_DIR/llama-quantize once; 0 built, 77 + "skip: ..." line
-# Used by scripts/check_gguf_llama_cpp.sh, scripts/check_gguf_kquants.sh and scripts/bench_runtime.sh.
+#        npm_oracle_llama_imatrix NPM_DIR LOG     # the same for NPM_DIR/llama-imatrix
+# Used by scripts/check_gguf_llama_cpp.sh, scripts/check_gguf_kquants.sh, scripts/check_imatrix_llama_cpp.sh and
+# scripts/bench_runtime.sh.
 
 npm_oracle_install() {  # NPM_DIR
   local dir=$1
@@ -29,20 +31,33 @@ npm_oracle_scripts() {  # NPM_DIR ROOT NAME...
   for name in "$@"; do cp "$root/tests/oracle/$name.mjs" "$dir/" || return 1; done
 }
 
-# llama.cpp's own llama-quantize, compiled from the llama.cpp source node-llama-cpp ships (its git bundle: the exact
-# version of its prebuilt libraries) and linked against those libraries, so it quantizes with the very
-# libggml-base.so the runtime loads. Built once into NPM_DIR/llama-quantize; needs g++.
-npm_oracle_llama_quantize() {  # NPM_DIR LOG
-  local dir=$1 log=$2
-  local bins=$dir/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64 quantize=$dir/llama-quantize
-  local src=$dir/llama.cpp-src
-  [[ -x $quantize ]] && return 0
-  command -v g++ >/dev/null || { echo "skip: no g++ to build llama-quantize"; return 77; }
+# llama.cpp's own tools, compiled from the llama.cpp source node-llama-cpp ships (its git bundle: the exact version of
+# its prebuilt libraries) and linked against those libraries (libllama-common.so holds common/: arg parsing, the
+# imatrix loader), so they run the very libggml-base.so the runtime loads. Each is built once into NPM_DIR/NAME;
+# needs g++.
+npm_oracle_build_tool() {  # NPM_DIR LOG NAME SOURCE... (relative to the llama.cpp source)
+  local dir log=$2 name=$3
+  dir=$(realpath -m "$1")  # the rpath below must not depend on the working directory
+  shift 3
+  local bins=$dir/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64 exe=$dir/$name
+  local src=$dir/llama.cpp-src s
+  [[ -x $exe ]] && return 0
+  command -v g++ >/dev/null || { echo "skip: no g++ to build $name"; return 77; }
   [[ -d $src ]] || git clone -q "$dir/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$src" 2>/dev/null ||
     { echo "skip: no llama.cpp source bundle in node-llama-cpp"; return 77; }
   local libs=(-l:libllama-common.so "-l:$(cd "$bins" && ls libllama.*so | head -1)"
               "-l:$(cd "$bins" && ls libggml.*so | head -1)" -l:libggml-base.so)
-  g++ -std=c++17 -O1 -I"$src/include" -I"$src/common" -I"$src/ggml/include" "$src/tools/quantize/quantize.cpp" \
-    "$src/tools/quantize/main.cpp" -o "$quantize" -L"$bins" "${libs[@]}" -Wl,-rpath,"$bins" >"$log" 2>&1 ||
-    { echo "skip: building llama-quantize failed ($(tail -1 "$log"))"; return 77; }
+  local sources=()
+  for s in "$@"; do sources+=("$src/$s"); done
+  g++ -std=c++17 -O1 -I"$src/include" -I"$src/common" -I"$src/ggml/include" "${sources[@]}" \
+    -o "$exe" -L"$bins" "${libs[@]}" -Wl,-rpath,"$bins" -pthread >"$log" 2>&1 ||
+    { echo "skip: building $name failed ($(tail -1 "$log"))"; return 77; }
+}
+
+npm_oracle_llama_quantize() {  # NPM_DIR LOG: NPM_DIR/llama-quantize; 0 built, 77 + "skip: ..." line
+  npm_oracle_build_tool "$1" "$2" llama-quantize tools/quantize/quantize.cpp tools/quantize/main.cpp
+}
+
+npm_oracle_llama_imatrix() {  # NPM_DIR LOG: NPM_DIR/llama-imatrix; 0 built, 77 + "skip: ..." line
+  npm_oracle_build_tool "$1" "$2" llama-imatrix tools/imatrix/imatrix.cpp
 }
