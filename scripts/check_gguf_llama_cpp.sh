@@ -67,7 +67,8 @@ if node "$npm_dir/gguf_parse.mjs" "$tmp/imatrix.gguf" >"$tmp/imatrix.parse.json"
   const m = d.metadata, t = d.tensors;
   const ok = m["general.type"] === "imatrix" && m["imatrix.chunk_count"] === 4 && m["imatrix.chunk_size"] === 64 &&
     m["imatrix.datasets"]?.array === 1 && t.length === 70 &&
-    t.every((x) => x.dtype === 0 && (x.name.endsWith(".in_sum2") || (x.name.endsWith(".counts") && x.shape.join() === "1,1")));
+    t.every((x) => x.dtype === 0 && ((x.name.endsWith(".in_sum2") && x.shape.length === 1) ||
+                                      (x.name.endsWith(".counts") && x.shape.join() === "1")));
   console.log(JSON.stringify({tensors: t.length, chunk_count: m["imatrix.chunk_count"], chunk_size: m["imatrix.chunk_size"]}));
   process.exit(ok ? 0 : 1);' "$tmp/imatrix.parse.json"); then
   echo "ok   imatrix parsed by @huggingface/gguf: $res"
