@@ -153,7 +153,7 @@ TEST_CASE("gguf-type q8_0/q4_0/q4_1 is llama-quantize --pure: every 2-D weight w
   }
 }
 
-TEST_CASE("--gguf-type names: ggml types are pure, llama-quantize's K mixes keep their ftype names", "[export][gguf]") {
+TEST_CASE("gguf type names: ggml types are pure, llama-quantize's K mixes keep their ftype names", "[export][gguf]") {
   GgufExportOptions o;
   parse_gguf_type("q4_k", o);
   CHECK((o.type == GgmlType::Q4_K && !o.mix));
@@ -204,7 +204,7 @@ TEST_CASE("a K-quant mix decides per tensor as llama-quantize, with llama.cpp's 
   CHECK(st.fallback.count("output.weight") == 0);  // the mix's own rule, not a fallback
 }
 
-TEST_CASE("--stats: llama-quantize --imatrix's importance-weighted rounding from the calibration statistics",
+TEST_CASE("export with stats: llama-quantize --imatrix's importance-weighted rounding from the calibration statistics",
           "[export][gguf][imatrix]") {
   const std::string dir = test::make_temp_dir("gguf-imatrix");
   Model model(test::repo_path(kSotu));
