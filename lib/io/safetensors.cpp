@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -459,9 +460,23 @@ __attribute__((target("avx,f16c"))) void fp16_row_f16c(const uint16_t* src, floa
 }
 #endif
 
+#if defined(__x86_64__)
+// CPUID.1:ECX OSXSAVE (27), AVX (28) and F16C (29), and the OS saving YMM state (XCR0 bits 1-2). Asked through cpuid
+// rather than __builtin_cpu_supports, which clang 14 refuses for "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  constexpr unsigned kNeed = (1u << 27) | (1u << 28) | (1u << 29);
+  if ((c & kNeed) != kNeed) return false;
+  unsigned lo = 0, hi = 0;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6u) == 6u;
+}
+#endif
+
 void fp16_row(const uint16_t* src, float* dst, int64_t n) {
 #if defined(__x86_64__)
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool f16c = cpu_has_f16c();
   if (f16c) return fp16_row_f16c(src, dst, n);
 #endif
   for (int64_t k = 0; k < n; ++k) dst[k] = fp16_to_f32(src[k]);
