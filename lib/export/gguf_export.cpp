@@ -220,7 +220,8 @@ std::vector<uint8_t> encode_rows(GgmlType type, const TensorView& v, const std::
   constexpr int64_t kRows = 64;
   const int64_t rows = v.shape()[0], cols = v.shape()[1];
   if (cols % ggml_type_traits(type).block_size != 0)  // named before any thread starts
-    return ggml_encode(type, nullptr, 0, cols, what, quant_weights);
+    fail_input("{}: rows of {} values cannot be stored as {} (blocks of {})", what, cols, ggml_type_name(type),
+               ggml_type_traits(type).block_size);
   const size_t row_bytes = ggml_nbytes(type, cols);
   std::vector<uint8_t> out(row_bytes * static_cast<size_t>(rows));
   at::parallel_for(0, rows, kRows, [&](int64_t begin, int64_t end) {

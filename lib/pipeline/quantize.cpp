@@ -247,7 +247,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
         for (LinearId id : members) {
           const PlannedModule& p = plan[i].at(id);
           progress.update(i, p.path);
-          const TensorView stored = model.archive().view(p.path + ".weight");
+          const TensorView stored = direct_rtn ? model.archive().view(p.path + ".weight") : TensorView{};
           if (direct_rtn && rtn_pack_supports(stored, p.spec)) {
             const RtnPacked packed_module = rtn_pack(stored, p.spec, p.path);
             nlohmann::json metrics;
