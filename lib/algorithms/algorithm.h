@@ -8,6 +8,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "io/gguf.h"
 #include "quant/quantizer.h"
 
 namespace ptq {
@@ -35,6 +36,16 @@ struct LinearQuantResult {
   // with the damped H); RTN's 1/2 tr(dW H dW^T) with the given H. Empty when there was no Hessian.
   std::optional<double> loss;
   std::string warning;  // non-empty when something was adjusted (e.g. damping raised), for the log
+};
+
+// A module quantized straight onto a GGUF block type (recipe weights.gguf_type): rows of ggml blocks as llama.cpp
+// stores them ([out] rows of ggml_nbytes(type, in) bytes, HF row order) and the values they decode to.
+struct GgmlQuantResult {
+  GgmlType type{};
+  std::vector<uint8_t> blocks;
+  at::Tensor w_hat;  // [out, in] fp32, exactly what the blocks decode to
+  std::optional<double> loss;
+  std::string warning;
 };
 
 struct WeightAlgorithm {

@@ -2,12 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
 #include <numeric>
 #include <vector>
 
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "io/gguf.h"
+#include "io/gguf_kquants.h"
 #include "io/safetensors.h"
 
 namespace ptq {
@@ -84,6 +89,48 @@ at::Tensor inverse_cholesky_upper(const at::Tensor& h, const LinearQuantRequest&
   }
 }
 
+// Rows [i, end) of wt as they stand at column i of the sweep: rows inside the lazy block are up to date, rows past it
+// still miss the block's pending update -err[0, i-i1) * U[i1..i, i2..end) (a group's current weights).
+using CurrentRows = std::function<at::Tensor(int64_t end)>;
+// Quantizes column i (row i of wt, fp32 [out], fully updated) and returns its dequantized values.
+using ColumnQuantizer = std::function<at::Tensor(int64_t i, const at::Tensor& col, const CurrentRows& current)>;
+
+// 6. The sweep over wt = W^T [in, out] in blocks of B columns; inside a block every update is applied at once, to the
+// block only, then the lazy batch updates every later column. Returns GPTQ's loss sum (w - q)^2 / U_ii^2 / 2.
+double gptq_sweep(at::Tensor& wt, const at::Tensor& u, int64_t block_size, const ColumnQuantizer& quantize_column) {
+  const int64_t in = wt.size(0), out = wt.size(1);
+  const float* ud = u.data_ptr<float>();
+  double loss = 0;
+  for (int64_t i1 = 0; i1 < in; i1 += block_size) {
+    const int64_t i2 = std::min(i1 + block_size, in), count = i2 - i1;
+    at::Tensor block = wt.slice(0, i1, i2);  // a view: updates land in wt
+    at::Tensor err = at::empty({count, out});
+    for (int64_t i = i1; i < i2; ++i) {
+      const CurrentRows current = [&](int64_t end) {
+        at::Tensor cur = block.slice(0, i - i1, std::min(end, i2) - i1);
+        if (end > i2)
+          cur = at::cat({cur, wt.slice(0, i2, end) - u.slice(0, i1, i).slice(1, i2, end).t().mm(err.slice(0, 0, i - i1))});
+        return cur;
+      };
+      const at::Tensor col = block[i - i1];
+      const at::Tensor diff = col - quantize_column(i, col, current);
+      const double d = ud[i * in + i];
+      loss += diff.dot(diff).item<double>() / (d * d) / 2;
+      const at::Tensor e = err[i - i1].copy_(diff / d);
+      if (i + 1 < i2) block.slice(0, i - i1 + 1).addr_(u[i].slice(0, i + 1, i2), e, 1, -1);
+    }
+    if (i2 < in) wt.slice(0, i2).addmm_(u.slice(0, i1, i2).slice(1, i2).t(), err, 1, -1);
+  }
+  return loss;
+}
+
+// 2. Dead columns (H_ii = 0): no calibration signal, so the weight is irrelevant to the objective; zeroed, H_ii = 1.
+void zero_dead_columns(at::Tensor& w, at::Tensor& h) {
+  const at::Tensor dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(dead, 1);
+  w.masked_fill_(dead.unsqueeze(0), 0);
+}
+
 }  // namespace
 
 LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
@@ -94,10 +141,7 @@ LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
   const bool per_tensor = spec.group_size == kPerTensor;
   const bool static_groups = opt.static_groups && spec.group_size > 0;
 
-  // 2. Dead columns: no calibration signal, so the weight is irrelevant to the objective; zero it.
-  const at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1);
-  w.masked_fill_(dead.unsqueeze(0), 0);
+  zero_dead_columns(w, h);
   // Work on W^T [in, out]: column i of W is the contiguous row i, and its update is a rank-1 addr_.
   at::Tensor wt = w.t().contiguous();
 
@@ -125,44 +169,24 @@ LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
   // 4-5.
   LinearQuantResult result;
   const at::Tensor u = inverse_cholesky_upper(h, rq, result.warning).contiguous();  // LAPACK returns it column-major
-  const float* ud = u.data_ptr<float>();
 
-  // 6. Sweep in blocks of B columns; inside a block every update is applied at once, to the block only.
+  // 6. A group's grid is computed at its first column, from its current weights.
   at::Tensor codes = at::empty({in, out});
   GridTensors grid;
-  double loss = 0;
-  for (int64_t i1 = 0; i1 < in; i1 += opt.block_size) {
-    const int64_t i2 = std::min(i1 + opt.block_size, in), count = i2 - i1;
-    at::Tensor block = wt.slice(0, i1, i2);  // a view: updates land in wt
-    at::Tensor err = at::empty({count, out});
-    for (int64_t i = i1; i < i2; ++i) {
-      if (starts_group(static_groups, i, width)) {
-        // The group's current weights: block rows are up to date; rows past the block still miss this
-        // block's pending update -err[0, i-i1) * U[i1..i, i2..ge).
-        const int64_t ge = per_tensor ? in : std::min(i + width, in);
-        at::Tensor cur = block.slice(0, i - i1, std::min(ge, i2) - i1);
-        if (ge > i2)
-          cur = at::cat({cur, wt.slice(0, i2, ge) -
-                                  u.slice(0, i1, i).slice(1, i2, ge).t().mm(err.slice(0, 0, i - i1))});
-        grid = per_tensor ? find_grid(cur.reshape({1, -1}), spec.bits, spec.sym, spec.mse)
-                          : find_grid(cur.t(), spec.bits, spec.sym, spec.mse);
-        if (per_tensor) grid = {grid.scale.expand({out}), grid.inv_scale.expand({out}), grid.zero.expand({out})};
-        store_grid(i / width, grid);
-      } else if (static_groups) {
-        grid = fixed[perm[i] / width];
-      }
-      const at::Tensor col = block[i - i1];
-      const at::Tensor q = quantize_codes(col, grid, spec.bits);
-      codes[i].copy_(q);
-      const at::Tensor diff = col - dequantize_codes(q, grid);
-      const double d = ud[i * in + i];
-      loss += diff.dot(diff).item<double>() / (d * d) / 2;
-      const at::Tensor e = err[i - i1].copy_(diff / d);
-      if (i + 1 < i2) block.slice(0, i - i1 + 1).addr_(u[i].slice(0, i + 1, i2), e, 1, -1);
+  result.loss = gptq_sweep(wt, u, opt.block_size, [&](int64_t i, const at::Tensor& col, const CurrentRows& current) {
+    if (starts_group(static_groups, i, width)) {
+      const at::Tensor cur = current(per_tensor ? in : std::min(i + width, in));
+      grid = per_tensor ? find_grid(cur.reshape({1, -1}), spec.bits, spec.sym, spec.mse)
+                        : find_grid(cur.t(), spec.bits, spec.sym, spec.mse);
+      if (per_tensor) grid = {grid.scale.expand({out}), grid.inv_scale.expand({out}), grid.zero.expand({out})};
+      store_grid(i / width, grid);
+    } else if (static_groups) {
+      grid = fixed[perm[i] / width];
     }
-    // Lazy batch update of every later column.
-    if (i2 < in) wt.slice(0, i2).addmm_(u.slice(0, i1, i2).slice(1, i2).t(), err, 1, -1);
-  }
+    const at::Tensor q = quantize_codes(col, grid, spec.bits);
+    codes[i].copy_(q);
+    return dequantize_codes(q, grid);
+  });
 
   // 7. Undo the permutation.
   std::vector<int64_t> inv(in);
@@ -174,7 +198,65 @@ LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
   qw.scales = scales.t().contiguous();
   qw.zeros = zeros.t().to(at::kInt).contiguous();
   qw.g_idx = at::tensor(group_index(static_groups, perm, width), at::kInt);
-  result.loss = loss;
+  return result;
+}
+
+GgmlQuantResult gptq_ggml_quantize(const LinearQuantRequest& rq, GgmlType type) {
+  auto [w, h] = checked_inputs(rq);
+  const int64_t out = w.size(0), in = w.size(1);
+  const GgmlGridTraits* grid = ggml_grid_traits(type);
+  if (!grid) fail_input("{}: GPTQ on a GGUF grid needs a block type; {} has none", rq.name, ggml_type_name(type));
+  if (in % ggml_type_traits(type).block_size != 0)
+    fail_input("{}: rows of {} are not a multiple of {}'s block {}", rq.name, in, ggml_type_name(type),
+               ggml_type_traits(type).block_size);
+  if (rq.gptq.act_order)
+    fail_input("{}: GGUF blocks hold columns in natural order; GPTQ on {} cannot use act_order", rq.name,
+               ggml_type_name(type));
+  // llama.cpp's importance of each input column, Σx² / tokens (its imatrix): H = (2/n) Σ x x^T, so diag(H) / 2.
+  const at::Tensor importance = (h.diagonal() / 2).contiguous();
+  zero_dead_columns(w, h);
+
+  // 3. The static grid: ggml's own block quantizer on the (dead-column-zeroed) weights, importance-weighted; GPTQ then
+  // chooses the codes on it.
+  GgmlQuantResult result;
+  result.type = type;
+  result.blocks = ggml_encode(type, w.data_ptr<float>(), out, in, rq.name, importance.data_ptr<float>());
+  const size_t row_bytes = ggml_nbytes(type, in);
+  const int64_t subs = in / grid->sub;
+  at::Tensor a = at::empty({out, subs}), b = at::empty({out, subs});
+  for (int64_t r = 0; r < out; ++r)
+    ggml_row_grid(type, result.blocks.data() + r * row_bytes, in, a[r].data_ptr<float>(), b[r].data_ptr<float>());
+  // Per column, the grid of every row: column i uses sub-block i / sub, stored [subs, out] contiguous.
+  a = a.t().contiguous();
+  b = b.t().contiguous();
+
+  // 4-6.
+  at::Tensor wt = w.t().contiguous();
+  const at::Tensor u = inverse_cholesky_upper(h, rq, result.warning).contiguous();
+  at::Tensor codes = at::empty({in, out}, at::kChar), xhat = at::empty({in, out});
+  result.loss = gptq_sweep(wt, u, rq.gptq.block_size, [&](int64_t i, const at::Tensor& col, const CurrentRows&) {
+    const at::Tensor c = col.contiguous();
+    const int64_t s = i / grid->sub;
+    ggml_round_to_grid(*grid, c.data_ptr<float>(), a[s].data_ptr<float>(), b[s].data_ptr<float>(), out,
+                       codes[i].data_ptr<int8_t>(), xhat[i].data_ptr<float>());
+    return xhat[i];
+  });
+
+  // The blocks with GPTQ's codes; they must decode to exactly the values the sweep used.
+  const at::Tensor row_codes = codes.t().contiguous();
+  result.w_hat = xhat.t().contiguous();
+  std::vector<float> decoded(static_cast<size_t>(in));
+  for (int64_t r = 0; r < out; ++r) {
+    uint8_t* row = result.blocks.data() + r * row_bytes;
+    ggml_row_set_codes(type, row, in, row_codes[r].data_ptr<int8_t>());
+    ggml_decode(type, row, decoded.data(), in);
+    const float* want = result.w_hat[r].data_ptr<float>();
+    for (int64_t c = 0; c < in; ++c)
+      if (std::memcmp(&decoded[c], &want[c], sizeof(float)) != 0)
+        throw std::logic_error(fmt::format("{}: row {} column {} of the {} blocks decodes to {} (code {}), not GPTQ's {}",
+                                           rq.name, r, c, ggml_type_name(type), decoded[c],
+                                           row_codes[r][c].item<int>(), want[c]));
+  }
   return result;
 }
 

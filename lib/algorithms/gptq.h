@@ -17,6 +17,14 @@ namespace ptq {
 //    and an all-zero group gets scale 1 (gptq.py widens it to [-1, 1]).
 LinearQuantResult gptq_quantize(const LinearQuantRequest& request);
 
+// GPTQ on a GGUF block type's grid (issue 13): the static grid is ggml's own block quantizer (quantize_<type> with
+// quant_weights = diag(H) / 2 = Σx² / tokens, llama.cpp's imatrix) run on W once, before any update: every super-block
+// scale and min, every sub-block's 6-bit scale and min. The sweep then chooses each column's codes on that grid
+// (ggml_round_to_grid, io/gguf_kquants.h), pushing the rounding error onto the later columns, and the codes are written
+// back into the blocks, which decode to exactly the values the sweep used (checked). Natural column order only (GGUF
+// has no g_idx); request.spec is ignored but for the checks of the weight. The loss is GPTQ's, as gptq_quantize's.
+GgmlQuantResult gptq_ggml_quantize(const LinearQuantRequest& request, GgmlType type);
+
 // Scalar reference written from the math: double precision, its own Cholesky, one column at a time with
 // every update applied at once (no lazy blocks). Tests compare gptq_quantize against it.
 LinearQuantResult gptq_ref(const LinearQuantRequest& request);

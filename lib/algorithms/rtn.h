@@ -8,4 +8,8 @@ namespace ptq {
 // quantize_weight(request.weight, request.spec); the loss is measured when a Hessian is given.
 LinearQuantResult rtn_quantize(const LinearQuantRequest& request);
 
+// llama-quantize's rounding onto GGUF block type `type` (ggml's reference quantizer, the bytes ptq export --gguf-type
+// writes); the loss is measured when a Hessian is given.
+GgmlQuantResult rtn_ggml_quantize(const LinearQuantRequest& request, GgmlType type);
+
 }  // namespace ptq

@@ -44,18 +44,6 @@ std::vector<int64_t> gguf_rope_permutation(int64_t heads, int64_t head_dim) {
 
 namespace {
 
-// GGUF names of the seven linear modules, in LinearId order (llama.cpp's LLM_TENSOR_* names for llama).
-constexpr const char* kGgufLinearNames[kNumLinear] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                                      "ffn_gate", "ffn_up", "ffn_down"};
-
-}  // namespace
-
-std::string gguf_linear_tensor_name(int64_t layer, LinearId id) {
-  return fmt::format("blk.{}.{}.weight", layer, kGgufLinearNames[static_cast<int>(id)]);
-}
-
-namespace {
-
 // One tensor of the output: its GGUF name, its HF source, and (for the seven linear modules) the module path.
 struct Slot {
   std::string gguf, hf, module;
@@ -90,102 +78,6 @@ std::vector<Slot> llama_slots(const ModelConfig& cfg) {
     norm("ffn_norm", t.mlp_norm);
   }
   return s;
-}
-
-const std::vector<GgufMixTraits> kMixes = {
-    {GgufMix::Q2_K, "q2_k_mix", "Q2_K", 10, GgmlType::Q2_K,
-     "q2_k; q3_k for ffn_down, attn_output and attn_v (q4_k for attn_v when heads/kv heads >= 4)"},
-    {GgufMix::Q3_K_S, "q3_k_s", "Q3_K_S", 11, GgmlType::Q3_K, "q3_k"},
-    {GgufMix::Q3_K_M, "q3_k_m", "Q3_K_M", 12, GgmlType::Q3_K,
-     "q3_k; attn_v q5_k in layers 0-1 else q4_k, attn_output q4_k, ffn_down q5_k in the first 1/16 of layers else q4_k"},
-    {GgufMix::Q3_K_L, "q3_k_l", "Q3_K_L", 13, GgmlType::Q3_K, "q3_k; q5_k for attn_v, attn_output and ffn_down"},
-    {GgufMix::Q4_K_S, "q4_k_s", "Q4_K_S", 14, GgmlType::Q4_K,
-     "q4_k; q5_k for attn_v in layers 0-3 and ffn_down in the first 1/8 of layers"},
-    {GgufMix::Q4_K_M, "q4_k_m", "Q4_K_M", 15, GgmlType::Q4_K,
-     "q4_k; q6_k for attn_v and ffn_down in llama.cpp's use_more_bits layers (first and last 1/8, every third)"},
-    {GgufMix::Q5_K_S, "q5_k_s", "Q5_K_S", 16, GgmlType::Q5_K, "q5_k"},
-    {GgufMix::Q5_K_M, "q5_k_m", "Q5_K_M", 17, GgmlType::Q5_K, "q5_k; q6_k for attn_v and ffn_down in use_more_bits layers"},
-    {GgufMix::Q6_K, "q6_k_mix", "Q6_K", 18, GgmlType::Q6_K, "q6_k (for a llama the same file as pure q6_k)"},
-};
-
-const GgufMixTraits& mix_traits(GgufMix m) { return kMixes[static_cast<size_t>(m)]; }
-
-// llama.cpp's tensor_get_category, on the tensors a llama GGUF has.
-enum class Category { Output, TokenEmbd, AttnV, AttnK, AttnQ, AttnOutput, FfnUp, FfnGate, FfnDown, Other };
-Category category_of(const std::string& name) {
-  if (name == "output.weight") return Category::Output;
-  if (name == "token_embd.weight") return Category::TokenEmbd;
-  for (auto [part, c] : {std::pair{"attn_v.weight", Category::AttnV}, {"attn_k.weight", Category::AttnK},
-                         {"attn_q.weight", Category::AttnQ}, {"attn_output.weight", Category::AttnOutput},
-                         {"ffn_up", Category::FfnUp}, {"ffn_gate", Category::FfnGate}, {"ffn_down", Category::FfnDown}})
-    if (name.find(part) != std::string::npos) return c;
-  return Category::Other;
-}
-
-// The layout facts llama_tensor_get_type_impl reads.
-struct MixModel {
-  int64_t n_layers = 0;
-  int64_t n_gqa = 1;      // heads / kv heads
-  bool tied = false;      // no output.weight: token_embd takes output's rule
-  bool is_70b = false;    // llama.cpp's LLM_TYPE_70B: a llama of 80 layers with grouped kv heads
-};
-
-// llama_tensor_get_type_impl (src/llama-quant.cpp) for a llama-architecture model with the K-quant ftypes, no expert
-// and no Falcon: the type `mix` gives tensor `name` of layer `layer` (rows of `ncols`). llama.cpp counts attn_v and
-// ffn_down tensors in file order (i_attention_wv, i_ffn_down); in a llama GGUF that count is the layer index.
-GgmlType mix_tensor_type(GgufMix mix, const std::string& name, int64_t layer, int64_t ncols, const MixModel& m) {
-  GgmlType t = mix_traits(mix).base;
-  const int64_t i = layer, n = m.n_layers;
-  auto use_more_bits = [](int64_t i_layer, int64_t n_layers) {
-    return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
-  };
-  const Category c = category_of(name);
-  if (c == Category::Output || (m.tied && c == Category::TokenEmbd)) {
-    if (ncols % ggml_type_traits(t).block_size != 0) return GgmlType::Q8_0;
-    return t != GgmlType::Q8_0 ? GgmlType::Q6_K : t;
-  }
-  switch (c) {
-    case Category::AttnV:
-      if (mix == GgufMix::Q2_K) t = m.n_gqa >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
-      else if (mix == GgufMix::Q3_K_M) t = i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
-      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
-      else if ((mix == GgufMix::Q4_K_M || mix == GgufMix::Q5_K_M) && use_more_bits(i, n)) t = GgmlType::Q6_K;
-      else if (mix == GgufMix::Q4_K_S && i < 4) t = GgmlType::Q5_K;
-      if (m.is_70b && (t == GgmlType::Q3_K || t == GgmlType::Q4_K)) t = GgmlType::Q5_K;
-      return t;
-    case Category::FfnDown:
-      if (mix == GgufMix::Q2_K) t = GgmlType::Q3_K;
-      else if (mix == GgufMix::Q3_K_M) t = i < n / 16 ? GgmlType::Q5_K : GgmlType::Q4_K;
-      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
-      else if (mix == GgufMix::Q4_K_M) t = use_more_bits(i, n) ? GgmlType::Q6_K : t;
-      else if (mix == GgufMix::Q5_K_M && use_more_bits(i, n)) t = GgmlType::Q6_K;
-      else if (mix == GgufMix::Q4_K_S && i < n / 8) t = GgmlType::Q5_K;
-      return t;
-    case Category::AttnOutput:
-      if (mix == GgufMix::Q2_K) t = GgmlType::Q3_K;
-      else if (mix == GgufMix::Q3_K_M) t = GgmlType::Q4_K;
-      else if (mix == GgufMix::Q3_K_L) t = GgmlType::Q5_K;
-      return t;
-    default: return t;
-  }
-}
-
-// llama.cpp's tensor_type_fallback: the type a row of `ncols` can hold instead of `t`; `why` says what happened.
-GgmlType fallback_type(GgmlType t, int64_t ncols, std::string& why) {
-  const int64_t block = ggml_type_traits(t).block_size;
-  if (ncols % block == 0) return t;
-  GgmlType r = t;
-  switch (t) {
-    case GgmlType::Q2_K: case GgmlType::Q3_K: r = GgmlType::Q4_0; break;
-    case GgmlType::Q4_K: r = GgmlType::Q5_0; break;
-    case GgmlType::Q5_K: r = GgmlType::Q5_1; break;
-    case GgmlType::Q6_K: r = GgmlType::Q8_0; break;
-    default: break;  // a 32-block type has no smaller block: f16 below
-  }
-  if (ncols % ggml_type_traits(r).block_size != 0) r = GgmlType::F16;
-  why = fmt::format("rows of {} are not a multiple of {}'s block {}: {} (llama.cpp's fallback)", ncols,
-                    ggml_type_name(t), block, ggml_type_name(r));
-  return r;
 }
 
 void check_llama(const ModelConfig& cfg, const std::string& dir) {
@@ -254,6 +146,7 @@ bool natural_g32(const QuantizedWeight& qw) {
 }
 
 Mapping mapping_of(const ModuleQuantInfo& info) {
+  if (info.ggml) return Mapping::None;  // already GGUF blocks: copied
   if (info.spec.group_size != 32 || info.act_order || info.in_features % 32 != 0) return Mapping::None;
   if (info.spec.bits == 4) return info.spec.sym ? Mapping::Q4_0 : Mapping::Q4_1;
   if (info.spec.bits == 8 && info.spec.sym) return Mapping::Q8_0;
@@ -326,9 +219,9 @@ int64_t pieces_or_fail(const SentencePieceModel& sp, const ModelConfig& cfg, con
 
 }  // namespace
 
-GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& opts) {
+GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& given) {
   if (is_directory(out_path)) fail_input("output {} is a directory; GGUF export writes one file", out_path);
-  check_output_path(out_path, model_dir, opts.force);
+  check_output_path(out_path, model_dir, given.force);
   const Checkpoint ck(model_dir);
   // What a standard llama cannot hold is refused before the model is opened.
   if (ck.kind() != CheckpointKind::Gguf) refuse_nonstandard(model_dir, "GGUF", ck.archive(), ck.quant_config());
@@ -344,13 +237,15 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   };
 
   // --gguf-type: a float type or a pure block type for every FP tensor but the norms, or a mix deciding per tensor.
+  // Without one, a checkpoint quantized onto GGUF's grids (recipe weights.gguf_type) gets the type it was made for,
+  // so token_embd and output are stored as that mix stores them.
+  GgufExportOptions opts = given;
+  if (!opts.type && !opts.mix && quantized && qc.raw.contains("weights") && qc.raw["weights"].is_object() &&
+      qc.raw["weights"].value("gguf_type", nlohmann::json()).is_string())
+    parse_gguf_type(qc.raw["weights"]["gguf_type"].get<std::string>(), opts);
   if (opts.type && opts.mix) fail_input("GGUF export: a ggml type and a K-quant mix were both given; choose one");
   const GgmlType requested = opts.type.value_or(GgmlType::F32);
-  MixModel mix_model;
-  mix_model.n_layers = cfg.n_layers;
-  mix_model.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
-  mix_model.tied = cfg.tie_embeddings;
-  mix_model.is_70b = cfg.n_layers == 80 && cfg.n_heads != cfg.n_kv_heads;
+  const GgufMixModel mix_model = gguf_mix_model(cfg);
   // Importances per GGUF weight name (Σx² / tokens, what llama-quantize --imatrix computes from the imatrix export).
   std::map<std::string, std::vector<float>> importance;
   if (!opts.stats.empty()) {
@@ -368,6 +263,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
     Slot slot;
     GgmlType type;
     Mapping map = Mapping::None;
+    bool blocks = false;  // a module stored as GGUF blocks (recipe weights.gguf_type): copied as stored
     bool requant = false;
     std::vector<int64_t> dims = {};
     const std::vector<float>* importance = nullptr;  // quant_weights of the weighted rounding
@@ -399,7 +295,10 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
       if (it != qc.modules.end()) {
         const ModuleQuantInfo& info = it->second;
         p.map = mapping_of(info);
-        if (p.map != Mapping::None) {
+        if (info.ggml) {
+          p.type = *info.ggml;
+          p.blocks = true;
+        } else if (p.map != Mapping::None) {
           p.type = mapped_type(p.map);
         } else if (K % 32 != 0) {
           p.type = GgmlType::F32;
@@ -420,9 +319,8 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
           p.type = info.spec.bits <= 4 ? (info.spec.sym ? GgmlType::Q4_0 : GgmlType::Q4_1) : GgmlType::Q8_0;
         }
       } else {
-        p.type = opts.mix ? mix_tensor_type(*opts.mix, s.gguf, s.layer, K, mix_model) : requested;
         std::string why;
-        p.type = fallback_type(p.type, K, why);
+        p.type = gguf_target_tensor_type(GgufTarget{requested, opts.mix}, s.gguf, s.layer, K, mix_model, why);
         if (!why.empty()) rep.fallback[s.gguf] = why;
         const auto imp = importance.find(s.gguf);
         if (imp != importance.end() && ggml_type_traits(p.type).block_size > 1) {
@@ -458,7 +356,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   bool any_block = false;
   for (const auto& p : plans) any_block |= ggml_type_traits(p.type).block_size > 1;
   if (any_block) w.set("general.quantization_version", GgufValue::u32(2));
-  if (opts.mix) w.set("general.file_type", GgufValue::u32(mix_traits(*opts.mix).llama_ftype));
+  if (opts.mix) w.set("general.file_type", GgufValue::u32(gguf_mix_traits(*opts.mix).llama_ftype));
   w.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(cfg.max_positions)));
   w.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(cfg.hidden)));
   w.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(cfg.n_layers)));
@@ -500,7 +398,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   w.set("ptq.source", GgufValue::string(model_dir));
   if (is_imported) w.set("ptq.source_format", GgufValue::string(ck.kind_name()));
   if (quantized) w.set("ptq.quantization_config", GgufValue::string(qc.raw.dump()));
-  if (opts.mix) w.set("ptq.gguf_mix", GgufValue::string(mix_traits(*opts.mix).name));
+  if (opts.mix) w.set("ptq.gguf_mix", GgufValue::string(gguf_mix_traits(*opts.mix).name));
   if (!importance.empty()) w.set("ptq.imatrix_stats", GgufValue::string(opts.stats));
   rep.imatrix = !importance.empty();
 
@@ -508,7 +406,8 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   for (const Plan& p : plans) {
     GgufExportTensor info{p.slot.gguf, p.slot.hf, p.type, p.dims, ""};
     const bool is_q = quantized && qc.modules.count(p.slot.module);
-    info.how = p.map != Mapping::None ? fmt::format("mapped from {}{}", is_imported ? "" : "ptq ",
+    info.how = p.blocks                ? fmt::format("copied (ptq {} blocks)", qc.modules.at(p.slot.module).format)
+               : p.map != Mapping::None ? fmt::format("mapped from {}{}", is_imported ? "" : "ptq ",
                                                     qc.modules.at(p.slot.module).format)
                : p.requant           ? "re-quantized"
                : is_q                ? "dequantized"
@@ -523,7 +422,17 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
         p.slot.rope_heads > 0 ? gguf_rope_permutation(p.slot.rope_heads, cfg.head_dim) : std::vector<int64_t>();
     GgufExportReport* r = &rep;
     // Producers run inside w.write() below, while everything captured by reference is alive.
-    w.add_tensor(p.slot.gguf, p.dims, p.type, [m, p, perm, r, &load_codes]() -> std::vector<uint8_t> {
+    const ModuleQuantInfo* stored = p.blocks ? &qc.modules.at(p.slot.module) : nullptr;
+    w.add_tensor(p.slot.gguf, p.dims, p.type, [m, p, perm, r, stored, &load_codes]() -> std::vector<uint8_t> {
+      if (stored) {  // rows of blocks, q/k rows into ggml's RoPE order
+        std::vector<uint8_t> bytes = load_ggml_blocks(m->archive(), p.slot.module, *stored);
+        if (perm.empty()) return bytes;
+        const size_t row = ggml_nbytes(p.type, stored->in_features);
+        std::vector<uint8_t> out(bytes.size());
+        for (size_t i = 0; i < perm.size(); ++i)
+          std::memcpy(out.data() + i * row, bytes.data() + static_cast<size_t>(perm[i]) * row, row);
+        return out;
+      }
       if (p.map != Mapping::None) {
         QuantizedWeight qw = load_codes(p.slot.module);
         if (!perm.empty()) {
@@ -538,8 +447,11 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
       }
       if (!p.requant && m->archive().contains(p.slot.hf)) {
         const TensorView v = m->archive().view(p.slot.hf);
-        if (is_float_matrix(v) && ggml_type_traits(p.type).block_size > 1)
-          return encode_rows(p.type, v, perm, p.slot.hf, p.importance ? p.importance->data() : nullptr);
+        if (is_float_matrix(v) && ggml_type_traits(p.type).block_size > 1) {
+          auto bytes = encode_rows(p.type, v, perm, p.slot.hf, p.importance ? p.importance->data() : nullptr);
+          m->archive().release(p.slot.hf);  // its mapped pages would otherwise stay resident until the end
+          return bytes;
+        }
       }
       at::Tensor t = m->weights().load(p.slot.hf).to(at::kFloat).contiguous();
       if (!perm.empty()) t = permute_rows(t, perm);
@@ -597,28 +509,14 @@ void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir,
   dir.commit();
 }
 
-const std::vector<GgufMixTraits>& gguf_mixes() { return kMixes; }
-
-std::string gguf_type_names() {
-  std::string s = ggml_writable_type_names();
-  for (const auto& m : kMixes) s += fmt::format(", {}", m.name);
-  return s;
-}
-
 void parse_gguf_type(const std::string& name, GgufExportOptions& opts) {
-  if (auto t = ggml_type_from_name(name)) {
-    opts.type = t;
-    return;
-  }
-  for (const auto& m : kMixes)
-    if (name == m.name) {
-      opts.mix = m.mix;
-      return;
-    }
-  fail_input("--gguf-type {} is not one of {}", name, gguf_type_names());
+  const GgufTarget t = parse_gguf_target(name, "--gguf-type");
+  opts.type = t.type;
+  opts.mix = t.mix;
 }
 
 std::optional<GgmlType> gguf_lossless_type(const ModuleQuantInfo& info) {
+  if (info.ggml) return info.ggml;
   const Mapping m = mapping_of(info);
   if (m == Mapping::None) return std::nullopt;
   return mapped_type(m);

@@ -57,24 +57,11 @@
 #include <vector>
 
 #include "io/gguf.h"
+#include "io/gguf_mix.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 
 namespace ptq {
-
-// llama-quantize's K-quant mixes (llama_ftype LLAMA_FTYPE_MOSTLY_*), in llama.cpp's order.
-enum class GgufMix { Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K };
-
-struct GgufMixTraits {
-  GgufMix mix;
-  const char* name;        // --gguf-type
-  const char* llama_name;  // llama-quantize's type argument
-  uint32_t llama_ftype;    // general.file_type
-  GgmlType base;           // the type of every tensor the mix does not raise
-  const char* rule;        // what it raises, for --help
-};
-const std::vector<GgufMixTraits>& gguf_mixes();
-// Every --gguf-type value: the ggml types, then the mixes.
-std::string gguf_type_names();
 
 struct GgufExportOptions {
   std::optional<GgmlType> type;  // unset (and no mix): F32 for FP tensors, quantized modules mapped
@@ -122,9 +109,6 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
 // tokenizer files copied from `config_dir`. Used to compare llama.cpp against ptq's runner on identical weights.
 void gguf_to_hf_f32(const std::string& gguf_path, const std::string& config_dir, const std::string& out_dir);
 
-// GGUF name of linear module `id` of decoder layer `layer`, e.g. "blk.3.attn_q.weight" (the table above; the
-// imatrix export names its entries with it too).
-std::string gguf_linear_tensor_name(int64_t layer, LinearId id);
 
 // Row permutation of q/k (see above): perm[new_row] = old_row for `heads` heads of `head_dim` rows.
 std::vector<int64_t> gguf_rope_permutation(int64_t heads, int64_t head_dim);

@@ -195,6 +195,13 @@ PackedExportReport export_packed(const std::string& model_dir, const std::string
   in.static_groups = settings.static_groups;
   in.provenance = settings.provenance;
   if (in.qc.modules.empty()) fail_input("{}: the checkpoint has no quantized module to export", model_dir);
+  std::vector<std::string> blocks;
+  for (const auto& [m, info] : in.qc.modules)
+    if (info.ggml) blocks.push_back(m);
+  if (!blocks.empty())
+    fail_input("{}: {} module(s) are stored as GGUF blocks ({}, first {}), whose K-quant scales and mins have no {} "
+               "form; export this checkpoint with --format gguf", model_dir, blocks.size(),
+               in.qc.modules.at(blocks.front()).format, blocks.front(), format.name);
   refuse_nonstandard(model_dir, format.name, archive, in.qc, format.activation_gap);
   if (format.check) format.check(in);
 

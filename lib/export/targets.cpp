@@ -55,6 +55,10 @@ ExportFit llama_cpp_fit(const Recipe& r, const ModuleQuantInfo& m) {
     return f;
   }
   f.loads = true;
+  if (r.gguf) {
+    f.how = fmt::format("GGUF {}, as quantized (--gguf-type {})", upper(r.gguf->name()), r.gguf->name());
+    return f;
+  }
   if (const auto t = gguf_lossless_type(m)) {
     f.how = fmt::format("GGUF {}, lossless", upper(ggml_type_name(*t)));
     return f;
@@ -72,6 +76,10 @@ ExportFit vllm_fit(const Recipe& r, const ModuleQuantInfo& m) {
   ExportFit f{"vLLM / transformers", "", false};
   if (const std::string gap = rewrite_gap(r); !gap.empty()) {
     f.how = "no: " + gap;
+    return f;
+  }
+  if (r.gguf) {
+    f.how = "no: GGUF blocks (K-quant scales and mins) have no GPTQ / compressed-tensors form";
     return f;
   }
   if (m.act) {
@@ -105,7 +113,10 @@ std::vector<ExportFit> export_fits(const Recipe& r) {
   const ModuleQuantInfo m = probe_module(r);
   std::vector<ExportFit> fits{llama_cpp_fit(r, m), vllm_fit(r, m)};
   // The runner runs every checkpoint ptq writes; weight-only ones on the packed kernels.
-  fits.push_back({"ptq runner", r.act_enabled ? "yes (activation-quantized modules in fp64 reference)" : "yes, packed",
+  fits.push_back({"ptq runner",
+                  r.act_enabled ? "yes (activation-quantized modules in fp64 reference)"
+                  : r.gguf      ? "yes (GGUF blocks decoded to fp32)"
+                                : "yes, packed",
                   true});
   return fits;
 }
@@ -116,6 +127,7 @@ std::string recipe_needs(const Recipe& r) {
 }
 
 std::string recipe_grid(const Recipe& r) {
+  if (r.gguf) return fmt::format("GGUF {} blocks", upper(r.gguf->name()));
   std::string s = fmt::format("W{} {} {}", r.weights.bits, group_text(r.weights.group_size), r.weights.sym ? "sym" : "asym");
   if (r.method == "gptq" && r.gptq.act_order) s += " act-order";
   if (r.act_enabled) s += ", A" + r.activations.describe().substr(1);

@@ -3,11 +3,13 @@
 // and the same ties, so that the bytes equal llama-quantize's. Compiled with -ffp-contract=off (see the header).
 #include "io/gguf_kquants.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
 
+#include "core/error.h"
 #include "core/half.h"
 #include "io/gguf.h"
 
@@ -865,6 +867,23 @@ PTQ_QUANTIZE_TYPE(quantize_q5_1, BlockQ5_1, 32, quantize_row_q5_1_ref, (quantize
 
 // ---- dequantizers ------------------------------------------------------------------------------------------------
 
+namespace {
+
+// Q3_K's sixteen 6-bit scales, unpacked (ggml's kmask shuffle of dequantize_row_q3_K).
+void q3_k_scales(const BlockQ3_K& x, int8_t scales[16]) {
+  constexpr uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+  uint32_t aux[4];
+  std::memcpy(aux, x.scales, 12);
+  const uint32_t tmp = aux[2];
+  aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+  aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+  aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+  aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+  std::memcpy(scales, aux, 16);
+}
+
+}  // namespace
+
 void dequantize_row_q2_K(const BlockQ2_K* x, float* y, int64_t k) {
   for (int64_t i = 0; i < k / kQK_K; i++) {
     const float d = h2f(x[i].d);
@@ -887,22 +906,13 @@ void dequantize_row_q2_K(const BlockQ2_K* x, float* y, int64_t k) {
 }
 
 void dequantize_row_q3_K(const BlockQ3_K* x, float* y, int64_t k) {
-  const uint32_t kmask1 = 0x03030303;
-  const uint32_t kmask2 = 0x0f0f0f0f;
-  uint32_t aux[4];
   int8_t scales[16];
   for (int64_t i = 0; i < k / kQK_K; i++) {
     const float d_all = h2f(x[i].d);
     const uint8_t* q = x[i].qs;
     const uint8_t* hm = x[i].hmask;
     uint8_t m = 1;
-    std::memcpy(aux, x[i].scales, 12);
-    const uint32_t tmp = aux[2];
-    aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
-    aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
-    aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
-    aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
-    std::memcpy(scales, aux, 16);
+    q3_k_scales(x[i], scales);
     int is = 0;
     for (int n = 0; n < kQK_K; n += 128) {
       int shift = 0;
@@ -1018,6 +1028,168 @@ void dequantize_row_q5_1(const BlockQ5_1* x, float* y, int64_t k) {
       y[i * 32 + j + 0] = x0 * d + m;
       y[i * 32 + j + 16] = x1 * d + m;
     }
+  }
+}
+
+}  // namespace ptq
+
+// ---- a row of blocks as a grid -----------------------------------------------------------------------------------
+
+namespace ptq {
+
+namespace {
+
+constexpr GgmlGridTraits kGrids[] = {
+    {GgmlType::Q4_0, 32, -8, 7, false},     {GgmlType::Q4_1, 32, 0, 15, true},  {GgmlType::Q5_0, 32, -16, 15, false},
+    {GgmlType::Q5_1, 32, 0, 31, true},      {GgmlType::Q8_0, 32, -127, 127, false}, {GgmlType::Q2_K, 16, 0, 3, true},
+    {GgmlType::Q3_K, 16, -4, 3, false},     {GgmlType::Q4_K, 32, 0, 15, true},  {GgmlType::Q5_K, 32, 0, 31, true},
+    {GgmlType::Q6_K, 16, -32, 31, false},
+};
+
+// Where the stored code q (0..2^bits - 1, before re-centring) of element e of a block lives: bits at `shift` of
+// byte `low` (nbits wide) and, for 5/3/6-bit types, the high part at bit `hbit` of byte `high` (hbits wide).
+struct CodeSlot {
+  int low, shift, nbits;
+  int high = -1, hshift = 0, hbits = 0;
+};
+
+CodeSlot code_slot(GgmlType t, int e) {
+  switch (t) {
+    case GgmlType::Q4_0: return {2 + e % 16, e < 16 ? 0 : 4, 4};
+    case GgmlType::Q4_1: return {4 + e % 16, e < 16 ? 0 : 4, 4};
+    case GgmlType::Q5_0: return {6 + e % 16, e < 16 ? 0 : 4, 4, 2 + e / 8, e % 8, 1};
+    case GgmlType::Q5_1: return {8 + e % 16, e < 16 ? 0 : 4, 4, 4 + e / 8, e % 8, 1};
+    case GgmlType::Q8_0: return {2 + e, 0, 8};
+    case GgmlType::Q2_K: return {16 + 32 * (e / 128) + e % 32, 2 * ((e % 128) / 32), 2};
+    case GgmlType::Q3_K: return {32 + 32 * (e / 128) + e % 32, 2 * ((e % 128) / 32), 2, e % 32, e / 32, 1};
+    case GgmlType::Q4_K: return {16 + 32 * (e / 64) + e % 32, (e % 64) < 32 ? 0 : 4, 4};
+    case GgmlType::Q5_K: return {48 + 32 * (e / 64) + e % 32, (e % 64) < 32 ? 0 : 4, 4, 16 + e % 32, e / 32, 1};
+    case GgmlType::Q6_K: {
+      const int h = e / 128, l = e % 32, q = (e % 128) / 32;
+      return {64 * h + l + 32 * (q & 1), q < 2 ? 0 : 4, 4, 128 + 32 * h + l, 2 * q, 2};
+    }
+    default: fail_input("ggml type {} has no code grid", ggml_type_name(t));
+  }
+}
+
+int code_offset(const GgmlGridTraits& g) { return g.lo < 0 ? -g.lo : 0; }  // c = q - offset (Q8_0: int8 as is)
+
+}  // namespace
+
+const GgmlGridTraits* ggml_grid_traits(GgmlType t) {
+  for (const auto& g : kGrids)
+    if (g.type == t) return &g;
+  return nullptr;
+}
+
+void ggml_row_grid(GgmlType t, const uint8_t* row, int64_t n, float* a, float* b) {
+  const GgmlTypeTraits& tt = ggml_type_traits(t);
+  const int64_t nb = n / tt.block_size;
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* blk = row + i * tt.type_size;
+    switch (t) {
+      case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: {
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        a[i] = h2f(d);
+        b[i] = 0;
+        break;
+      }
+      case GgmlType::Q4_1: case GgmlType::Q5_1: {
+        uint16_t dm[2];
+        std::memcpy(dm, blk, 4);
+        a[i] = h2f(dm[0]);
+        b[i] = h2f(dm[1]);
+        break;
+      }
+      case GgmlType::Q2_K: {
+        BlockQ2_K x;
+        std::memcpy(&x, blk, sizeof x);
+        const float d = h2f(x.d), min = h2f(x.dmin);
+        for (int s = 0; s < 16; ++s) {
+          a[16 * i + s] = d * (x.scales[s] & 0xF);
+          b[16 * i + s] = -(min * (x.scales[s] >> 4));
+        }
+        break;
+      }
+      case GgmlType::Q3_K: {
+        BlockQ3_K x;
+        std::memcpy(&x, blk, sizeof x);
+        int8_t sc[16];
+        q3_k_scales(x, sc);
+        const float d_all = h2f(x.d);
+        for (int s = 0; s < 16; ++s) {
+          a[16 * i + s] = d_all * (sc[s] - 32);
+          b[16 * i + s] = 0;
+        }
+        break;
+      }
+      case GgmlType::Q4_K: case GgmlType::Q5_K: {
+        uint16_t dm[2];
+        std::memcpy(dm, blk, 4);
+        const float d = h2f(dm[0]), min = h2f(dm[1]);
+        for (int s = 0; s < 8; ++s) {
+          uint8_t sc, m;
+          get_scale_min_k4(s, blk + 4, &sc, &m);
+          a[8 * i + s] = d * sc;
+          b[8 * i + s] = -(min * m);
+        }
+        break;
+      }
+      case GgmlType::Q6_K: {
+        BlockQ6_K x;
+        std::memcpy(&x, blk, sizeof x);
+        const float d = h2f(x.d);
+        for (int s = 0; s < 16; ++s) {
+          a[16 * i + s] = d * x.scales[s];
+          b[16 * i + s] = 0;
+        }
+        break;
+      }
+      default: fail_input("ggml type {} has no code grid", ggml_type_name(t));
+    }
+  }
+}
+
+void ggml_row_codes(GgmlType t, const uint8_t* row, int64_t n, int8_t* codes) {
+  const GgmlGridTraits& g = *ggml_grid_traits(t);
+  const GgmlTypeTraits& tt = ggml_type_traits(t);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* blk = row + (i / tt.block_size) * tt.type_size;
+    const CodeSlot c = code_slot(t, static_cast<int>(i % tt.block_size));
+    int q = (blk[c.low] >> c.shift) & ((1 << c.nbits) - 1);
+    if (c.high >= 0) q |= ((blk[c.high] >> c.hshift) & ((1 << c.hbits) - 1)) << c.nbits;
+    codes[i] = t == GgmlType::Q8_0 ? static_cast<int8_t>(blk[c.low]) : static_cast<int8_t>(q - code_offset(g));
+  }
+}
+
+void ggml_row_set_codes(GgmlType t, uint8_t* row, int64_t n, const int8_t* codes) {
+  const GgmlGridTraits& g = *ggml_grid_traits(t);
+  const GgmlTypeTraits& tt = ggml_type_traits(t);
+  for (int64_t i = 0; i < n; ++i) {
+    if (codes[i] < g.lo || codes[i] > g.hi)
+      fail_input("ggml {} code {} of element {} is outside [{}, {}]", ggml_type_name(t), codes[i], i, g.lo, g.hi);
+    uint8_t* blk = row + (i / tt.block_size) * tt.type_size;
+    const CodeSlot c = code_slot(t, static_cast<int>(i % tt.block_size));
+    const int q = t == GgmlType::Q8_0 ? static_cast<uint8_t>(codes[i]) : codes[i] + code_offset(g);
+    const int low_mask = (1 << c.nbits) - 1;
+    blk[c.low] = static_cast<uint8_t>((blk[c.low] & ~(low_mask << c.shift)) | ((q & low_mask) << c.shift));
+    if (c.high >= 0) {
+      const int high_mask = (1 << c.hbits) - 1;
+      blk[c.high] = static_cast<uint8_t>((blk[c.high] & ~(high_mask << c.hshift)) |
+                                         (((q >> c.nbits) & high_mask) << c.hshift));
+    }
+  }
+}
+
+void ggml_round_to_grid(const GgmlGridTraits& g, const float* x, const float* a, const float* b, int64_t n,
+                        int8_t* codes, float* xhat) {
+  for (int64_t i = 0; i < n; ++i) {
+    int code = 0;
+    if (a[i] != 0) code = static_cast<int>(std::clamp(std::nearbyint((x[i] - b[i]) / a[i]), float(g.lo), float(g.hi)));
+    codes[i] = static_cast<int8_t>(code);
+    const float c = static_cast<float>(code);  // through int: nearbyint(-0.3) is -0, and a * -0 flips the zero's sign
+    xhat[i] = g.min ? a[i] * c + b[i] : a[i] * c;
   }
 }
 

@@ -115,3 +115,35 @@ void dequantize_row_q5_0(const BlockQ5_0* x, float* y, int64_t k);
 void dequantize_row_q5_1(const BlockQ5_1* x, float* y, int64_t k);
 
 }  // namespace ptq
+
+namespace ptq {
+
+enum class GgmlType : uint32_t;  // io/gguf.h
+
+// ---- a row of blocks as a grid (GPTQ on GGUF's grids: algorithms/gptq.h gptq_ggml_quantize) --------------------------
+// Every block type puts element e of a row on the affine grid of its sub-block s = e / sub: x̂ = a[s] * c + b[s], c an
+// integer code in [lo, hi], in exactly dequantize_row_*'s float operations (b = 0 for the types without a min; ggml's
+// "d1 * q - m1" is "a * c + b" with b = -m1, the same IEEE result). Codes are the stored values re-centred:
+//   Q4_0 c = q - 8 in [-8, 7]; Q5_0 q - 16 in [-16, 15]; Q8_0 qs in [-127, 127] (ggml never writes -128: llama.cpp's
+//   AVX2 dot product takes |qs| with _mm256_sign_epi8, which leaves -128 negative); Q3_K q - 4 in [-4, 3];
+//   Q6_K q - 32 in [-32, 31]; Q4_1, Q5_1, Q2_K, Q4_K, Q5_K: q itself, from 0.
+struct GgmlGridTraits {
+  GgmlType type;
+  int sub;     // elements per sub-block (one a, b)
+  int lo, hi;  // code range
+  bool min;    // b is a stored min (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K); without, x̂ = a * c (no "+ 0", which would turn a
+               // -0 into +0)
+};
+// nullptr for a type without blocks (F32, F16, BF16).
+const GgmlGridTraits* ggml_grid_traits(GgmlType t);
+// a and b of each of the n / sub sub-blocks of one row of n values stored as blocks of type t.
+void ggml_row_grid(GgmlType t, const uint8_t* row, int64_t n, float* a, float* b);
+// The n codes of a row; and a row whose codes are replaced by `codes` (each in [lo, hi]), scales and mins kept.
+void ggml_row_codes(GgmlType t, const uint8_t* row, int64_t n, int8_t* codes);
+void ggml_row_set_codes(GgmlType t, uint8_t* row, int64_t n, const int8_t* codes);
+// Rounds n values x[i] onto their grids (a[i], b[i]): c = clamp(nearest((x - b) / a), lo, hi), ties to even as ggml's
+// nearest_int (c = 0 where a == 0: every code gives b), and x̂ = a * c + b as the dequantizer computes it.
+void ggml_round_to_grid(const GgmlGridTraits& g, const float* x, const float* a, const float* b, int64_t n,
+                        int8_t* codes, float* xhat);
+
+}  // namespace ptq

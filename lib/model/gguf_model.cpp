@@ -299,4 +299,25 @@ std::string gguf_model_dir(const std::string& gguf_path) {
   return dir;
 }
 
+namespace {
+
+// GGUF names of the seven linear modules, in LinearId order.
+constexpr const char* kGgufLinearNames[kNumLinear] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                      "ffn_gate", "ffn_up", "ffn_down"};
+
+}  // namespace
+
+std::string gguf_linear_tensor_name(int64_t layer, LinearId id) {
+  return fmt::format("blk.{}.{}.weight", layer, kGgufLinearNames[static_cast<int>(id)]);
+}
+
+GgufMixModel gguf_mix_model(const ModelConfig& cfg) {
+  GgufMixModel m;
+  m.n_layers = cfg.n_layers;
+  m.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
+  m.tied = cfg.tie_embeddings;
+  m.is_70b = cfg.n_layers == 80 && cfg.n_heads != cfg.n_kv_heads;
+  return m;
+}
+
 }  // namespace ptq

@@ -10,6 +10,9 @@
 
 #include <string>
 
+#include "io/gguf_mix.h"
+#include "model/model.h"
+
 namespace ptq {
 
 // True for an existing regular file whose first four bytes are "GGUF".
@@ -26,5 +29,11 @@ void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir);
 // device, inode, size, mtime and ctime in nanoseconds, so an edit in place is noticed). Says so on stderr when it
 // converts.
 std::string gguf_model_dir(const std::string& gguf_path);
+
+// GGUF name of linear module `id` of decoder layer `layer`, e.g. "blk.3.attn_q.weight" (llama.cpp's LLM_TENSOR_*
+// names for llama; the GGUF and imatrix exports and the quantize driver's GGUF grids name tensors with it).
+std::string gguf_linear_tensor_name(int64_t layer, LinearId id);
+// The layout facts of `cfg` that llama-quantize's mixes read (io/gguf_mix.h).
+GgufMixModel gguf_mix_model(const ModelConfig& cfg);
 
 }  // namespace ptq

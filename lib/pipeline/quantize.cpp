@@ -8,7 +8,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "algorithms/gptq.h"
 #include "algorithms/migration.h"
+#include "algorithms/rtn.h"
 #include "calibration/calibrate.h"
 #include "calibration/stats.h"
 #include "calibration/streamer.h"
@@ -16,6 +18,9 @@
 #include "core/model_dir.h"
 #include "core/table.h"
 #include "core/progress.h"
+#include "io/gguf_kquants.h"
+#include "io/gguf_mix.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "pipeline/resume.h"
 #include "quant/checkpoint.h"
@@ -65,6 +70,20 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
         continue;
       }
       const int64_t in = model.archive().view(path + ".weight").shape().at(1);
+      if (recipe.gguf) {  // the GGUF type llama-quantize would give this tensor, after its fallback
+        std::string why;
+        const GgmlType t =
+            gguf_target_tensor_type(*recipe.gguf, gguf_linear_tensor_name(i, id), i, in, gguf_mix_model(cfg), why);
+        if (!ggml_grid_traits(t)) {
+          report.unquantized[path] = fmt::format("GGUF {}: {}", recipe.gguf->name(), why);
+          continue;
+        }
+        PlannedModule p{path, ggml_nominal_spec(t), ggml_format_name(t), t};
+        packed[path] = ModuleQuantInfo{p.format, p.spec, recipe.method, false};
+        packed[path].ggml = t;
+        plan[i][id] = std::move(p);
+        continue;
+      }
       if (spec->group_size > 0 && in % spec->group_size != 0) {
         report.unquantized[path] =
             fmt::format("in_features {} is not a multiple of group size {}", in, spec->group_size);
@@ -111,7 +130,8 @@ ModuleReport record_error(const PlannedModule& p, int64_t layer, const std::stri
   m.params = out * in;
   m.weight_error = error;
   report.quantized_params += m.params;
-  report.quantized_bits += 8.0 * static_cast<double>(grid_of(p.spec).bytes_for(out, in));
+  report.quantized_bits +=
+      8.0 * static_cast<double>(p.ggml ? ggml_nbytes(*p.ggml, out * in) : grid_of(p.spec).bytes_for(out, in));
   metrics = {{"nmse", error.nmse},
              {"snr_db", error.snr_db},
              {"max_abs_error", error.max_abs_error},
@@ -121,15 +141,18 @@ ModuleReport record_error(const PlannedModule& p, int64_t layer, const std::stri
 }
 
 ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::string& method, const at::Tensor& weight,
-                           const LinearQuantResult& res, const at::Tensor& w_hat, const at::Tensor& hessian,
-                           QuantizeReport& report, nlohmann::json& metrics) {
+                           std::optional<double> loss, const std::string& warning, const at::Tensor& w_hat,
+                           const at::Tensor& hessian, QuantizeReport& report, nlohmann::json& metrics) {
   ModuleReport m = record_error(p, layer, method, weight.size(0), weight.size(1), distortion(weight, w_hat), report,
                                 metrics);
-  m.loss = res.loss;
-  m.warning = res.warning;
+  m.loss = loss;
+  m.warning = warning;
   if (hessian.defined()) {
     m.output_error = hessian_loss(weight, w_hat, hessian);
-    m.rtn_output_error = hessian_loss(weight, dequantize(quantize_weight(weight, p.spec, p.path)), hessian);
+    LinearQuantRequest rtn{p.path, weight, at::Tensor(), p.spec, {}};
+    m.rtn_output_error = hessian_loss(
+        weight, p.ggml ? rtn_ggml_quantize(rtn, *p.ggml).w_hat : dequantize(quantize_weight(weight, p.spec, p.path)),
+        hessian);
   }
   if (m.loss) metrics["loss"] = *m.loss;
   if (m.output_error) metrics["output_error"] = *m.output_error;
@@ -248,7 +271,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
           const PlannedModule& p = plan[i].at(id);
           progress.update(i, p.path);
           const TensorView stored = direct_rtn ? model.archive().view(p.path + ".weight") : TensorView{};
-          if (direct_rtn && rtn_pack_supports(stored, p.spec)) {
+          if (direct_rtn && !p.ggml && rtn_pack_supports(stored, p.spec)) {
             const RtnPacked packed_module = rtn_pack(stored, p.spec, p.path);
             nlohmann::json metrics;
             ModuleReport m = record_error(p, i, recipe.method, packed_module.tensors.out, packed_module.tensors.in,
@@ -266,11 +289,22 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
           req.gptq = recipe.gptq;
           if (algo.needs_hessian)
             req.hessian = stats ? stats->get(i, id, Stat::Hessian) : hessians.at(act_point_of(id)).hessian();
-          LinearQuantResult res = algo.quantize(req);
-          const at::Tensor w_hat = dequantize(res.weight);
+          at::Tensor w_hat;
           nlohmann::json metrics;
-          ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
-          writer.write_module(p.path, res.weight, metrics);
+          ModuleReport m;
+          if (p.ggml) {  // straight onto the GGUF block grid
+            GgmlQuantResult res = algo.needs_hessian ? gptq_ggml_quantize(req, *p.ggml) : rtn_ggml_quantize(req, *p.ggml);
+            w_hat = res.w_hat;
+            m = record_module(p, i, recipe.method, w[id].weight, res.loss, res.warning, w_hat, req.hessian, report,
+                              metrics);
+            writer.write_ggml_module(p.path, *p.ggml, w_hat.size(0), w_hat.size(1), res.blocks, metrics);
+          } else {
+            LinearQuantResult res = algo.quantize(req);
+            w_hat = dequantize(res.weight);
+            m = record_module(p, i, recipe.method, w[id].weight, res.loss, res.warning, w_hat, req.hessian, report,
+                              metrics);
+            writer.write_module(p.path, res.weight, metrics);
+          }
           // Later groups and layers see the quantized module; without calibration nothing reads it again, and
           // freeing it keeps the peak at the modules still to do (a 7B layer is 0.8 GB in fp32).
           w[id].weight = streamer ? w_hat : at::Tensor();

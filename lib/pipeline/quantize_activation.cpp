@@ -225,7 +225,8 @@ QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& op
         LinearQuantResult res = algo.quantize(req);
         const at::Tensor w_hat = dequantize(res.weight);
         nlohmann::json metrics;
-        ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res, w_hat, req.hessian, report, metrics);
+        ModuleReport m = record_module(p, i, recipe.method, w[id].weight, res.loss, res.warning, w_hat, req.hessian, report,
+                                       metrics);
         writer.write_module(p.path, res.weight, metrics);
         by_point[pt].push_back({id, res.weight, w[id].weight});
         report.modules.push_back(std::move(m));

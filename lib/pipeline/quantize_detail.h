@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct PlannedModule {
   std::string path;
   WeightQuantSpec spec;
   std::string format;
+  std::optional<GgmlType> ggml = std::nullopt;  // recipe weights.gguf_type: this module's GGUF block type
 };
 using LayerModulePlan = std::vector<std::map<LinearId, PlannedModule>>;
 
@@ -34,10 +36,11 @@ using LayerModulePlan = std::vector<std::map<LinearId, PlannedModule>>;
 // report.unquantized); `packed` receives the checkpoint plan. Throws when nothing is left to quantize.
 LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const WeightAlgorithm& algo,
                              QuantizeReport& report, std::map<std::string, ModuleQuantInfo>& packed);
-// Distortion report of one quantized module (added to report's totals) and its checkpoint metrics.
+// Distortion report of one quantized module (added to report's totals) and its checkpoint metrics; `loss` and
+// `warning` are the algorithm's. With a Hessian, the output error of w_hat and of RTN on the same grid.
 ModuleReport record_module(const PlannedModule& p, int64_t layer, const std::string& method, const at::Tensor& weight,
-                           const LinearQuantResult& res, const at::Tensor& w_hat, const at::Tensor& hessian,
-                           QuantizeReport& report, nlohmann::json& metrics);
+                           std::optional<double> loss, const std::string& warning, const at::Tensor& w_hat,
+                           const at::Tensor& hessian, QuantizeReport& report, nlohmann::json& metrics);
 nlohmann::json provenance_json(const Model& model, const Recipe& recipe, const std::string& stats_path,
                                const CalibrationStats* stats, const CalibrationData* calib);
 void finish_report(QuantizeReport& report, const CheckpointWriter& writer, double t0);

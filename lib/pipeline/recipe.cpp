@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
+#include "io/gguf_kquants.h"
 #include "core/file.h"
 #include "core/resources.h"
 #include "core/table.h"
@@ -146,7 +147,8 @@ nlohmann::json Recipe::to_json() const {
             {"act_order", gptq.act_order},
             {"static_groups", gptq.static_groups},
             {"damp", gptq.percdamp},
-            {"true_sequential", true_sequential}}},
+            {"true_sequential", true_sequential},
+            {"gguf_type", gguf ? nlohmann::json(gguf->name()) : nlohmann::json(nullptr)}}},
           {"calibration",
            {{"data", calibration.files},
             {"nsamples", calibration.nsamples},
@@ -205,7 +207,18 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
   w.read("static_groups", r.gptq.static_groups);
   w.read("damp", r.gptq.percdamp);
   w.read("true_sequential", r.true_sequential);
+  const auto gguf_type = w.get<std::string>("gguf_type");
   w.finish();
+  if (gguf_type) {
+    r.gguf = parse_gguf_target(*gguf_type, fmt::format("{}: \"weights.gguf_type\"", where));
+    if (r.gguf->type && !ggml_grid_traits(*r.gguf->type))
+      fail_input("{}: \"weights.gguf_type\" {} is a float type; GGUF grids are the block types and mixes ({})", where,
+                 *gguf_type, gguf_type_names());
+    if (r.method != "rtn" && r.method != "gptq")
+      fail_input("{}: \"weights.gguf_type\" works with method rtn or gptq, not {}", where, r.method);
+    if (r.gptq.act_order)
+      fail_input("{}: \"weights.gguf_type\": GGUF blocks hold columns in natural order; set act_order: false", where);
+  }
   weight_algorithm(r.method);  // throws listing the known algorithms
   check_grid(r.weights, where, "weights");
   if (!(r.gptq.percdamp > 0)) fail_input("{}: \"weights.damp\" must be > 0, got {}", where, r.gptq.percdamp);
@@ -315,6 +328,9 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
     }
   }
   top.finish();
+  if (r.gguf && (r.activation_path() || !r.overrides.empty()))
+    fail_input("{}: \"weights.gguf_type\" quantizes weights only, each module to the type GGUF gives it; it cannot be "
+               "combined with activations, migration, rotation or overrides", where);
   return r;
 }
 

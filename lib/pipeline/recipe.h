@@ -13,6 +13,7 @@
 #include "algorithms/algorithm.h"
 #include "algorithms/migration.h"
 #include "calibration/data.h"
+#include "io/gguf_mix.h"
 #include "quant/act_quant.h"
 #include "quant/quantizer.h"
 
@@ -31,6 +32,9 @@ struct Recipe {
   std::string path, name, paper, description;
   std::string method = "rtn";  // weight algorithm (algorithms/algorithm.h registry)
   WeightQuantSpec weights{4, 128, true, false};
+  // weights.gguf_type: quantize straight onto GGUF's block grids (a ggml block type for every module, or a
+  // llama-quantize mix choosing per module, io/gguf_mix.h) instead of `weights`' grid; rtn or gptq only.
+  std::optional<GgufTarget> gguf;
   GptqOptions gptq;
   bool true_sequential = true;  // GPTQ: [q,k,v] -> [o] -> [gate,up] -> [down], re-running the layer between
   CalibrationDataSpec calibration;

@@ -9,6 +9,7 @@
 #include "core/fault.h"
 #include "core/file.h"
 #include "core/model_dir.h"
+#include "io/gguf_kquants.h"
 #include "model/hadamard.h"
 #include "quant/act_linear.h"
 #include "quant/formats.h"
@@ -70,6 +71,12 @@ ModuleQuantInfo parse_module_info(const std::string& where, const std::string& m
     if (j.contains("activation") && !j["activation"].is_null())
       m.act = act_spec_from_json(j["activation"], fmt::format("{}: module \"{}\"", where, module));
     if (j.contains("folded")) m.folded = j["folded"].get<std::vector<std::string>>();
+    if (j.contains("ggml_type")) {
+      const std::string t = j["ggml_type"].get<std::string>();
+      m.ggml = ggml_type_from_name(t);
+      if (!m.ggml || !ggml_grid_traits(*m.ggml))
+        fail_input("{}: module \"{}\" has ggml_type \"{}\", not a GGUF block type", where, module, t);
+    }
   } catch (const json::exception& e) {
     fail_input("{}: quantization_config.modules[\"{}\"] is malformed ({})", where, module, e.what());
   }
@@ -87,6 +94,7 @@ json module_info_json(const ModuleQuantInfo& info) {
   if (!info.metrics.is_null()) j["metrics"] = info.metrics;
   if (info.act) j["activation"] = info.act->to_json();
   if (!info.folded.empty()) j["folded"] = info.folded;
+  if (info.ggml) j["ggml_type"] = ggml_type_name(*info.ggml);
   return j;
 }
 
@@ -146,6 +154,12 @@ class QuantizedWeightSource final : public WeightSource {
   QuantizedWeightSource(const TensorArchive& archive, const CheckpointQuantConfig& qc)
       : archive_(archive), qc_(qc) {
     for (const auto& [module, info] : qc_.modules) {
+      if (info.ggml) {
+        if (!archive_.contains(module + ".ggml"))
+          fail_input("{}: module \"{}\" is stored as GGUF {} blocks but has no \"{}.ggml\" tensor", archive_.path(),
+                     module, ggml_type_name(*info.ggml), module);
+        continue;
+      }
       if (!archive_.contains(module + ".qweight") || !archive_.contains(module + ".scales"))
         fail_input("{}: quantized module \"{}\" has no qweight/scales tensors", archive_.path(), module);
     }
@@ -154,14 +168,21 @@ class QuantizedWeightSource final : public WeightSource {
   at::Tensor load(const std::string& name) const override {
     const std::string module = quantized(name) ? name.substr(0, name.size() - 7) : std::string();
     if (module.empty()) return to_float_tensor(archive_.view(name));
-    return dequantize(load_quantized_weight(archive_, module, qc_.modules.at(module)));
+    const ModuleQuantInfo& info = qc_.modules.at(module);
+    if (info.ggml) {  // decoded as llama.cpp decodes the blocks
+      const std::vector<uint8_t> blocks = load_ggml_blocks(archive_, module, info);
+      at::Tensor w = at::empty({info.out_features, info.in_features});
+      ggml_decode(*info.ggml, blocks.data(), w.data_ptr<float>(), w.numel());
+      return w;
+    }
+    return dequantize(load_quantized_weight(archive_, module, info));
   }
   // Weight-only modules are repacked for the kernels (their mapped pages released once copied); modules with an
   // activation scheme run through their integer-semantics kernel (attach_act_kernels) and load as fp32.
   std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const override {
     const auto it = qc_.modules.find(module);
     if (it == qc_.modules.end()) return view_archive_weight(archive_, module);
-    if (it->second.act) return nullptr;
+    if (it->second.act || it->second.ggml) return nullptr;  // GGUF blocks: decoded to fp32 by load() (issue 11)
     auto packed = load_packed_module(archive_, module, it->second);
     for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
       if (archive_.contains(module + suffix)) archive_.release(module + suffix);
@@ -210,8 +231,32 @@ bool read_checkpoint_quant_config(const std::string& dir, CheckpointQuantConfig&
   return true;
 }
 
+WeightQuantSpec ggml_nominal_spec(GgmlType t) {
+  const GgmlGridTraits* g = ggml_grid_traits(t);
+  if (!g) fail_input("ggml type {} has no blocks", ggml_type_name(t));
+  int bits = 1;
+  while ((1 << bits) < g->hi - g->lo + 1) ++bits;
+  return WeightQuantSpec{bits, g->sub, !g->min, false};
+}
+
+std::string ggml_format_name(GgmlType t) { return std::string("gguf:") + ggml_type_name(t); }
+
+std::vector<uint8_t> load_ggml_blocks(const TensorArchive& archive, const std::string& module,
+                                      const ModuleQuantInfo& info) {
+  if (!info.ggml) fail_input("module \"{}\" is not stored as GGUF blocks", module);
+  if (info.in_features % ggml_type_traits(*info.ggml).block_size != 0)
+    fail_input("module \"{}\": rows of {} are not a multiple of {}'s block", module, info.in_features,
+               ggml_type_name(*info.ggml));
+  const TensorView v = archive.view(module + ".ggml");
+  expect(v, DType::U8, {info.out_features, static_cast<int64_t>(ggml_nbytes(*info.ggml, info.in_features))});
+  return std::vector<uint8_t>(v.data, v.data + v.nbytes());
+}
+
 QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::string& module,
                                       const ModuleQuantInfo& info) {
+  if (info.ggml)
+    fail_input("module \"{}\" is stored as GGUF {} blocks (quantized onto GGUF's grid), which have no integer codes on "
+               "a uniform grid: export this checkpoint with --format gguf", module, ggml_type_name(*info.ggml));
   const StoredModule m = read_stored_module(archive, module, info);
   const int b = info.spec.bits;
   QuantizedWeight qw;
@@ -331,7 +376,7 @@ CheckpointWriter::CheckpointWriter(const Model& source, const std::string& out_d
 json CheckpointWriter::state() {
   json modules = json::object();
   for (const auto& [module, info] : modules_)
-    if (tensors_->contains(module + ".qweight")) modules[module] = module_info_json(info);
+    if (tensors_->contains(module + (info.ggml ? ".ggml" : ".qweight"))) modules[module] = module_info_json(info);
   return {{"spool", tensors_->state()}, {"modules", modules}};
 }
 
@@ -395,6 +440,20 @@ void CheckpointWriter::write_module(const std::string& module, const QuantizedWe
   } else if (!qw.g_idx.to(at::kInt).equal(natural_g_idx(qw.spec, qw.q.size(1)))) {
     fail_input("module \"{}\": columns are permuted (act-order) but the plan did not say so", module);
   }
+  fault_point("module");
+}
+
+void CheckpointWriter::write_ggml_module(const std::string& module, GgmlType type, int64_t out, int64_t in,
+                                        const std::vector<uint8_t>& blocks, json metrics) {
+  const ModuleQuantInfo& info = record(module, ggml_nominal_spec(type), out, in, std::move(metrics));
+  if (info.ggml != type)
+    fail_input("checkpoint writer: module \"{}\" was planned as {}, written as GGUF {}", module, info.format,
+               ggml_type_name(type));
+  const int64_t row_bytes = static_cast<int64_t>(ggml_nbytes(type, in));
+  if (blocks.size() != static_cast<size_t>(out * row_bytes))
+    fail_input("checkpoint writer: module \"{}\" has {} bytes of {} blocks, expected {}", module, blocks.size(),
+               ggml_type_name(type), out * row_bytes);
+  tensors_->add(module + ".ggml", DType::U8, {out, row_bytes}, blocks.data(), blocks.size());
   fault_point("module");
 }
 

@@ -13,6 +13,11 @@
 //   <m>.qzeros  [N, ceil(G/32)*b] I32  asymmetric grids only, same stream layout over zeros[n, 0..G)
 //                                      (symmetric grids: zero = 2^(b-1), not stored)
 //   <m>.g_idx   [K] I32                only when columns are not in natural group order (act-order)
+//   <m>.ggml    [N, ggml_nbytes(T, K)] U8  instead of the four above, for a module quantized straight onto GGUF block
+//                                      type T (recipe weights.gguf_type): row n is W's row n as llama.cpp's blocks
+//                                      (io/gguf.h, io/gguf_kquants.h; HF row order: the GGUF export permutes q/k rows);
+//                                      the entry has "ggml_type": T, "format": "gguf:T", and bits / group_size / sym
+//                                      describe T's grid (ggml_nominal_spec)
 //   <m>.input_scale      [1] or [K] F32   static activation step (modules with a static "activation" scheme)
 //   <m>.input_zero_point [1] or [K] F32   its zero point (integer valued; asymmetric static schemes only)
 // Transforms applied while quantizing (lib/transforms, the activation methods) replace or add FP tensors
@@ -38,6 +43,7 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "quant/act_quant.h"
@@ -60,7 +66,14 @@ struct ModuleQuantInfo {
   nlohmann::json metrics = {};  // distortion measured when it was quantized (quant/metrics.h), shown by inspect
   std::optional<ActQuantSpec> act = std::nullopt;  // activation scheme; nullopt: FP inputs (weight-only)
   std::vector<std::string> folded = {};  // transforms folded into the module (inspect shows them)
+  std::optional<GgmlType> ggml = std::nullopt;  // stored as GGUF blocks of this type (<m>.ggml), not as codes
 };
+
+// The grid a GGUF block type stands for in ModuleQuantInfo: bits of its code range, its sub-block as the group, sym
+// when it has no min (Q4_K: 4 bits, group 32, asym). Throws for a type without blocks.
+WeightQuantSpec ggml_nominal_spec(GgmlType t);
+// "gguf:q4_k": the format name of a module stored as type t.
+std::string ggml_format_name(GgmlType t);
 
 struct CheckpointQuantConfig {
   int format_version = kCheckpointFormatVersion;
@@ -73,8 +86,13 @@ struct CheckpointQuantConfig {
 // when it is not ours, is a newer format version, or is malformed.
 bool read_checkpoint_quant_config(const std::string& dir, CheckpointQuantConfig& out);
 
-// Reads back the QuantizedWeight of module `module` (codes, scales as stored, zeros, g_idx).
+// Reads back the QuantizedWeight of module `module` (codes, scales as stored, zeros, g_idx). Throws for a module
+// stored as GGUF blocks (it has no integer codes on a uniform grid; load_ggml_blocks reads it).
 QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::string& module,
+                                      const ModuleQuantInfo& info);
+
+// The rows of GGUF blocks of a module stored as such ([out] rows of ggml_nbytes(type, in) bytes).
+std::vector<uint8_t> load_ggml_blocks(const TensorArchive& archive, const std::string& module,
                                       const ModuleQuantInfo& info);
 
 // Codes, steps, zeros and g_idx of a QuantizedWeight repacked into the CPU kernels' layout (lib/kernels/
@@ -136,6 +154,9 @@ class CheckpointWriter {
   // Writes module `module` already packed (quant/rtn_packed.h), natural column order.
   void write_packed_module(const std::string& module, const WeightQuantSpec& spec, const PackedModuleTensors& t,
                            nlohmann::json metrics = {});
+  // Writes module `module` as rows of GGUF blocks of `type` (planned with that ggml type).
+  void write_ggml_module(const std::string& module, GgmlType type, int64_t out, int64_t in,
+                         const std::vector<uint8_t>& blocks, nlohmann::json metrics = {});
   // Static activation scheme of a written module and its parameters (input_scale, input_zero_point).
   void write_activation(const std::string& module, const ActQuantSpec& act, const ActQuantParams* params,
                         std::vector<std::string> folded = {});

@@ -73,6 +73,18 @@ grep -q "mapped from ptq w8g32" "$tmp/out" && ok || bad "w8g32 is not mapped ont
 expect_ok "quantize gguf-q8_0-gptq" "$ptq" quantize "$model" --recipe gguf-q8_0-gptq --nsamples 4 --seqlen 64 -o "$tmp/gq8"
 expect_ok "export gguf-q8_0-gptq as GGUF" "$ptq" export "$tmp/gq8" --format gguf -o "$tmp/gq8.gguf" --json
 grep -q "mapped from ptq w8g32" "$tmp/out" && ok || bad "gguf-q8_0-gptq is not mapped onto Q8_0: $(head -c 600 "$tmp/out")"
+# GPTQ onto llama.cpp's Q4_K_M mix: the checkpoint stores GGUF blocks (stories260K's rows of 64 and 172 are not
+# multiples of 256: llama.cpp's fallbacks q5_0 / q8_0, and F16 for rows of 172), which the export copies; the export
+# takes the recipe's mix by default.
+expect_ok "quantize gguf-q4_k_m-gptq" "$ptq" quantize "$model" --recipe gguf-q4_k_m-gptq --nsamples 4 --seqlen 64 -o "$tmp/gk"
+grep -q "gguf:q5_0" "$tmp/out" && ok || bad "gguf-q4_k_m-gptq did not fall back to q5_0: $(head -c 600 "$tmp/out")"
+grep -q "30 modules quantized, 5 kept floating point" "$tmp/out" && ok || bad "down_proj's F16 fallback is not reported: $(tail -c 600 "$tmp/out")"
+expect_ok "inspect gguf-q4_k_m-gptq" "$ptq" inspect "$tmp/gk"
+expect_ok "eval gguf-q4_k_m-gptq" "$ptq" eval ppl "$tmp/gk" --data "$root/data/tinystories-valid.txt" --seqlen 128 --max-windows 2
+expect_ok "export gguf-q4_k_m-gptq as GGUF" "$ptq" export "$tmp/gk" --format gguf -o "$tmp/gk.gguf" --json
+grep -q "copied (ptq gguf:q5_0 blocks)" "$tmp/out" && ok || bad "the GGUF blocks are not copied: $(head -c 600 "$tmp/out")"
+grep -q '"q6_k"\|q6_k' "$tmp/out" && ok || bad "output.weight is not q6_k as in Q4_K_M: $(head -c 600 "$tmp/out")"
+expect_fail "GPTQ export of GGUF blocks" "stored as GGUF blocks" "$ptq" export "$tmp/gk" --format gptq -o "$tmp/gk-gptq"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2

@@ -175,3 +175,93 @@ TEST_CASE("K-quant blocks decode from any byte alignment, as inside a GGUF map",
     CHECK(a == b);
   }
 }
+
+// ---- a row of blocks as a grid (GPTQ on GGUF's grids) -------------------------------------------------------------
+
+namespace {
+
+constexpr GgmlType kGridTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                   GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// a and b repeated per element (the form ggml_round_to_grid takes).
+void element_grid(GgmlType t, const uint8_t* row, int64_t n, std::vector<float>& a, std::vector<float>& b) {
+  const int sub = ggml_grid_traits(t)->sub;
+  std::vector<float> as(n / sub), bs(n / sub);
+  ggml_row_grid(t, row, n, as.data(), bs.data());
+  a.resize(n);
+  b.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = as[i / sub];
+    b[i] = bs[i / sub];
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a row of blocks as a grid: random codes set into ggml blocks decode to a * c + b and round back", "[gguf]") {
+  // The independent side is ggml's own dequantizer (dequantize_row_*): the grid (a, b) read from the blocks and the
+  // code layout must reproduce its values bit for bit, for every code position of every type.
+  const int64_t n = 512;  // two super-blocks
+  const std::vector<float> x = gaussian_values(n, 11);
+  std::mt19937 rng(5);
+  for (GgmlType t : kGridTypes) {
+    CAPTURE(ggml_type_name(t));
+    const GgmlGridTraits& g = *ggml_grid_traits(t);
+    std::vector<uint8_t> row = ggml_encode(t, x.data(), 1, n, "row");
+    std::vector<int8_t> codes(n), back(n);
+    std::uniform_int_distribution<int> code(g.lo, g.hi);
+    for (auto& c : codes) c = static_cast<int8_t>(code(rng));
+    codes[0] = static_cast<int8_t>(g.lo);
+    codes[n - 1] = static_cast<int8_t>(g.hi);
+    ggml_row_set_codes(t, row.data(), n, codes.data());
+    ggml_row_codes(t, row.data(), n, back.data());
+    REQUIRE(back == codes);
+    std::vector<float> decoded(n), a, b, xhat(n);
+    ggml_decode(t, row.data(), decoded.data(), n);
+    element_grid(t, row.data(), n, a, b);
+    ggml_round_to_grid(g, decoded.data(), a.data(), b.data(), n, back.data(), xhat.data());
+    for (int64_t i = 0; i < n; ++i) {
+      CAPTURE(i);
+      REQUIRE(a[i] != 0);  // Gaussian rows: no sub-block has a zero scale
+      REQUIRE(back[i] == codes[i]);
+      REQUIRE(std::memcmp(&xhat[i], &decoded[i], sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("a row of blocks as a grid: rounding the source row onto ggml's own grid gives ggml's K-quant codes", "[gguf]") {
+  // quantize_row_q{2,3,4,5,6}_K_ref finish by rounding x onto the grid they stored (nearest_int((x + dm) / d) or
+  // nearest_int(x / d), clamped): ggml_round_to_grid with the grid read back must give the same codes wherever the
+  // sub-block scale is not 0 (ggml leaves earlier codes there; every code decodes to b).
+  const int64_t n = 1024;
+  const std::vector<float> x = gaussian_values(n, 3);
+  for (GgmlType t : kKQuants) {
+    CAPTURE(ggml_type_name(t));
+    const std::vector<uint8_t> row = ggml_encode(t, x.data(), 1, n, "row");
+    std::vector<int8_t> ggml_codes(n), ours(n);
+    std::vector<float> a, b, xhat(n), decoded(n);
+    ggml_row_codes(t, row.data(), n, ggml_codes.data());
+    element_grid(t, row.data(), n, a, b);
+    ggml_round_to_grid(*ggml_grid_traits(t), x.data(), a.data(), b.data(), n, ours.data(), xhat.data());
+    ggml_decode(t, row.data(), decoded.data(), n);
+    int64_t compared = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (a[i] == 0) continue;
+      CAPTURE(i);
+      REQUIRE(ours[i] == ggml_codes[i]);
+      REQUIRE(xhat[i] == decoded[i]);
+      ++compared;
+    }
+    REQUIRE(compared > n / 2);
+  }
+}
+
+TEST_CASE("a row of blocks as a grid: codes outside a type's range are refused", "[gguf]") {
+  const std::vector<float> x = gaussian_values(256, 1);
+  std::vector<uint8_t> row = ggml_encode(GgmlType::Q4_K, x.data(), 1, 256, "row");
+  std::vector<int8_t> codes(256, 3);
+  codes[7] = 16;
+  REQUIRE_THROWS_WITH(ggml_row_set_codes(GgmlType::Q4_K, row.data(), 256, codes.data()),
+                      Catch::Contains("code 16 of element 7 is outside [0, 15]"));
+  REQUIRE(ggml_grid_traits(GgmlType::F16) == nullptr);
+}

@@ -10,6 +10,9 @@
 #include "calibration/calibrate.h"
 #include "calibration/stats.h"
 #include "core/file.h"
+#include "export/gguf_export.h"
+#include "io/gguf.h"
+#include "io/gguf_kquants.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "quant/checkpoint.h"
@@ -209,4 +212,64 @@ TEST_CASE("GPTQ from a stats file uses the FP Hessians, still beats RTN, and ref
   o.out_dir = dir + "/stories";
   CHECK_THROWS_WITH(quantize_model(stories, o), Catch::Contains("another model"));
   CHECK_FALSE(is_directory(dir + "/stories"));
+}
+
+TEST_CASE("GPTQ on Q4_K_M: GGUF blocks in the checkpoint, evaluated as decoded, copied by the GGUF export", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-gguf");
+  const QuantizeReport rep = run(small_recipe("gguf-q4_k_m-gptq.yaml"), dir + "/out");
+  REQUIRE(rep.modules.size() == 42);
+  // On the same grid (ggml's scales and mins), GPTQ's codes beat ggml's rounding on the calibration output error.
+  for (const auto& m : rep.modules) CHECK(*m.output_error < *m.rtn_output_error);
+
+  CheckpointQuantConfig qc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/out", qc));
+  // llama.cpp's Q4_K_M on 6 layers: attn_v and ffn_down q6_k in its use_more_bits layers (i < 6/8 = 0: none;
+  // i >= 7*6/8 = 5; (i - 0) % 3 == 2: so layers 2 and 5), the rest q4_k.
+  for (const auto& [module, info] : qc.modules) {
+    CAPTURE(module);
+    REQUIRE(info.ggml.has_value());
+    const bool more = module.find("v_proj") != std::string::npos || module.find("down_proj") != std::string::npos;
+    const bool more_layer = module.find("layers.2.") != std::string::npos || module.find("layers.5.") != std::string::npos;
+    CHECK(*info.ggml == (more && more_layer ? GgmlType::Q6_K : GgmlType::Q4_K));
+    CHECK(info.format == ggml_format_name(*info.ggml));
+  }
+
+  // The runner's weight is the blocks decoded as llama.cpp decodes them.
+  const std::string mod = "model.layers.0.self_attn.q_proj";
+  const ModuleQuantInfo& info = qc.modules.at(mod);
+  std::unique_ptr<Model> model = open_model(dir + "/out");
+  const std::vector<uint8_t> blocks = load_ggml_blocks(model->archive(), mod, info);
+  at::Tensor decoded = at::empty({info.out_features, info.in_features});
+  ggml_decode(*info.ggml, blocks.data(), decoded.data_ptr<float>(), decoded.numel());
+  CHECK(model->weights().load(mod + ".weight").equal(decoded));
+
+  // The export copies the stored blocks: ffn_down as is, attn_q with its rows in ggml's RoPE order.
+  GgufExportOptions o;
+  parse_gguf_type("q4_k_m", o);
+  const GgufExportReport er = export_gguf(dir + "/out", dir + "/m.gguf", o);
+  const GgufFile f(dir + "/m.gguf");
+  const std::string down = "model.layers.2.mlp.down_proj";
+  const std::vector<uint8_t> down_blocks = load_ggml_blocks(model->archive(), down, qc.modules.at(down));
+  const GgufTensorInfo& t = f.tensor("blk.2.ffn_down.weight");
+  REQUIRE(t.type == GgmlType::Q6_K);
+  CHECK(std::equal(down_blocks.begin(), down_blocks.end(), f.tensor_data(t)));
+  const GgufTensorInfo& q = f.tensor("blk.0.attn_q.weight");
+  const size_t row = ggml_nbytes(q.type, info.in_features);
+  const std::vector<int64_t> perm = gguf_rope_permutation(8, 32);
+  for (size_t r = 0; r < perm.size(); ++r)
+    REQUIRE(std::equal(blocks.begin() + perm[r] * row, blocks.begin() + (perm[r] + 1) * row, f.tensor_data(q) + r * row));
+  for (const auto& tensor : er.tensors)
+    if (tensor.source_name == mod + ".weight") CHECK_THAT(tensor.how, Catch::Contains("copied"));
+}
+
+TEST_CASE("recipe weights.gguf_type: a block type or mix, with rtn or gptq, weight-only", "[recipe]") {
+  const std::string base = "name: x\nweights:\n  method: gptq\n  gguf_type: ";
+  CHECK(recipe_error(base + "q4_k_m\n").empty());
+  CHECK(recipe_error(base + "q5_0\n").empty());
+  CHECK_THAT(recipe_error(base + "f16\n"), Catch::Contains("float type"));
+  CHECK_THAT(recipe_error(base + "q4_k_x\n"), Catch::Contains("weights.gguf_type") && Catch::Contains("q4_k_m"));
+  CHECK_THAT(recipe_error("name: x\nweights:\n  method: gptq\n  act_order: true\n  gguf_type: q4_k\n"),
+             Catch::Contains("natural order"));
+  CHECK_THAT(recipe_error(base + "q4_k\nactivations:\n  bits: 8\n"), Catch::Contains("weights only"));
+  CHECK(parse_recipe(base + "q3_k_m\n", "r.yaml").to_json()["weights"]["gguf_type"] == "q3_k_m");
 }
