@@ -3,7 +3,9 @@
 # "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench fuzz
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench gguf-table fuzz
+#   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
+#   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   (fuzz: renders the run `scripts/fuzz.sh --record` wrote to docs/results/fuzz.jsonl, or PTQ_FUZZ_RECORD; it
 #   runs nothing itself, the run takes ~15 minutes; needs no ptq binary)
@@ -11,7 +13,7 @@
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench fuzz)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench gguf-table fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -102,6 +104,15 @@ if wanted runtime-bench; then
     echo '```'
     echo '</details>'
   } >"$tmp/runtime-bench"
+fi
+
+if wanted gguf-table; then
+  # PTQ_GGUF_TABLE=FILE renders a saved run of scripts/gguf_table.sh instead of running it.
+  {
+    echo "\$ scripts/gguf_table.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo
+    if [[ -n ${PTQ_GGUF_TABLE:-} ]]; then cat "$PTQ_GGUF_TABLE"; else PTQ=$PTQ_BIN scripts/gguf_table.sh; fi
+  } >"$tmp/gguf-table"
 fi
 
 if wanted fuzz; then
