@@ -397,8 +397,19 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
   w.set("ptq.version", GgufValue::string(PTQ_VERSION));
   w.set("ptq.source", GgufValue::string(model_dir));
   if (is_imported) w.set("ptq.source_format", GgufValue::string(ck.kind_name()));
-  if (quantized) w.set("ptq.quantization_config", GgufValue::string(qc.raw.dump()));
-  if (opts.mix) w.set("ptq.gguf_mix", GgufValue::string(gguf_mix_traits(*opts.mix).name));
+  // The quantizer in one short line (method, recipe, calibration data): the checkpoint's whole quantization_config with
+  // its per-module metrics would add ~20 KB to every file (the metrics stay in the checkpoint and its report).
+  if (quantized) {
+    const json& wj = qc.raw.value("weights", json::object());
+    const json& rj = qc.raw.value("recipe", json::object());
+    const json& pj = qc.raw.value("provenance", json::object());
+    const json& cj = pj.value("calibration", json::object());
+    std::string q = wj.value("method", std::string("?"));
+    if (rj.contains("name") && rj["name"].is_string()) q += " " + rj["name"].get<std::string>();
+    if (cj.contains("data_sha256") && cj["data_sha256"].is_string())
+      q += fmt::format(" calibration sha256 {:.12}", cj["data_sha256"].get<std::string>());
+    w.set("ptq.quantization", GgufValue::string(q));
+  }
   if (!importance.empty()) w.set("ptq.imatrix_stats", GgufValue::string(opts.stats));
   rep.imatrix = !importance.empty();
 
