@@ -35,6 +35,8 @@ struct QuantizeArgs {
   bool force = false, resume = false, json = false;
   int64_t batch = 8;
   std::string report;  // --report: the HTML report of the output
+  std::optional<double> target_bpw;
+  std::vector<std::string> candidates;
 };
 
 std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
@@ -84,6 +86,9 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.resume = a.resume;
   opts.batch = a.batch;
   opts.stats_path = a.stats;
+  if (a.target_bpw) opts.allocation.target_bpw = *a.target_bpw;
+  for (const auto& c : a.candidates) opts.allocation.candidates.push_back(weight_grid(c, "--candidates"));
+  if (!a.candidates.empty() && !a.target_bpw) fail_input("--candidates lists the grids --target-bpw chooses from; give --target-bpw");
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
   auto model = open_model_to_quantize(a.model);
@@ -112,6 +117,7 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
                 {"avg_bits_per_weight", rep.avg_bits_per_weight},
                 {"output_bytes", rep.output_bytes},
                 {"calibration", rep.calibration},
+                {"allocation", rep.allocation ? rep.allocation->to_json() : nlohmann::json(nullptr)},
                 {"seconds", rep.seconds},
                 {"peak_rss_mb", rep.peak_rss_mb}});
     return;
@@ -134,6 +140,15 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
               rep.unquantized.size());
   std::printf("calibration: %s\n", rep.calibration.c_str());
   std::printf("avg bits per quantized weight (codes + fp16 scales + zeros): %.3f\n", rep.avg_bits_per_weight);
+  if (rep.allocation) {
+    std::map<std::string, int> count;
+    for (const auto& m : rep.allocation->modules) ++count[m.grids[m.chosen]];
+    std::string grids;
+    for (const auto& [grid, n] : count) grids += fmt::format("{}{} x{}", grids.empty() ? "" : ", ", grid, n);
+    std::printf("allocation: target %.3f bits/weight, achieved %.3f (sensitivity: %s RTN output error); %s\n",
+                rep.allocation->target_bpw, rep.allocation->achieved_bpw, rep.allocation->sensitivity.c_str(),
+                grids.c_str());
+  }
   std::printf("output: %s (%s), time %.1f s, peak RSS %.0f MB\n", a.out.c_str(), human_bytes(rep.output_bytes).c_str(),
               rep.seconds, rep.peak_rss_mb);
 }
@@ -231,6 +246,15 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--act-method", a->act_method, "Activation method (migration): " + migration_method_names());
   cmd->add_flag("--hadamard", a->hadamard,
                 "QuaRot-style randomized Hadamard rotation of the residual stream, plus online before down_proj");
+  cmd->add_option("--target-bpw", a->target_bpw,
+                  "Mixed precision: choose every module's grid from --candidates so the quantized modules average this "
+                  "many bits per weight (codes + scales + zeros) with the least measured output error; needs --stats")
+      ->check(kPositive);
+  cmd->add_option("--candidates", a->candidates,
+                  "Grids --target-bpw chooses from, comma separated (default: 2, 3, 4, 5, 6 and 8 bits at the recipe's "
+                  "group size and symmetry)")
+      ->delimiter(',')
+      ->type_name("GRID,...");
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->add_option("--report", a->report,

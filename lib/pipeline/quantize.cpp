@@ -196,19 +196,30 @@ void finish_report(QuantizeReport& report, const CheckpointWriter& writer, doubl
 
 QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   const double t0 = now_seconds();
-  const Recipe& recipe = opts.recipe;
+  Recipe allocated = opts.recipe;  // with --target-bpw, plus one override per module
+  const Recipe& recipe = allocated;
   const ModelConfig& cfg = model.config();
   const WeightAlgorithm& algo = weight_algorithm(recipe.method);
   QuantizeReport report;
 
+  const bool allocate = opts.allocation.target_bpw > 0;
+  if (allocate && (recipe.activation_path() || recipe.gguf))
+    fail_input("--target-bpw allocates weight grids of weight-only recipes; {} {}", recipe.name,
+               recipe.gguf ? "quantizes onto GGUF types" : "quantizes activations or rewrites layers");
+  if (allocate && opts.stats_path.empty())
+    fail_input("--target-bpw measures each module's sensitivity from calibration statistics: pass --stats FILE "
+               "(ptq calibrate MODEL --hessian -o FILE)");
   // Plan: every linear module of every layer gets the recipe's grid unless ignored or impossible.
   if (recipe.activation_path()) return quantize_model_activation(model, opts);
-  std::map<std::string, ModuleQuantInfo> packed;
-  const LayerModulePlan plan = plan_modules(model, recipe, algo, report, packed);
-
   check_output_path(opts.out_dir, model.path(), opts.force);  // before any calibration work
   std::optional<CalibrationStats> stats;
   if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
+  if (allocate) {
+    report.allocation = allocate_grids(model, recipe, *stats, opts.allocation);
+    apply_allocation(*report.allocation, allocated);
+  }
+  std::map<std::string, ModuleQuantInfo> packed;
+  const LayerModulePlan plan = plan_modules(model, recipe, algo, report, packed);
 
   // Calibration only when the algorithm uses a Hessian: from a stats file (the FP model's Hessians, no
   // forward pass) or by streaming calibration windows through the layers as they are quantized.
@@ -323,11 +334,13 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
     for (const auto& [path, reason] : report.unquantized) unq[path] = reason;
     const nlohmann::json provenance = provenance_json(model, recipe, opts.stats_path, stats ? &*stats : nullptr,
                                                       calib ? &*calib : nullptr);
-    writer.commit({{"weights", recipe.to_json()["weights"]},
-                   {"activations", nullptr},
-                   {"unquantized", unq},
-                   {"recipe", recipe.to_json()},
-                   {"provenance", provenance}});
+    nlohmann::json qconfig = {{"weights", recipe.to_json()["weights"]},
+                              {"activations", nullptr},
+                              {"unquantized", unq},
+                              {"recipe", opts.recipe.to_json()},
+                              {"provenance", provenance}};
+    if (report.allocation) qconfig["allocation"] = report.allocation->to_json();
+    writer.commit(qconfig);
     resume.finish();
     finish_report(report, writer, t0);
     return report;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/allocate.h"
 #include "pipeline/recipe.h"
 #include "quant/metrics.h"
 
@@ -25,6 +26,9 @@ struct QuantizeOptions {
   // A stats file from `ptq calibrate --hessian`: GPTQ then uses the FP model's Hessians instead of
   // streaming calibration data (faster, not sequential). Refused when made for another model.
   std::string stats_path;
+  // --target-bpw: mixed precision, every module's grid allocated from measured sensitivities (pipeline/allocate.h;
+  // needs stats_path). target_bpw 0: the recipe's grids.
+  AllocationOptions allocation;
 };
 
 struct ModuleReport {
@@ -50,6 +54,7 @@ struct QuantizeReport {
   std::string calibration;      // what calibration data was used ("none" for RTN)
   double seconds = 0;
   double peak_rss_mb = 0;
+  std::optional<AllocationReport> allocation;  // with --target-bpw
 };
 
 // Quantizes `model` with `opts.recipe` into opts.out_dir (atomic: the directory appears complete or not at

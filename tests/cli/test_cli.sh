@@ -85,6 +85,13 @@ expect_ok "export gguf-q4_k_m-gptq as GGUF" "$ptq" export "$tmp/gk" --format ggu
 grep -q "copied (ptq gguf:q5_0 blocks)" "$tmp/out" && ok || bad "the GGUF blocks are not copied: $(head -c 600 "$tmp/out")"
 grep -q '"q6_k"\|q6_k' "$tmp/out" && ok || bad "output.weight is not q6_k as in Q4_K_M: $(head -c 600 "$tmp/out")"
 expect_fail "GPTQ export of GGUF blocks" "stored as GGUF blocks" "$ptq" export "$tmp/gk" --format gptq -o "$tmp/gk-gptq"
+# Mixed precision: grids allocated from the stats file's Hessians under a bits/weight budget (stories260K: rows of 64
+# and 172; g4 divides both).
+expect_ok "calibrate for allocation" "$ptq" calibrate "$model" --data "$root/data/tinystories-valid.txt" --nsamples 4 --seqlen 64 --hessian -o "$tmp/alloc.stats"
+expect_ok "quantize --target-bpw" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-bpw 6 -o "$tmp/mix"
+grep -q "allocation: target 6.000 bits/weight, achieved" "$tmp/out" && ok || bad "no allocation line: $(tail -c 600 "$tmp/out")"
+expect_fail "--target-bpw without stats" "--stats" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --target-bpw 6 -o "$tmp/mix2"
+expect_fail "--target-bpw below the candidates" "smallest candidates" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-bpw 2 -o "$tmp/mix3"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <set>
 
 #include <ATen/ATen.h>
 
@@ -37,6 +38,17 @@ QuantizeReport run(const Recipe& r, const std::string& out) {
   o.recipe = r;
   o.out_dir = out;
   return quantize_model(model, o);
+}
+
+// Stats with Hessians of 8 windows x 64 tokens of sotu-test.txt, written to `path`.
+void save_hessian_stats(Model& model, const std::string& path) {
+  CalibrationDataSpec spec;
+  spec.files = {test::repo_path("data/sotu-test.txt")};
+  spec.nsamples = 8;
+  spec.seqlen = 64;
+  CalibrateOptions copts;
+  copts.stats = default_stats().add(Stat::Hessian);
+  save_calibration_stats(calibrate(model, load_model_calibration_data(model, spec), copts), path, false);
 }
 
 // The message parse_recipe refuses `yaml` with ("" when it is accepted).
@@ -190,13 +202,7 @@ overrides:
 TEST_CASE("GPTQ from a stats file uses the FP Hessians, still beats RTN, and refuses another model's stats", "[pipeline]") {
   const std::string dir = test::make_temp_dir("pipe-stats");
   Model model(test::repo_path("data/models/sotu-llama-8m"));
-  CalibrationDataSpec spec;
-  spec.files = {test::repo_path("data/sotu-test.txt")};
-  spec.nsamples = 8;
-  spec.seqlen = 64;
-  CalibrateOptions copts;
-  copts.stats = default_stats().add(Stat::Hessian);
-  save_calibration_stats(calibrate(model, load_model_calibration_data(model, spec), copts), dir + "/sotu.stats", false);
+  save_hessian_stats(model, dir + "/sotu.stats");
 
   QuantizeOptions o;
   o.recipe = small_recipe("w4a16-gptq.yaml");
@@ -272,4 +278,48 @@ TEST_CASE("recipe weights.gguf_type: a block type or mix, with rtn or gptq, weig
              Catch::Contains("natural order"));
   CHECK_THAT(recipe_error(base + "q4_k\nactivations:\n  bits: 8\n"), Catch::Contains("weights only"));
   CHECK(parse_recipe(base + "q3_k_m\n", "r.yaml").to_json()["weights"]["gguf_type"] == "q3_k_m");
+}
+
+TEST_CASE("mixed precision (--target-bpw) allocates grids from measured sensitivity within the budget and stores them", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-alloc");
+  Model model(test::repo_path("data/models/sotu-llama-8m"));
+  save_hessian_stats(model, dir + "/s.stats");
+
+  QuantizeOptions o;
+  o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
+  o.out_dir = dir + "/mix";
+  o.stats_path = dir + "/s.stats";
+  o.allocation.target_bpw = 3.5;
+  const QuantizeReport rep = quantize_model(model, o);
+  REQUIRE(rep.allocation.has_value());
+  const AllocationReport& a = *rep.allocation;
+  CHECK(a.sensitivity == "hessian");
+  REQUIRE(a.modules.size() == 42);
+  CHECK(a.achieved_bpw <= 3.5);
+  CHECK(rep.avg_bits_per_weight == Approx(a.achieved_bpw).epsilon(1e-12));  // the quantizer stored what was chosen
+  std::set<std::string> used;
+  CheckpointQuantConfig qc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/mix", qc));
+  double chosen = 0, uniform3 = 0;
+  for (const ModuleAllocation& m : a.modules) {
+    CAPTURE(m.module);
+    CHECK(qc.modules.at(m.module).format == m.grids[m.chosen]);
+    used.insert(m.grids[m.chosen]);
+    chosen += m.error[m.chosen];
+    for (size_t i = 0; i < m.grids.size(); ++i)
+      if (m.grids[i] == "w3g128") uniform3 += m.error[i];
+  }
+  CHECK(used.size() > 1);  // a budget between two grids mixes them
+  // Uniform w3g128 (3.125 bits/weight) fits the budget, so the allocation must not be worse: the Lagrangian allocation
+  // is optimal for its own cost, which lies within one module's step below 3.5 (42 modules), far above 3.125.
+  CHECK(chosen <= uniform3);
+  CHECK(qc.raw.at("allocation").at("modules").size() == 42);
+
+  o.out_dir = dir + "/none";
+  o.stats_path.clear();
+  CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("--stats"));
+  o.stats_path = dir + "/s.stats";
+  o.allocation.target_bpw = 1.5;
+  CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("smallest candidates need"));
+  CHECK_FALSE(is_directory(dir + "/none"));
 }

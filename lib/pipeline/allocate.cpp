@@ -1,0 +1,124 @@
+#include "pipeline/allocate.h"
+
+#include <regex>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "calibration/stats.h"
+#include "core/bit_allocation.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "model/model.h"
+#include "quant/metrics.h"
+#include "quant/quantizer.h"
+
+namespace ptq {
+
+namespace {
+
+std::vector<WeightGrid> default_candidates(const Recipe& r) {
+  std::vector<WeightGrid> c;
+  for (int b : {2, 3, 4, 5, 6, 8}) c.push_back({b, r.weights.group_size, r.weights.sym});
+  return c;
+}
+
+std::string regex_escape(const std::string& s) {
+  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
+  return std::regex_replace(s, special, R"(\$&)");
+}
+
+}  // namespace
+
+nlohmann::json AllocationReport::to_json() const {
+  nlohmann::json mods = nlohmann::json::object();
+  for (const auto& m : modules) {
+    nlohmann::json choices = nlohmann::json::array();
+    for (size_t i = 0; i < m.grids.size(); ++i)
+      choices.push_back({{"grid", m.grids[i]}, {"bytes", m.bytes[i]}, {"error", m.error[i]}});
+    mods[m.module] = {{"grid", m.grids[m.chosen]}, {"params", m.params}, {"choices", choices}};
+  }
+  return {{"target_bpw", target_bpw}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
+          {"bytes", bytes},           {"sensitivity", sensitivity},   {"solver", "lagrangian + greedy repair"},
+          {"modules", mods}};
+}
+
+AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
+                                const AllocationOptions& opts) {
+  if (!(opts.target_bpw > 0)) fail_input("--target-bpw must be > 0, got {}", opts.target_bpw);
+  const std::vector<WeightGrid> candidates = opts.candidates.empty() ? default_candidates(recipe) : opts.candidates;
+  for (const WeightGrid& g : candidates) check_weight_grid(g, "--candidates");
+  const ModelConfig& cfg = model.config();
+  AllocationReport rep;
+  rep.target_bpw = opts.target_bpw;
+  const bool hessian = !stats.points().empty() && stats.has(0, LinearId::Q, Stat::Hessian);
+  if (!hessian && !(stats.points().empty() || stats.has(0, LinearId::Q, Stat::SumSq)))
+    fail_input("--target-bpw: the stats file holds neither Hessians nor Σx² per input channel; re-run ptq calibrate "
+               "(--hessian for the full sensitivity)");
+  rep.sensitivity = hessian ? "hessian" : "diagonal";
+  std::vector<AllocUnit> units;
+  int64_t params = 0;
+  Progress progress("sensitivity", cfg.n_layers, "layers");
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    progress.update(i);
+    for (int id = 0; id < kNumLinear; ++id) {
+      const char* name = linear_module_name(cfg, static_cast<LinearId>(id));
+      if (*name == '\0') continue;
+      const std::string path = cfg.layer_module(i, name);
+      if (!recipe.spec_for(path)) continue;  // ignored
+      const at::Tensor w = model.weights().load(path + ".weight").to(at::kFloat).contiguous();
+      const int64_t out = w.size(0), in = w.size(1);
+      at::Tensor h, diag;
+      if (hessian) {
+        h = stats.get(i, static_cast<LinearId>(id), Stat::Hessian);
+      } else {
+        const double tokens = stats.get(i, static_cast<LinearId>(id), Stat::Tokens).item<double>();
+        diag = stats.get(i, static_cast<LinearId>(id), Stat::SumSq).to(at::kDouble) / std::max(tokens, 1.0);
+      }
+      ModuleAllocation m{path, out * in, {}, {}, {}, 0};
+      AllocUnit u{path, {}};
+      for (const WeightGrid& g : candidates) {
+        if (g.group_size > 0 && in % g.group_size != 0) continue;
+        const WeightQuantSpec spec = spec_of(g, recipe.weights.mse);
+        const at::Tensor dw = dequantize(quantize_weight(w, spec, path)) - w;
+        const double err = hessian ? hessian_loss(w, w + dw, h)
+                                   : (dw.to(at::kDouble).square().sum(0) * diag).sum().item<double>();
+        const double bytes = static_cast<double>(g.bytes_for(out, in));
+        m.grids.push_back(g.name());
+        m.bytes.push_back(bytes);
+        m.error.push_back(err);
+        u.choices.push_back({bytes, std::max(err, 0.0)});
+      }
+      if (u.choices.empty()) continue;  // no candidate fits its width: the recipe's plan decides (FP when it cannot)
+      params += out * in;
+      rep.modules.push_back(std::move(m));
+      units.push_back(std::move(u));
+    }
+  }
+  progress.finish();
+  if (units.empty()) fail_input("--target-bpw: no candidate grid fits any module's input width");
+  rep.budget_bytes = opts.target_bpw * static_cast<double>(params) / 8;
+  const Allocation a = allocate_lagrangian(units, rep.budget_bytes);
+  if (!a.feasible)
+    fail_input("--target-bpw {}: even the smallest candidates need {:.3f} bits per weight", opts.target_bpw,
+               8 * a.cost / static_cast<double>(params));
+  for (size_t k = 0; k < rep.modules.size(); ++k) rep.modules[k].chosen = a.choice[k];
+  rep.bytes = a.cost;
+  rep.achieved_bpw = 8 * a.cost / static_cast<double>(params);
+  return rep;
+}
+
+void apply_allocation(const AllocationReport& report, Recipe& recipe) {
+  for (const ModuleAllocation& m : report.modules) {
+    const WeightGrid g = weight_grid(m.grids[m.chosen], "allocation");
+    ModuleOverride o;
+    o.match = "^" + regex_escape(m.module) + "$";
+    o.re = std::regex(o.match);
+    o.bits = g.bits;
+    o.group_size = g.group_size;
+    o.sym = g.sym;
+    recipe.overrides.push_back(std::move(o));
+  }
+}
+
+}  // namespace ptq

@@ -1,0 +1,55 @@
+// Mixed precision under a size budget (issue 14): every linear module's grid chosen from candidate grids so that the
+// quantized modules fit `target_bpw` bits per weight (codes + scales + zeros, as the ptq checkpoint stores them) with
+// the least summed sensitivity.
+//
+// Sensitivity of module m on grid g: the output error RTN on g leaves, 1/2 tr(dW H dW^T) with dW = RTN_g(W) - W and H
+// the calibration Hessian of m's input (a `ptq calibrate --hessian` stats file: the FP model's); with a stats file
+// without Hessians, its diagonal form sum_j (sum_t x_tj^2 / tokens) sum_i dW_ij^2 (llama.cpp's imatrix weighting).
+// The allocator is core/bit_allocation.h's Lagrangian with greedy repair; the choice becomes one exact-match override
+// per module in the recipe, so GPTQ and RTN then quantize each module on its own grid. A module no candidate fits
+// (its width not a multiple of any candidate's group) is left to the recipe's plan and not counted.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/weight_grid.h"
+#include "pipeline/recipe.h"
+
+namespace ptq {
+
+class Model;
+class CalibrationStats;
+
+struct AllocationOptions {
+  double target_bpw = 0;
+  std::vector<WeightGrid> candidates;  // empty: bits 2, 3, 4, 5, 6, 8 at the recipe's group size and symmetry
+};
+
+struct ModuleAllocation {
+  std::string module;
+  int64_t params = 0;
+  std::vector<std::string> grids;  // the candidates whose group divides the module's width
+  std::vector<double> bytes, error;
+  int chosen = 0;
+};
+
+struct AllocationReport {
+  double target_bpw = 0, achieved_bpw = 0;
+  double budget_bytes = 0, bytes = 0;
+  std::string sensitivity;  // "hessian" or "diagonal"
+  std::vector<ModuleAllocation> modules;
+  nlohmann::json to_json() const;  // saved in the checkpoint's quantization_config ("allocation")
+};
+
+// Measures every module's sensitivity on every candidate and allocates. Throws naming the flag when the budget is
+// below the cheapest candidates, or the stats lack what the sensitivity needs.
+AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
+                                const AllocationOptions& opts);
+// Adds the allocation to `recipe` as exact-match overrides, one per module.
+void apply_allocation(const AllocationReport& report, Recipe& recipe);
+
+}  // namespace ptq
