@@ -10,6 +10,8 @@
 #include "core/model_dir.h"
 #include "core/table.h"
 #include "export/targets.h"
+#include "io/gguf.h"
+#include "io/gguf_kquants.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "quant/formats.h"
@@ -87,7 +89,17 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.batch = a.batch;
   opts.stats_path = a.stats;
   if (a.target_bpw) opts.allocation.target_bpw = *a.target_bpw;
-  for (const auto& c : a.candidates) opts.allocation.candidates.push_back(weight_grid(c, "--candidates"));
+  for (const auto& c : a.candidates) {  // ptq grids, or ggml block types for a GGUF recipe (weights.gguf_type)
+    if (const auto t = ggml_type_from_name(c); t && r.gguf) {
+      if (!ggml_grid_traits(*t)) fail_input("--candidates {}: a GGUF candidate must be a block type", c);
+      opts.allocation.gguf_candidates.push_back(*t);
+    } else if (r.gguf) {
+      fail_input("--candidates {}: recipe {} quantizes onto GGUF types; give ggml block types (q2_k, q4_k, q8_0, ...)",
+                 c, r.name);
+    } else {
+      opts.allocation.candidates.push_back(weight_grid(c, "--candidates"));
+    }
+  }
   if (!a.candidates.empty() && !a.target_bpw) fail_input("--candidates lists the grids --target-bpw chooses from; give --target-bpw");
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
@@ -252,7 +264,7 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
       ->check(kPositive);
   cmd->add_option("--candidates", a->candidates,
                   "Grids --target-bpw chooses from, comma separated (default: 2, 3, 4, 5, 6 and 8 bits at the recipe's "
-                  "group size and symmetry)")
+                  "group size and symmetry; with a GGUF recipe, ggml block types, default q2_k,q3_k,q4_k,q5_k,q6_k,q8_0)")
       ->delimiter(',')
       ->type_name("GRID,...");
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);

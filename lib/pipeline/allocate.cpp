@@ -9,6 +9,7 @@
 #include "core/bit_allocation.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/gguf.h"
 #include "model/model.h"
 #include "quant/metrics.h"
 #include "quant/quantizer.h"
@@ -38,7 +39,7 @@ nlohmann::json AllocationReport::to_json() const {
       choices.push_back({{"grid", m.grids[i]}, {"bytes", m.bytes[i]}, {"error", m.error[i]}});
     mods[m.module] = {{"grid", m.grids[m.chosen]}, {"params", m.params}, {"choices", choices}};
   }
-  return {{"target_bpw", target_bpw}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
+  return {{"target_bpw", target_bpw}, {"choices", gguf ? "ggml types" : "ptq grids"}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
           {"bytes", bytes},           {"sensitivity", sensitivity},   {"solver", "lagrangian + greedy repair"},
           {"modules", mods}};
 }
@@ -56,6 +57,12 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
     fail_input("--target-bpw: the stats file holds neither Hessians nor Σx² per input channel; re-run ptq calibrate "
                "(--hessian for the full sensitivity)");
   rep.sensitivity = hessian ? "hessian" : "diagonal";
+  rep.gguf = recipe.gguf.has_value();
+  const std::vector<GgmlType> gguf_candidates =
+      !opts.gguf_candidates.empty()
+          ? opts.gguf_candidates
+          : std::vector<GgmlType>{GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                                  GgmlType::Q8_0};
   std::vector<AllocUnit> units;
   int64_t params = 0;
   Progress progress("sensitivity", cfg.n_layers, "layers");
@@ -77,17 +84,30 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
       }
       ModuleAllocation m{path, out * in, {}, {}, {}, 0};
       AllocUnit u{path, {}};
-      for (const WeightGrid& g : candidates) {
-        if (g.group_size > 0 && in % g.group_size != 0) continue;
-        const WeightQuantSpec spec = spec_of(g, recipe.weights.mse);
-        const at::Tensor dw = dequantize(quantize_weight(w, spec, path)) - w;
-        const double err = hessian ? hessian_loss(w, w + dw, h)
+      auto add = [&](std::string name, double bytes, const at::Tensor& w_hat) {
+        const at::Tensor dw = w_hat - w;
+        const double err = hessian ? hessian_loss(w, w_hat, h)
                                    : (dw.to(at::kDouble).square().sum(0) * diag).sum().item<double>();
-        const double bytes = static_cast<double>(g.bytes_for(out, in));
-        m.grids.push_back(g.name());
+        m.grids.push_back(std::move(name));
         m.bytes.push_back(bytes);
         m.error.push_back(err);
         u.choices.push_back({bytes, std::max(err, 0.0)});
+      };
+      if (recipe.gguf) {
+        // ggml's rounding with llama.cpp's imatrix weights (Σx² / tokens = diag(H) / 2), the grid GPTQ keeps.
+        const at::Tensor imp = (hessian ? h.diagonal().to(at::kFloat) / 2 : diag.to(at::kFloat)).contiguous();
+        for (GgmlType t : gguf_candidates) {
+          if (in % ggml_type_traits(t).block_size != 0) continue;
+          const std::vector<uint8_t> blocks = ggml_encode(t, w.data_ptr<float>(), out, in, path, imp.data_ptr<float>());
+          at::Tensor w_hat = at::empty({out, in});
+          ggml_decode(t, blocks.data(), w_hat.data_ptr<float>(), out * in);
+          add(ggml_type_name(t), static_cast<double>(blocks.size()), w_hat);
+        }
+      }
+      for (const WeightGrid& g : recipe.gguf ? std::vector<WeightGrid>{} : candidates) {
+        if (g.group_size > 0 && in % g.group_size != 0) continue;
+        add(g.name(), static_cast<double>(g.bytes_for(out, in)),
+            dequantize(quantize_weight(w, spec_of(g, recipe.weights.mse), path)));
       }
       if (u.choices.empty()) continue;  // no candidate fits its width: the recipe's plan decides (FP when it cannot)
       params += out * in;
@@ -110,6 +130,10 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
 
 void apply_allocation(const AllocationReport& report, Recipe& recipe) {
   for (const ModuleAllocation& m : report.modules) {
+    if (report.gguf) {
+      recipe.gguf_modules[m.module] = *ggml_type_from_name(m.grids[m.chosen]);
+      continue;
+    }
     const WeightGrid g = weight_grid(m.grids[m.chosen], "allocation");
     ModuleOverride o;
     o.match = "^" + regex_escape(m.module) + "$";

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/weight_grid.h"
+#include "io/gguf.h"
 #include "pipeline/recipe.h"
 
 namespace ptq {
@@ -27,6 +28,10 @@ class CalibrationStats;
 struct AllocationOptions {
   double target_bpw = 0;
   std::vector<WeightGrid> candidates;  // empty: bits 2, 3, 4, 5, 6, 8 at the recipe's group size and symmetry
+  // With a GGUF recipe (weights.gguf_type), the ggml block types to choose from instead; empty: q2_k, q3_k, q4_k,
+  // q5_k, q6_k, q8_0. Costs are ggml_nbytes, errors those of ggml's importance-weighted rounding (the grid GPTQ then
+  // keeps).
+  std::vector<GgmlType> gguf_candidates;
 };
 
 struct ModuleAllocation {
@@ -41,6 +46,7 @@ struct AllocationReport {
   double target_bpw = 0, achieved_bpw = 0;
   double budget_bytes = 0, bytes = 0;
   std::string sensitivity;  // "hessian" or "diagonal"
+  bool gguf = false;        // the choices are ggml types (a GGUF recipe), not ptq grids
   std::vector<ModuleAllocation> modules;
   nlohmann::json to_json() const;  // saved in the checkpoint's quantization_config ("allocation")
 };
@@ -49,7 +55,7 @@ struct AllocationReport {
 // below the cheapest candidates, or the stats lack what the sensitivity needs.
 AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
                                 const AllocationOptions& opts);
-// Adds the allocation to `recipe` as exact-match overrides, one per module.
+// Adds the allocation to `recipe`: exact-match overrides, one per module (GGUF recipes: Recipe::gguf_modules).
 void apply_allocation(const AllocationReport& report, Recipe& recipe);
 
 }  // namespace ptq

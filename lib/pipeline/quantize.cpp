@@ -72,8 +72,11 @@ LayerModulePlan plan_modules(const Model& model, const Recipe& recipe, const Wei
       const int64_t in = model.archive().view(path + ".weight").shape().at(1);
       if (recipe.gguf) {  // the GGUF type llama-quantize would give this tensor, after its fallback
         std::string why;
-        const GgmlType t =
-            gguf_target_tensor_type(*recipe.gguf, gguf_linear_tensor_name(i, id), i, in, gguf_mix_model(cfg), why);
+        const auto chosen = recipe.gguf_modules.find(path);
+        const GgmlType t = chosen != recipe.gguf_modules.end()
+                               ? chosen->second
+                               : gguf_target_tensor_type(*recipe.gguf, gguf_linear_tensor_name(i, id), i, in,
+                                                         gguf_mix_model(cfg), why);
         if (!ggml_grid_traits(t)) {
           report.unquantized[path] = fmt::format("GGUF {}: {}", recipe.gguf->name(), why);
           continue;
@@ -203,9 +206,9 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   QuantizeReport report;
 
   const bool allocate = opts.allocation.target_bpw > 0;
-  if (allocate && (recipe.activation_path() || recipe.gguf))
-    fail_input("--target-bpw allocates weight grids of weight-only recipes; {} {}", recipe.name,
-               recipe.gguf ? "quantizes onto GGUF types" : "quantizes activations or rewrites layers");
+  if (allocate && recipe.activation_path())
+    fail_input("--target-bpw allocates weight grids of weight-only recipes; {} quantizes activations or rewrites layers",
+               recipe.name);
   if (allocate && opts.stats_path.empty())
     fail_input("--target-bpw measures each module's sensitivity from calibration statistics: pass --stats FILE "
                "(ptq calibrate MODEL --hessian -o FILE)");

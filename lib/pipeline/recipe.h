@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <regex>
 #include <string>
@@ -35,6 +36,8 @@ struct Recipe {
   // weights.gguf_type: quantize straight onto GGUF's block grids (a ggml block type for every module, or a
   // llama-quantize mix choosing per module, io/gguf_mix.h) instead of `weights`' grid; rtn or gptq only.
   std::optional<GgufTarget> gguf;
+  // Per-module GGUF types that replace the mix's choice (set by --target-bpw's allocation, pipeline/allocate.h).
+  std::map<std::string, GgmlType> gguf_modules;
   GptqOptions gptq;
   bool true_sequential = true;  // GPTQ: [q,k,v] -> [o] -> [gate,up] -> [down], re-running the layer between
   CalibrationDataSpec calibration;

@@ -315,6 +315,27 @@ TEST_CASE("mixed precision (--target-bpw) allocates grids from measured sensitiv
   CHECK(chosen <= uniform3);
   CHECK(qc.raw.at("allocation").at("modules").size() == 42);
 
+  // GGUF recipes allocate ggml block types; the checkpoint stores each module as the type chosen for it.
+  QuantizeOptions g = o;
+  g.recipe = load_recipe(test::repo_path("configs/gguf-q4_k_m-gptq.yaml"));
+  g.recipe.method = "rtn";
+  g.out_dir = dir + "/gguf";
+  g.allocation.target_bpw = 4.7;
+  const QuantizeReport gguf_rep = quantize_model(model, g);
+  REQUIRE(gguf_rep.allocation.has_value());
+  CHECK(gguf_rep.allocation->gguf);
+  CHECK(gguf_rep.allocation->achieved_bpw <= 4.7);
+  CheckpointQuantConfig gqc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/gguf", gqc));
+  std::set<std::string> types;
+  for (const ModuleAllocation& m : gguf_rep.allocation->modules) {
+    CAPTURE(m.module);
+    REQUIRE(gqc.modules.at(m.module).ggml.has_value());
+    CHECK(ggml_type_name(*gqc.modules.at(m.module).ggml) == m.grids[m.chosen]);
+    types.insert(m.grids[m.chosen]);
+  }
+  CHECK(types.size() > 1);
+
   o.out_dir = dir + "/none";
   o.stats_path.clear();
   CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("--stats"));
