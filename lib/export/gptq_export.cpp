@@ -48,10 +48,6 @@ const char* const kInputPackedSuffixes[] = {".qweight",       ".qzeros",        
                                             ".weight_packed", ".weight_scale",     ".weight_zero_point",
                                             ".weight_shape",  ".weight_g_idx",     ".weight"};
 
-std::string gptq_scheme(const ModuleQuantInfo& m) {
-  return fmt::format("{} bits, group_size {}", m.spec.bits, m.spec.group_size > 0 ? m.spec.group_size : -1);
-}
-
 // The [out, in] config.json gives linear module `id` (what a standard runtime allocates).
 std::pair<int64_t, int64_t> expected_shape(const ModelConfig& cfg, LinearId id) {
   switch (id) {
@@ -319,15 +315,6 @@ GptqExportReport export_gptq(const std::string& model_dir, const std::string& ou
   const GptqFormat gf = opts.format;
   PackedFormat f;
   f.name = gptq_format_name(gf);
-  f.check = [](const PackedExportInput& in) {
-    std::map<std::string, std::vector<std::string>> by_scheme;
-    for (const auto& [m, info] : in.qc.modules) by_scheme[gptq_scheme(info)].push_back(m);
-    if (by_scheme.size() <= 1) return;
-    std::string list;
-    for (const auto& [scheme, mods] : by_scheme) list += fmt::format("; {}: {}", scheme, join_module_list(mods, 4));
-    fail_input("{}: a GPTQ checkpoint has one global bits/group_size, but this one mixes {} schemes{}", in.dir,
-               by_scheme.size(), list);
-  };
   f.unpackable = [](const ModuleQuantInfo& info) -> std::string {
     const int b = info.spec.bits;
     if ((info.in_features * b) % 32 == 0 && (info.out_features * b) % 32 == 0) return "";
@@ -364,9 +351,15 @@ GptqExportReport export_gptq(const std::string& model_dir, const std::string& ou
       sym = sym && info.spec.sym;
       desc_act = desc_act || info.act_order;
     }
-    const ModuleQuantInfo& first = in.qc.modules.begin()->second;
-    json q = {{"bits", first.spec.bits},
-              {"group_size", first.spec.group_size > 0 ? first.spec.group_size : -1},
+    // The global bits / group_size are the scheme most modules have; every other module (a mixed-precision
+    // allocation, a recipe's overrides) gets a GPTQModel "dynamic" rule "+:^<path>$" with its own.
+    std::map<std::pair<int, int64_t>, int> count;
+    for (const auto& [m, info] : in.qc.modules) ++count[{info.spec.bits, info.spec.group_size > 0 ? info.spec.group_size : -1}];
+    const std::pair<int, int64_t> global =
+        std::max_element(count.begin(), count.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
+            ->first;
+    json q = {{"bits", global.first},
+              {"group_size", global.second},
               {"damp_percent", in.damp},
               {"desc_act", desc_act},
               {"static_groups", in.static_groups},
@@ -376,15 +369,19 @@ GptqExportReport export_gptq(const std::string& model_dir, const std::string& ou
               {"checkpoint_format", gptq_format_name(gf)},
               {"model_file_base_name", "model"},
               {"meta", {{"quantizer", {fmt::format("ptq:{}", PTQ_VERSION)}}}}};
-    if (!rep.kept_float.empty()) {
-      json dynamic = json::object();  // GPTQModel: a "-:regex" key skips the module (it stays a float Linear)
-      for (const auto& [m, why] : rep.kept_float) {
-        std::string re = "-:^";
-        for (char c : m) re += (c == '.' ? std::string("\\.") : std::string(1, c));
-        dynamic[re + "$"] = json::object();
-      }
-      q["dynamic"] = dynamic;
+    json dynamic = json::object();
+    auto exact = [](char sign, const std::string& m) {
+      std::string re = std::string(1, sign) + ":^";
+      for (char c : m) re += (c == '.' ? std::string("\\.") : std::string(1, c));
+      return re + "$";
+    };
+    for (const auto& [m, why] : rep.kept_float) dynamic[exact('-', m)] = json::object();  // stays a float Linear
+    for (const auto& m : rep.modules) {
+      const WeightQuantSpec& sp = in.qc.modules.at(m).spec;
+      const std::pair<int, int64_t> own{sp.bits, sp.group_size > 0 ? sp.group_size : -1};
+      if (own != global) dynamic[exact('+', m)] = {{"bits", own.first}, {"group_size", own.second}};
     }
+    if (!dynamic.empty()) q["dynamic"] = dynamic;
     return q;
   };
   f.quantize_config_json = true;

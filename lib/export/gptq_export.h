@@ -16,8 +16,9 @@
 // GPTQ config: bits, group_size, damp_percent, desc_act, static_groups, sym, true_sequential,
 // quant_method "gptq", checkpoint_format "gptq" | "gptq_v2", model_file_base_name, "meta": {"quantizer": ["ptq:V"]}.
 //
-// GPTQ has one global config, so every quantized module must share bits and group size (refused otherwise, with
-// the list of schemes and modules). sym is true only when every module is symmetric (zeros are stored for
+// The global bits and group size are the scheme most modules share; a module with another (mixed precision, a recipe's
+// overrides) gets a GPTQModel "dynamic" rule "+:^<path>$": {"bits", "group_size"} (vLLM and transformers read them,
+// and so does ptq's GPTQ reader, quant/gptq_checkpoint.h). sym is true only when every module is symmetric (zeros are stored for
 // every module either way, so dequantization does not depend on it); desc_act is true when any module uses
 // act-order (g_idx is always written). A module whose K or N does not fill whole int32 words (K*b and N*b
 // multiples of 32) cannot be packed: refused with the list, or with keep_unpackable_float written as
@@ -90,7 +91,7 @@ struct PackedExportReport {
 using GptqExportReport = PackedExportReport;
 
 // Throws std::invalid_argument when `model_dir` is not a quantized checkpoint (an FP model: quantize it first),
-// mixes bit widths or group sizes, has unpackable modules (without keep_unpackable_float), or, for v1, a zero of 0.
+// has unpackable modules (without keep_unpackable_float), or, for v1, a zero of 0.
 GptqExportReport export_gptq(const std::string& model_dir, const std::string& out_dir, const GptqExportOptions& opts);
 
 // ---- The shared driver (GPTQ here, compressed-tensors in compressed_tensors_export.cpp) -------------------------

@@ -294,11 +294,53 @@ bool read_gptq_config(const std::string& dir, GptqCheckpointConfig& out) {
   } catch (const json::exception& e) {
     fail_input("{}: quantization_config is malformed ({})", path, e.what());
   }
-  if (out.bits < kGridMinBits || out.bits > kGridMaxBits || !bit_width_traits(out.bits).gptq)
-    fail_input("{}: GPTQ bits {} is not one of 2, 3, 4, 8", path, out.bits);
-  if (out.group_size == 0 || out.group_size < -1)
-    fail_input("{}: GPTQ group_size {} is neither -1 nor positive", path, out.group_size);
+  auto check = [&](const GptqScheme& g, const std::string& where) {
+    if (g.bits < kGridMinBits || g.bits > kGridMaxBits || !bit_width_traits(g.bits).gptq)
+      fail_input("{}: GPTQ bits {}{} is not one of 2, 3, 4, 8", path, g.bits, where);
+    if (g.group_size == 0 || g.group_size < -1)
+      fail_input("{}: GPTQ group_size {}{} is neither -1 nor positive", path, g.group_size, where);
+  };
+  check(out, "");
+  if (q.contains("dynamic") && q["dynamic"].is_object()) {
+    for (auto it = q["dynamic"].begin(); it != q["dynamic"].end(); ++it) {
+      GptqDynamicRule r;
+      std::string key = it.key();
+      if (key.rfind("-:", 0) == 0 || key.rfind("+:", 0) == 0) {
+        r.positive = key[0] == '+';
+        key = key.substr(2);
+      }
+      r.pattern = key;
+      try {
+        r.re = std::regex(key);
+      } catch (const std::regex_error& e) {
+        fail_input("{}: quantization_config.dynamic key \"{}\" is not a valid regex ({})", path, it.key(), e.what());
+      }
+      if (!it.value().is_object())
+        fail_input("{}: quantization_config.dynamic[\"{}\"] must be an object of overrides", path, it.key());
+      r.overrides = it.value();
+      GptqScheme g = out;
+      g.bits = r.overrides.value("bits", g.bits);
+      g.group_size = r.overrides.value("group_size", g.group_size);
+      check(g, fmt::format(" (dynamic \"{}\")", it.key()));
+      out.dynamic.push_back(std::move(r));
+    }
+  }
   return true;
+}
+
+GptqScheme GptqCheckpointConfig::scheme_of(const std::string& module) const {
+  GptqScheme g = *this;
+  for (const GptqDynamicRule& r : dynamic) {
+    if (!std::regex_search(module, r.re, std::regex_constants::match_continuous)) continue;
+    if (r.positive) {
+      g.bits = r.overrides.value("bits", g.bits);
+      g.group_size = r.overrides.value("group_size", g.group_size);
+      g.sym = r.overrides.value("sym", g.sym);
+      g.desc_act = r.overrides.value("desc_act", g.desc_act);
+    }
+    break;
+  }
+  return g;
 }
 
 CheckpointQuantConfig gptq_module_config(const TensorArchive& archive, const GptqCheckpointConfig& cfg) {
@@ -309,16 +351,17 @@ CheckpointQuantConfig gptq_module_config(const TensorArchive& archive, const Gpt
     if (name.size() <= 8 || name.compare(name.size() - 8, 8, kQweight) != 0) continue;
     const std::string module = name.substr(0, name.size() - 8);
     const std::vector<int64_t>& qshape = archive.view(name).shape();
+    const GptqScheme g = cfg.scheme_of(module);
     if (qshape.size() != 2)
       fail_input("{}: tensor \"{}\" has shape {}, expected [K*{}/32, N]", archive.path(), name, shape_str(qshape),
-                 cfg.bits);
+                 g.bits);
     ModuleQuantInfo m;
-    m.in_features = qshape[0] * 32 / cfg.bits;
+    m.in_features = qshape[0] * 32 / g.bits;
     m.out_features = qshape[1];
-    m.spec = {cfg.bits, cfg.group_size > 0 ? cfg.group_size : kPerChannel, cfg.sym, false};
-    m.format = fmt::format("{}:{}", gptq_format_name(cfg.format), WeightGrid{cfg.bits, cfg.group_size, cfg.sym}.name());
+    m.spec = {g.bits, g.group_size > 0 ? g.group_size : kPerChannel, g.sym, false};
+    m.format = fmt::format("{}:{}", gptq_format_name(cfg.format), WeightGrid{g.bits, g.group_size, g.sym}.name());
     m.method = method;
-    m.act_order = cfg.desc_act;
+    m.act_order = g.desc_act;
     qc.modules[module] = m;
   }
   if (qc.modules.empty())
@@ -336,7 +379,8 @@ QuantizedWeight load_gptq_weight(const TensorArchive& archive, const std::string
   if (t.qweight.dim() != 2 || t.scales.dim() != 2)
     fail_input("{}: module \"{}\": qweight {} and scales {} must be 2-D", file, module,
                shape_str(t.qweight.sizes().vec()), shape_str(t.scales.sizes().vec()));
-  const int64_t k = t.qweight.size(0) * 32 / cfg.bits, groups = t.scales.size(0);
+  const GptqScheme g = cfg.scheme_of(module);
+  const int64_t k = t.qweight.size(0) * 32 / g.bits, groups = t.scales.size(0);
   if (archive.contains(module + ".g_idx")) {
     t.g_idx = int_tensor(archive.view(module + ".g_idx"), file);
   } else {
@@ -345,10 +389,10 @@ QuantizedWeight load_gptq_weight(const TensorArchive& archive, const std::string
                  groups, k);
     t.g_idx = at::arange(k, at::kInt).div(k / groups, "floor").to(at::kInt);
   }
-  QuantizedWeight qw = unpack_gptq(t, cfg.bits, cfg.format, fmt::format("{}: module \"{}\"", file, module));
-  if (cfg.group_size > 0 && groups != (k + cfg.group_size - 1) / cfg.group_size)
+  QuantizedWeight qw = unpack_gptq(t, g.bits, cfg.format, fmt::format("{}: module \"{}\"", file, module));
+  if (g.group_size > 0 && groups != (k + g.group_size - 1) / g.group_size)
     fail_input("{}: module \"{}\" has {} scale groups; group_size {} over K = {} needs {}", file, module, groups,
-               cfg.group_size, k, (k + cfg.group_size - 1) / cfg.group_size);
+               g.group_size, k, (k + g.group_size - 1) / g.group_size);
   return qw;
 }
 

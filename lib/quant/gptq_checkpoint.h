@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <regex>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -43,13 +44,31 @@
 
 namespace ptq {
 
-struct GptqCheckpointConfig {
-  GptqFormat format = GptqFormat::V1;
+// One GPTQ scheme: the config's global one, or a module's after GPTQModel's "dynamic" overrides.
+struct GptqScheme {
   int bits = 4;
   int64_t group_size = 128;  // -1: one group per output channel
   bool sym = true, desc_act = false;
+};
+
+// GPTQModel's per-module overrides (quantize_config "dynamic", read by vLLM and transformers too): a key is a regex
+// matched from the start of the module path (Python's re.match), "+:" (or no prefix) overriding bits / group_size /
+// sym / desc_act, "-:" leaving the module unquantized; the first matching key decides.
+struct GptqDynamicRule {
+  bool positive = true;
+  std::string pattern;
+  std::regex re;
+  nlohmann::json overrides;
+};
+
+struct GptqCheckpointConfig : GptqScheme {
+  GptqFormat format = GptqFormat::V1;
+  std::vector<GptqDynamicRule> dynamic;
   std::string config_path;   // where the quantization config was read (for messages)
   nlohmann::json raw;        // the whole quantization config
+
+  // Module `module`'s scheme (the global one unless a positive dynamic rule matches it first).
+  GptqScheme scheme_of(const std::string& module) const;
 };
 
 // Returns false when `dir` holds no GPTQ quantization config (an FP model or another quant method); throws

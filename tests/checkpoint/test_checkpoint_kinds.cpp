@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <map>
+#include <regex>
+#include <tuple>
 
 #include <ATen/ATen.h>
 
@@ -12,6 +14,9 @@
 #include "export/compressed_tensors_export.h"
 #include "export/gguf_export.h"
 #include "export/gptq_export.h"
+#include "model/model.h"
+#include "pipeline/quantize.h"
+#include "pipeline/recipe.h"
 #include "runtime/inspect.h"
 #include "tests/test_model.h"
 #include "tests/test_paths.h"
@@ -87,4 +92,42 @@ TEST_CASE("inspect describes a GGUF file as stored: its ggml types, size and bit
   // Q8_0 is 34 bytes per 32 weights = 8.5 bits; the F32 norms push the average only slightly above it.
   CHECK(s.model_bits_per_weight > 8.5);
   CHECK(s.model_bits_per_weight < 8.6);
+}
+
+TEST_CASE("per-module grids export to GPTQ as GPTQModel dynamic rules and read back to the same codes",
+          "[checkpoint_kinds]") {
+  // A recipe's overrides (as --target-bpw writes them): down_proj 8-bit g32, v_proj 3-bit g64, the rest 4-bit g32.
+  const std::string tmp = test::make_temp_dir("ck-dynamic");
+  Model model(test::repo_path("data/models/sotu-llama-8m"));
+  QuantizeOptions o;
+  o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
+  o.recipe.weights.group_size = 32;
+  for (auto [match, bits, group] : {std::tuple{"mlp\\.down_proj", 8, int64_t{32}}, {"self_attn\\.v_proj", 3, int64_t{64}}}) {
+    ModuleOverride ov;
+    ov.match = match;
+    ov.re = std::regex(ov.match);
+    ov.bits = bits;
+    ov.group_size = group;
+    o.recipe.overrides.push_back(ov);
+  }
+  o.out_dir = tmp + "/mixed";
+  quantize_model(model, o);
+  GptqExportOptions v1;
+  v1.format = GptqFormat::V1;
+  export_gptq(tmp + "/mixed", tmp + "/gptq", v1);
+
+  const Checkpoint ref(tmp + "/mixed"), gptq(tmp + "/gptq");
+  const nlohmann::json& q = gptq.quant_config().raw;
+  CHECK(q.at("bits") == 4);
+  CHECK(q.at("group_size") == 32);
+  CHECK(q.at("dynamic").size() == 12);  // 6 down_proj + 6 v_proj
+  CHECK(q.at("dynamic").at("+:^model\\.layers\\.0\\.mlp\\.down_proj$") == nlohmann::json({{"bits", 8}, {"group_size", 32}}));
+  for (const auto& [module, info] : ref.quant_config().modules) {
+    CAPTURE(module);
+    CHECK(gptq.quant_config().modules.at(module).spec.bits == info.spec.bits);
+    const QuantizedWeight want = ref.load_weight(module), got = gptq.load_weight(module);
+    CHECK(got.q.equal(want.q));
+    CHECK(got.scales.equal(want.scales));
+    CHECK(got.zeros.equal(want.zeros));
+  }
 }
