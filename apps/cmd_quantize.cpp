@@ -10,8 +10,6 @@
 #include "core/model_dir.h"
 #include "core/table.h"
 #include "export/targets.h"
-#include "io/gguf.h"
-#include "io/gguf_kquants.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "quant/formats.h"
@@ -89,18 +87,9 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.batch = a.batch;
   opts.stats_path = a.stats;
   if (a.target_bpw) opts.allocation.target_bpw = *a.target_bpw;
-  for (const auto& c : a.candidates) {  // ptq grids, or ggml block types for a GGUF recipe (weights.gguf_type)
-    if (const auto t = ggml_type_from_name(c); t && r.gguf) {
-      if (!ggml_grid_traits(*t)) fail_input("--candidates {}: a GGUF candidate must be a block type", c);
-      opts.allocation.gguf_candidates.push_back(*t);
-    } else if (r.gguf) {
-      fail_input("--candidates {}: recipe {} quantizes onto GGUF types; give ggml block types (q2_k, q4_k, q8_0, ...)",
-                 c, r.name);
-    } else {
-      opts.allocation.candidates.push_back(weight_grid(c, "--candidates"));
-    }
-  }
-  if (!a.candidates.empty() && !a.target_bpw) fail_input("--candidates lists the grids --target-bpw chooses from; give --target-bpw");
+  add_candidates(a.candidates, r.gguf.has_value(), opts.allocation, "--candidates");
+  if (!a.candidates.empty() && !a.target_bpw && !(r.target_bpw > 0))
+    fail_input("--candidates lists the grids --target-bpw chooses from; give --target-bpw");
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
   auto model = open_model_to_quantize(a.model);

@@ -1,5 +1,7 @@
 #include "export/targets.h"
 
+#include <algorithm>
+
 #include <cctype>
 
 #include <fmt/format.h>
@@ -55,6 +57,10 @@ ExportFit llama_cpp_fit(const Recipe& r, const ModuleQuantInfo& m) {
     return f;
   }
   f.loads = true;
+  if (r.target_bpw > 0 && !r.gguf) {
+    f.how = "re-quantized (--allow-requant); for GGUF allocate over ggml types (a weights.gguf_type recipe)";
+    return f;
+  }
   if (r.gguf) {
     f.how = fmt::format("GGUF {}, as quantized (--gguf-type {})", upper(r.gguf->name()), r.gguf->name());
     return f;
@@ -88,9 +94,18 @@ ExportFit vllm_fit(const Recipe& r, const ModuleQuantInfo& m) {
     f.how = f.loads ? "compressed-tensors int-quantized" : "no: " + gap;
     return f;
   }
+  // Every width the recipe can give a module: its grid, or each allocation candidate.
+  std::vector<int> widths{m.spec.bits};
+  if (r.target_bpw > 0) {
+    widths.clear();
+    for (const auto& c : r.candidates) widths.push_back(weight_grid(c, "allocation.candidates").bits);
+    if (widths.empty()) widths = {2, 3, 4, 5, 6, 8};
+  }
+  const bool gptq = std::all_of(widths.begin(), widths.end(), gptq_bits);
+  const bool packed = std::all_of(widths.begin(), widths.end(), pack_quantized_bits);
   std::vector<std::string> ways;
-  if (gptq_bits(m.spec.bits)) ways.push_back(m.spec.sym ? "GPTQ" : "GPTQ v2");
-  if (pack_quantized_bits(m.spec.bits)) ways.push_back("compressed-tensors");
+  if (gptq) ways.push_back(r.target_bpw > 0 ? "GPTQ (dynamic per-module bits)" : m.spec.sym ? "GPTQ" : "GPTQ v2");
+  if (packed) ways.push_back("compressed-tensors");
   f.loads = !ways.empty();
   if (!f.loads) {
     f.how = fmt::format("no: {}-bit weights (GPTQ packs 2/3/4/8, compressed-tensors 2/4/8)", m.spec.bits);
@@ -128,6 +143,9 @@ std::string recipe_needs(const Recipe& r) {
 
 std::string recipe_grid(const Recipe& r) {
   if (r.gguf) return fmt::format("GGUF {} blocks", upper(r.gguf->name()));
+  if (r.target_bpw > 0)
+    return fmt::format("mixed, {:g} bits/weight from {}", r.target_bpw,
+                       r.candidates.empty() ? std::string("2-8 bits") : join(r.candidates));
   std::string s = fmt::format("W{} {} {}", r.weights.bits, group_text(r.weights.group_size), r.weights.sym ? "sym" : "asym");
   if (r.method == "gptq" && r.gptq.act_order) s += " act-order";
   if (r.act_enabled) s += ", A" + r.activations.describe().substr(1);

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/gguf.h"
+#include "io/gguf_kquants.h"
 #include "model/model.h"
 #include "quant/metrics.h"
 #include "quant/quantizer.h"
@@ -30,6 +31,19 @@ std::string regex_escape(const std::string& s) {
 }
 
 }  // namespace
+
+void add_candidates(const std::vector<std::string>& names, bool gguf, AllocationOptions& opts, std::string_view what) {
+  for (const auto& c : names) {
+    if (!gguf) {
+      opts.candidates.push_back(weight_grid(c, what));
+      continue;
+    }
+    const auto t = ggml_type_from_name(c);
+    if (!t || !ggml_grid_traits(*t))
+      fail_input("{} {}: the recipe quantizes onto GGUF types; give ggml block types (q2_k, q4_k, q8_0, ...)", what, c);
+    opts.gguf_candidates.push_back(*t);
+  }
+}
 
 nlohmann::json AllocationReport::to_json() const {
   nlohmann::json mods = nlohmann::json::object();

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -50,6 +51,10 @@ struct AllocationReport {
   std::vector<ModuleAllocation> modules;
   nlohmann::json to_json() const;  // saved in the checkpoint's quantization_config ("allocation")
 };
+
+// Adds candidates by name: ggml block types for a GGUF recipe (`gguf`), ptq grid names otherwise; throws naming
+// `what` (the flag or recipe key) for a name of the other kind or an unknown one.
+void add_candidates(const std::vector<std::string>& names, bool gguf, AllocationOptions& opts, std::string_view what);
 
 // Measures every module's sensitivity on every candidate and allocates. Throws naming the flag when the budget is
 // below the cheapest candidates, or the stats lack what the sensitivity needs.

@@ -205,20 +205,32 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   const WeightAlgorithm& algo = weight_algorithm(recipe.method);
   QuantizeReport report;
 
-  const bool allocate = opts.allocation.target_bpw > 0;
+  // Mixed precision: --target-bpw / --candidates, or the recipe's allocation section.
+  AllocationOptions alloc = opts.allocation;
+  if (!(alloc.target_bpw > 0) && recipe.target_bpw > 0) {
+    alloc.target_bpw = recipe.target_bpw;
+    if (alloc.candidates.empty() && alloc.gguf_candidates.empty())
+      add_candidates(recipe.candidates, recipe.gguf.has_value(), alloc, "allocation.candidates");
+  }
+  const bool allocate = alloc.target_bpw > 0;
   if (allocate && recipe.activation_path())
     fail_input("--target-bpw allocates weight grids of weight-only recipes; {} quantizes activations or rewrites layers",
                recipe.name);
-  if (allocate && opts.stats_path.empty())
-    fail_input("--target-bpw measures each module's sensitivity from calibration statistics: pass --stats FILE "
-               "(ptq calibrate MODEL --hessian -o FILE)");
   // Plan: every linear module of every layer gets the recipe's grid unless ignored or impossible.
   if (recipe.activation_path()) return quantize_model_activation(model, opts);
   check_output_path(opts.out_dir, model.path(), opts.force);  // before any calibration work
   std::optional<CalibrationStats> stats;
   if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
   if (allocate) {
-    report.allocation = allocate_grids(model, recipe, *stats, opts.allocation);
+    // Sensitivities need the FP model's Hessians: from --stats, or from one calibration pass over the recipe's data
+    // (all layers' Hessians held at once: for a 7B model ~20 GB; pass a stats file there).
+    std::optional<CalibrationStats> own;
+    if (!stats) {
+      CalibrateOptions copts;
+      copts.stats = default_stats().add(Stat::Hessian);
+      own = calibrate(model, load_model_calibration_data(model, recipe.calibration, opts.batch), copts);
+    }
+    report.allocation = allocate_grids(model, recipe, stats ? *stats : *own, alloc);
     apply_allocation(*report.allocation, allocated);
   }
   std::map<std::string, ModuleQuantInfo> packed;

@@ -149,6 +149,7 @@ nlohmann::json Recipe::to_json() const {
             {"damp", gptq.percdamp},
             {"true_sequential", true_sequential},
             {"gguf_type", gguf ? nlohmann::json(gguf->name()) : nlohmann::json(nullptr)}}},
+          {"allocation", {{"target_bpw", target_bpw}, {"candidates", candidates}}},
           {"calibration",
            {{"data", calibration.files},
             {"nsamples", calibration.nsamples},
@@ -254,6 +255,21 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
     fail_input("{}: \"activations.bits\" must be 2..8, got {}", where, r.activations.bits);
   if (!(r.activations.clip > 0 && r.activations.clip <= 1))
     fail_input("{}: \"activations.clip\" must be in (0, 1], got {}", where, r.activations.clip);
+
+  Section al(top.child("allocation"), where, "allocation");
+  al.read("target_bpw", r.target_bpw);
+  al.read("candidates", r.candidates);
+  al.finish();
+  if (r.target_bpw < 0) fail_input("{}: \"allocation.target_bpw\" must be > 0 (or absent), got {}", where, r.target_bpw);
+  for (const auto& c : r.candidates) {
+    if (r.gguf) {
+      const auto t = ggml_type_from_name(c);
+      if (!t || !ggml_grid_traits(*t))
+        fail_input("{}: \"allocation.candidates\" {}: a GGUF recipe chooses among ggml block types", where, c);
+    } else {
+      weight_grid(c, fmt::format("{}: \"allocation.candidates\"", where));
+    }
+  }
 
   Section m(top.child("migration"), where, "migration");
   m.read("method", r.migration.method);

@@ -36,6 +36,10 @@ struct Recipe {
   // weights.gguf_type: quantize straight onto GGUF's block grids (a ggml block type for every module, or a
   // llama-quantize mix choosing per module, io/gguf_mix.h) instead of `weights`' grid; rtn or gptq only.
   std::optional<GgufTarget> gguf;
+  // "allocation:" (mixed precision, pipeline/allocate.h): a bits/weight budget and the candidate grids (ptq grid names,
+  // or ggml block types for a GGUF recipe); target_bpw 0: none. --target-bpw / --candidates override them.
+  double target_bpw = 0;
+  std::vector<std::string> candidates;
   // Per-module GGUF types that replace the mix's choice (set by --target-bpw's allocation, pipeline/allocate.h).
   std::map<std::string, GgmlType> gguf_modules;
   GptqOptions gptq;

@@ -336,9 +336,18 @@ TEST_CASE("mixed precision (--target-bpw) allocates grids from measured sensitiv
   }
   CHECK(types.size() > 1);
 
-  o.out_dir = dir + "/none";
+  // Without a stats file the recipe's calibration data gives the Hessians (one pass before quantizing).
+  o.out_dir = dir + "/own";
   o.stats_path.clear();
-  CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("--stats"));
+  o.recipe.calibration.files = {test::repo_path("data/sotu-test.txt")};
+  o.recipe.calibration.nsamples = 8;
+  o.recipe.calibration.seqlen = 64;
+  const QuantizeReport own = quantize_model(model, o);
+  REQUIRE(own.allocation.has_value());
+  CHECK(own.allocation->sensitivity == "hessian");
+  CHECK(own.allocation->achieved_bpw <= 3.5);
+
+  o.out_dir = dir + "/none";
   o.stats_path = dir + "/s.stats";
   o.allocation.target_bpw = 1.5;
   CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("smallest candidates need"));
