@@ -3,17 +3,18 @@
 # "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench gguf-table fuzz
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table fuzz
 #   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
 #   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
+#   (quantize-bench: scripts/bench_quantize.sh, ptq RTN / GGUF export against llama-quantize, ~5 minutes; idle machine)
 #   (fuzz: renders the run `scripts/fuzz.sh --record` wrote to docs/results/fuzz.jsonl, or PTQ_FUZZ_RECORD; it
 #   runs nothing itself, the run takes ~15 minutes; needs no ptq binary)
 #   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench gguf-table fuzz)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -89,6 +90,42 @@ fi
 if wanted export-table; then scripts/export_table.sh >"$tmp/export-table"; fi
 
 if wanted activation-table; then scripts/activation_table.sh "$PTQ_BIN" >"$tmp/activation-table"; fi
+
+if wanted quantize-bench; then
+  PTQ=$PTQ_BIN scripts/bench_quantize.sh >"$tmp/quantize-json"
+  {
+    echo "\$ scripts/bench_quantize.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo
+    python3 - "$tmp/quantize-json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+what = {"ptq_rtn_w4g32": "ptq quantize, RTN w4g32 (ptq checkpoint)",
+        "llama_q4_0": "llama-quantize --pure Q4_0",
+        "ptq_gguf_q4_0": "ptq export --gguf-type q4_0",
+        "llama_q4_k_m": "llama-quantize Q4_K_M",
+        "ptq_gguf_q4_k_m": "ptq export --gguf-type q4_k_m"}
+print("TinyLlama-1.1B-shaped synthetic checkpoint (F16, 2.2 GB), both tools in one run with the same threads; target "
+      "(issue 13): ptq within 2x llama-quantize's time and peak RSS.")
+print()
+print("| run | seconds | peak RSS | output |")
+print("|---|---:|---:|---:|")
+for r in rows:
+    if "run" in r:
+        print(f"| {what.get(r['run'], r['run'])} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} MB | {r['output_bytes'] / 1e6:.0f} MB |")
+ratios = next(r["ratios_vs_llama_quantize"] for r in rows if "ratios_vs_llama_quantize" in r)
+print()
+names = {"rtn_w4g32_vs_q4_0": "RTN w4g32 / llama Q4_0", "gguf_q4_0": "GGUF Q4_0", "gguf_q4_k_m": "GGUF Q4_K_M"}
+print("ptq / llama-quantize: " + "; ".join(f"{names[k]}: time {v['time']}x, peak RSS {v['peak_rss']}x" for k, v in ratios.items()))
+PY
+    echo
+    echo '<details><summary>JSON lines</summary>'
+    echo
+    echo '```'
+    cat "$tmp/quantize-json"
+    echo '```'
+    echo '</details>'
+  } >"$tmp/quantize-bench"
+fi
 
 if wanted runtime-bench; then
   PTQ=$PTQ_BIN scripts/bench_runtime.sh --table "$tmp/runtime-table" >"$tmp/runtime-json"

@@ -427,7 +427,8 @@ void SafetensorsSpoolWriter::add(const std::string& name, DType dtype, const std
 
 void SafetensorsSpoolWriter::commit() {
   if (committed_) return;
-  if (::fsync(fd_) != 0) fail_io("fsync of {} failed: {}", spool_, std::strerror(errno));
+  // No fsync of the spool: it is read back from the page cache right here, and the output's own fsync makes the result
+  // durable (a resumable run's state() syncs the spool before it records anything).
   ::close(fd_);
   fd_ = -1;
   std::vector<SafetensorsStreamWriter::Entry> decl;
