@@ -25,17 +25,13 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-if [[ -z "${PTQ:-}" ]]; then
-  scripts/build.sh ptq >/dev/null
-  PTQ=build/ptq
-fi
-PTQ=$(realpath "$PTQ")
+# shellcheck source=scripts/lib_bench.sh
+source scripts/lib_bench.sh
+PTQ=$(ptq_binary)
 [[ -x /usr/bin/time ]] || { echo "bench_quantize: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 npm_dir=${NPM_DIR:-$root/build/npm-oracle}
 # shellcheck source=scripts/lib_npm_oracle.sh
 source scripts/lib_npm_oracle.sh
-# shellcheck source=scripts/lib_bench.sh
-source scripts/lib_bench.sh
 scratch=$(mktemp -d "${PTQ_SCRATCH:-/tmp}/ptq-bench-quantize.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 npm_oracle_install "$npm_dir" >&2 || { echo "bench_quantize: npm packages unavailable" >&2; exit 77; }

@@ -29,10 +29,9 @@ while [[ $# -gt 0 ]]; do
 done
 case "$only" in ""|llama2-7b|tinyllama) ;; *) echo "--only: expected llama2-7b or tinyllama, got $only" >&2; exit 2 ;; esac
 
-if [[ -z "${PTQ:-}" ]]; then
-  scripts/build.sh ptq >/dev/null
-  PTQ=build/ptq
-fi
+# shellcheck source=scripts/lib_bench.sh
+source scripts/lib_bench.sh
+PTQ=$(ptq_binary)
 [[ -x /usr/bin/time ]] || { echo "bench_scale: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench_scale: python3 is needed to format the results" >&2; exit 1; }
 nsamples=${GPTQ_NSAMPLES:-8}
@@ -53,8 +52,6 @@ need_space() {
   fi
 }
 
-# shellcheck source=scripts/lib_bench.sh
-source scripts/lib_bench.sh
 
 # name | disk GB needed | synth flags | quantize flags
 run() {

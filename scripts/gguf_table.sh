@@ -2,7 +2,7 @@
 # Issue 13's GGUF evidence table: for data/models/sotu-llama-8m and data/models/stories260K, and each GGUF type Q8_0,
 # Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, the file size, bits/weight, and the perplexity and mean KL divergence
 # from the FP model's next-token distribution, computed by llama.cpp (node-llama-cpp's prebuilt CPU build: one
-# thread, no flash attention, F32 KV cache; scripts/gguf_kl.mjs) on a held-out text, for these producers:
+# thread, no flash attention, F32 KV cache; tests/oracle/gguf_kl.mjs) on a held-out text, for these producers:
 #   llama-quantize            llama.cpp's own tool (built from the llama.cpp source node-llama-cpp ships,
 #                             scripts/lib_npm_oracle.sh) on ptq's F32 GGUF export of the model, no imatrix;
 #   llama-quantize --imatrix  the same with the imatrix `ptq export STATS --format imatrix` made;
@@ -25,7 +25,7 @@
 #     to Q4_0/Q5_0/Q5_1/Q8_0, F16 when not a multiple of 32), and so does ptq.
 # Target (issue 13), the last column of each GPTQ row: lower KL than llama-quantize without and with the imatrix at
 # no larger file size. bits/weight = 8 x tensor data bytes / parameters, as llama.cpp counts BPW
-# (scripts/gguf_sizes.mjs; metadata and tokenizer not counted); file size: the whole file.
+# (tests/oracle/gguf_sizes.mjs; metadata and tokenizer not counted); file size: the whole file.
 # Prints one Markdown table per model, then the JSON lines (one per row) in a <details> block
 # (scripts/update_readme.sh gguf-table puts the output in README.md).
 # Usage: scripts/gguf_table.sh [--quick]   (--quick: stories260K, Q4_K_M and Q4_0 only, ~4 minutes)
@@ -46,11 +46,9 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-if [[ -z "${PTQ:-}" ]]; then
-  scripts/build.sh ptq >/dev/null
-  PTQ=build/ptq
-fi
-PTQ=$(realpath "$PTQ")
+# shellcheck source=scripts/lib_bench.sh
+source scripts/lib_bench.sh
+PTQ=$(ptq_binary)
 ptq() { "$PTQ" -q "$@"; }
 npm_dir=$(realpath -m "${NPM_DIR:-$root/build/npm-oracle}")
 # shellcheck source=scripts/lib_npm_oracle.sh
@@ -60,8 +58,7 @@ work=$(mktemp -d "${PTQ_SCRATCH:-/tmp}/ptq-gguf-table.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 skip=$(npm_oracle_llama_quantize "$npm_dir" "$work/quantize-build.log") || { echo "$skip"; exit 77; }
 quantize=$npm_dir/llama-quantize
-cp scripts/gguf_kl.mjs scripts/gguf_sizes.mjs "$npm_dir/"
-npm_oracle_scripts "$npm_dir" "$root" gguf_compare
+npm_oracle_scripts "$npm_dir" "$root" gguf_compare gguf_kl gguf_sizes
 start=$(date +%s)
 
 # TYPE:llama-quantize type:--pure or not:ptq --gguf-type:recipe stem

@@ -1,6 +1,6 @@
 // Parameters and tensor data bytes of GGUF files (headers read by @huggingface/gguf), for bits/weight = 8 x tensor
 // bytes / parameters, as llama.cpp counts BPW (metadata and tokenizer not included). Used by scripts/gguf_table.sh,
-// which copies it next to node_modules.
+// which copies it next to node_modules (npm_oracle_scripts).
 // Usage: node gguf_sizes.mjs FILE.gguf...   Prints one JSON line per file: {"file", "parameters", "tensor_bytes", "types"}.
 import {gguf} from "@huggingface/gguf";
 

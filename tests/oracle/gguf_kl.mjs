@@ -1,8 +1,8 @@
-// Mean KL(p_FP || p_Q) per predicted token and perplexity of several quantized GGUF files against one FP GGUF,
-// measured by llama.cpp (node-llama-cpp) exactly as tests/oracle/llama_kl.mjs measures one pair (one thread, no flash
-// attention, F32 KV cache, ptq's token ids cut into non-overlapping windows of SEQLEN tokens), but with the FP model
-// evaluated once per window for all the quantized files (scripts/gguf_table.sh scores ~20 files per model).
-// Runs from the directory holding node_modules (ESM imports resolve next to the script): scripts/gguf_table.sh copies it.
+// Mean KL(p_FP || p_Q) per predicted token and perplexity of one or more quantized GGUF files against one FP GGUF,
+// measured by llama.cpp (node-llama-cpp: one thread, no flash attention, F32 KV cache, ptq's token ids cut into
+// non-overlapping windows of SEQLEN tokens, as llama_ppl.mjs scores), the FP model evaluated once per window for all
+// the quantized files (scripts/gguf_table.sh scores ~20 files per model).
+// Runs from the directory holding node_modules (ESM imports resolve next to the script): npm_oracle_scripts copies it.
 // Usage: node gguf_kl.mjs FP.gguf IDS.json SEQLEN MAX_WINDOWS Q.gguf...   (IDS.json: `ptq tokenize --json`)
 // Prints one JSON line per Q.gguf, in order: {"file", "mean_kl", "ppl_q", "ppl_fp", "windows", "predicted"}.
 import {readFileSync} from "node:fs";
