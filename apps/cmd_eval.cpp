@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "apps/commands.h"
+#include "core/error.h"
 #include "core/file.h"
 #include "core/table.h"
 #include "eval/perplexity.h"
@@ -20,6 +21,7 @@ namespace {
 struct PplArgs {
   std::vector<std::string> models;
   std::string data;
+  std::string kl_reference;  // empty: no KL
   PerplexityOptions opts;
   RunFlags run;
   bool json = false;
@@ -34,15 +36,30 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   const bool compare = a.models.size() > 1;
   std::vector<std::string> header = {"model", "ppl"};
   if (compare) header.push_back("Δ% vs first");
+  const bool kl = !a.kl_reference.empty();
+  if (kl) header.insert(header.end(), {"mean KL", "ref ppl"});
   for (const char* h : {"nll", "windows", "seqlen", "scored", "tokenizer", "seconds"}) header.push_back(h);
   Table t(header);
+  // The KL reference runs in lockstep with each model, on the same windows; it must read the same token stream.
+  std::unique_ptr<Model> reference;
+  std::vector<int32_t> reference_ids;
+  if (kl) {
+    reference = open_run_model(a.kl_reference, a.run);
+    reference_ids = load_tokenizer(a.kl_reference)->encode(text);
+  }
   double base_ppl = 0;
   for (const auto& path : a.models) {
     auto model_ptr = open_run_model(path, a.run);
     Model& model = *model_ptr;
     auto tok = load_tokenizer(path);
     const std::vector<int32_t> ids = tok->encode(text);
-    PerplexityResult r = evaluate_perplexity(model, ids, a.opts, fmt::format("ppl {}", path));
+    if (kl && ids != reference_ids) {
+      const auto diff = std::mismatch(ids.begin(), ids.end(), reference_ids.begin(), reference_ids.end());
+      fail_input("--kl-reference {} tokenizes {} differently from {} ({} vs {} tokens, first difference at token {}); "
+                 "KL divergence needs the same tokenizer", a.kl_reference, a.data, path, reference_ids.size(),
+                 ids.size(), diff.first - ids.begin());
+    }
+    PerplexityResult r = evaluate_perplexity(model, ids, a.opts, fmt::format("ppl {}", path), reference.get());
     results.push_back({{"model", path},
                        {"ppl", r.ppl},
                        {"nll", r.nll},
@@ -55,9 +72,15 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
                        {"data", a.data},
                        {"data_sha256", sha},
                        {"seconds", r.seconds}});
+    if (kl) {
+      results.back()["kl_reference"] = a.kl_reference;
+      results.back()["mean_kl"] = r.mean_kl;
+      results.back()["reference_ppl"] = r.reference_ppl;
+    }
     if (results.size() == 1) base_ppl = r.ppl;
     std::vector<std::string> row = {path, fmt::format("{:.4f}", r.ppl)};
     if (compare) row.push_back(results.size() == 1 ? "-" : fmt::format("{:+.2f}", 100.0 * (r.ppl / base_ppl - 1.0)));
+    if (kl) row.insert(row.end(), {fmt::format("{:.6f}", r.mean_kl), fmt::format("{:.4f}", r.reference_ppl)});
     for (std::string c : {fmt::format("{:.5f}", r.nll), std::to_string(r.windows), std::to_string(r.seqlen),
                           std::to_string(r.predicted), tok->describe(), fmt::format("{:.1f}", r.seconds)})
       row.push_back(std::move(c));
@@ -65,6 +88,7 @@ void run_ppl(const GlobalOptions& g, const PplArgs& a) {
   }
   if (a.json) return print_json({{"results", results}});
   std::printf("perplexity on %s (sha256 %.12s...)\n", a.data.c_str(), sha.c_str());
+  if (kl) std::printf("mean KL(P_ref || P_model) per predicted token, nats; reference: %s\n", a.kl_reference.c_str());
   std::fputs(t.render().c_str(), stdout);
 }
 
@@ -174,6 +198,10 @@ void add_eval_commands(CLI::App& app, GlobalOptions& g) {
   cmd->add_option("--max-windows", a->opts.max_windows, "Evaluate only the first K windows (default: all)")
       ->check(kNonNegative);
   cmd->add_option("--batch", a->opts.batch, "Windows per forward pass")->default_val(8)->check(kPositive);
+  cmd->add_option("--kl-reference", a->kl_reference,
+                  "Also the mean KL divergence KL(P_ref || P_model) per predicted token (nats, llama.cpp's definition) "
+                  "against this model (e.g. the FP one), run in lockstep on the same windows; must share the "
+                  "tokenizer. Adds mean_kl and reference_ppl to --json");
   add_run_flags(cmd, a->run, "f32");
   cmd->add_flag("--json", a->json, "Print one JSON object: {\"results\": [...]}");
   cmd->callback([&g, a] { run_ppl(g, *a); });

@@ -24,13 +24,20 @@ struct PerplexityResult {
   int64_t windows = 0;
   int64_t seqlen = 0;
   double seconds = 0;
+  // With a KL reference: mean KL(P_ref || P_model) per predicted token (nats, eval/kl_divergence.h), and the
+  // reference's own perplexity / mean NLL over the same windows.
+  bool has_reference = false;
+  double mean_kl = 0;
+  double reference_ppl = 0;
+  double reference_nll = 0;
 };
 
 int64_t default_seqlen(const Model& model);
 
 // `ids` is the tokenized text (BOS as the tokenizer config says). Throws when the text is shorter than
-// one window.
+// one window. `kl_reference` (e.g. the FP model), when given, runs on each window batch in lockstep with `model`
+// (one batch of both models' logits in memory at a time); it must have the same vocabulary and read the same ids.
 PerplexityResult evaluate_perplexity(Model& model, const std::vector<int32_t>& ids, const PerplexityOptions& opts,
-                                     const std::string& progress_label = "ppl");
+                                     const std::string& progress_label = "ppl", Model* kl_reference = nullptr);
 
 }  // namespace ptq

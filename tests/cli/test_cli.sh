@@ -36,6 +36,10 @@ expect_ok "inspect --json" "$ptq" inspect "$model" --json
 grep -q '"parameters": 292800' "$tmp/out" && ok || bad "inspect --json lacks the parameter count"
 expect_ok "eval ppl --json" "$ptq" eval ppl "$model" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2 --json
 grep -q '"windows": 2' "$tmp/out" && grep -q '"data_sha256"' "$tmp/out" && ok || bad "eval ppl --json fields"
+# KL against a reference model (eval ppl --kl-reference): a model against itself is exactly 0.
+expect_ok "eval ppl --kl-reference itself" "$ptq" eval ppl "$model" --kl-reference "$model" --data "$root/data/tinystories-valid.txt" --seqlen 128 --max-windows 2 --json
+grep -q '"mean_kl": 0.0,' "$tmp/out" && grep -q '"reference_ppl"' "$tmp/out" && ok || bad "eval --kl-reference of a model against itself: $(cat "$tmp/out")"
+expect_fail "--kl-reference with another tokenizer" "needs the same tokenizer" "$ptq" eval ppl "$model" --kl-reference "$root/data/models/sotu-llama-8m" --data "$root/data/tinystories-valid.txt" --seqlen 64 --max-windows 1
 expect_ok "generate --json" "$ptq" generate "$model" --prompt "Once upon a time" -n 8 --json
 expect_ok "bench --json" "$ptq" bench "$model" --prompt 16 --gen 8 --repeats 1 --json
 grep -q '"decode_tok_s"' "$tmp/out" && grep -q '"peak_rss_mb"' "$tmp/out" && ok || bad "bench --json fields"

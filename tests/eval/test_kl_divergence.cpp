@@ -1,0 +1,131 @@
+// KL divergence against a reference model (eval/kl_divergence.h, evaluate_perplexity's kl_reference): a scalar
+// re-computation of the definition, the exact zero of a model against itself, and KL >= 0 on a quantized model.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/ATen.h>
+
+#include "core/file.h"
+#include "eval/kl_divergence.h"
+#include "eval/perplexity.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "runtime/open_model.h"
+#include "tests/test_model.h"
+#include "tests/test_paths.h"
+
+using namespace ptq;
+
+namespace {
+
+// Σ_rows Σ_v p_ref (log p_ref − log p) from the definition, with std::exp / std::log in long double.
+double kl_scalar(const at::Tensor& ref_logits, const at::Tensor& logits) {
+  const at::Tensor a = ref_logits.reshape({-1, ref_logits.size(-1)}).to(at::kDouble).contiguous();
+  const at::Tensor b = logits.reshape({-1, logits.size(-1)}).to(at::kDouble).contiguous();
+  const int64_t rows = a.size(0), vocab = a.size(1);
+  const double* pa = a.data_ptr<double>();
+  const double* pb = b.data_ptr<double>();
+  long double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double* x = pa + r * vocab;
+    const double* y = pb + r * vocab;
+    long double za = 0, zb = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      za += std::exp(static_cast<long double>(x[v]));
+      zb += std::exp(static_cast<long double>(y[v]));
+    }
+    for (int64_t v = 0; v < vocab; ++v) {
+      const long double p = std::exp(static_cast<long double>(x[v])) / za;
+      const long double q = std::exp(static_cast<long double>(y[v])) / zb;
+      total += p * std::log(p / q);
+    }
+  }
+  return static_cast<double>(total);
+}
+
+std::vector<int32_t> stories_ids() {
+  return load_tokenizer(test::repo_path("data/models/stories260K"))
+      ->encode(read_text_file(test::repo_path("data/tinystories-valid.txt")));
+}
+
+}  // namespace
+
+TEST_CASE("KL divergence of a hand-made case equals the definition", "[kl]") {
+  // Two rows over a vocabulary of 3. Row 0 by hand: p = softmax(0, 1, 2) = (0.0900306, 0.2447285, 0.6652410),
+  // q = softmax(2, 1, 0) = reversed p, KL = Σ p log(p/q) = 0.0900306·(−2) + 0 + 0.6652410·2 = 1.1504208.
+  const at::Tensor ref = at::tensor({0.0, 1.0, 2.0, 5.0, -3.0, 0.5}, at::kDouble).reshape({2, 3});
+  const at::Tensor q = at::tensor({2.0, 1.0, 0.0, 4.0, -1.0, 0.0}, at::kDouble).reshape({2, 3});
+  // Both are fp64 computations of the same sums over 3 terms: 1e-12 covers their different operation order.
+  CHECK(kl_divergence_sum(ref.narrow(0, 0, 1), q.narrow(0, 0, 1)) == Approx(1.1504208).margin(1e-7));  // 7 digits above
+  CHECK(kl_divergence_sum(ref, q) == Approx(kl_scalar(ref, q)).epsilon(1e-12));
+  // fp32 input is converted, not computed in fp32: the same value as from the fp64 copy of the fp32 values.
+  const at::Tensor ref32 = ref.to(at::kFloat), q32 = q.to(at::kFloat);
+  CHECK(kl_divergence_sum(ref32, q32) == Approx(kl_scalar(ref32, q32)).epsilon(1e-12));
+  // Not symmetric, and zero only for equal distributions (logits equal up to a per-row constant).
+  CHECK(kl_divergence_sum(q, ref) != Approx(kl_divergence_sum(ref, q)));
+  CHECK(kl_divergence_sum(ref, ref + 7.0) == Approx(0).margin(1e-12));  // a shift changes no probability
+  CHECK_THROWS_WITH(kl_divergence_sum(ref, q.narrow(1, 0, 2)), Catch::Contains("share the vocabulary"));
+  at::Tensor bad = q.clone();
+  bad[1][1] = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(kl_divergence_sum(ref, bad), Catch::Contains("not finite"));
+}
+
+TEST_CASE("KL divergence over a vocabulary of thousands in row chunks equals the definition", "[kl]") {
+  // 700 rows x 5000: more rows than one chunk (2^21 / 5000 = 419), so the chunked loop is covered.
+  at::manual_seed(3);
+  const at::Tensor ref = at::randn({7, 100, 5000}) * 3.0;
+  const at::Tensor q = ref + at::randn({7, 100, 5000}) * 0.1;
+  // fp64 vs long double on 3.5M terms: each term's relative error is ~1e-15, the KL (~3.5 per 700 rows) is a sum of
+  // mostly positive terms; 1e-9 relative leaves a wide margin.
+  CHECK(kl_divergence_sum(ref, q) == Approx(kl_scalar(ref, q)).epsilon(1e-9));
+}
+
+TEST_CASE("a model's KL against itself is exactly 0 and its reference perplexity is its own", "[kl]") {
+  Model model(test::repo_path("data/models/stories260K"));
+  Model same(test::repo_path("data/models/stories260K"));  // a second instance: the same deterministic forward
+  PerplexityOptions o;
+  o.seqlen = 128;
+  o.max_windows = 6;
+  o.batch = 4;
+  const PerplexityResult r = evaluate_perplexity(model, stories_ids(), o, "ppl", &same);
+  CHECK(r.has_reference);
+  CHECK(r.mean_kl == 0.0);  // exact: every term is p · (log p − log p)
+  CHECK(r.reference_ppl == r.ppl);
+  CHECK(r.ppl == evaluate_perplexity(model, stories_ids(), o).ppl);  // the reference changes nothing of the ppl
+}
+
+TEST_CASE("KL of a quantized model against FP is positive and equals the definition on its logits", "[kl]") {
+  // w4g32 (hidden 64: group 128 would leave every module FP).
+  const std::string q_dir = test::quantize_rtn("data/models/stories260K", test::make_temp_dir("kl-rtn") + "/q", 4, 32, true);
+  Model fp(test::repo_path("data/models/stories260K"));
+  std::unique_ptr<Model> q = open_model(q_dir);
+  PerplexityOptions o;
+  o.seqlen = 64;
+  o.max_windows = 3;
+  o.batch = 2;  // two batches: the sums run over batches
+  const std::vector<int32_t> ids = stories_ids();
+  const PerplexityResult r = evaluate_perplexity(*q, ids, o, "ppl", &fp);
+  CHECK(r.mean_kl > 0);
+  CHECK(r.reference_ppl == Approx(evaluate_perplexity(fp, ids, o).ppl).epsilon(1e-12));  // same forward, same sums
+  // Independent: both models' full logits on the same 3 windows, the scalar definition over the 63 scored positions.
+  at::Tensor x = at::empty({3, 64}, at::kLong);
+  for (int64_t i = 0; i < 3 * 64; ++i) x.data_ptr<int64_t>()[i] = ids[i];
+  at::NoGradGuard ng;
+  const double expect = kl_scalar(fp.forward(x).narrow(1, 0, 63), q->forward(x).narrow(1, 0, 63)) / (3 * 63);
+  // The same fp32 logits (the batch split into 2+1 windows instead of 3 changes only BLAS blocking, ~1e-6
+  // relative in a logit) and fp64 sums: 1e-4 relative covers a KL that is a difference of nearby log-probabilities.
+  CHECK(r.mean_kl == Approx(expect).epsilon(1e-4));
+}
+
+TEST_CASE("KL refuses a reference with another vocabulary, naming both models", "[kl]") {
+  Model model(test::repo_path("data/models/stories260K"));
+  Model other(test::repo_path("data/models/sotu-llama-8m"));
+  PerplexityOptions o;
+  o.seqlen = 32;
+  o.max_windows = 1;
+  CHECK_THROWS_WITH(evaluate_perplexity(model, stories_ids(), o, "ppl", &other),
+                    Catch::Contains("sotu-llama-8m") && Catch::Contains("stories260K") &&
+                        Catch::Contains("8000") && Catch::Contains("512"));
+}
