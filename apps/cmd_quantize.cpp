@@ -36,6 +36,7 @@ struct QuantizeArgs {
   int64_t batch = 8;
   std::string report;  // --report: the HTML report of the output
   std::optional<double> target_bpw;
+  std::optional<std::string> target_size;
   std::vector<std::string> candidates;
 };
 
@@ -87,9 +88,10 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   opts.batch = a.batch;
   opts.stats_path = a.stats;
   if (a.target_bpw) opts.allocation.target_bpw = *a.target_bpw;
+  if (a.target_size) opts.allocation.target_bytes = static_cast<double>(parse_byte_size(*a.target_size, "--target-size"));
   add_candidates(a.candidates, r.gguf.has_value(), opts.allocation, "--candidates");
-  if (!a.candidates.empty() && !a.target_bpw && !(r.target_bpw > 0))
-    fail_input("--candidates lists the grids --target-bpw chooses from; give --target-bpw");
+  if (!a.candidates.empty() && !a.target_bpw && !a.target_size && !(r.target_bpw > 0))
+    fail_input("--candidates lists the grids --target-bpw / --target-size choose from; give one of them");
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
   auto model = open_model_to_quantize(a.model);
@@ -146,8 +148,14 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
     for (const auto& m : rep.allocation->modules) ++count[m.grids[m.chosen]];
     std::string grids;
     for (const auto& [grid, n] : count) grids += fmt::format("{}{} x{}", grids.empty() ? "" : ", ", grid, n);
-    std::printf("allocation: target %.3f bits/weight, achieved %.3f (sensitivity: %s RTN output error); %s\n",
-                rep.allocation->target_bpw, rep.allocation->achieved_bpw, rep.allocation->sensitivity.c_str(),
+    const AllocationReport& al = *rep.allocation;
+    const std::string target =
+        al.target_bytes > 0 ? fmt::format("target size {} ({:.0f} bytes), achieved {} ({:.0f} bytes: {} outside the "
+                                          "allocated modules), {:.3f} bits/weight in the modules",
+                                          human_bytes(al.target_bytes), al.target_bytes, human_bytes(al.size_bytes),
+                                          al.size_bytes, human_bytes(al.fixed_bytes), al.achieved_bpw)
+                            : fmt::format("target {:.3f} bits/weight, achieved {:.3f}", al.target_bpw, al.achieved_bpw);
+    std::printf("allocation: %s (sensitivity: %s RTN output error); %s\n", target.c_str(), al.sensitivity.c_str(),
                 grids.c_str());
   }
   std::printf("output: %s (%s), time %.1f s, peak RSS %.0f MB\n", a.out.c_str(), human_bytes(rep.output_bytes).c_str(),
@@ -251,8 +259,15 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
                   "Mixed precision: choose every module's grid from --candidates so the quantized modules average this "
                   "many bits per weight (codes + scales + zeros) with the least measured output error; needs --stats")
       ->check(kPositive);
+  cmd->add_option("--target-size", a->target_size,
+                  "Mixed precision like --target-bpw, the budget given as the checkpoint's size: the quantized "
+                  "modules' bytes plus every other tensor at its stored dtype (embeddings, norms, lm_head, modules "
+                  "left FP). Bytes (12345678) or with a unit: 2.5GB, 900MB (powers of 1000), 900MiB, 1.5GiB (powers "
+                  "of 1024)")
+      ->excludes("--target-bpw")
+      ->type_name("SIZE");
   cmd->add_option("--candidates", a->candidates,
-                  "Grids --target-bpw chooses from, comma separated (default: 2, 3, 4, 5, 6 and 8 bits at the recipe's "
+                  "Grids --target-bpw / --target-size choose from, comma separated (default: 2, 3, 4, 5, 6 and 8 bits at the recipe's "
                   "group size and symmetry; with a GGUF recipe, ggml block types, default q2_k,q3_k,q4_k,q5_k,q6_k,q8_0)")
       ->delimiter(',')
       ->type_name("GRID,...");

@@ -3,7 +3,10 @@
 #include "core/progress.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdlib>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -50,6 +53,34 @@ std::string human_bytes(double b) {
   if (b >= 1e6) return fmt::format("{:.1f} MB", b / 1e6);
   if (b >= 1e3) return fmt::format("{:.1f} kB", b / 1e3);
   return fmt::format("{:.0f} B", b);
+}
+
+int64_t parse_byte_size(std::string_view text, std::string_view what) {
+  const std::string s(text);
+  const char* begin = s.c_str();
+  char* end = nullptr;
+  const double value = std::strtod(begin, &end);
+  std::string unit(end == begin ? "?" : end);  // no number at all: refused below
+  unit.erase(0, unit.find_first_not_of(' '));
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+  struct Unit {
+    const char* name;
+    double bytes;
+  };
+  static const Unit kUnits[] = {{"", 1},         {"b", 1},          {"kb", 1e3},         {"mb", 1e6},
+                                {"gb", 1e9},     {"tb", 1e12},      {"kib", 1024.0},     {"mib", 1048576.0},
+                                {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+  for (const Unit& u : kUnits) {
+    if (unit != u.name) continue;
+    const double bytes = std::floor(value * u.bytes);
+    // Below 2^62: a size no file reaches, and one that converts to int64_t exactly enough.
+    if (!(bytes >= 1) || !(bytes < 4.6e18))
+      throw std::invalid_argument(fmt::format("{} {}: the size must be at least one byte (and below 4.6e18)", what, s));
+    return static_cast<int64_t>(bytes);
+  }
+  throw std::invalid_argument(fmt::format("{} {}: not a size; give bytes (12345678) or a number with a unit: "
+                                          "kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)",
+                                          what, s));
 }
 
 std::string human_count(double n) {

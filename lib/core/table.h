@@ -1,6 +1,7 @@
 // Plain-text tables for terminal reports: columns sized to their widest cell, numbers right-aligned.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,11 @@ class Table {
 
 // "13.2 MB", "1.18 GB": sizes for humans (powers of 1000, as disk vendors and HF hub pages show them).
 std::string human_bytes(double bytes);
+// The inverse, for flags like --target-size: "12345678" (bytes), "2.5GB" / "900MB" / "64kB" (powers of 1000, as above),
+// "900MiB" / "1.5GiB" / "512KiB" (powers of 1024); units are case-insensitive, a space before them is allowed, a
+// trailing "B" alone means bytes. Fractions are rounded down to whole bytes. Throws std::invalid_argument naming
+// `what` for anything else, zero or a negative size.
+int64_t parse_byte_size(std::string_view text, std::string_view what);
 // "8.39M", "6.74B": parameter counts for humans.
 std::string human_count(double n);
 

@@ -1,6 +1,7 @@
 #include "pipeline/allocate.h"
 
 #include <regex>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -9,6 +10,8 @@
 #include "core/bit_allocation.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/table.h"
+#include "io/safetensors.h"
 #include "io/gguf.h"
 #include "io/gguf_kquants.h"
 #include "model/model.h"
@@ -53,14 +56,53 @@ nlohmann::json AllocationReport::to_json() const {
       choices.push_back({{"grid", m.grids[i]}, {"bytes", m.bytes[i]}, {"error", m.error[i]}});
     mods[m.module] = {{"grid", m.grids[m.chosen]}, {"params", m.params}, {"choices", choices}};
   }
-  return {{"target_bpw", target_bpw}, {"choices", gguf ? "ggml types" : "ptq grids"}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
+  nlohmann::json j = {{"target_bpw", target_bpw}, {"choices", gguf ? "ggml types" : "ptq grids"}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
           {"bytes", bytes},           {"sensitivity", sensitivity},   {"solver", "lagrangian + greedy repair"},
           {"modules", mods}};
+  if (target_bytes > 0) {
+    j["target_bytes"] = target_bytes;
+    j["fixed_bytes"] = fixed_bytes;
+    j["size_bytes"] = size_bytes;
+  }
+  return j;
+}
+
+double checkpoint_fixed_bytes(const Model& model, const Recipe& recipe, const std::vector<std::string>& allocated) {
+  const std::set<std::string> skip(allocated.begin(), allocated.end());
+  const ModelConfig& cfg = model.config();
+  std::set<std::string> linear;  // every linear module's path
+  for (int64_t i = 0; i < cfg.n_layers; ++i)
+    for (int id = 0; id < kNumLinear; ++id)
+      if (const char* name = linear_module_name(cfg, static_cast<LinearId>(id)); *name != '\0')
+        linear.insert(cfg.layer_module(i, name));
+  const TensorArchive& archive = model.archive();
+  double bytes = 0;
+  for (const std::string& name : archive.names()) {
+    const bool weight = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+    const std::string module = weight ? name.substr(0, name.size() - 7) : "";
+    if (skip.count(module)) continue;
+    const TensorView v = archive.view(name);
+    // A linear module outside the allocation that the recipe's plan quantizes (the same rule as plan_modules: its
+    // grid's group divides the input width) is stored at that grid.
+    if (linear.count(module) && !recipe.gguf && v.shape().size() == 2) {
+      const auto spec = recipe.spec_for(module);
+      if (spec && (spec->group_size <= 0 || v.shape()[1] % spec->group_size == 0)) {
+        bytes += static_cast<double>(grid_of(*spec).bytes_for(v.shape()[0], v.shape()[1]));
+        continue;
+      }
+    }
+    bytes += static_cast<double>(v.nbytes());
+  }
+  return bytes;
 }
 
 AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
                                 const AllocationOptions& opts) {
-  if (!(opts.target_bpw > 0)) fail_input("--target-bpw must be > 0, got {}", opts.target_bpw);
+  if (opts.target_bpw > 0 && opts.target_bytes > 0)
+    fail_input("--target-bpw {} and --target-size {} both set the budget; give one", opts.target_bpw,
+               opts.target_bytes);
+  if (!(opts.target_bpw > 0) && !(opts.target_bytes > 0))
+    fail_input("--target-bpw or --target-size must be > 0, got {} and {}", opts.target_bpw, opts.target_bytes);
   const std::vector<WeightGrid> candidates = opts.candidates.empty() ? default_candidates(recipe) : opts.candidates;
   for (const WeightGrid& g : candidates) check_weight_grid(g, "--candidates");
   const ModelConfig& cfg = model.config();
@@ -131,14 +173,27 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
   }
   progress.finish();
   if (units.empty()) fail_input("--target-bpw: no candidate grid fits any module's input width");
-  rep.budget_bytes = opts.target_bpw * static_cast<double>(params) / 8;
-  const Allocation a = allocate_lagrangian(units, rep.budget_bytes);
+  if (opts.target_bytes > 0) {
+    std::vector<std::string> allocated;
+    for (const ModuleAllocation& m : rep.modules) allocated.push_back(m.module);
+    rep.target_bytes = opts.target_bytes;
+    rep.fixed_bytes = checkpoint_fixed_bytes(model, recipe, allocated);
+    rep.budget_bytes = opts.target_bytes - rep.fixed_bytes;
+  } else {
+    rep.budget_bytes = opts.target_bpw * static_cast<double>(params) / 8;
+  }
+  const Allocation a = allocate_lagrangian(units, std::max(rep.budget_bytes, 0.0));
+  if (!a.feasible && opts.target_bytes > 0)
+    fail_input("--target-size {:.0f} bytes ({}): the tensors outside the allocated modules take {} and the smallest "
+               "candidates {} more, {} in all", opts.target_bytes, human_bytes(opts.target_bytes),
+               human_bytes(rep.fixed_bytes), human_bytes(a.cost), human_bytes(rep.fixed_bytes + a.cost));
   if (!a.feasible)
     fail_input("--target-bpw {}: even the smallest candidates need {:.3f} bits per weight", opts.target_bpw,
                8 * a.cost / static_cast<double>(params));
   for (size_t k = 0; k < rep.modules.size(); ++k) rep.modules[k].chosen = a.choice[k];
   rep.bytes = a.cost;
   rep.achieved_bpw = 8 * a.cost / static_cast<double>(params);
+  if (opts.target_bytes > 0) rep.size_bytes = rep.fixed_bytes + rep.bytes;
   return rep;
 }
 

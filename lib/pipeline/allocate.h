@@ -28,6 +28,9 @@ class CalibrationStats;
 
 struct AllocationOptions {
   double target_bpw = 0;
+  // --target-size: the whole checkpoint's tensor bytes instead (exclusive with target_bpw): the allocated modules'
+  // budget is this minus every other tensor as the checkpoint will store it (checkpoint_fixed_bytes).
+  double target_bytes = 0;
   std::vector<WeightGrid> candidates;  // empty: bits 2, 3, 4, 5, 6, 8 at the recipe's group size and symmetry
   // With a GGUF recipe (weights.gguf_type), the ggml block types to choose from instead; empty: q2_k, q3_k, q4_k,
   // q5_k, q6_k, q8_0. Costs are ggml_nbytes, errors those of ggml's importance-weighted rounding (the grid GPTQ then
@@ -45,7 +48,10 @@ struct ModuleAllocation {
 
 struct AllocationReport {
   double target_bpw = 0, achieved_bpw = 0;
-  double budget_bytes = 0, bytes = 0;
+  double budget_bytes = 0, bytes = 0;  // of the allocated modules
+  // --target-size: the target, and the bytes of everything else (fixed_bytes) and of the whole checkpoint's tensors
+  // (size_bytes = fixed_bytes + bytes; the file adds its safetensors header). 0 with --target-bpw.
+  double target_bytes = 0, fixed_bytes = 0, size_bytes = 0;
   std::string sensitivity;  // "hessian" or "diagonal"
   bool gguf = false;        // the choices are ggml types (a GGUF recipe), not ptq grids
   std::vector<ModuleAllocation> modules;
@@ -60,6 +66,11 @@ void add_candidates(const std::vector<std::string>& names, bool gguf, Allocation
 // below the cheapest candidates, or the stats lack what the sensitivity needs.
 AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
                                 const AllocationOptions& opts);
+// Bytes the checkpoint of `recipe` stores outside the modules in `allocated`: every other tensor at its stored dtype
+// (embeddings, norms, lm_head, biases, modules left FP), and the recipe's own grid for a linear module it quantizes
+// but the allocation does not cover (its codes + scales + zeros; a GGUF recipe's mix there is counted at the stored
+// dtype, an upper bound).
+double checkpoint_fixed_bytes(const Model& model, const Recipe& recipe, const std::vector<std::string>& allocated);
 // Adds the allocation to `recipe`: exact-match overrides, one per module (GGUF recipes: Recipe::gguf_modules).
 void apply_allocation(const AllocationReport& report, Recipe& recipe);
 

@@ -207,12 +207,12 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
 
   // Mixed precision: --target-bpw / --candidates, or the recipe's allocation section.
   AllocationOptions alloc = opts.allocation;
-  if (!(alloc.target_bpw > 0) && recipe.target_bpw > 0) {
+  if (!(alloc.target_bpw > 0) && !(alloc.target_bytes > 0) && recipe.target_bpw > 0) {
     alloc.target_bpw = recipe.target_bpw;
     if (alloc.candidates.empty() && alloc.gguf_candidates.empty())
       add_candidates(recipe.candidates, recipe.gguf.has_value(), alloc, "allocation.candidates");
   }
-  const bool allocate = alloc.target_bpw > 0;
+  const bool allocate = alloc.target_bpw > 0 || alloc.target_bytes > 0;
   if (allocate && recipe.activation_path())
     fail_input("--target-bpw allocates weight grids of weight-only recipes; {} quantizes activations or rewrites layers",
                recipe.name);

@@ -97,6 +97,13 @@ grep -q "allocation: target 6.000 bits/weight, achieved" "$tmp/out" && ok || bad
 expect_ok "quantize mixed-3.5bit (Hessians from its own calibration pass)" "$ptq" quantize "$model" --recipe mixed-3.5bit --group-size 32 --candidates w2g32,w3g32,w4g32,w8g32 --nsamples 4 --seqlen 64 -o "$tmp/mix2"
 grep -q "allocation: target 3.500 bits/weight, achieved" "$tmp/out" && ok || bad "mixed-3.5bit did not allocate: $(tail -c 600 "$tmp/out")"
 expect_fail "--target-bpw below the candidates" "smallest candidates" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-bpw 2 -o "$tmp/mix3"
+expect_ok "eval --kl-reference of an allocated model" "$ptq" eval ppl "$tmp/mix" --kl-reference "$model" --data "$root/data/tinystories-valid.txt" --seqlen 128 --max-windows 2
+grep -q "mean KL" "$tmp/out" && ok || bad "no mean KL column: $(cat "$tmp/out")"
+# --target-size: the checkpoint's bytes (stories260K: ~270 kB of F32 embedding, head and norms stay).
+expect_ok "quantize --target-size" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-size 450kB -o "$tmp/mix-size"
+grep -q "allocation: target size 450.0 kB (450000 bytes), achieved" "$tmp/out" && ok || bad "no size allocation line: $(tail -c 600 "$tmp/out")"
+expect_fail "--target-size with --target-bpw" "--target-bpw" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-size 450kB --target-bpw 4 -o "$tmp/mix-x"
+expect_fail "--target-size not a size" "not a size" "$ptq" quantize "$model" --recipe w4a16-rtn --stats "$tmp/alloc.stats" --target-size 12parsecs -o "$tmp/mix-x"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2

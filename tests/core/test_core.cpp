@@ -100,6 +100,20 @@ TEST_CASE("Table aligns columns and right-aligns numbers", "[core]") {
   CHECK(t.render() == "name    value\n------  -----\na         1.5\nlonger     10\n");
 }
 
+TEST_CASE("parse_byte_size reads bytes, decimal and binary units, and refuses the rest", "[core]") {
+  CHECK(parse_byte_size("12345678", "--x") == 12345678);
+  CHECK(parse_byte_size("2.5GB", "--x") == 2500000000);
+  CHECK(parse_byte_size("900MiB", "--x") == 900LL * 1024 * 1024);
+  CHECK(parse_byte_size("1.5 kib", "--x") == 1536);
+  CHECK(parse_byte_size("64kB", "--x") == 64000);
+  CHECK(parse_byte_size("2TiB", "--x") == 2LL << 40);
+  CHECK(parse_byte_size("100b", "--x") == 100);
+  CHECK(parse_byte_size("1.7", "--x") == 1);  // whole bytes, rounded down
+  CHECK(human_bytes(static_cast<double>(parse_byte_size("13.2MB", "--x"))) == "13.2 MB");  // the inverse
+  for (const char* bad : {"", "GB", "0", "-5MB", "0.4", "12 parsecs", "nan", "inf", "5 G"})
+    CHECK_THROWS_WITH(parse_byte_size(bad, "--target-size"), Catch::Contains("--target-size"));
+}
+
 TEST_CASE("ModelDirWriter: whole or nothing, no silent replacement, never the input", "[core]") {
   namespace fs = std::filesystem;
   const std::string dir = test::make_temp_dir("model-dir");

@@ -3,6 +3,7 @@
 // recipes are validated key by key.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "export/gguf_export.h"
 #include "io/gguf.h"
 #include "io/gguf_kquants.h"
+#include "io/safetensors.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "quant/checkpoint.h"
@@ -352,4 +354,50 @@ TEST_CASE("mixed precision (--target-bpw) allocates grids from measured sensitiv
   o.allocation.target_bpw = 1.5;
   CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("smallest candidates need"));
   CHECK_FALSE(is_directory(dir + "/none"));
+}
+
+TEST_CASE("mixed precision (--target-size) fits the checkpoint's tensor bytes to the budget", "[pipeline]") {
+  const std::string dir = test::make_temp_dir("pipe-size");
+  Model model(test::repo_path("data/models/sotu-llama-8m"));
+  save_hessian_stats(model, dir + "/s.stats");
+  // Every tensor of the checkpoint, summed from the written file (the independent side of the check).
+  auto tensor_bytes = [](const std::string& ckpt) {
+    const TensorArchive archive(ckpt);
+    double n = 0;
+    for (const auto& name : archive.names()) n += static_cast<double>(archive.view(name).nbytes());
+    return n;
+  };
+  QuantizeOptions o;
+  o.recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
+  o.stats_path = dir + "/s.stats";
+  o.out_dir = dir + "/w4";
+  quantize_model(model, o);  // uniform w4g128: the reference size
+  const double w4 = tensor_bytes(dir + "/w4");
+
+  // 7 % below uniform w4g128: the F16 embedding and lm_head (8.2 MB) stay, so the modules get ~2.8 bits/weight.
+  const double target = std::floor(0.93 * w4);
+  o.out_dir = dir + "/size";
+  o.allocation.target_bytes = target;
+  const QuantizeReport rep = quantize_model(model, o);
+  REQUIRE(rep.allocation.has_value());
+  const AllocationReport& a = *rep.allocation;
+  CHECK(a.target_bytes == target);
+  CHECK(a.size_bytes <= target);
+  // The size the allocator counted is exactly what the checkpoint stores (codes, scales, zeros of the allocated
+  // modules; everything else at its stored dtype).
+  CHECK(tensor_bytes(dir + "/size") == a.size_bytes);
+  CHECK(a.size_bytes == a.fixed_bytes + a.bytes);
+  // The greedy repair stops only when no module's next grid fits the rest, so less than the largest step is left:
+  // the biggest module has 256 x 768 weights, its largest step (w6 -> w8) is 2 bits/weight = 49152 bytes.
+  CHECK(target - a.size_bytes < 49152);
+  CheckpointQuantConfig qc;
+  REQUIRE(read_checkpoint_quant_config(dir + "/size", qc));
+  CHECK(qc.raw.at("allocation").at("size_bytes") == a.size_bytes);
+
+  o.out_dir = dir + "/both";
+  o.allocation.target_bpw = 3.5;
+  CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("both set the budget"));
+  o.allocation.target_bpw = 0;
+  o.allocation.target_bytes = a.fixed_bytes + 1000;  // the modules get 1000 bytes: nothing fits
+  CHECK_THROWS_WITH(quantize_model(model, o), Catch::Contains("outside the allocated modules take"));
 }
