@@ -6,9 +6,11 @@
 #include <fmt/format.h>
 
 #include "apps/commands.h"
+#include "calibration/calibrate.h"
 #include "core/error.h"
 #include "core/model_dir.h"
 #include "core/table.h"
+#include "eval/kl_sensitivity.h"
 #include "export/targets.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
@@ -38,6 +40,7 @@ struct QuantizeArgs {
   std::optional<double> target_bpw;
   std::optional<std::string> target_size;
   std::vector<std::string> candidates;
+  std::string sensitivity_metric, allocation_unit, save_sensitivity, sensitivity;
 };
 
 std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
@@ -92,9 +95,31 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   add_candidates(a.candidates, r.gguf.has_value(), opts.allocation, "--candidates");
   if (!a.candidates.empty() && !a.target_bpw && !a.target_size && !(r.target_bpw > 0))
     fail_input("--candidates lists the grids --target-bpw / --target-size choose from; give one of them");
+  opts.allocation.metric = a.sensitivity_metric;
+  opts.allocation.unit = a.allocation_unit;
+  opts.allocation.save_sensitivity = a.save_sensitivity;
+  opts.allocation.load_sensitivity = a.sensitivity;
+  const bool allocating = a.target_bpw || a.target_size || r.target_bpw > 0;
+  for (const auto& [flag, set] : {std::pair{"--sensitivity-metric", !a.sensitivity_metric.empty()},
+                                  std::pair{"--allocation-unit", !a.allocation_unit.empty()},
+                                  std::pair{"--save-sensitivity", !a.save_sensitivity.empty()},
+                                  std::pair{"--sensitivity", !a.sensitivity.empty()}})
+    if (set && !allocating) fail_input("{} belongs to mixed precision; give --target-bpw or --target-size", flag);
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
   auto model = open_model_to_quantize(a.model);
+  if (allocating && a.sensitivity.empty() && !r.activation_path()) {
+    // The kl metric runs the model (lib/eval, above the quantize pipeline): measured here and handed in.
+    const AllocationOptions merged = merged_allocation_options(opts.allocation, r);
+    if (merged.metric == "kl") {
+      SensitivityTable t = plan_sensitivity_table(*model, r, merged);
+      CalibrationDataSpec spec = r.calibration;
+      spec.nsamples = std::min<int64_t>(spec.nsamples, kKlSensitivityWindows);
+      const CalibrationData calib = load_model_calibration_data(*model, spec, a.batch);
+      measure_kl_sensitivities(*model, r, calib.windows, t, a.batch);
+      opts.allocation.given = std::move(t);
+    }
+  }
   const QuantizeReport rep = quantize_model(*model, opts);
   if (!a.report.empty()) write_quantize_report(a.report, a.out, a.model, a.stats);
 
@@ -155,7 +180,9 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
                                           human_bytes(al.target_bytes), al.target_bytes, human_bytes(al.size_bytes),
                                           al.size_bytes, human_bytes(al.fixed_bytes), al.achieved_bpw)
                             : fmt::format("target {:.3f} bits/weight, achieved {:.3f}", al.target_bpw, al.achieved_bpw);
-    std::printf("allocation: %s (sensitivity: %s RTN output error); %s\n", target.c_str(), al.sensitivity.c_str(),
+    const std::string metric = al.metric == "kl" ? fmt::format("mean KL on {}", al.sensitivity)
+                                                 : fmt::format("{} {} output error", al.sensitivity, al.metric);
+    std::printf("allocation: %s (per %s, sensitivity: %s); %s\n", target.c_str(), al.unit.c_str(), metric.c_str(),
                 grids.c_str());
   }
   std::printf("output: %s (%s), time %.1f s, peak RSS %.0f MB\n", a.out.c_str(), human_bytes(rep.output_bytes).c_str(),
@@ -271,6 +298,24 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
                   "group size and symmetry; with a GGUF recipe, ggml block types, default q2_k,q3_k,q4_k,q5_k,q6_k,q8_0)")
       ->delimiter(',')
       ->type_name("GRID,...");
+  cmd->add_option("--sensitivity-metric", a->sensitivity_metric,
+                  "What mixed precision minimises (recipe allocation.sensitivity; default rtn): rtn = the output error "
+                  "1/2 tr(dW H dW^T) RTN leaves on each candidate (the diagonal form with a stats file without "
+                  "Hessians); gptq = the same for what GPTQ leaves (one GPTQ run per module and candidate; needs "
+                  "Hessians); kl = the mean KL divergence from the FP model on " +
+                      std::to_string(kKlSensitivityWindows) +
+                      " calibration windows with that unit alone RTN-quantized (one forward per unit and candidate)")
+      ->check(CLI::IsMember(sensitivity_metric_names()));
+  cmd->add_option("--allocation-unit", a->allocation_unit,
+                  "module (default): every linear module gets its own grid; layer: all linear modules of a decoder "
+                  "layer share one (costs and errors summed per layer)")
+      ->check(CLI::IsMember(allocation_unit_names()));
+  cmd->add_option("--save-sensitivity", a->save_sensitivity,
+                  "Write every unit's bytes and error on every candidate to this JSON file (for --sensitivity)");
+  cmd->add_option("--sensitivity", a->sensitivity,
+                  "Reuse a --save-sensitivity file instead of measuring; refused when it was measured on another "
+                  "model, other candidates, metric or unit")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object");
   cmd->add_option("--report", a->report,

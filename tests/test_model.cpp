@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "calibration/calibrate.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
 #include "tests/test_paths.h"
@@ -26,6 +27,16 @@ std::string quantize_rtn(const std::string& model, const std::string& dir, int b
   o.out_dir = dir;
   quantize_model(m, o);
   return dir;
+}
+
+CalibrationStats hessian_stats(Model& model, int64_t nsamples, int64_t seqlen) {
+  CalibrationDataSpec spec;
+  spec.files = {repo_path("data/sotu-test.txt")};
+  spec.nsamples = nsamples;
+  spec.seqlen = seqlen;
+  CalibrateOptions copts;
+  copts.stats = default_stats().add(Stat::Hessian);
+  return calibrate(model, load_model_calibration_data(model, spec), copts);
 }
 
 }  // namespace ptq::test

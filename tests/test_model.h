@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "calibration/stats.h"
 #include "model/model.h"
 
 namespace ptq::test {
@@ -16,5 +17,8 @@ at::Tensor logits_with(Model& m, const std::vector<LayerWeights>& layers, const 
 
 // `model` (repo-relative) quantized by configs/w4a16-rtn.yaml with this grid into `dir`; returns dir.
 std::string quantize_rtn(const std::string& model, const std::string& dir, int bits, int64_t group, bool sym);
+
+// Statistics with Hessians of the FP `model` on `nsamples` windows x `seqlen` tokens of data/sotu-test.txt.
+CalibrationStats hessian_stats(Model& model, int64_t nsamples = 8, int64_t seqlen = 64);
 
 }  // namespace ptq::test

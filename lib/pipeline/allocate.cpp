@@ -1,19 +1,24 @@
 #include "pipeline/allocate.h"
 
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <regex>
 #include <set>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "algorithms/gptq.h"
 #include "calibration/stats.h"
 #include "core/bit_allocation.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/progress.h"
 #include "core/table.h"
-#include "io/safetensors.h"
 #include "io/gguf.h"
 #include "io/gguf_kquants.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "quant/metrics.h"
 #include "quant/quantizer.h"
@@ -22,10 +27,17 @@ namespace ptq {
 
 namespace {
 
+constexpr const char* kSensitivityFormat = "ptq-sensitivity";
+constexpr int kSensitivityVersion = 1;
+
 std::vector<WeightGrid> default_candidates(const Recipe& r) {
   std::vector<WeightGrid> c;
   for (int b : {2, 3, 4, 5, 6, 8}) c.push_back({b, r.weights.group_size, r.weights.sym});
   return c;
+}
+
+std::vector<GgmlType> default_gguf_candidates() {
+  return {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0};
 }
 
 std::string regex_escape(const std::string& s) {
@@ -33,7 +45,44 @@ std::string regex_escape(const std::string& s) {
   return std::regex_replace(s, special, R"(\$&)");
 }
 
+const std::string& checked_name(const std::string& name, const std::vector<std::string>& names, const char* what) {
+  if (std::find(names.begin(), names.end(), name) == names.end())
+    fail_input("{} {}: expected one of {}", what, name, join(names));
+  return name;
+}
+
 }  // namespace
+
+AllocationOptions merged_allocation_options(const AllocationOptions& opts, const Recipe& recipe) {
+  AllocationOptions o = opts;
+  if (!(o.target_bpw > 0) && !(o.target_bytes > 0) && recipe.target_bpw > 0) {
+    o.target_bpw = recipe.target_bpw;
+    if (o.candidates.empty() && o.gguf_candidates.empty())
+      add_candidates(recipe.candidates, recipe.gguf.has_value(), o, "allocation.candidates");
+  }
+  o.metric = allocation_metric(opts, recipe);
+  o.unit = allocation_unit(opts, recipe);
+  return o;
+}
+
+std::string allocation_metric(const AllocationOptions& opts, const Recipe& recipe) {
+  const std::string m = !opts.metric.empty() ? opts.metric : !recipe.allocation_sensitivity.empty()
+                                                                 ? recipe.allocation_sensitivity
+                                                                 : "rtn";
+  return checked_name(m, sensitivity_metric_names(), "--sensitivity-metric");
+}
+
+std::string allocation_unit(const AllocationOptions& opts, const Recipe& recipe) {
+  const std::string u = !opts.unit.empty() ? opts.unit : !recipe.allocation_unit.empty() ? recipe.allocation_unit
+                                                                                          : "module";
+  return checked_name(u, allocation_unit_names(), "--allocation-unit");
+}
+
+int64_t SensitivityUnit::params() const {
+  int64_t n = 0;
+  for (const auto& m : modules) n += m.params;
+  return n;
+}
 
 void add_candidates(const std::vector<std::string>& names, bool gguf, AllocationOptions& opts, std::string_view what) {
   for (const auto& c : names) {
@@ -48,17 +97,305 @@ void add_candidates(const std::vector<std::string>& names, bool gguf, Allocation
   }
 }
 
+// ---- the sensitivity table and its file ----
+
+nlohmann::json SensitivityTable::to_json() const {
+  nlohmann::json us = nlohmann::json::array();
+  for (const auto& u : units) {
+    nlohmann::json ms = nlohmann::json::array();
+    for (const auto& m : u.modules) {
+      nlohmann::json jm = {{"module", m.module}, {"params", m.params}, {"bytes", m.bytes}};
+      if (!m.error.empty()) jm["error"] = m.error;
+      ms.push_back(std::move(jm));
+    }
+    us.push_back({{"name", u.name}, {"grids", u.grids}, {"bytes", u.bytes}, {"error", u.error}, {"modules", ms}});
+  }
+  return {{"format", kSensitivityFormat}, {"version", kSensitivityVersion},
+          {"metric", metric},            {"flavor", flavor},
+          {"unit", unit},                {"choices", gguf ? "ggml types" : "ptq grids"},
+          {"config_sha256", config_sha256}, {"candidates", candidates},
+          {"units", us}};
+}
+
+SensitivityTable sensitivity_table_from_json(const nlohmann::json& j, const std::string& where) {
+  try {
+    if (j.value("format", "") != kSensitivityFormat)
+      fail_input("{} is not a ptq sensitivity file (no \"format\": \"{}\")", where, kSensitivityFormat);
+    if (j.at("version").get<int>() > kSensitivityVersion)
+      fail_input("{} has version {}; this ptq reads sensitivity files up to version {}", where,
+                 j.at("version").get<int>(), kSensitivityVersion);
+    SensitivityTable t;
+    t.metric = j.at("metric").get<std::string>();
+    t.flavor = j.at("flavor").get<std::string>();
+    t.unit = j.at("unit").get<std::string>();
+    t.gguf = j.at("choices").get<std::string>() == "ggml types";
+    t.config_sha256 = j.at("config_sha256").get<std::string>();
+    t.candidates = j.at("candidates").get<std::vector<std::string>>();
+    for (const auto& ju : j.at("units")) {
+      SensitivityUnit u;
+      u.name = ju.at("name").get<std::string>();
+      u.grids = ju.at("grids").get<std::vector<std::string>>();
+      u.bytes = ju.at("bytes").get<std::vector<double>>();
+      u.error = ju.at("error").get<std::vector<double>>();
+      if (u.bytes.size() != u.grids.size() || u.error.size() != u.grids.size())
+        fail_input("{}: unit {} lists {} grids but {} bytes and {} errors", where, u.name, u.grids.size(),
+                   u.bytes.size(), u.error.size());
+      for (const auto& jm : ju.at("modules")) {
+        SensitivityModule m;
+        m.module = jm.at("module").get<std::string>();
+        m.params = jm.at("params").get<int64_t>();
+        m.bytes = jm.at("bytes").get<std::vector<double>>();
+        if (jm.contains("error")) m.error = jm.at("error").get<std::vector<double>>();
+        u.modules.push_back(std::move(m));
+      }
+      t.units.push_back(std::move(u));
+    }
+    return t;
+  } catch (const nlohmann::json::exception& e) {
+    fail_input("{}: not a valid sensitivity file: {}", where, e.what());
+  }
+}
+
+void save_sensitivity_table(const SensitivityTable& t, const std::string& path) {
+  write_text_file_atomic(path, t.to_json().dump(1) + "\n");
+}
+
+SensitivityTable load_sensitivity_table(const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(path));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail_input("--sensitivity {}: not JSON: {}", path, e.what());
+  }
+  return sensitivity_table_from_json(j, path);
+}
+
+// ---- units and costs from shapes ----
+
+SensitivityTable plan_sensitivity_table(const Model& model, const Recipe& recipe, const AllocationOptions& opts) {
+  const ModelConfig& cfg = model.config();
+  SensitivityTable t;
+  t.metric = allocation_metric(opts, recipe);
+  t.unit = allocation_unit(opts, recipe);
+  t.gguf = recipe.gguf.has_value();
+  t.config_sha256 = sha256_file(model.path() + "/config.json");
+  const std::vector<WeightGrid> grids = opts.candidates.empty() ? default_candidates(recipe) : opts.candidates;
+  const std::vector<GgmlType> types = opts.gguf_candidates.empty() ? default_gguf_candidates() : opts.gguf_candidates;
+  if (t.gguf) {
+    for (GgmlType ty : types) t.candidates.push_back(ggml_type_name(ty));
+  } else {
+    for (const WeightGrid& g : grids) {
+      check_weight_grid(g, "--candidates");
+      t.candidates.push_back(g.name());
+    }
+  }
+  // Bytes of module [out, in] on candidate k, or nullopt where the candidate's group does not divide the width.
+  auto cost = [&](size_t k, int64_t out, int64_t in) -> std::optional<double> {
+    if (t.gguf) {
+      if (in % ggml_type_traits(types[k]).block_size != 0) return std::nullopt;
+      return static_cast<double>(out) * static_cast<double>(ggml_nbytes(types[k], in));
+    }
+    if (grids[k].group_size > 0 && in % grids[k].group_size != 0) return std::nullopt;
+    return static_cast<double>(grids[k].bytes_for(out, in));
+  };
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    SensitivityUnit layer{fmt::format("model.layers.{}", i), i, {}, t.candidates, {}, {}};
+    std::vector<bool> fits_all(t.candidates.size(), true);
+    for (int id = 0; id < kNumLinear; ++id) {
+      const char* name = linear_module_name(cfg, static_cast<LinearId>(id));
+      if (*name == '\0') continue;
+      const std::string path = cfg.layer_module(i, name);
+      if (!recipe.spec_for(path)) continue;  // ignored
+      const std::vector<int64_t>& shape = model.archive().view(path + ".weight").shape();
+      if (shape.size() != 2) fail_input("{}.weight has {} dimensions, expected [out, in]", path, shape.size());
+      SensitivityModule m{path, i, id, shape[0] * shape[1], {}, {}};
+      SensitivityUnit single{path, i, {}, {}, {}, {}};
+      std::vector<double> all(t.candidates.size(), 0);
+      for (size_t k = 0; k < t.candidates.size(); ++k) {
+        const auto b = cost(k, shape[0], shape[1]);
+        if (!b) {
+          fits_all[k] = false;
+          continue;
+        }
+        all[k] = *b;
+        single.grids.push_back(t.candidates[k]);
+        single.bytes.push_back(*b);
+      }
+      if (single.grids.empty()) continue;  // no candidate fits its width: the recipe's plan decides (FP when it cannot)
+      if (t.unit == "module") {
+        m.bytes = single.bytes;
+        single.modules.push_back(std::move(m));
+        t.units.push_back(std::move(single));
+      } else {
+        m.bytes = all;  // trimmed to the layer's common candidates below
+        layer.modules.push_back(std::move(m));
+      }
+    }
+    if (t.unit != "layer" || layer.modules.empty()) continue;
+    layer.grids.clear();
+    for (size_t k = 0; k < t.candidates.size(); ++k) {
+      if (!fits_all[k]) continue;
+      layer.grids.push_back(t.candidates[k]);
+      double sum = 0;
+      for (const auto& m : layer.modules) sum += m.bytes[k];
+      layer.bytes.push_back(sum);
+    }
+    if (layer.grids.empty())
+      fail_input("--allocation-unit layer: no candidate fits every module of {} (their input widths differ in what "
+                 "the groups divide); use --allocation-unit module or candidates with a common group size", layer.name);
+    for (auto& m : layer.modules) {
+      std::vector<double> b;
+      for (size_t k = 0; k < t.candidates.size(); ++k)
+        if (fits_all[k]) b.push_back(m.bytes[k]);
+      m.bytes = std::move(b);
+    }
+    t.units.push_back(std::move(layer));
+  }
+  if (t.units.empty()) fail_input("--target-bpw: no candidate grid fits any module's input width");
+  return t;
+}
+
+at::Tensor rtn_candidate_weight(const at::Tensor& w, const std::string& grid, const Recipe& recipe,
+                                const std::string& module, const at::Tensor& importance) {
+  if (!recipe.gguf) return dequantize(quantize_weight(w, spec_of(weight_grid(grid, "allocation"), recipe.weights.mse), module));
+  const GgmlType t = *ggml_type_from_name(grid);
+  const int64_t out = w.size(0), in = w.size(1);
+  const at::Tensor wc = w.to(at::kFloat).contiguous();
+  const at::Tensor imp = importance.defined() ? importance.to(at::kFloat).contiguous() : importance;
+  const std::vector<uint8_t> blocks =
+      ggml_encode(t, wc.data_ptr<float>(), out, in, module, imp.defined() ? imp.data_ptr<float>() : nullptr);
+  at::Tensor w_hat = at::empty({out, in});
+  ggml_decode(t, blocks.data(), w_hat.data_ptr<float>(), out * in);
+  return w_hat;
+}
+
+namespace {
+
+// Refuses a reused table that was not measured for this model, these candidates and this metric/unit, naming the
+// first unit, module or candidate that differs. `plan` is what this run would measure.
+void check_table(const SensitivityTable& got, const SensitivityTable& plan, const std::string& where) {
+  if (got.config_sha256 != plan.config_sha256)
+    fail_input("{} was measured on another model: its config.json sha256 is {:.12}..., this model's {:.12}...", where,
+               got.config_sha256, plan.config_sha256);
+  if (got.metric != plan.metric)
+    fail_input("{} holds {} sensitivities; this run asks for --sensitivity-metric {}", where, got.metric, plan.metric);
+  if (got.unit != plan.unit)
+    fail_input("{} allocates per {}; this run asks for --allocation-unit {}", where, got.unit, plan.unit);
+  if (got.gguf != plan.gguf)
+    fail_input("{} holds {} choices; this recipe chooses {}", where, got.gguf ? "ggml type" : "ptq grid",
+               plan.gguf ? "ggml types" : "ptq grids");
+  for (const auto& c : plan.candidates)
+    if (std::find(got.candidates.begin(), got.candidates.end(), c) == got.candidates.end())
+      fail_input("{} has no sensitivities for candidate {} (it holds {})", where, c, join(got.candidates));
+  for (const auto& c : got.candidates)
+    if (std::find(plan.candidates.begin(), plan.candidates.end(), c) == plan.candidates.end())
+      fail_input("{} was measured with candidate {}, which this run does not have (candidates {})", where, c,
+                 join(plan.candidates));
+  if (got.units.size() != plan.units.size())
+    fail_input("{} has {} units; this model and recipe have {}", where, got.units.size(), plan.units.size());
+  for (size_t u = 0; u < plan.units.size(); ++u) {
+    const SensitivityUnit& a = got.units[u];
+    const SensitivityUnit& b = plan.units[u];
+    if (a.name != b.name) fail_input("{}: unit {} is {}; this model's is {}", where, u, a.name, b.name);
+    if (a.modules.size() != b.modules.size())
+      fail_input("{}: unit {} has {} modules; this model's has {}", where, a.name, a.modules.size(), b.modules.size());
+    for (size_t m = 0; m < b.modules.size(); ++m)
+      if (a.modules[m].module != b.modules[m].module || a.modules[m].params != b.modules[m].params)
+        fail_input("{}: module {} ({} weights) where this model has {} ({} weights)", where, a.modules[m].module,
+                   a.modules[m].params, b.modules[m].module, b.modules[m].params);
+    if (a.grids != b.grids)
+      fail_input("{}: module {} lists candidates {}; here {} fit it", where, a.name, join(a.grids), join(b.grids));
+    for (size_t k = 0; k < b.grids.size(); ++k) {
+      if (a.bytes[k] != b.bytes[k])
+        fail_input("{}: module {} on candidate {} costs {} bytes there, {} here", where, a.name, b.grids[k], a.bytes[k],
+                   b.bytes[k]);
+      if (!std::isfinite(a.error[k]) || a.error[k] < 0)
+        fail_input("{}: module {} on candidate {} has error {}; expected a finite value >= 0", where, a.name,
+                   b.grids[k], a.error[k]);
+    }
+  }
+}
+
+// Fills the errors of `t` (metric rtn or gptq) from the stats' Hessians, or their diagonal.
+void measure_weight_errors(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
+                           SensitivityTable& t) {
+  const bool hessian = !stats.points().empty() && stats.has(0, LinearId::Q, Stat::Hessian);
+  if (!hessian && !(stats.points().empty() || stats.has(0, LinearId::Q, Stat::SumSq)))
+    fail_input("--target-bpw: the stats file holds neither Hessians nor Σx² per input channel; re-run ptq calibrate "
+               "(--hessian for the full sensitivity)");
+  if (t.metric == "gptq" && !hessian)
+    fail_input("--sensitivity-metric gptq runs GPTQ with each module's Hessian; the stats file has none: re-run ptq "
+               "calibrate with --hessian");
+  t.flavor = hessian ? "hessian" : "diagonal";
+  Progress progress(fmt::format("sensitivity ({})", t.metric), static_cast<int64_t>(t.units.size()), "units");
+  for (size_t ui = 0; ui < t.units.size(); ++ui) {
+    SensitivityUnit& u = t.units[ui];
+    progress.update(static_cast<int64_t>(ui));
+    u.error.assign(u.grids.size(), 0.0);
+    for (SensitivityModule& m : u.modules) {
+      const LinearId id = static_cast<LinearId>(m.linear);
+      const at::Tensor w = model.weights().load(m.module + ".weight").to(at::kFloat).contiguous();
+      at::Tensor h, diag;
+      if (hessian) {
+        h = stats.get(m.layer, id, Stat::Hessian);
+      } else {
+        const double tokens = stats.get(m.layer, id, Stat::Tokens).item<double>();
+        diag = stats.get(m.layer, id, Stat::SumSq).to(at::kDouble) / std::max(tokens, 1.0);
+      }
+      // ggml's rounding with llama.cpp's imatrix weights (Σx² / tokens = diag(H) / 2), the grid GPTQ keeps.
+      const at::Tensor imp = hessian ? h.diagonal().to(at::kFloat) / 2 : diag.to(at::kFloat);
+      m.error.clear();
+      for (size_t k = 0; k < u.grids.size(); ++k) {
+        at::Tensor w_hat;
+        if (t.metric == "gptq") {
+          const LinearQuantRequest req{m.module, w, h,
+                                       t.gguf ? recipe.weights : spec_of(weight_grid(u.grids[k], "allocation"),
+                                                                          recipe.weights.mse),
+                                       recipe.gptq};
+          w_hat = t.gguf ? gptq_ggml_quantize(req, *ggml_type_from_name(u.grids[k])).w_hat
+                         : dequantize(gptq_quantize(req).weight);
+        } else {
+          w_hat = rtn_candidate_weight(w, u.grids[k], recipe, m.module, recipe.gguf ? imp : at::Tensor());
+        }
+        const double err = hessian ? hessian_loss(w, w_hat, h)
+                                   : ((w_hat - w).to(at::kDouble).square().sum(0) * diag).sum().item<double>();
+        m.error.push_back(std::max(err, 0.0));
+        u.error[k] += m.error.back();
+      }
+    }
+  }
+  progress.finish();
+}
+
+}  // namespace
+
 nlohmann::json AllocationReport::to_json() const {
   nlohmann::json mods = nlohmann::json::object();
   for (const auto& m : modules) {
-    nlohmann::json choices = nlohmann::json::array();
-    for (size_t i = 0; i < m.grids.size(); ++i)
-      choices.push_back({{"grid", m.grids[i]}, {"bytes", m.bytes[i]}, {"error", m.error[i]}});
-    mods[m.module] = {{"grid", m.grids[m.chosen]}, {"params", m.params}, {"choices", choices}};
+    nlohmann::json j = {{"grid", m.grids[m.chosen]}, {"params", m.params}};
+    if (unit == "module") {
+      nlohmann::json choices = nlohmann::json::array();
+      for (size_t i = 0; i < m.grids.size(); ++i)
+        choices.push_back({{"grid", m.grids[i]}, {"bytes", m.bytes[i]}, {"error", m.error[i]}});
+      j["choices"] = choices;
+    } else {
+      j["unit"] = m.unit;
+    }
+    mods[m.module] = std::move(j);
   }
   nlohmann::json j = {{"target_bpw", target_bpw}, {"choices", gguf ? "ggml types" : "ptq grids"}, {"achieved_bpw", achieved_bpw}, {"budget_bytes", budget_bytes},
           {"bytes", bytes},           {"sensitivity", sensitivity},   {"solver", "lagrangian + greedy repair"},
-          {"modules", mods}};
+          {"metric", metric},         {"unit", unit},                 {"modules", mods}};
+  if (unit != "module") {
+    nlohmann::json us = nlohmann::json::object();
+    for (size_t u = 0; u < units.size(); ++u) {
+      nlohmann::json choices = nlohmann::json::array();
+      for (size_t i = 0; i < units[u].grids.size(); ++i)
+        choices.push_back({{"grid", units[u].grids[i]}, {"bytes", units[u].bytes[i]}, {"error", units[u].error[i]}});
+      us[units[u].name] = {{"grid", units[u].grids[unit_chosen[u]]}, {"choices", choices}};
+    }
+    j["units"] = us;
+  }
   if (target_bytes > 0) {
     j["target_bytes"] = target_bytes;
     j["fixed_bytes"] = fixed_bytes;
@@ -103,79 +440,44 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
                opts.target_bytes);
   if (!(opts.target_bpw > 0) && !(opts.target_bytes > 0))
     fail_input("--target-bpw or --target-size must be > 0, got {} and {}", opts.target_bpw, opts.target_bytes);
-  const std::vector<WeightGrid> candidates = opts.candidates.empty() ? default_candidates(recipe) : opts.candidates;
-  for (const WeightGrid& g : candidates) check_weight_grid(g, "--candidates");
-  const ModelConfig& cfg = model.config();
+  SensitivityTable table = plan_sensitivity_table(model, recipe, opts);
+  if (!opts.load_sensitivity.empty() || opts.given) {
+    const std::string where = opts.given ? "the measured sensitivities" : "--sensitivity " + opts.load_sensitivity;
+    SensitivityTable got = opts.given ? *opts.given : load_sensitivity_table(opts.load_sensitivity);
+    check_table(got, table, where);
+    for (size_t u = 0; u < got.units.size(); ++u) {  // where the modules sit: not in the file, equal by check_table
+      got.units[u].layer = table.units[u].layer;
+      for (size_t m = 0; m < got.units[u].modules.size(); ++m) {
+        got.units[u].modules[m].layer = table.units[u].modules[m].layer;
+        got.units[u].modules[m].linear = table.units[u].modules[m].linear;
+      }
+    }
+    table = std::move(got);
+  } else if (table.metric == "kl") {
+    fail_input("--sensitivity-metric kl is measured on the running model (eval/kl_sensitivity.h, as `ptq quantize` "
+               "does) and handed in as AllocationOptions::given, or reused with --sensitivity");
+  } else {
+    measure_weight_errors(model, recipe, stats, table);
+  }
+  if (!opts.save_sensitivity.empty()) save_sensitivity_table(table, opts.save_sensitivity);
+
   AllocationReport rep;
   rep.target_bpw = opts.target_bpw;
-  const bool hessian = !stats.points().empty() && stats.has(0, LinearId::Q, Stat::Hessian);
-  if (!hessian && !(stats.points().empty() || stats.has(0, LinearId::Q, Stat::SumSq)))
-    fail_input("--target-bpw: the stats file holds neither Hessians nor Σx² per input channel; re-run ptq calibrate "
-               "(--hessian for the full sensitivity)");
-  rep.sensitivity = hessian ? "hessian" : "diagonal";
-  rep.gguf = recipe.gguf.has_value();
-  const std::vector<GgmlType> gguf_candidates =
-      !opts.gguf_candidates.empty()
-          ? opts.gguf_candidates
-          : std::vector<GgmlType>{GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
-                                  GgmlType::Q8_0};
+  rep.sensitivity = table.flavor;
+  rep.metric = table.metric;
+  rep.unit = table.unit;
+  rep.gguf = table.gguf;
   std::vector<AllocUnit> units;
   int64_t params = 0;
-  Progress progress("sensitivity", cfg.n_layers, "layers");
-  for (int64_t i = 0; i < cfg.n_layers; ++i) {
-    progress.update(i);
-    for (int id = 0; id < kNumLinear; ++id) {
-      const char* name = linear_module_name(cfg, static_cast<LinearId>(id));
-      if (*name == '\0') continue;
-      const std::string path = cfg.layer_module(i, name);
-      if (!recipe.spec_for(path)) continue;  // ignored
-      const at::Tensor w = model.weights().load(path + ".weight").to(at::kFloat).contiguous();
-      const int64_t out = w.size(0), in = w.size(1);
-      at::Tensor h, diag;
-      if (hessian) {
-        h = stats.get(i, static_cast<LinearId>(id), Stat::Hessian);
-      } else {
-        const double tokens = stats.get(i, static_cast<LinearId>(id), Stat::Tokens).item<double>();
-        diag = stats.get(i, static_cast<LinearId>(id), Stat::SumSq).to(at::kDouble) / std::max(tokens, 1.0);
-      }
-      ModuleAllocation m{path, out * in, {}, {}, {}, 0};
-      AllocUnit u{path, {}};
-      auto add = [&](std::string name, double bytes, const at::Tensor& w_hat) {
-        const at::Tensor dw = w_hat - w;
-        const double err = hessian ? hessian_loss(w, w_hat, h)
-                                   : (dw.to(at::kDouble).square().sum(0) * diag).sum().item<double>();
-        m.grids.push_back(std::move(name));
-        m.bytes.push_back(bytes);
-        m.error.push_back(err);
-        u.choices.push_back({bytes, std::max(err, 0.0)});
-      };
-      if (recipe.gguf) {
-        // ggml's rounding with llama.cpp's imatrix weights (Σx² / tokens = diag(H) / 2), the grid GPTQ keeps.
-        const at::Tensor imp = (hessian ? h.diagonal().to(at::kFloat) / 2 : diag.to(at::kFloat)).contiguous();
-        for (GgmlType t : gguf_candidates) {
-          if (in % ggml_type_traits(t).block_size != 0) continue;
-          const std::vector<uint8_t> blocks = ggml_encode(t, w.data_ptr<float>(), out, in, path, imp.data_ptr<float>());
-          at::Tensor w_hat = at::empty({out, in});
-          ggml_decode(t, blocks.data(), w_hat.data_ptr<float>(), out * in);
-          add(ggml_type_name(t), static_cast<double>(blocks.size()), w_hat);
-        }
-      }
-      for (const WeightGrid& g : recipe.gguf ? std::vector<WeightGrid>{} : candidates) {
-        if (g.group_size > 0 && in % g.group_size != 0) continue;
-        add(g.name(), static_cast<double>(g.bytes_for(out, in)),
-            dequantize(quantize_weight(w, spec_of(g, recipe.weights.mse), path)));
-      }
-      if (u.choices.empty()) continue;  // no candidate fits its width: the recipe's plan decides (FP when it cannot)
-      params += out * in;
-      rep.modules.push_back(std::move(m));
-      units.push_back(std::move(u));
-    }
+  std::vector<std::string> allocated;
+  for (const SensitivityUnit& u : table.units) {
+    AllocUnit au{u.name, {}};
+    for (size_t k = 0; k < u.grids.size(); ++k) au.choices.push_back({u.bytes[k], u.error[k]});
+    units.push_back(std::move(au));
+    params += u.params();
+    for (const auto& m : u.modules) allocated.push_back(m.module);
   }
-  progress.finish();
-  if (units.empty()) fail_input("--target-bpw: no candidate grid fits any module's input width");
   if (opts.target_bytes > 0) {
-    std::vector<std::string> allocated;
-    for (const ModuleAllocation& m : rep.modules) allocated.push_back(m.module);
     rep.target_bytes = opts.target_bytes;
     rep.fixed_bytes = checkpoint_fixed_bytes(model, recipe, allocated);
     rep.budget_bytes = opts.target_bytes - rep.fixed_bytes;
@@ -190,7 +492,14 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
   if (!a.feasible)
     fail_input("--target-bpw {}: even the smallest candidates need {:.3f} bits per weight", opts.target_bpw,
                8 * a.cost / static_cast<double>(params));
-  for (size_t k = 0; k < rep.modules.size(); ++k) rep.modules[k].chosen = a.choice[k];
+  for (size_t u = 0; u < table.units.size(); ++u) {
+    const SensitivityUnit& su = table.units[u];
+    for (const SensitivityModule& m : su.modules)  // a module unit's own errors are the unit's (kl measures per unit)
+      rep.modules.push_back({m.module, m.params, su.grids, m.bytes, table.unit == "module" ? su.error : m.error,
+                             a.choice[u], su.name});
+  }
+  rep.unit_chosen = a.choice;
+  rep.units = std::move(table.units);
   rep.bytes = a.cost;
   rep.achieved_bpw = 8 * a.cost / static_cast<double>(params);
   if (opts.target_bytes > 0) rep.size_bytes = rep.fixed_bytes + rep.bytes;

@@ -1,20 +1,31 @@
 // Mixed precision under a size budget (issue 14): every linear module's grid chosen from candidate grids so that the
-// quantized modules fit `target_bpw` bits per weight (codes + scales + zeros, as the ptq checkpoint stores them) with
-// the least summed sensitivity.
+// quantized modules fit `target_bpw` bits per weight (codes + scales + zeros, as the ptq checkpoint stores them), or
+// the checkpoint fits `target_bytes`, with the least summed sensitivity.
 //
-// Sensitivity of module m on grid g: the output error RTN on g leaves, 1/2 tr(dW H dW^T) with dW = RTN_g(W) - W and H
-// the calibration Hessian of m's input (a `ptq calibrate --hessian` stats file: the FP model's); with a stats file
-// without Hessians, its diagonal form sum_j (sum_t x_tj^2 / tokens) sum_i dW_ij^2 (llama.cpp's imatrix weighting).
+// Units: a linear module, or (unit "layer") every allocated linear module of one decoder layer, which then all take
+// the same grid (the candidates are those fitting every module of the layer; cost and error summed over them).
+// Sensitivity of a unit on grid g (metric):
+//  - rtn: the output error RTN on g leaves, 1/2 tr(dW H dW^T) with dW = RTN_g(W) - W and H the calibration Hessian of
+//    m's input (a `ptq calibrate --hessian` stats file: the FP model's); with a stats file without Hessians, its
+//    diagonal form sum_j (sum_t x_tj^2 / tokens) sum_i dW_ij^2 (llama.cpp's imatrix weighting);
+//  - gptq: the same 1/2 tr(dW H dW^T) of what GPTQ (algorithms/gptq.h, the recipe's GPTQ settings) leaves on g;
+//  - kl: the mean KL divergence of the model's next-token distribution from the FP one on a few calibration windows
+//    when that unit alone is RTN-quantized on g (measured by eval/kl_sensitivity.h, above this layer, and handed in
+//    as a SensitivityTable).
+// Sensitivities are a SensitivityTable, saved (--save-sensitivity) and reused (--sensitivity) as JSON; a reused table
+// is checked against the model, the candidates and the metric, unit by unit.
 // The allocator is core/bit_allocation.h's Lagrangian with greedy repair; the choice becomes one exact-match override
 // per module in the recipe, so GPTQ and RTN then quantize each module on its own grid. A module no candidate fits
 // (its width not a multiple of any candidate's group) is left to the recipe's plan and not counted.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 
 #include "core/weight_grid.h"
@@ -26,6 +37,39 @@ namespace ptq {
 class Model;
 class CalibrationStats;
 
+struct SensitivityModule {
+  std::string module;
+  int64_t layer = 0;
+  int linear = 0;  // its LinearId (model/model.h)
+  int64_t params = 0;
+  std::vector<double> bytes;  // per grid of its unit
+  std::vector<double> error;  // per grid; empty for kl (measured per unit)
+};
+
+struct SensitivityUnit {
+  std::string name;  // the module path, or "model.layers.<i>"
+  int64_t layer = 0;
+  std::vector<SensitivityModule> modules;
+  std::vector<std::string> grids;   // candidates fitting every module of the unit
+  std::vector<double> bytes, error;  // per grid, over the unit's modules
+  int64_t params() const;
+};
+
+// Every unit's bytes and errors on every candidate: what the allocator reads, and what --save-sensitivity writes.
+struct SensitivityTable {
+  std::string metric;      // rtn, gptq, kl
+  std::string flavor;      // rtn/gptq: "hessian" or "diagonal"; kl: "<windows> windows x <seqlen> tokens"
+  std::string unit;        // module, layer
+  bool gguf = false;       // the grids are ggml block types
+  std::string config_sha256;  // of the model's config.json
+  std::vector<std::string> candidates;
+  std::vector<SensitivityUnit> units;
+  nlohmann::json to_json() const;
+};
+SensitivityTable sensitivity_table_from_json(const nlohmann::json& j, const std::string& where);
+void save_sensitivity_table(const SensitivityTable& t, const std::string& path);  // temp file + rename
+SensitivityTable load_sensitivity_table(const std::string& path);
+
 struct AllocationOptions {
   double target_bpw = 0;
   // --target-size: the whole checkpoint's tensor bytes instead (exclusive with target_bpw): the allocated modules'
@@ -36,14 +80,21 @@ struct AllocationOptions {
   // q5_k, q6_k, q8_0. Costs are ggml_nbytes, errors those of ggml's importance-weighted rounding (the grid GPTQ then
   // keeps).
   std::vector<GgmlType> gguf_candidates;
+  std::string metric;  // empty: the recipe's allocation.sensitivity, else rtn
+  std::string unit;    // empty: the recipe's allocation.unit, else module
+  std::string save_sensitivity;  // --save-sensitivity FILE.json
+  std::string load_sensitivity;  // --sensitivity FILE.json: reuse instead of measuring
+  // Measured by the caller (the kl metric, eval/kl_sensitivity.h); checked like a loaded file.
+  std::optional<SensitivityTable> given;
 };
 
 struct ModuleAllocation {
   std::string module;
   int64_t params = 0;
-  std::vector<std::string> grids;  // the candidates whose group divides the module's width
-  std::vector<double> bytes, error;
+  std::vector<std::string> grids;  // the candidates of its unit
+  std::vector<double> bytes, error;  // error empty where measured per unit only (kl on a layer)
   int chosen = 0;
+  std::string unit;  // the unit it was allocated with (itself for unit "module")
 };
 
 struct AllocationReport {
@@ -52,9 +103,12 @@ struct AllocationReport {
   // --target-size: the target, and the bytes of everything else (fixed_bytes) and of the whole checkpoint's tensors
   // (size_bytes = fixed_bytes + bytes; the file adds its safetensors header). 0 with --target-bpw.
   double target_bytes = 0, fixed_bytes = 0, size_bytes = 0;
-  std::string sensitivity;  // "hessian" or "diagonal"
+  std::string sensitivity;  // rtn/gptq: "hessian" or "diagonal" (the metric's flavour); kl: its windows
+  std::string metric = "rtn", unit = "module";
   bool gguf = false;        // the choices are ggml types (a GGUF recipe), not ptq grids
   std::vector<ModuleAllocation> modules;
+  std::vector<SensitivityUnit> units;  // with unit "layer" (for "module" they are the modules)
+  std::vector<int> unit_chosen;
   nlohmann::json to_json() const;  // saved in the checkpoint's quantization_config ("allocation")
 };
 
@@ -62,8 +116,23 @@ struct AllocationReport {
 // `what` (the flag or recipe key) for a name of the other kind or an unknown one.
 void add_candidates(const std::vector<std::string>& names, bool gguf, AllocationOptions& opts, std::string_view what);
 
-// Measures every module's sensitivity on every candidate and allocates. Throws naming the flag when the budget is
-// below the cheapest candidates, or the stats lack what the sensitivity needs.
+// The options a run uses: the flags', completed from the recipe's allocation section (target_bpw and candidates when
+// no budget flag is given; sensitivity, unit), metric and unit resolved.
+AllocationOptions merged_allocation_options(const AllocationOptions& opts, const Recipe& recipe);
+// The metric and unit a run uses: the options', else the recipe's, else rtn / module (checked against the names).
+std::string allocation_metric(const AllocationOptions& opts, const Recipe& recipe);
+std::string allocation_unit(const AllocationOptions& opts, const Recipe& recipe);
+
+// The units, their modules and every candidate's bytes, from the tensor shapes alone (errors left empty).
+SensitivityTable plan_sensitivity_table(const Model& model, const Recipe& recipe, const AllocationOptions& opts);
+// `w` [out, in] fp32 rounded to the nearest point of candidate `grid` (a ptq grid, or a ggml type of a GGUF recipe,
+// rounded with `importance` [in] when defined), dequantized: what the rtn and kl metrics measure.
+at::Tensor rtn_candidate_weight(const at::Tensor& w, const std::string& grid, const Recipe& recipe,
+                                const std::string& module, const at::Tensor& importance);
+
+// Measures every unit's sensitivity on every candidate (or reuses --sensitivity / opts.given, refused when it does not
+// match the model, candidates and metric), saves it with --save-sensitivity, and allocates. Throws naming the flag when
+// the budget is below the cheapest candidates, or the stats lack what the sensitivity needs.
 AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
                                 const AllocationOptions& opts);
 // Bytes the checkpoint of `recipe` stores outside the modules in `allocated`: every other tensor at its stored dtype

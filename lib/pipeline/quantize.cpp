@@ -206,12 +206,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   QuantizeReport report;
 
   // Mixed precision: --target-bpw / --candidates, or the recipe's allocation section.
-  AllocationOptions alloc = opts.allocation;
-  if (!(alloc.target_bpw > 0) && !(alloc.target_bytes > 0) && recipe.target_bpw > 0) {
-    alloc.target_bpw = recipe.target_bpw;
-    if (alloc.candidates.empty() && alloc.gguf_candidates.empty())
-      add_candidates(recipe.candidates, recipe.gguf.has_value(), alloc, "allocation.candidates");
-  }
+  const AllocationOptions alloc = merged_allocation_options(opts.allocation, recipe);
   const bool allocate = alloc.target_bpw > 0 || alloc.target_bytes > 0;
   if (allocate && recipe.activation_path())
     fail_input("--target-bpw allocates weight grids of weight-only recipes; {} quantizes activations or rewrites layers",
@@ -223,9 +218,12 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   if (!opts.stats_path.empty()) stats = load_calibration_stats(opts.stats_path, model);  // refuses other models
   if (allocate) {
     // Sensitivities need the FP model's Hessians: from --stats, or from one calibration pass over the recipe's data
-    // (all layers' Hessians held at once: for a 7B model ~20 GB; pass a stats file there).
+    // (all layers' Hessians held at once: for a 7B model ~20 GB; pass a stats file there). Reused (--sensitivity) or
+    // measured by the caller (kl), they need none.
     std::optional<CalibrationStats> own;
-    if (!stats) {
+    if (!stats && (!alloc.load_sensitivity.empty() || alloc.given)) {
+      own.emplace();
+    } else if (!stats) {
       CalibrateOptions copts;
       copts.stats = default_stats().add(Stat::Hessian);
       own = calibrate(model, load_model_calibration_data(model, recipe.calibration, opts.batch), copts);

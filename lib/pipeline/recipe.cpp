@@ -126,7 +126,21 @@ std::optional<WeightQuantSpec> Recipe::spec_for(const std::string& path) const {
   return s;
 }
 
+const std::vector<std::string>& sensitivity_metric_names() {
+  static const std::vector<std::string> names = {"rtn", "gptq", "kl"};
+  return names;
+}
+
+const std::vector<std::string>& allocation_unit_names() {
+  static const std::vector<std::string> names = {"module", "layer"};
+  return names;
+}
+
 nlohmann::json Recipe::to_json() const {
+  nlohmann::json allocation_json = {{"target_bpw", target_bpw}, {"candidates", candidates}};
+  // Only when set: the recipe JSON is part of resume fingerprints and provenance of existing checkpoints.
+  if (!allocation_sensitivity.empty()) allocation_json["sensitivity"] = allocation_sensitivity;
+  if (!allocation_unit.empty()) allocation_json["unit"] = allocation_unit;
   nlohmann::json overrides_json = nlohmann::json::array();
   for (const auto& o : overrides) {
     nlohmann::json j = {{"match", o.match}};
@@ -149,7 +163,7 @@ nlohmann::json Recipe::to_json() const {
             {"damp", gptq.percdamp},
             {"true_sequential", true_sequential},
             {"gguf_type", gguf ? nlohmann::json(gguf->name()) : nlohmann::json(nullptr)}}},
-          {"allocation", {{"target_bpw", target_bpw}, {"candidates", candidates}}},
+          {"allocation", allocation_json},
           {"calibration",
            {{"data", calibration.files},
             {"nsamples", calibration.nsamples},
@@ -259,7 +273,13 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
   Section al(top.child("allocation"), where, "allocation");
   al.read("target_bpw", r.target_bpw);
   al.read("candidates", r.candidates);
+  al.read("sensitivity", r.allocation_sensitivity);
+  al.read("unit", r.allocation_unit);
   al.finish();
+  for (const auto& [key, value, names] : {std::make_tuple("sensitivity", r.allocation_sensitivity, &sensitivity_metric_names()),
+                                          std::make_tuple("unit", r.allocation_unit, &allocation_unit_names())})
+    if (!value.empty() && std::find(names->begin(), names->end(), value) == names->end())
+      fail_input("{}: \"allocation.{}\" {}: expected one of {}", where, key, value, join(*names));
   if (r.target_bpw < 0) fail_input("{}: \"allocation.target_bpw\" must be > 0 (or absent), got {}", where, r.target_bpw);
   for (const auto& c : r.candidates) {
     if (r.gguf) {

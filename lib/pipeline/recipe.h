@@ -40,6 +40,9 @@ struct Recipe {
   // or ggml block types for a GGUF recipe); target_bpw 0: none. --target-bpw / --candidates override them.
   double target_bpw = 0;
   std::vector<std::string> candidates;
+  // allocation.sensitivity (rtn, gptq, kl) and allocation.unit (module, layer); empty: rtn, module
+  // (pipeline/allocate.h; --sensitivity-metric / --allocation-unit override them).
+  std::string allocation_sensitivity, allocation_unit;
   // Per-module GGUF types that replace the mix's choice (set by --target-bpw's allocation, pipeline/allocate.h).
   std::map<std::string, GgmlType> gguf_modules;
   GptqOptions gptq;
@@ -64,6 +67,10 @@ struct Recipe {
   std::optional<WeightQuantSpec> spec_for(const std::string& path) const;
   nlohmann::json to_json() const;
 };
+
+// The names allocation.sensitivity and allocation.unit accept.
+const std::vector<std::string>& sensitivity_metric_names();  // rtn, gptq, kl
+const std::vector<std::string>& allocation_unit_names();     // module, layer
 
 // The recipe `ptq quantize` uses when none is given.
 constexpr const char* kDefaultRecipe = "w4a16-gptq";

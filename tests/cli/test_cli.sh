@@ -104,6 +104,15 @@ expect_ok "quantize --target-size" "$ptq" quantize "$model" --recipe w4a16-rtn -
 grep -q "allocation: target size 450.0 kB (450000 bytes), achieved" "$tmp/out" && ok || bad "no size allocation line: $(tail -c 600 "$tmp/out")"
 expect_fail "--target-size with --target-bpw" "--target-bpw" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-size 450kB --target-bpw 4 -o "$tmp/mix-x"
 expect_fail "--target-size not a size" "not a size" "$ptq" quantize "$model" --recipe w4a16-rtn --stats "$tmp/alloc.stats" --target-size 12parsecs -o "$tmp/mix-x"
+# Sensitivities saved and reused give the same allocation; a file for another metric is refused.
+expect_ok "quantize --save-sensitivity" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-bpw 7 --save-sensitivity "$tmp/sens.json" -o "$tmp/mix-s1"
+grep "^allocation:" "$tmp/out" >"$tmp/alloc1"
+expect_ok "quantize --sensitivity" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --target-bpw 7 --sensitivity "$tmp/sens.json" -o "$tmp/mix-s2"
+grep "^allocation:" "$tmp/out" | cmp -s - "$tmp/alloc1" && ok || bad "reused sensitivities allocate differently: $(cat "$tmp/alloc1") vs $(grep "^allocation:" "$tmp/out")"
+expect_fail "--sensitivity of another metric" "holds rtn sensitivities" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --stats "$tmp/alloc.stats" --target-bpw 7 --sensitivity "$tmp/sens.json" --sensitivity-metric gptq -o "$tmp/mix-x"
+expect_fail "--save-sensitivity without a budget" "--target-bpw or --target-size" "$ptq" quantize "$model" --recipe w4a16-rtn --save-sensitivity "$tmp/x.json" -o "$tmp/mix-x"
+expect_ok "quantize --sensitivity-metric kl --allocation-unit layer" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --target-bpw 7 --sensitivity-metric kl --allocation-unit layer --data "$root/data/tinystories-valid.txt" --nsamples 2 --seqlen 32 -o "$tmp/mix-kl"
+grep -q "(per layer, sensitivity: mean KL on 2 windows x 32 tokens)" "$tmp/out" && ok || bad "kl allocation line: $(grep allocation "$tmp/out")"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2

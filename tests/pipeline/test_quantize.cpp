@@ -20,6 +20,7 @@
 #include "pipeline/recipe.h"
 #include "quant/checkpoint.h"
 #include "runtime/open_model.h"
+#include "tests/test_model.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -44,13 +45,7 @@ QuantizeReport run(const Recipe& r, const std::string& out) {
 
 // Stats with Hessians of 8 windows x 64 tokens of sotu-test.txt, written to `path`.
 void save_hessian_stats(Model& model, const std::string& path) {
-  CalibrationDataSpec spec;
-  spec.files = {test::repo_path("data/sotu-test.txt")};
-  spec.nsamples = 8;
-  spec.seqlen = 64;
-  CalibrateOptions copts;
-  copts.stats = default_stats().add(Stat::Hessian);
-  save_calibration_stats(calibrate(model, load_model_calibration_data(model, spec), copts), path, false);
+  save_calibration_stats(test::hessian_stats(model), path, false);
 }
 
 // The message parse_recipe refuses `yaml` with ("" when it is accepted).
@@ -280,6 +275,16 @@ TEST_CASE("recipe weights.gguf_type: a block type or mix, with rtn or gptq, weig
              Catch::Contains("natural order"));
   CHECK_THAT(recipe_error(base + "q4_k\nactivations:\n  bits: 8\n"), Catch::Contains("weights only"));
   CHECK(parse_recipe(base + "q3_k_m\n", "r.yaml").to_json()["weights"]["gguf_type"] == "q3_k_m");
+  // weights.gguf_scales: which of ggml's scale searches sets GPTQ's static grid.
+  CHECK(parse_recipe(base + "q2_k\n", "r.yaml").gptq.ggml_importance);
+  const Recipe ref = parse_recipe(base + "q2_k\n  gguf_scales: reference\n", "r.yaml");
+  CHECK_FALSE(ref.gptq.ggml_importance);
+  CHECK(ref.to_json()["weights"]["gguf_scales"] == "reference");
+  CHECK_THAT(recipe_error(base + "q2_k\n  gguf_scales: best\n"),
+             Catch::Contains("weights.gguf_scales") && Catch::Contains("reference") && Catch::Contains("best"));
+  CHECK_THAT(recipe_error("name: x\nweights:\n  method: gptq\n  gguf_scales: reference\n"),
+             Catch::Contains("needs \"weights.gguf_type\""));
+  CHECK_FALSE(load_recipe(test::repo_path("configs/gguf-q2_k-gptq.yaml")).gptq.ggml_importance);
 }
 
 TEST_CASE("mixed precision (--target-bpw) allocates grids from measured sensitivity within the budget and stores them", "[pipeline]") {
