@@ -63,6 +63,7 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
       j["modules_by_format"] = s.modules_by_format;
       j["quantized_bits_per_weight"] = s.quantized_bits_per_weight;
       if (!s.rotation.empty()) j["rotation"] = nlohmann::json::parse(s.rotation);
+      if (s.allocation) j["allocation"] = s.allocation->to_json();
     }
     print_json(j);
     return;
@@ -123,6 +124,20 @@ void run_inspect(const GlobalOptions& g, const std::string& path, bool json) {
                metric(q.metrics, "rtn_output_error", "{:.4g}")});
   std::fputs(m.render().c_str(), stdout);
   for (const auto& [module, reason] : s.unquantized) std::printf("%s: floating point (%s)\n", module.c_str(), reason.c_str());
+  if (s.allocation) {
+    const AllocationSummary& al = *s.allocation;
+    std::printf("\nmixed precision: ");
+    if (al.target_bytes > 0)
+      std::printf("target size %s, achieved %s (%.0f bytes); ", human_bytes(al.target_bytes).c_str(),
+                  human_bytes(al.size_bytes).c_str(), al.size_bytes);
+    else
+      std::printf("target %.3f bits/weight; ", al.target_bpw);
+    std::printf("achieved %.3f bits/weight in the allocated modules\n", al.achieved_bpw);
+    std::printf("sensitivity: %s%s, per %s; %s\n", al.metric.c_str(),
+                al.sensitivity.empty() ? "" : (" (" + al.sensitivity + ")").c_str(), al.unit.c_str(),
+                al.grid_counts().c_str());
+    std::fputs(render_allocation_map(al).c_str(), stdout);
+  }
 }
 
 struct GenerateArgs {

@@ -1,6 +1,13 @@
 #include "runtime/inspect.h"
 
+#include <algorithm>
+#include <regex>
+
+#include <fmt/format.h>
+
 #include "checkpoint/checkpoint.h"
+#include "core/error.h"
+#include "core/table.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/tokenizer.h"
@@ -30,6 +37,78 @@ void summarize_gguf(const std::string& path, ModelSummary& s) {
 }
 
 }  // namespace
+
+nlohmann::json AllocationSummary::to_json() const {
+  nlohmann::json j = {{"target_bpw", target_bpw}, {"achieved_bpw", achieved_bpw}, {"metric", metric},
+                      {"sensitivity", sensitivity}, {"unit", unit}, {"modules", modules}};
+  if (target_bytes > 0) {
+    j["target_bytes"] = target_bytes;
+    j["size_bytes"] = size_bytes;
+  }
+  return j;
+}
+
+std::string AllocationSummary::grid_counts() const {
+  std::map<std::string, int> count;
+  for (const auto& [module, grid] : modules) ++count[grid];
+  std::string out;
+  for (const auto& [grid, n] : count) out += fmt::format("{}{} x{}", out.empty() ? "" : ", ", grid, n);
+  return out;
+}
+
+std::optional<AllocationSummary> read_allocation_summary(const nlohmann::json& qc) {
+  if (!qc.is_object() || !qc.contains("allocation") || !qc["allocation"].is_object()) return std::nullopt;
+  const nlohmann::json& j = qc["allocation"];
+  try {
+    AllocationSummary a;
+    a.target_bpw = j.value("target_bpw", 0.0);
+    a.achieved_bpw = j.at("achieved_bpw").get<double>();
+    a.target_bytes = j.value("target_bytes", 0.0);
+    a.size_bytes = j.value("size_bytes", 0.0);
+    a.metric = j.value("metric", "rtn");  // written before the metric was a choice
+    a.sensitivity = j.value("sensitivity", "");
+    a.unit = j.value("unit", "module");
+    for (const auto& [module, m] : j.at("modules").items()) a.modules[module] = m.at("grid").get<std::string>();
+    return a;
+  } catch (const nlohmann::json::exception& e) {
+    fail_input("quantization_config.allocation is malformed: {}", e.what());
+  }
+}
+
+std::string render_allocation_map(const AllocationSummary& a) {
+  // "model.layers.12.self_attn.q_proj" -> row "12", column "q_proj"; anything else is a row of its own.
+  static const std::regex layer_module(R"(^(.*\.)?layers\.(\d+)\.(?:.*\.)?([^.]+)$)");
+  std::vector<std::string> columns;
+  std::map<int64_t, std::map<std::string, std::string>> rows;
+  std::vector<std::pair<std::string, std::string>> others;
+  for (const auto& [module, grid] : a.modules) {
+    std::smatch m;
+    if (!std::regex_match(module, m, layer_module)) {
+      others.emplace_back(module, grid);
+      continue;
+    }
+    if (std::find(columns.begin(), columns.end(), m[3].str()) == columns.end()) columns.push_back(m[3].str());
+    rows[std::stoll(m[2].str())][m[3].str()] = grid;
+  }
+  // The usual order of a decoder layer's modules first, then any other name.
+  static const std::vector<std::string> order = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"};
+  std::stable_sort(columns.begin(), columns.end(), [](const std::string& x, const std::string& y) {
+    auto rank = [](const std::string& c) { return std::find(order.begin(), order.end(), c) - order.begin(); };
+    return rank(x) < rank(y);
+  });
+  std::vector<std::string> header = {"layer"};
+  header.insert(header.end(), columns.begin(), columns.end());
+  Table t(header);
+  for (const auto& [layer, cells] : rows) {
+    std::vector<std::string> r = {std::to_string(layer)};
+    for (const auto& c : columns) r.push_back(cells.count(c) ? cells.at(c) : "-");
+    t.add_row(r);
+  }
+  std::string out = rows.empty() ? "" : t.render();
+  for (const auto& [module, grid] : others) out += module + ": " + grid + "\n";
+  return out;
+}
 
 ModelSummary summarize_model(const std::string& path) {
   const Checkpoint ck(path);
@@ -87,6 +166,7 @@ ModelSummary summarize_model(const std::string& path) {
     s.unquantized = qc.unquantized;
     s.quantization_config = qc.raw;
     if (qc.raw.contains("rotation") && qc.raw["rotation"].is_object()) s.rotation = qc.raw["rotation"].dump();
+    s.allocation = read_allocation_summary(qc.raw);
   }
   s.model_bits_per_weight = s.parameters ? 8.0 * static_cast<double>(tensor_bytes) / static_cast<double>(s.parameters) : 0;
   if (ck.kind() == CheckpointKind::Gguf) summarize_gguf(path, s);

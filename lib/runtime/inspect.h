@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,22 @@ struct QuantizedModuleSummary {
   double act_scale_min = 0, act_scale_max = 0;  // static input_scale range (0, 0: none stored)
   int bits = 0;                  // weight code bits
 };
+
+// The mixed-precision allocation a ptq checkpoint stores in quantization_config.allocation (written by
+// pipeline/allocate.h's AllocationReport::to_json), as `inspect` shows it.
+struct AllocationSummary {
+  double target_bpw = 0, achieved_bpw = 0;  // bits per weight of the allocated modules
+  double target_bytes = 0, size_bytes = 0;  // --target-size runs only (0 otherwise): the checkpoint's tensor bytes
+  std::string metric, sensitivity, unit;    // rtn/gptq/kl, its flavour, module/layer (older files: rtn, module)
+  std::map<std::string, std::string> modules;  // module path -> chosen grid (or ggml type)
+  nlohmann::json to_json() const;
+  std::string grid_counts() const;  // "w3g128 x20, w4g128 x22"
+};
+// nullopt when `quantization_config` has no allocation; throws naming the key when it is malformed.
+std::optional<AllocationSummary> read_allocation_summary(const nlohmann::json& quantization_config);
+// The map as a compact table: one row per decoder layer, one column per module name (q_proj, ..., down_proj), the
+// grid in each cell; modules outside decoder layers get a row of their own.
+std::string render_allocation_map(const AllocationSummary& a);
 
 struct ModelSummary {
   std::string path;
@@ -44,6 +61,7 @@ struct ModelSummary {
   double model_bits_per_weight = 0;      // all stored tensor bytes over all parameters
   std::string rotation;                  // "" or a description of the stored rotation
   nlohmann::json quantization_config;    // as stored (provenance, recipe, weights; imported: the source's)
+  std::optional<AllocationSummary> allocation;  // mixed precision, when the checkpoint has one
 };
 
 ModelSummary summarize_model(const std::string& dir);

@@ -113,6 +113,10 @@ expect_fail "--sensitivity of another metric" "holds rtn sensitivities" "$ptq" q
 expect_fail "--save-sensitivity without a budget" "--target-bpw or --target-size" "$ptq" quantize "$model" --recipe w4a16-rtn --save-sensitivity "$tmp/x.json" -o "$tmp/mix-x"
 expect_ok "quantize --sensitivity-metric kl --allocation-unit layer" "$ptq" quantize "$model" --recipe w4a16-rtn --group-size 4 --target-bpw 7 --sensitivity-metric kl --allocation-unit layer --data "$root/data/tinystories-valid.txt" --nsamples 2 --seqlen 32 -o "$tmp/mix-kl"
 grep -q "(per layer, sensitivity: mean KL on 2 windows x 32 tokens)" "$tmp/out" && ok || bad "kl allocation line: $(grep allocation "$tmp/out")"
+expect_ok "inspect an allocated checkpoint" "$ptq" inspect "$tmp/mix-kl"
+grep -q "^mixed precision: target 7.000 bits/weight" "$tmp/out" && grep -q "^sensitivity: kl (2 windows x 32 tokens), per layer" "$tmp/out" && grep -q "^layer  q_proj  k_proj  v_proj  o_proj  gate_proj  up_proj  down_proj" "$tmp/out" && ok || bad "inspect lacks the allocation map: $(tail -c 800 "$tmp/out")"
+expect_ok "inspect --json of an allocated checkpoint" "$ptq" inspect "$tmp/mix-size" --json
+grep -q '"size_bytes"' "$tmp/out" && grep -q '"model.layers.4.mlp.down_proj": "w' "$tmp/out" && ok || bad "inspect --json lacks the allocation"
 expect_ok "inspect quantized" "$ptq" inspect "$q" --json
 grep -q '"quantized": true' "$tmp/out" && grep -q '"w4g32"' "$tmp/out" && ok || bad "inspect --json of a quantized model"
 expect_ok "eval quantized" "$ptq" eval ppl "$model" "$q" --data "$root/data/tinystories-valid.txt" --seqlen 256 --max-windows 2
