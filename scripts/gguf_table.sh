@@ -53,12 +53,10 @@ ptq() { "$PTQ" -q "$@"; }
 npm_dir=$(realpath -m "${NPM_DIR:-$root/build/npm-oracle}")
 # shellcheck source=scripts/lib_npm_oracle.sh
 source scripts/lib_npm_oracle.sh
-npm_oracle_install "$npm_dir" || exit $?
+skip=$(npm_oracle_quantize_setup "$npm_dir" "$root" gguf_compare gguf_kl gguf_sizes) || { rc=$?; echo "$skip"; exit $rc; }
+quantize=$npm_dir/llama-quantize
 work=$(mktemp -d "${PTQ_SCRATCH:-/tmp}/ptq-gguf-table.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-skip=$(npm_oracle_llama_quantize "$npm_dir" "$work/quantize-build.log") || { echo "$skip"; exit 77; }
-quantize=$npm_dir/llama-quantize
-npm_oracle_scripts "$npm_dir" "$root" gguf_compare gguf_kl gguf_sizes
 start=$(date +%s)
 
 # TYPE:llama-quantize type:--pure or not:ptq --gguf-type:recipe stem
@@ -80,20 +78,12 @@ row() {
 print(json.dumps({"model": m, "type": t, "producer": p, "file": f, "status": s, "same_as": same}))' \
     "$1" "$2" "$3" "$4" "$5" "${6:-}" >>"$rows"
 }
-last_line() { tail -n 1 "$1" | tr -d '"\\' | cut -c1-160; }
 
 for model in "${models[@]}"; do
   dir=$root/data/models/$model
   m=$work/$model
   mkdir -p "$m"
-  case $model in
-    sotu-llama-8m)
-      calib=$root/data/sotu-train.txt; test=$root/data/sotu-test.txt; seqlen=256 ;;
-    stories260K)
-      awk -v RS= -v ORS='\n\n' 'NR <= 1766' "$root/data/tinystories-valid.txt" >"$m/calib.txt"
-      awk -v RS= -v ORS='\n\n' 'NR > 1766' "$root/data/tinystories-valid.txt" >"$m/test.txt"
-      calib=$m/calib.txt; test=$m/test.txt; seqlen=512 ;;
-  esac
+  bench_texts "$model" "$m" "$root"  # calib, test, seqlen, calib_name, test_name
   windows=40
   ptq export "$dir" --format gguf -o "$m/f32.gguf" >/dev/null
   ptq calibrate "$dir" --data "$calib" --nsamples 40 --seqlen "$seqlen" --seed 0 --hessian -o "$m/stats.safetensors" \
@@ -150,11 +140,6 @@ for l in open(sys.argv[1]):
   (cd "$npm_dir" && node gguf_kl.mjs "$m/f32.gguf" "$m/ids.json" "$seqlen" "$windows" "${files[@]}") >"$m/kl.jsonl"
   mapfile -t ggufs < <(ls "$m"/*.gguf | grep -v '/imatrix.gguf$')
   (cd "$npm_dir" && node gguf_sizes.mjs "${ggufs[@]}") >"$m/sizes.jsonl"
-  case $model in
-    sotu-llama-8m) calib_name='`data/sotu-train.txt`'; test_name='`data/sotu-test.txt`' ;;
-    stories260K) calib_name='the first 1766 paragraphs of `data/tinystories-valid.txt`'
-                 test_name='its remaining 1767 paragraphs' ;;
-  esac
   python3 -c 'import json, sys; m, c, t, s, w = sys.argv[1:]
 print(json.dumps({"model": m, "calib": c, "test": t, "seqlen": int(s), "windows": int(w)}))' \
     "$model" "$calib_name" "$test_name" "$seqlen" "$windows" >"$m/setup.json"

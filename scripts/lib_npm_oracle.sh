@@ -8,7 +8,9 @@
 #        npm_oracle_scripts NPM_DIR ROOT NAME...  # copies tests/oracle/NAME.mjs next to node_modules
 #        npm_oracle_llama_quantize NPM_DIR LOG    # builds NPM_DIR/llama-quantize once; 0 built, 77 + "skip: ..." line
 #        npm_oracle_llama_imatrix NPM_DIR LOG     # the same for NPM_DIR/llama-imatrix
-# Used by scripts/check_gguf_llama_cpp.sh, scripts/check_gguf_kquants.sh, scripts/check_imatrix_llama_cpp.sh and
+#        npm_oracle_quantize_setup NPM_DIR ROOT NAME...  # all three for llama-quantize + oracle scripts; 0 or 77
+# Used by scripts/check_gguf_llama_cpp.sh, scripts/check_gguf_kquants.sh, scripts/check_imatrix_llama_cpp.sh,
+# scripts/gguf_table.sh, scripts/mixed_table.sh and
 # scripts/bench_runtime.sh.
 
 npm_oracle_install() {  # NPM_DIR
@@ -60,4 +62,14 @@ npm_oracle_llama_quantize() {  # NPM_DIR LOG: NPM_DIR/llama-quantize; 0 built, 7
 
 npm_oracle_llama_imatrix() {  # NPM_DIR LOG: NPM_DIR/llama-imatrix; 0 built, 77 + "skip: ..." line
   npm_oracle_build_tool "$1" "$2" llama-imatrix tools/imatrix/imatrix.cpp
+}
+
+# npm_oracle_quantize_setup NPM_DIR ROOT NAME...: the packages, NPM_DIR/llama-quantize (its build log beside it) and
+# tests/oracle/NAME.mjs copied next to node_modules; 0 ready, 77 + "skip: ..." line when unavailable.
+npm_oracle_quantize_setup() {
+  local dir=$1 root=$2
+  shift 2
+  npm_oracle_install "$dir" || return $?
+  npm_oracle_llama_quantize "$dir" "$dir/llama-quantize-build.log" || return $?
+  npm_oracle_scripts "$dir" "$root" "$@"
 }

@@ -3,9 +3,13 @@
 # "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table fuzz
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
+#             mixed-table fuzz
 #   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
 #   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
+#   (mixed-table: scripts/mixed_table.sh, mixed precision against uniform grids and llama.cpp's mixes, and its plot
+#   docs/results/mixed_precision.svg, ~50 minutes; PTQ_MIXED_TABLE=FILE renders a saved output of it instead, the plot
+#   being the one that run wrote)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   (quantize-bench: scripts/bench_quantize.sh, ptq RTN / GGUF export against llama-quantize, ~5 minutes; idle machine)
 #   (fuzz: renders the run `scripts/fuzz.sh --record` wrote to docs/results/fuzz.jsonl, or PTQ_FUZZ_RECORD; it
@@ -14,7 +18,8 @@
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table fuzz)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
+     mixed-table fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -143,14 +148,18 @@ if wanted runtime-bench; then
   } >"$tmp/runtime-bench"
 fi
 
-if wanted gguf-table; then
-  # PTQ_GGUF_TABLE=FILE renders a saved run of scripts/gguf_table.sh instead of running it.
+# table_section NAME SCRIPT SAVED: "$ SCRIPT   # the machine", then SAVED (a saved output of SCRIPT) when given, else
+# SCRIPT's output.
+table_section() {
+  local name=$1 script=$2 saved=$3
   {
-    echo "\$ scripts/gguf_table.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo "\$ $script   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
     echo
-    if [[ -n ${PTQ_GGUF_TABLE:-} ]]; then cat "$PTQ_GGUF_TABLE"; else PTQ=$PTQ_BIN scripts/gguf_table.sh; fi
-  } >"$tmp/gguf-table"
-fi
+    if [[ -n $saved ]]; then cat "$saved"; else PTQ=$PTQ_BIN "$script"; fi
+  } >"$tmp/$name"
+}
+if wanted gguf-table; then table_section gguf-table scripts/gguf_table.sh "${PTQ_GGUF_TABLE:-}"; fi
+if wanted mixed-table; then table_section mixed-table scripts/mixed_table.sh "${PTQ_MIXED_TABLE:-}"; fi
 
 if wanted fuzz; then
   record=${PTQ_FUZZ_RECORD:-docs/results/fuzz.jsonl}
