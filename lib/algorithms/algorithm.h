@@ -20,6 +20,10 @@ struct GptqOptions {
   bool act_order = false;      // desc_act: quantize columns in order of decreasing H_ii
   bool static_groups = false;  // group grids from the unpermuted W before any error update
   int64_t block_size = 128;    // lazy-batch width B (a speed knob: the result is the same for any B)
+  // GPTQ on a GGUF grid (gptq_ggml_quantize): the static super-block / sub-block scales and mins come from ggml's
+  // importance-weighted search with diag(H)/2 (llama-quantize --imatrix's rounding; true) or from its unweighted
+  // reference search (plain llama-quantize's; false). Recipe key weights.gguf_scales: imatrix | reference.
+  bool ggml_importance = true;
 };
 
 struct LinearQuantRequest {

@@ -216,11 +216,12 @@ GgmlQuantResult gptq_ggml_quantize(const LinearQuantRequest& rq, GgmlType type) 
   const at::Tensor importance = (h.diagonal() / 2).contiguous();
   zero_dead_columns(w, h);
 
-  // 3. The static grid: ggml's own block quantizer on the (dead-column-zeroed) weights, importance-weighted; GPTQ then
-  // chooses the codes on it.
+  // 3. The static grid: ggml's own block quantizer on the (dead-column-zeroed) weights, importance-weighted or its
+  // reference search (GptqOptions::ggml_importance); GPTQ then chooses the codes on it.
   GgmlQuantResult result;
   result.type = type;
-  result.blocks = ggml_encode(type, w.data_ptr<float>(), out, in, rq.name, importance.data_ptr<float>());
+  result.blocks = ggml_encode(type, w.data_ptr<float>(), out, in, rq.name,
+                              rq.gptq.ggml_importance ? importance.data_ptr<float>() : nullptr);
   const size_t row_bytes = ggml_nbytes(type, in);
   const int64_t subs = in / grid->sub;
   at::Tensor a = at::empty({out, subs}), b = at::empty({out, subs});

@@ -162,7 +162,8 @@ nlohmann::json Recipe::to_json() const {
             {"static_groups", gptq.static_groups},
             {"damp", gptq.percdamp},
             {"true_sequential", true_sequential},
-            {"gguf_type", gguf ? nlohmann::json(gguf->name()) : nlohmann::json(nullptr)}}},
+            {"gguf_type", gguf ? nlohmann::json(gguf->name()) : nlohmann::json(nullptr)},
+            {"gguf_scales", gptq.ggml_importance ? "imatrix" : "reference"}}},
           {"allocation", allocation_json},
           {"calibration",
            {{"data", calibration.files},
@@ -223,7 +224,15 @@ Recipe parse_recipe(const std::string& yaml_text, const std::string& where) {
   w.read("damp", r.gptq.percdamp);
   w.read("true_sequential", r.true_sequential);
   const auto gguf_type = w.get<std::string>("gguf_type");
+  const auto gguf_scales = w.get<std::string>("gguf_scales");
   w.finish();
+  if (gguf_scales) {
+    if (!gguf_type) fail_input("{}: \"weights.gguf_scales\" needs \"weights.gguf_type\"", where);
+    if (*gguf_scales != "imatrix" && *gguf_scales != "reference")
+      fail_input("{}: \"weights.gguf_scales\" is imatrix (ggml's importance-weighted scale search) or reference (its "
+                 "unweighted search, plain llama-quantize's), got \"{}\"", where, *gguf_scales);
+    r.gptq.ggml_importance = *gguf_scales == "imatrix";
+  }
   if (gguf_type) {
     r.gguf = parse_gguf_target(*gguf_type, fmt::format("{}: \"weights.gguf_type\"", where));
     if (r.gguf->type && !ggml_grid_traits(*r.gguf->type))

@@ -328,6 +328,12 @@ TEST_CASE("GPTQ on GGUF K-quant grids with H = I writes ggml's own blocks byte f
     const LinearQuantRequest req{"layers.0.self_attn.q_proj", w, eye, WeightQuantSpec{4, 32, true, false}, {}};
     const GgmlQuantResult g = gptq_ggml_quantize(req, t);
     CHECK(g.blocks == ggml_encode(t, w.data_ptr<float>(), 16, 512, "w", importance.data()));
+    // weights.gguf_scales: reference: the scales of ggml's unweighted search, so plain llama-quantize's bytes.
+    LinearQuantRequest ref = req;
+    ref.gptq.ggml_importance = false;
+    const std::vector<uint8_t> plain = ggml_encode(t, w.data_ptr<float>(), 16, 512, "w");
+    CHECK(gptq_ggml_quantize(ref, t).blocks == plain);
+    CHECK(plain != g.blocks);  // the two searches differ on these weights, so the option is seen
   }
 }
 
