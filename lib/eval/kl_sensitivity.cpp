@@ -41,6 +41,15 @@ void measure_kl_sensitivities(Model& model, const Recipe& recipe, const std::vec
     const int64_t nb = std::min(batch, n - b0);
     h_fp.narrow(0, b0, nb).copy_(run_from(0, nullptr, embedded.narrow(0, b0, nb)));
   }
+  // The FP logits of each batch, kept when all of them fit in 1 GiB (fp32), else recomputed from h_fp per candidate.
+  const bool keep_ref = static_cast<double>(n) * static_cast<double>(T) * static_cast<double>(cfg.vocab) * 4 <= 1 << 30;
+  std::vector<at::Tensor> ref_logits;
+  auto reference = [&](int64_t b0, int64_t nb) {
+    if (keep_ref && static_cast<int64_t>(ref_logits.size()) > b0 / batch) return ref_logits[b0 / batch];
+    at::Tensor r = model.head(h_fp.narrow(0, b0, nb)).narrow(1, 0, T - 1);
+    if (keep_ref) ref_logits.push_back(r);
+    return r;
+  };
   at::Tensor h_in = embedded;  // hidden states entering layer `at`
   int64_t at_layer = 0;
   const double predicted = static_cast<double>(n * (T - 1));
@@ -63,8 +72,7 @@ void measure_kl_sensitivities(Model& model, const Recipe& recipe, const std::vec
       for (int64_t b0 = 0; b0 < n; b0 += batch) {
         const int64_t nb = std::min(batch, n - b0);
         const at::Tensor q = model.head(run_from(u.layer, &w, h_in.narrow(0, b0, nb))).narrow(1, 0, T - 1);
-        const at::Tensor ref = model.head(h_fp.narrow(0, b0, nb)).narrow(1, 0, T - 1);
-        kl += kl_divergence_sum(ref, q);
+        kl += kl_divergence_sum(reference(b0, nb), q);
       }
       u.error.push_back(std::max(kl / predicted, 0.0));  // fp64 round-off of a KL of ~0 may dip below it
     }
