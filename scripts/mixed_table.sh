@@ -45,13 +45,13 @@
 # KL: mean KL(p_FP || p_quantized) per predicted token, nats; the FP model of an outlierized variant is the
 # outlierized FP model.
 # Usage: scripts/mixed_table.sh [--quick] [--svg FILE]
-#   --quick: stories260K only; uniform w3, w4; budgets 3.5 and 4.5; the GGUF part at Q4_K_M only (~3 minutes)
+#   --quick: stories260K only; uniform w3, w4; budgets 3.5 and 4.5; the GGUF part at Q4_K_M only (~5 minutes)
 #   --svg FILE: where the plot goes (default docs/results/mixed_precision.svg)
 # Environment: PTQ (a ptq binary; default build/ptq, built by scripts/build.sh), NPM_DIR (default build/npm-oracle),
 #              PTQ_SCRATCH (temporary files, default /tmp).
-# Runtime on the project's 2-core machine: see the README's mixed-table section (the script prints its own minutes);
-# most of it is ptq scoring sotu-llama-8m's 24 checkpoints (each window run by the checkpoint and the FP model) and
-# llama.cpp scoring its GGUF files (~75 s per file, one thread).
+# Runtime on the project's 2-core machine (AMD EPYC): 29 minutes in full, measured nice'd while other builds shared
+# the machine (load 4-7); about 12 of them llama.cpp scoring sotu-llama-8m's 6 GGUF files (one thread), 10 ptq
+# scoring the 48 checkpoints (each window run by the checkpoint and the FP model).
 # Exit 0 when the tables were made (whatever the targets' verdicts; the GGUF part says "not run" when npm, g++ or the
 # llama.cpp source bundle is unavailable), 1 on a failure of the setup (calibration, scoring).
 set -euo pipefail
