@@ -155,7 +155,8 @@ out = []
 print(f"Made by `scripts/gguf_table.sh` ({version}) in {seconds / 60:.0f} min on {os.cpu_count()} cores. "
       "Scored by llama.cpp (node-llama-cpp 3.22.1's CPU build: one thread, no flash attention, F32 KV cache) on ptq's "
       "token ids. KL: mean KL(p_F32 || p_quantized) per predicted token. bits/weight: tensor data bits / parameters. "
-      "target: ptq GPTQ has lower KL than llama-quantize without and with the imatrix, at no larger file. "
+      "target: ptq GPTQ has lower KL than llama-quantize without and with the imatrix, with no more tensor data "
+      "(whole files differ by a few dozen bytes of metadata, shown). "
       "Rows whose tensors equal llama-quantize's are not scored again.\n")
 for model in models:
     m = os.path.join(work, model)
