@@ -4,8 +4,10 @@
 // with the writers or readers) gets the quantizer's own values back, bit for bit.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -182,6 +184,24 @@ TEST_CASE("gptq export refuses FP models, unpackable widths (or keeps them float
   CHECK(mixed.quantization_config.at("bits") == 4);
   CHECK(mixed.quantization_config.at("dynamic").size() == 1);
   require_same_model(tmp + "/mixed", tmp + "/mixed-v2");
+
+  // The same two schemes as compressed-tensors: one config group per scheme, each targeting its module by exact name,
+  // neither of them in "ignore"; the importer reads it back to the same model.
+  const PackedExportReport ct = export_compressed_tensors(tmp + "/mixed", tmp + "/mixed-ct", {});
+  CHECK(ct.modules.size() == 2);
+  const nlohmann::json cq = nlohmann::json::parse(read_text_file(tmp + "/mixed-ct/config.json"))["quantization_config"];
+  REQUIRE(cq["config_groups"].size() == 2);
+  std::map<int, nlohmann::json> by_bits;
+  for (const auto& [name, g] : cq["config_groups"].items()) by_bits[g["weights"]["num_bits"].get<int>()] = g;
+  REQUIRE(by_bits.size() == 2);
+  CHECK(by_bits[4]["targets"] == nlohmann::json::array({mod}));
+  CHECK(by_bits[8]["targets"] == nlohmann::json::array({mod2}));
+  CHECK(by_bits[8]["weights"]["symmetric"] == false);
+  CHECK(by_bits[8]["weights"]["group_size"] == 32);
+  const auto ignore = cq["ignore"].get<std::vector<std::string>>();
+  CHECK(std::find(ignore.begin(), ignore.end(), mod) == ignore.end());
+  CHECK(std::find(ignore.begin(), ignore.end(), mod2) == ignore.end());
+  require_same_model(tmp + "/mixed", tmp + "/mixed-ct");
 }
 
 TEST_CASE("compressed-tensors pack-quantized export reads back bit-exact, sym and asym",
