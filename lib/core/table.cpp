@@ -99,6 +99,16 @@ std::string join(const std::vector<std::string>& items, std::string_view sep) {
   return s;
 }
 
+std::string regex_escape(std::string_view s) {
+  static constexpr std::string_view kSpecial = R"(.^$|()[]{}*+?\)";
+  std::string out;
+  for (char c : s) {
+    if (kSpecial.find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 std::string join_module_list(const std::vector<std::string>& v, size_t max) {
   if (verbose() || v.size() <= max) return join(v);
   return join({v.begin(), v.begin() + static_cast<std::ptrdiff_t>(max)}) +

@@ -34,5 +34,8 @@ std::string join(const std::vector<std::string>& items, std::string_view sep = "
 // Lists in one-line messages: "a, b, c, ... (N in all; --verbose lists them)", or every item with --verbose
 // (set_verbose, core/progress.h).
 std::string join_module_list(const std::vector<std::string>& items, size_t max = 12);
+// `s` with every ECMAScript regex metacharacter backslash-escaped: the pattern that matches `s` literally
+// ("model.layers.0" -> model\.layers\.0).
+std::string regex_escape(std::string_view s);
 
 }  // namespace ptq

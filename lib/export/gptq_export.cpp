@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/file.h"
+#include "core/table.h"
 #include "core/model_dir.h"
 #include "export/compressed_tensors_export.h"
 #include "model/config.h"
@@ -370,11 +371,7 @@ GptqExportReport export_gptq(const std::string& model_dir, const std::string& ou
               {"model_file_base_name", "model"},
               {"meta", {{"quantizer", {fmt::format("ptq:{}", PTQ_VERSION)}}}}};
     json dynamic = json::object();
-    auto exact = [](char sign, const std::string& m) {
-      std::string re = std::string(1, sign) + ":^";
-      for (char c : m) re += (c == '.' ? std::string("\\.") : std::string(1, c));
-      return re + "$";
-    };
+    auto exact = [](char sign, const std::string& m) { return std::string(1, sign) + ":^" + regex_escape(m) + "$"; };
     for (const auto& [m, why] : rep.kept_float) dynamic[exact('-', m)] = json::object();  // stays a float Linear
     for (const auto& m : rep.modules) {
       const WeightQuantSpec& sp = in.qc.modules.at(m).spec;

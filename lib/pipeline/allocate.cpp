@@ -40,11 +40,6 @@ std::vector<GgmlType> default_gguf_candidates() {
   return {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0};
 }
 
-std::string regex_escape(const std::string& s) {
-  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
-  return std::regex_replace(s, special, R"(\$&)");
-}
-
 const std::string& checked_name(const std::string& name, const std::vector<std::string>& names, const char* what) {
   if (std::find(names.begin(), names.end(), name) == names.end())
     fail_input("{} {}: expected one of {}", what, name, join(names));

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <filesystem>
 #include <stdexcept>
+#include <regex>
 
 #include "core/file.h"
 #include "core/half.h"
@@ -173,4 +174,13 @@ TEST_CASE("ModelDirWriter: whole or nothing, no silent replacement, never the in
   ModelDirWriter late(dir + "/late", src, false);
   fs::create_directories(dir + "/late");
   CHECK_THROWS_WITH(late.commit(), Catch::Contains("appeared"));
+}
+
+TEST_CASE("regex_escape: the pattern matches its text literally and nothing it would match unescaped", "[core]") {
+  CHECK(regex_escape("model.layers.0.mlp") == R"(model\.layers\.0\.mlp)");  // hand-written
+  const std::string every = R"(a.^$|()[]{}*+?\z)";
+  CHECK(regex_escape(every) == R"(a\.\^\$\|\(\)\[\]\{\}\*\+\?\\z)");
+  const std::regex re("^" + regex_escape(every) + "$");
+  CHECK(std::regex_match(every, re));
+  CHECK_FALSE(std::regex_match(std::string("model_layers_0"), std::regex("^" + regex_escape("model.layers.0") + "$")));
 }
