@@ -9,6 +9,7 @@
 #include "calibration/calibrate.h"
 #include "core/error.h"
 #include "core/model_dir.h"
+#include "core/progress.h"
 #include "core/table.h"
 #include "eval/kl_sensitivity.h"
 #include "export/targets.h"
@@ -50,6 +51,7 @@ std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
 void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   apply_global_options(g, a.json);
   QuantizeOptions opts;
+  opts.started = now_seconds();  // the kl sensitivities below count in the reported time
   opts.recipe = load_recipe(a.recipe);
   Recipe& r = opts.recipe;
   if (a.method) {
@@ -96,6 +98,10 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   if (!a.candidates.empty() && !a.target_bpw && !a.target_size && !(r.target_bpw > 0))
     fail_input("--candidates lists the grids --target-bpw / --target-size choose from; give one of them");
   opts.allocation.metric = a.sensitivity_metric;
+  // The command's default is rtn-kl (its KL probes run the model here; the library's, which cannot run it, is rtn), or
+  // the metric of the file --sensitivity reuses.
+  if (a.sensitivity_metric.empty() && r.allocation_sensitivity.empty())
+    opts.allocation.metric = a.sensitivity.empty() ? "rtn-kl" : load_sensitivity_table(a.sensitivity).metric;
   opts.allocation.unit = a.allocation_unit;
   opts.allocation.save_sensitivity = a.save_sensitivity;
   opts.allocation.load_sensitivity = a.sensitivity;
@@ -107,11 +113,12 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
     if (set && !allocating) fail_input("{} belongs to mixed precision; give --target-bpw or --target-size", flag);
 
   if (!a.report.empty()) check_output_path(a.report, a.model, a.force);  // before the work, not after
+  if (!a.save_sensitivity.empty()) check_output_path(a.save_sensitivity, {a.model, a.sensitivity, a.stats}, a.force);
   auto model = open_model_to_quantize(a.model);
   if (allocating && a.sensitivity.empty() && !r.activation_path()) {
-    // The kl metric runs the model (lib/eval, above the quantize pipeline): measured here and handed in.
+    // The kl and rtn-kl metrics run the model (lib/eval, above the quantize pipeline): measured here, handed in.
     const AllocationOptions merged = merged_allocation_options(opts.allocation, r);
-    if (merged.metric == "kl") {
+    if (merged.metric == "kl" || merged.metric == "rtn-kl") {
       SensitivityTable t = plan_sensitivity_table(*model, r, merged);
       CalibrationDataSpec spec = r.calibration;
       spec.nsamples = std::min<int64_t>(spec.nsamples, kKlSensitivityWindows);
@@ -180,8 +187,10 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
                                           human_bytes(al.target_bytes), al.target_bytes, human_bytes(al.size_bytes),
                                           al.size_bytes, human_bytes(al.fixed_bytes), al.achieved_bpw)
                             : fmt::format("target {:.3f} bits/weight, achieved {:.3f}", al.target_bpw, al.achieved_bpw);
-    const std::string metric = al.metric == "kl" ? fmt::format("mean KL on {}", al.sensitivity)
-                                                 : fmt::format("{} {} output error", al.sensitivity, al.metric);
+    const std::string metric =
+        al.metric == "kl"       ? fmt::format("mean KL on {}", al.sensitivity)
+        : al.metric == "rtn-kl" ? fmt::format("rtn output error scaled to each unit's KL ({})", al.sensitivity)
+                                : fmt::format("{} {} output error", al.sensitivity, al.metric);
     std::printf("allocation: %s (per %s, sensitivity: %s); %s\n", target.c_str(), al.unit.c_str(), metric.c_str(),
                 grids.c_str());
   }
@@ -284,7 +293,8 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
                 "QuaRot-style randomized Hadamard rotation of the residual stream, plus online before down_proj");
   cmd->add_option("--target-bpw", a->target_bpw,
                   "Mixed precision: choose every module's grid from --candidates so the quantized modules average this "
-                  "many bits per weight (codes + scales + zeros) with the least measured output error; needs --stats")
+                  "many bits per weight (codes + scales + zeros) with the least measured sensitivity "
+                  "(--sensitivity-metric); --stats gives the FP model's Hessians, else one calibration pass does")
       ->check(kPositive);
   cmd->add_option("--target-size", a->target_size,
                   "Mixed precision like --target-bpw, the budget given as the checkpoint's size: the quantized "
@@ -299,22 +309,26 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
       ->delimiter(',')
       ->type_name("GRID,...");
   cmd->add_option("--sensitivity-metric", a->sensitivity_metric,
-                  "What mixed precision minimises (recipe allocation.sensitivity; default rtn): rtn = the output error "
+                  "What mixed precision minimises (recipe allocation.sensitivity; default rtn-kl): rtn = the output error "
                   "1/2 tr(dW H dW^T) RTN leaves on each candidate (the diagonal form with a stats file without "
                   "Hessians); gptq = the same for what GPTQ leaves (one GPTQ run per module and candidate; needs "
                   "Hessians); kl = the mean KL divergence from the FP model on " +
                       std::to_string(kKlSensitivityWindows) +
-                      " calibration windows with that unit alone RTN-quantized (one forward per unit and candidate)")
+                      " calibration windows with that unit alone RTN-quantized (one forward per unit and candidate); "
+                      "rtn-kl = rtn's errors with each unit's scaled to equal its kl on the candidate of median size "
+                      "(one forward per unit: kl's weighting of units at a fraction of its time)")
       ->check(CLI::IsMember(sensitivity_metric_names()));
   cmd->add_option("--allocation-unit", a->allocation_unit,
                   "module (default): every linear module gets its own grid; layer: all linear modules of a decoder "
                   "layer share one (costs and errors summed per layer)")
       ->check(CLI::IsMember(allocation_unit_names()));
   cmd->add_option("--save-sensitivity", a->save_sensitivity,
-                  "Write every unit's bytes and error on every candidate to this JSON file (for --sensitivity)");
+                  "Write every unit's bytes and error on every candidate to this JSON file (for --sensitivity); an "
+                  "existing file is replaced only with --force");
   cmd->add_option("--sensitivity", a->sensitivity,
-                  "Reuse a --save-sensitivity file instead of measuring; refused when it was measured on another "
-                  "model, other candidates, metric or unit")
+                  "Reuse a --save-sensitivity file instead of measuring (its metric unless --sensitivity-metric or the "
+                  "recipe names one); refused when it was measured on another model (config.json or weights), other "
+                  "candidates, metric or unit")
       ->check(CLI::ExistingFile);
   cmd->add_option("--batch", a->batch, "Calibration windows per layer forward")->default_val(8)->check(kPositive);
   cmd->add_flag("--json", a->json, "Print one JSON object");

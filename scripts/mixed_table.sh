@@ -12,7 +12,8 @@
 #   uniform    `ptq quantize M --recipe configs/w4a16-gptq.yaml --grid wB<G> --stats STATS`, B = 2, 3, 4, 5, 6
 #   allocated  `ptq quantize M --recipe configs/mixed-3.5bit.yaml --target-bpw T --candidates w2<G>,...,w8<G>
 #              --stats STATS` (GPTQ on each module's grid; candidates 2, 3, 4, 5, 6, 8 bits), T = 2.5, 3, 3.5, 4,
-#              4.5, 5, 6
+#              4.5, 5, 6; sensitivity: the recipe's rtn-kl (or --metric's), measured at the first budget
+#              (--save-sensitivity) and reused at the others (--sensitivity: the same numbers, tests/pipeline)
 #   <G>: sotu-llama-8m g128 (rows of 256 and 768); stories260K one group per output channel (its rows of 64 and 172
 #   take no common group of 32 or more; a width the group does not divide would stay floating point).
 #   bits/weight = as the allocator counts (lib/pipeline/allocate.h, WeightGrid::bytes_for): 8 x (codes + fp16 scales
@@ -27,9 +28,10 @@
 #                              `ptq export STATS --format imatrix` wrote;
 #   ptq GPTQ mix               `ptq quantize M --recipe configs/gguf-<t>-gptq.yaml --stats STATS` (the mix's types);
 #   ptq allocated              the same recipe with `--target-bpw` = that checkpoint's bits/weight over its quantized
-#                              linear modules (ggml bytes), choosing ggml block types per module (sotu-llama-8m: the
-#                              default q2_k, q3_k, q4_k, q5_k, q6_k, q8_0; stories260K, whose rows are no multiple of
-#                              256: q4_0, q4_1, q5_0, q5_1, q8_0; its down_proj (172 columns) keeps the mix's F16);
+#                              linear modules (ggml bytes), choosing ggml block types per module by ptq quantize's
+#                              default sensitivity rtn-kl (or --metric's) (sotu-llama-8m: the default q2_k, q3_k,
+#                              q4_k, q5_k, q6_k, q8_0; stories260K, whose rows are no multiple of 256: q4_0, q4_1,
+#                              q5_0, q5_1, q8_0; its down_proj (172 columns) keeps the mix's F16);
 #   both ptq rows exported with `ptq export CK --format gguf --gguf-type <t>` (token_embd / output as the mix has them).
 #   bits/weight here = 8 x tensor data bytes / parameters of the whole file, as llama.cpp counts BPW
 #   (tests/oracle/gguf_sizes.mjs). Target: the allocated file has lower KL than llama-quantize --imatrix with no more
@@ -44,7 +46,9 @@
 #     within the hour.
 # KL: mean KL(p_FP || p_quantized) per predicted token, nats; the FP model of an outlierized variant is the
 # outlierized FP model.
-# Usage: scripts/mixed_table.sh [--quick] [--svg FILE]
+# Usage: scripts/mixed_table.sh [--quick] [--metric M] [--svg FILE]
+#   --metric M: the allocations' --sensitivity-metric (rtn, gptq, kl, rtn-kl; default: rtn-kl, the recipes' and
+#               ptq quantize's)
 #   --quick: stories260K only; uniform w3, w4; budgets 3.5 and 4.5; the GGUF part at Q4_K_M only (~5 minutes)
 #   --svg FILE: where the plot goes (default docs/results/mixed_precision.svg)
 # Environment: PTQ (a ptq binary; default build/ptq, built by scripts/build.sh), NPM_DIR (default build/npm-oracle),
@@ -62,12 +66,14 @@ source scripts/lib_bench.sh
 # shellcheck source=scripts/lib_npm_oracle.sh
 source scripts/lib_npm_oracle.sh
 quick=0
+metric_args=()
 svg=$root/docs/results/mixed_precision.svg
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
+    --metric) [[ $# -ge 2 ]] || { echo "--metric needs a name" >&2; exit 2; }; metric_args=(--sensitivity-metric "$2"); shift ;;
     --svg) [[ $# -ge 2 ]] || { echo "--svg needs a file" >&2; exit 2; }; svg=$(realpath -m "$2"); shift ;;
-    *) echo "usage: $0 [--quick] [--svg FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--metric M] [--svg FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -147,9 +153,11 @@ print(json.dumps({"model": m, "calib": c, "test": t, "seqlen": int(s)}))' \
       quantize_row grid "$name" uniform "w$b$group" "$m/w$b" "$m/w$b.log" \
         "$dir" --recipe configs/w4a16-gptq.yaml --grid "w$b$group" --stats "$m/stats.safetensors"
     done
+    sens=(--save-sensitivity "$m/sensitivity.json")  # measured at the first budget, reused at the others
     for t in "${budgets[@]}"; do
       quantize_row grid "$name" allocated "$t" "$m/a$t" "$m/a$t.log" "$dir" --recipe configs/mixed-3.5bit.yaml \
-        --target-bpw "$t" --candidates "$candidates" --stats "$m/stats.safetensors"
+        --target-bpw "$t" --candidates "$candidates" --stats "$m/stats.safetensors" "${metric_args[@]}" "${sens[@]}"
+      [[ -f $m/sensitivity.json ]] && sens=(--sensitivity "$m/sensitivity.json")
     done
     mapfile -t cks < <(python3 -c 'import json, sys
 for l in open(sys.argv[1]):
@@ -187,7 +195,7 @@ for l in open(sys.argv[1]):
           target=$(python3 -c 'import json, sys; print(repr(json.load(open(sys.argv[1]))["avg_bits_per_weight"]))' \
             "$q.mix.ck.json" 2>/dev/null) || { row part=gguf model="$name" method=allocated label="$type" file="" \
                                                    status="not run: no GPTQ mix to size the budget"; continue; }
-          args=(--target-bpw "$target" "${gguf_candidates[@]}")
+          args=(--target-bpw "$target" "${gguf_candidates[@]}" "${metric_args[@]}")
         fi
         if ptq quantize "$dir" --recipe "$recipe" --stats "$m/stats.safetensors" "${args[@]}" -o "$q.$method.ck" \
               --json >"$q.$method.ck.json" 2>"$q.$method.log" &&
@@ -258,9 +266,13 @@ for name in names:
     ev = {d["model"]: d for d in json.load(open(os.path.join(m, "eval.json")))["results"]}
     fp = next(iter(ev.values()))
     fp_ppl = fp.get("reference_ppl", fp["ppl"])  # with --kl-reference the FP model is not scored on its own
+    alloc = next((json.load(open(r["quantize_json"]))["allocation"] for r in grid_rows
+                  if r["method"] == "allocated" and r["status"] == "score"), None)
+    sens = f"; allocations' sensitivity: {alloc['metric']} ({alloc['sensitivity']})" if alloc else ""
     print(f"**{name}**: GPTQ Hessians and sensitivities from `ptq calibrate --hessian` on {setup['calib']} "
-          f"(40 x {setup['seqlen']} tokens, seed 0); scored on the first {fp['windows']} windows of {setup['seqlen']} "
-          f"tokens of {setup['test']} ({fp['predicted_tokens']:,} predicted tokens); FP ppl {fp_ppl:.3f}.\n")
+          f"(40 x {setup['seqlen']} tokens, seed 0){sens}; scored on the first {fp['windows']} windows of "
+          f"{setup['seqlen']} tokens of {setup['test']} ({fp['predicted_tokens']:,} predicted tokens); FP ppl "
+          f"{fp_ppl:.3f}.\n")
     print("| method | grids | bits/weight | ppl | KL from FP | target |")
     print("|---|---|---:|---:|---:|---|")
     print(f"| FP | - | - | {fp_ppl:.3f} | 0 | |")

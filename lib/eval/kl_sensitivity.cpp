@@ -27,6 +27,7 @@ void measure_kl_sensitivities(Model& model, const Recipe& recipe, const std::vec
       fail_input("--sensitivity-metric kl: window {} has {} tokens, the first {}", i, windows[i].size(), T);
     std::copy(windows[i].begin(), windows[i].end(), ids.data_ptr<int64_t>() + i * T);
   }
+  const bool probe_only = table.metric == "rtn-kl";  // one grid per unit (kl_probe_grid), else every candidate
   at::NoGradGuard no_grad;
   const ForwardContext ctx = make_forward_context(cfg, 0, T);
   // Layers first..end on h (one batch); `replaced` stands in for layer `first` when given.
@@ -61,8 +62,7 @@ void measure_kl_sensitivities(Model& model, const Recipe& recipe, const std::vec
     for (; at_layer < u.layer; ++at_layer)
       h_in = decoder_layer_forward(cfg, model.layer(at_layer), at_layer, h_in, ctx, nullptr, nullptr);
     const LayerWeights& fp = model.layer(u.layer);
-    u.error.clear();
-    for (const std::string& grid : u.grids) {
+    auto unit_kl = [&](const std::string& grid) {
       LayerWeights w = fp;  // tensor handles: the model's cached layer is not touched
       for (const SensitivityModule& m : u.modules) {
         const LinearId id = static_cast<LinearId>(m.linear);
@@ -74,7 +74,14 @@ void measure_kl_sensitivities(Model& model, const Recipe& recipe, const std::vec
         const at::Tensor q = model.head(run_from(u.layer, &w, h_in.narrow(0, b0, nb))).narrow(1, 0, T - 1);
         kl += kl_divergence_sum(reference(b0, nb), q);
       }
-      u.error.push_back(std::max(kl / predicted, 0.0));  // fp64 round-off of a KL of ~0 may dip below it
+      return std::max(kl / predicted, 0.0);  // fp64 round-off of a KL of ~0 may dip below it
+    };
+    u.error.clear();
+    if (probe_only) {
+      u.probe_grid = kl_probe_grid(u);
+      u.probe_kl = unit_kl(u.grids[u.probe_grid]);
+    } else {
+      for (const std::string& grid : u.grids) u.error.push_back(unit_kl(grid));
     }
   }
   progress.finish();

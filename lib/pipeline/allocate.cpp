@@ -5,6 +5,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <stdexcept>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -14,6 +15,7 @@
 #include "core/bit_allocation.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/model_dir.h"
 #include "core/progress.h"
 #include "core/table.h"
 #include "io/gguf.h"
@@ -28,7 +30,7 @@ namespace ptq {
 namespace {
 
 constexpr const char* kSensitivityFormat = "ptq-sensitivity";
-constexpr int kSensitivityVersion = 1;
+constexpr int kSensitivityVersion = 2;  // 2: weights_sha256
 
 std::vector<WeightGrid> default_candidates(const Recipe& r) {
   std::vector<WeightGrid> c;
@@ -40,12 +42,6 @@ std::vector<GgmlType> default_gguf_candidates() {
   return {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0};
 }
 
-const std::string& checked_name(const std::string& name, const std::vector<std::string>& names, const char* what) {
-  if (std::find(names.begin(), names.end(), name) == names.end())
-    fail_input("{} {}: expected one of {}", what, name, join(names));
-  return name;
-}
-
 }  // namespace
 
 AllocationOptions merged_allocation_options(const AllocationOptions& opts, const Recipe& recipe) {
@@ -55,22 +51,25 @@ AllocationOptions merged_allocation_options(const AllocationOptions& opts, const
     if (o.candidates.empty() && o.gguf_candidates.empty())
       add_candidates(recipe.candidates, recipe.gguf.has_value(), o, "allocation.candidates");
   }
-  o.metric = allocation_metric(opts, recipe);
-  o.unit = allocation_unit(opts, recipe);
+  // The flag's value, else the recipe's, else the default; checked against the names the flag takes.
+  auto resolve = [](const std::string& flag_value, const std::string& recipe_value, const char* fallback,
+                    const std::vector<std::string>& names, const char* flag) {
+    const std::string v = !flag_value.empty() ? flag_value : !recipe_value.empty() ? recipe_value : fallback;
+    if (std::find(names.begin(), names.end(), v) == names.end())
+      fail_input("{} {}: expected one of {}", flag, v, join(names));
+    return v;
+  };
+  o.metric = resolve(opts.metric, recipe.allocation_sensitivity, "rtn", sensitivity_metric_names(),
+                     "--sensitivity-metric");
+  o.unit = resolve(opts.unit, recipe.allocation_unit, "module", allocation_unit_names(), "--allocation-unit");
   return o;
 }
 
-std::string allocation_metric(const AllocationOptions& opts, const Recipe& recipe) {
-  const std::string m = !opts.metric.empty() ? opts.metric : !recipe.allocation_sensitivity.empty()
-                                                                 ? recipe.allocation_sensitivity
-                                                                 : "rtn";
-  return checked_name(m, sensitivity_metric_names(), "--sensitivity-metric");
-}
-
-std::string allocation_unit(const AllocationOptions& opts, const Recipe& recipe) {
-  const std::string u = !opts.unit.empty() ? opts.unit : !recipe.allocation_unit.empty() ? recipe.allocation_unit
-                                                                                          : "module";
-  return checked_name(u, allocation_unit_names(), "--allocation-unit");
+int kl_probe_grid(const SensitivityUnit& u) {
+  std::vector<int> by_size(u.grids.size());
+  for (size_t k = 0; k < by_size.size(); ++k) by_size[k] = static_cast<int>(k);
+  std::stable_sort(by_size.begin(), by_size.end(), [&](int a, int b) { return u.bytes[a] < u.bytes[b]; });
+  return by_size.empty() ? -1 : by_size[(by_size.size() - 1) / 2];
 }
 
 int64_t SensitivityUnit::params() const {
@@ -103,12 +102,15 @@ nlohmann::json SensitivityTable::to_json() const {
       if (!m.error.empty()) jm["error"] = m.error;
       ms.push_back(std::move(jm));
     }
-    us.push_back({{"name", u.name}, {"grids", u.grids}, {"bytes", u.bytes}, {"error", u.error}, {"modules", ms}});
+    nlohmann::json ju = {{"name", u.name}, {"grids", u.grids}, {"bytes", u.bytes}, {"error", u.error}, {"modules", ms}};
+    if (u.probe_grid >= 0) ju["probe"] = {{"grid", u.grids[u.probe_grid]}, {"kl", u.probe_kl}};
+    us.push_back(std::move(ju));
   }
   return {{"format", kSensitivityFormat}, {"version", kSensitivityVersion},
           {"metric", metric},            {"flavor", flavor},
           {"unit", unit},                {"choices", gguf ? "ggml types" : "ptq grids"},
-          {"config_sha256", config_sha256}, {"candidates", candidates},
+          {kOutputMarker, std::string("ptq ") + PTQ_VERSION},  // --force may replace it (core/model_dir.h)
+          {"config_sha256", config_sha256}, {"weights_sha256", weights_sha256}, {"candidates", candidates},
           {"units", us}};
 }
 
@@ -116,15 +118,17 @@ SensitivityTable sensitivity_table_from_json(const nlohmann::json& j, const std:
   try {
     if (j.value("format", "") != kSensitivityFormat)
       fail_input("{} is not a ptq sensitivity file (no \"format\": \"{}\")", where, kSensitivityFormat);
-    if (j.at("version").get<int>() > kSensitivityVersion)
-      fail_input("{} has version {}; this ptq reads sensitivity files up to version {}", where,
-                 j.at("version").get<int>(), kSensitivityVersion);
+    const int version = j.at("version").get<int>();
+    if (version != kSensitivityVersion)
+      fail_input("{} has version {}; this ptq reads version {} (measure again with --save-sensitivity)", where, version,
+                 kSensitivityVersion);
     SensitivityTable t;
     t.metric = j.at("metric").get<std::string>();
     t.flavor = j.at("flavor").get<std::string>();
     t.unit = j.at("unit").get<std::string>();
     t.gguf = j.at("choices").get<std::string>() == "ggml types";
     t.config_sha256 = j.at("config_sha256").get<std::string>();
+    t.weights_sha256 = j.at("weights_sha256").get<std::string>();
     t.candidates = j.at("candidates").get<std::vector<std::string>>();
     for (const auto& ju : j.at("units")) {
       SensitivityUnit u;
@@ -135,6 +139,12 @@ SensitivityTable sensitivity_table_from_json(const nlohmann::json& j, const std:
       if (u.bytes.size() != u.grids.size() || u.error.size() != u.grids.size())
         fail_input("{}: unit {} lists {} grids but {} bytes and {} errors", where, u.name, u.grids.size(),
                    u.bytes.size(), u.error.size());
+      if (ju.contains("probe")) {
+        const auto g = std::find(u.grids.begin(), u.grids.end(), ju.at("probe").at("grid").get<std::string>());
+        if (g == u.grids.end()) fail_input("{}: unit {} has a probe on a grid it does not list", where, u.name);
+        u.probe_grid = static_cast<int>(g - u.grids.begin());
+        u.probe_kl = ju.at("probe").at("kl").get<double>();
+      }
       for (const auto& jm : ju.at("modules")) {
         SensitivityModule m;
         m.module = jm.at("module").get<std::string>();
@@ -169,9 +179,11 @@ SensitivityTable load_sensitivity_table(const std::string& path) {
 
 SensitivityTable plan_sensitivity_table(const Model& model, const Recipe& recipe, const AllocationOptions& opts) {
   const ModelConfig& cfg = model.config();
+  if (opts.metric.empty() || opts.unit.empty())
+    throw std::logic_error("plan_sensitivity_table: options not merged (merged_allocation_options)");
   SensitivityTable t;
-  t.metric = allocation_metric(opts, recipe);
-  t.unit = allocation_unit(opts, recipe);
+  t.metric = opts.metric;
+  t.unit = opts.unit;
   t.gguf = recipe.gguf.has_value();
   t.config_sha256 = sha256_file(model.path() + "/config.json");
   const std::vector<WeightGrid> grids = opts.candidates.empty() ? default_candidates(recipe) : opts.candidates;
@@ -267,11 +279,16 @@ at::Tensor rtn_candidate_weight(const at::Tensor& w, const std::string& grid, co
 namespace {
 
 // Refuses a reused table that was not measured for this model, these candidates and this metric/unit, naming the
-// first unit, module or candidate that differs. `plan` is what this run would measure.
-void check_table(const SensitivityTable& got, const SensitivityTable& plan, const std::string& where) {
+// first unit, module or candidate that differs. `plan` is what this run would measure. With `probes_only` (rtn-kl's
+// measured probes, errors still to come) each unit's probe is checked instead of its errors.
+void check_table(const SensitivityTable& got, const SensitivityTable& plan, const std::string& where,
+                 bool probes_only = false) {
   if (got.config_sha256 != plan.config_sha256)
     fail_input("{} was measured on another model: its config.json sha256 is {:.12}..., this model's {:.12}...", where,
                got.config_sha256, plan.config_sha256);
+  if (got.weights_sha256 != plan.weights_sha256)
+    fail_input("{} was measured on other weights (the same config.json): their sha256 is {:.12}..., this model's "
+               "{:.12}...", where, got.weights_sha256, plan.weights_sha256);
   if (got.metric != plan.metric)
     fail_input("{} holds {} sensitivities; this run asks for --sensitivity-metric {}", where, got.metric, plan.metric);
   if (got.unit != plan.unit)
@@ -300,10 +317,18 @@ void check_table(const SensitivityTable& got, const SensitivityTable& plan, cons
                    a.modules[m].params, b.modules[m].module, b.modules[m].params);
     if (a.grids != b.grids)
       fail_input("{}: module {} lists candidates {}; here {} fit it", where, a.name, join(a.grids), join(b.grids));
+    if (probes_only && (a.probe_grid != kl_probe_grid(b) || !std::isfinite(a.probe_kl) || a.probe_kl < 0))
+      fail_input("{}: unit {} has no KL probe on {} (expected a finite KL >= 0)", where, a.name,
+                 b.grids[kl_probe_grid(b)]);
+    if (got.metric == "rtn-kl" && !probes_only && a.probe_grid < 0)
+      fail_input("{}: unit {} has rtn-kl errors but no KL probe", where, a.name);
+    if (!probes_only && a.error.size() != b.grids.size())
+      fail_input("{}: unit {} has {} errors for {} candidates", where, a.name, a.error.size(), b.grids.size());
     for (size_t k = 0; k < b.grids.size(); ++k) {
       if (a.bytes[k] != b.bytes[k])
         fail_input("{}: module {} on candidate {} costs {} bytes there, {} here", where, a.name, b.grids[k], a.bytes[k],
                    b.bytes[k]);
+      if (probes_only) continue;
       if (!std::isfinite(a.error[k]) || a.error[k] < 0)
         fail_input("{}: module {} on candidate {} has error {}; expected a finite value >= 0", where, a.name,
                    b.grids[k], a.error[k]);
@@ -311,7 +336,21 @@ void check_table(const SensitivityTable& got, const SensitivityTable& plan, cons
   }
 }
 
-// Fills the errors of `t` (metric rtn or gptq) from the stats' Hessians, or their diagonal.
+// What SensitivityTable::weights_sha256 holds: every tensor hashed from the model's mapped files, its pages released
+// after, so the model's resident memory does not grow.
+std::string weights_sha256(const Model& model) {
+  const TensorArchive& archive = model.archive();
+  std::string per_tensor;
+  for (const std::string& name : archive.names()) {
+    const TensorView v = archive.view(name);
+    per_tensor += sha256_hex(v.data, v.nbytes());
+    archive.release(name);
+  }
+  return sha256_hex(per_tensor.data(), per_tensor.size());
+}
+
+// Fills the errors of `t` (metric rtn, gptq or rtn-kl) from the stats' Hessians, or their diagonal; rtn-kl's scaled to
+// the units' KL probes.
 void measure_weight_errors(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
                            SensitivityTable& t) {
   const bool hessian = !stats.points().empty() && stats.has(0, LinearId::Q, Stat::Hessian);
@@ -321,8 +360,9 @@ void measure_weight_errors(const Model& model, const Recipe& recipe, const Calib
   if (t.metric == "gptq" && !hessian)
     fail_input("--sensitivity-metric gptq runs GPTQ with each module's Hessian; the stats file has none: re-run ptq "
                "calibrate with --hessian");
+  const std::string kl_flavor = t.flavor;  // rtn-kl: the KL probes' windows
   t.flavor = hessian ? "hessian" : "diagonal";
-  Progress progress(fmt::format("sensitivity ({})", t.metric), static_cast<int64_t>(t.units.size()), "units");
+  Progress progress(fmt::format("sensitivity ({})", t.metric == "rtn-kl" ? "rtn" : t.metric), static_cast<int64_t>(t.units.size()), "units");
   for (size_t ui = 0; ui < t.units.size(); ++ui) {
     SensitivityUnit& u = t.units[ui];
     progress.update(static_cast<int64_t>(ui));
@@ -358,8 +398,18 @@ void measure_weight_errors(const Model& model, const Recipe& recipe, const Calib
         u.error[k] += m.error.back();
       }
     }
+    if (t.metric == "rtn-kl") {
+      // One factor per unit: rtn's error on the probe grid becomes the KL measured there. A unit whose rounding on
+      // the probe changes nothing (error 0) keeps rtn's zeros.
+      const double at_probe = u.error[u.probe_grid];
+      const double scale = at_probe > 0 ? u.probe_kl / at_probe : 0.0;
+      for (double& e : u.error) e *= scale;
+      for (SensitivityModule& m : u.modules)
+        for (double& e : m.error) e *= scale;
+    }
   }
   progress.finish();
+  if (t.metric == "rtn-kl") t.flavor = fmt::format("{}, KL on {}", t.flavor, kl_flavor);
 }
 
 }  // namespace
@@ -429,17 +479,22 @@ double checkpoint_fixed_bytes(const Model& model, const Recipe& recipe, const st
 }
 
 AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const CalibrationStats& stats,
-                                const AllocationOptions& opts) {
+                                const AllocationOptions& flags) {
+  const AllocationOptions opts = merged_allocation_options(flags, recipe);
   if (opts.target_bpw > 0 && opts.target_bytes > 0)
     fail_input("--target-bpw {} and --target-size {} both set the budget; give one", opts.target_bpw,
                opts.target_bytes);
   if (!(opts.target_bpw > 0) && !(opts.target_bytes > 0))
     fail_input("--target-bpw or --target-size must be > 0, got {} and {}", opts.target_bpw, opts.target_bytes);
   SensitivityTable table = plan_sensitivity_table(model, recipe, opts);
-  if (!opts.load_sensitivity.empty() || opts.given) {
-    const std::string where = opts.given ? "the measured sensitivities" : "--sensitivity " + opts.load_sensitivity;
-    SensitivityTable got = opts.given ? *opts.given : load_sensitivity_table(opts.load_sensitivity);
-    check_table(got, table, where);
+  if (!opts.load_sensitivity.empty() || !opts.save_sensitivity.empty()) table.weights_sha256 = weights_sha256(model);
+  const bool measured_above = table.metric == "kl" || table.metric == "rtn-kl";  // by eval/kl_sensitivity.h
+  const bool reused = !opts.load_sensitivity.empty();
+  if (reused || (measured_above && opts.given)) {
+    const std::string where = reused ? "--sensitivity " + opts.load_sensitivity : "the measured sensitivities";
+    SensitivityTable got = reused ? load_sensitivity_table(opts.load_sensitivity) : *opts.given;
+    if (!reused) got.weights_sha256 = table.weights_sha256;  // measured on this very model
+    check_table(got, table, where, /*probes_only=*/!reused && table.metric == "rtn-kl");
     for (size_t u = 0; u < got.units.size(); ++u) {  // where the modules sit: not in the file, equal by check_table
       got.units[u].layer = table.units[u].layer;
       for (size_t m = 0; m < got.units[u].modules.size(); ++m) {
@@ -448,12 +503,11 @@ AllocationReport allocate_grids(const Model& model, const Recipe& recipe, const 
       }
     }
     table = std::move(got);
-  } else if (table.metric == "kl") {
-    fail_input("--sensitivity-metric kl is measured on the running model (eval/kl_sensitivity.h, as `ptq quantize` "
-               "does) and handed in as AllocationOptions::given, or reused with --sensitivity");
-  } else {
-    measure_weight_errors(model, recipe, stats, table);
+  } else if (measured_above) {
+    fail_input("--sensitivity-metric {} is measured on the running model (eval/kl_sensitivity.h, as `ptq quantize` "
+               "does) and handed in as AllocationOptions::given, or reused with --sensitivity", table.metric);
   }
+  if (!reused && table.metric != "kl") measure_weight_errors(model, recipe, stats, table);  // rtn, gptq, rtn-kl
   if (!opts.save_sensitivity.empty()) save_sensitivity_table(table, opts.save_sensitivity);
 
   AllocationReport rep;

@@ -198,7 +198,7 @@ void finish_report(QuantizeReport& report, const CheckpointWriter& writer, doubl
 }
 
 QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
-  const double t0 = now_seconds();
+  const double t0 = opts.started > 0 ? opts.started : now_seconds();
   Recipe allocated = opts.recipe;  // with --target-bpw, plus one override per module
   const Recipe& recipe = allocated;
   const ModelConfig& cfg = model.config();
@@ -219,9 +219,9 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
   if (allocate) {
     // Sensitivities need the FP model's Hessians: from --stats, or from one calibration pass over the recipe's data
     // (all layers' Hessians held at once: for a 7B model ~20 GB; pass a stats file there). Reused (--sensitivity) or
-    // measured by the caller (kl), they need none.
+    // measured by the caller (kl; rtn-kl's probes only), they need none.
     std::optional<CalibrationStats> own;
-    if (!stats && (!alloc.load_sensitivity.empty() || alloc.given)) {
+    if (!stats && (!alloc.load_sensitivity.empty() || alloc.metric == "kl")) {
       own.emplace();
     } else if (!stats) {
       CalibrateOptions copts;

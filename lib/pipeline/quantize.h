@@ -29,6 +29,9 @@ struct QuantizeOptions {
   // --target-bpw: mixed precision, every module's grid allocated from measured sensitivities (pipeline/allocate.h;
   // needs stats_path). target_bpw 0: the recipe's grids.
   AllocationOptions allocation;
+  // now_seconds() when the command began, so work its caller did first (the kl sensitivities, measured above this
+  // layer) counts in QuantizeReport::seconds; 0: from quantize_model's own start.
+  double started = 0;
 };
 
 struct ModuleReport {

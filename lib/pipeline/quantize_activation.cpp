@@ -136,7 +136,7 @@ void write_rewritten_layer(CheckpointWriter& writer, const ModelConfig& cfg, int
 }  // namespace
 
 QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& opts) {
-  const double t0 = now_seconds();
+  const double t0 = opts.started > 0 ? opts.started : now_seconds();
   const Recipe& recipe = opts.recipe;
   const ModelConfig& cfg = model.config();
   const WeightAlgorithm& algo = weight_algorithm(recipe.method);

@@ -127,7 +127,7 @@ std::optional<WeightQuantSpec> Recipe::spec_for(const std::string& path) const {
 }
 
 const std::vector<std::string>& sensitivity_metric_names() {
-  static const std::vector<std::string> names = {"rtn", "gptq", "kl"};
+  static const std::vector<std::string> names = {"rtn", "gptq", "kl", "rtn-kl"};
   return names;
 }
 

@@ -69,7 +69,7 @@ struct Recipe {
 };
 
 // The names allocation.sensitivity and allocation.unit accept.
-const std::vector<std::string>& sensitivity_metric_names();  // rtn, gptq, kl
+const std::vector<std::string>& sensitivity_metric_names();  // rtn, gptq, kl, rtn-kl
 const std::vector<std::string>& allocation_unit_names();     // module, layer
 
 // The recipe `ptq quantize` uses when none is given.

@@ -5,8 +5,11 @@
 #include <cmath>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
+#include "calibration/stats.h"
 #include "core/file.h"
 #include "eval/kl_divergence.h"
 #include "eval/kl_sensitivity.h"
@@ -140,7 +143,7 @@ TEST_CASE("kl sensitivity: a unit's KL equals a full forward of the model with t
   AllocationOptions o;
   o.metric = "kl";
   add_candidates({"w2g128", "w8g128"}, false, o, "--candidates");
-  SensitivityTable t = plan_sensitivity_table(model, recipe, o);
+  SensitivityTable t = plan_sensitivity_table(model, recipe, merged_allocation_options(o, recipe));
   REQUIRE(t.units.size() == 42);
   const std::vector<int32_t> ids = load_tokenizer(dir)->encode(read_text_file(test::repo_path("data/sotu-test.txt")));
   std::vector<std::vector<int32_t>> windows;
@@ -170,4 +173,64 @@ TEST_CASE("kl sensitivity: a unit's KL equals a full forward of the model with t
   // The same fp32 layers in other batch splits (BLAS blocking: ~1e-6 relative in a logit); the KL (~1e-2) is a
   // difference of log-probabilities, so 1e-3 relative.
   CHECK(u.error[0] == Approx(expect).epsilon(1e-3));
+}
+
+TEST_CASE("rtn-kl sensitivity: rtn's errors scaled per unit to the KL measured on the median candidate", "[kl][allocate]") {
+  const std::string dir = test::repo_path("data/models/sotu-llama-8m");
+  Model model(dir);
+  const CalibrationStats stats = test::hessian_stats(model);
+  const Recipe recipe = load_recipe(test::repo_path("configs/w4a16-rtn.yaml"));
+  const std::vector<int32_t> ids = load_tokenizer(dir)->encode(read_text_file(test::repo_path("data/sotu-test.txt")));
+  const std::vector<std::vector<int32_t>> windows = {{ids.begin(), ids.begin() + 32}, {ids.begin() + 32, ids.begin() + 64}};
+  AllocationOptions o;
+  o.metric = "rtn-kl";
+  o.target_bpw = 4.0;
+  SensitivityTable probes = plan_sensitivity_table(model, recipe, merged_allocation_options(o, recipe));
+  measure_kl_sensitivities(model, recipe, windows, probes, 2);
+  // The default candidates 2, 3, 4, 5, 6, 8 bits at g128: the lower median of six sizes is the third, 4 bits.
+  AllocationOptions on_w4;
+  on_w4.metric = "kl";
+  add_candidates({"w4g128"}, false, on_w4, "--candidates");
+  SensitivityTable kl = plan_sensitivity_table(model, recipe, merged_allocation_options(on_w4, recipe));
+  measure_kl_sensitivities(model, recipe, windows, kl, 2);
+  REQUIRE(probes.units.size() == kl.units.size());
+  for (size_t u = 0; u < probes.units.size(); ++u) {
+    CAPTURE(probes.units[u].name);
+    CHECK(probes.units[u].error.empty());
+    REQUIRE(probes.units[u].probe_grid >= 0);
+    CHECK(probes.units[u].grids[probes.units[u].probe_grid] == "w4g128");
+    CHECK(probes.units[u].probe_kl == kl.units[u].error[0]);  // the same forward on the same windows: bit for bit
+  }
+
+  // Without the measured probes the allocator refuses (they come from the running model, above its layer).
+  CHECK_THROWS_WITH(allocate_grids(model, recipe, stats, o), Catch::Contains("rtn-kl"));
+  o.given = probes;
+  o.save_sensitivity = test::make_temp_dir("rtn-kl") + "/s.json";
+  const AllocationReport scaled = allocate_grids(model, recipe, stats, o);
+  AllocationOptions plain;
+  plain.target_bpw = 4.0;
+  const AllocationReport rtn = allocate_grids(model, recipe, stats, plain);
+  REQUIRE(scaled.modules.size() == rtn.modules.size());
+  for (size_t i = 0; i < rtn.modules.size(); ++i) {
+    const ModuleAllocation& a = scaled.modules[i];
+    const ModuleAllocation& b = rtn.modules[i];
+    const int p = probes.units[i].probe_grid;
+    CAPTURE(a.module);
+    // The probe's error is its KL, every other candidate's rtn's times the same factor: one product and one quotient
+    // of doubles each, 1e-12 relative.
+    CHECK(a.error[p] == Approx(probes.units[i].probe_kl).epsilon(1e-12));
+    for (size_t k = 0; k < a.error.size(); ++k)
+      CHECK(a.error[k] == Approx(b.error[k] * probes.units[i].probe_kl / b.error[p]).epsilon(1e-12));
+  }
+  CHECK(scaled.sensitivity == "hessian, KL on 2 windows x 32 tokens");
+  // Saved with its probes; reused without stats or probes, the same allocation.
+  AllocationOptions reuse;
+  reuse.metric = "rtn-kl";
+  reuse.target_bpw = 4.0;
+  reuse.load_sensitivity = o.save_sensitivity;
+  const AllocationReport reused = allocate_grids(model, recipe, CalibrationStats(), reuse);
+  CHECK(reused.to_json() == scaled.to_json());
+  const nlohmann::json saved = nlohmann::json::parse(read_text_file(o.save_sensitivity));
+  CHECK(saved["units"][0]["probe"]["grid"] == "w4g128");
+  CHECK(saved["units"][0]["probe"]["kl"].get<double>() == probes.units[0].probe_kl);
 }

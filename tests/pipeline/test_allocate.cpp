@@ -2,6 +2,8 @@
 // round trip and its refusals, on the bundled sotu-llama-8m with Hessians of 8 windows x 64 tokens.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -190,6 +192,19 @@ TEST_CASE("saved sensitivities round-trip, give the same allocation, and are ref
   Recipe g32 = rtn_recipe();
   g32.weights.group_size = 32;
   CHECK_THROWS_WITH(allocate_grids(other, g32, CalibrationStats(), on_other), Catch::Contains("another model"));
+  // The same config.json with other weights (one value of the last tensor changed: the file's last byte).
+  const std::string copy = dir + "/retrained";
+  std::filesystem::copy(test::repo_path(kModel), copy);
+  {
+    std::fstream f(copy + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(f.get());
+    f.seekp(-1, std::ios::end);
+    f.put(static_cast<char>(last ^ 0x01));
+  }
+  Model retrained(copy);
+  CHECK_THROWS_WITH(allocate_grids(retrained, rtn_recipe(), CalibrationStats(), on_other),
+                    Catch::Contains("other weights"));
 }
 
 TEST_CASE("recipe allocation.sensitivity and allocation.unit are read and checked", "[allocate][recipe]") {
