@@ -53,9 +53,9 @@
 #   --svg FILE: where the plot goes (default docs/results/mixed_precision.svg)
 # Environment: PTQ (a ptq binary; default build/ptq, built by scripts/build.sh), NPM_DIR (default build/npm-oracle),
 #              PTQ_SCRATCH (temporary files, default /tmp).
-# Runtime on the project's 2-core machine (AMD EPYC): 29 minutes in full, measured nice'd while other builds shared
-# the machine (load 4-7); about 12 of them llama.cpp scoring sotu-llama-8m's 6 GGUF files (one thread), 10 ptq
-# scoring the 48 checkpoints (each window run by the checkpoint and the FP model).
+# Runtime on the project's 2-core machine: 12 minutes in full on an Intel Xeon (AVX-512), nice'd, another test run
+# sharing the machine for the first 5 (29 minutes on an AMD EPYC under load 4-7, when the sensitivities were measured
+# at every budget); about 5 of them llama.cpp scoring sotu-llama-8m's 6 GGUF files (one thread).
 # Exit 0 when the tables were made (whatever the targets' verdicts; the GGUF part says "not run" when npm, g++ or the
 # llama.cpp source bundle is unavailable), 1 on a failure of the setup (calibration, scoring).
 set -euo pipefail

@@ -8,7 +8,7 @@
 #   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
 #   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
 #   (mixed-table: scripts/mixed_table.sh, mixed precision against uniform grids and llama.cpp's mixes, and its plot
-#   docs/results/mixed_precision.svg, ~50 minutes; PTQ_MIXED_TABLE=FILE renders a saved output of it instead, the plot
+#   docs/results/mixed_precision.svg, ~15-30 minutes; PTQ_MIXED_TABLE=FILE renders a saved output of it instead, the plot
 #   being the one that run wrote)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   (quantize-bench: scripts/bench_quantize.sh, ptq RTN / GGUF export against llama-quantize, ~5 minutes; idle machine)
