@@ -46,9 +46,9 @@ void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations) 
       ->check(CLI::IsMember({"f32", "f16", "int8"}));
   f.activations = default_activations;
   cmd->add_option("--activations", f.activations,
-                  "Activations inside quantized-weight matmuls of decode steps (<= 4 tokens per call; prompts always "
-                  "run fp32): f32 (exact) or q8 (rounded to int8 per block of 32, as llama.cpp's Q4_0/Q8_0 dot does; "
-                  "faster)")
+                  "Activations inside quantized-weight matmuls: f32 (exact) or q8 (rounded to int8 per block of 32, as "
+                  "llama.cpp's Q4_0/Q8_0 dot does; faster). q8 applies to decode steps (<= 4 tokens per call), and "
+                  "to prompts too on CPUs with AVX-512 VNNI, where the int8 kernel is also the faster prefill")
       ->check(CLI::IsMember({"f32", "q8"}))
       ->default_str(default_activations);
 }

@@ -1,15 +1,19 @@
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/linear.h"
+#include "kernels/cpu/linear_q8_common.h"
 
 namespace ptq::kernels {
 
-// cpu/linear_q8_avx2.cpp: 256-bit integer code, also what AVX-512 machines run (AVX-512 VNNI's vpdpbusd would
-// fuse maddubs + madd; not written yet).
+// cpu/linear_q8_avx2.cpp: 256-bit integer code, also what AVX-512 machines without VNNI run.
 void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias);
+// cpu/linear_q8_avx512.cpp: AVX-512 VNNI (vpdpbusd), for Isa::Avx512 where the CPU has VNNI.
+void linear_q8_avx512_vnni(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias);
 
 bool q8_supports(const PackedWeights& w) {
   return w.kind == WeightKind::Quant && (w.groups == 1 || w.group % kQ8Block == 0);
@@ -31,6 +35,22 @@ void quantize_q8_blocks(const PackedWeights& w, const float* x, int8_t* q, float
   }
 }
 
+void q8_block_groups(const PackedWeights& w, std::vector<int32_t>& out) {
+  const int64_t blocks = w.kpad / kQ8Block, per_group = w.groups == 1 ? blocks : w.group / kQ8Block;
+  out.resize(blocks);
+  for (int64_t b = 0; b < blocks; ++b) out[b] = int32_t(std::min(b / per_group, w.groups - 1));
+}
+
+void q8_group_sums(const PackedWeights& w, const int8_t* q, const float* d, std::vector<float>& xsum) {
+  const int64_t blocks = w.kpad / kQ8Block, per_group = w.groups == 1 ? blocks : w.group / kQ8Block;
+  xsum.assign(w.groups, 0.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    int s = 0;
+    for (int64_t i = 0; i < kQ8Block; ++i) s += q[b * kQ8Block + i];
+    xsum[std::min(b / per_group, w.groups - 1)] += d[b] * float(s);
+  }
+}
+
 void linear_q8_ref(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias) {
   // x̂ of every token in input-column order; then exactly linear_ref on x̂.
   std::vector<int8_t> q(w.kpad);
@@ -49,7 +69,12 @@ void linear_q8_isa(Isa isa, const PackedWeights& w, const float* x, int64_t m, f
     throw std::runtime_error(std::string("linear_q8: this CPU has no ") + isa_name(isa));
   if (m == 0) return;
   if (isa == Isa::Ref) return linear_q8_ref(w, x, m, y, bias);
+  if (isa == Isa::Avx512 && has_avx512_vnni()) return linear_q8_avx512_vnni(w, x, m, y, bias);
   linear_q8_avx2(w, x, m, y, bias);
+}
+
+int64_t q8_max_tokens() {
+  return best_isa() == Isa::Avx512 && has_avx512_vnni() ? std::numeric_limits<int64_t>::max() : kGemvMaxTokens;
 }
 
 void linear_q8(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias) {

@@ -41,9 +41,9 @@ at::Tensor packed_linear(const kernels::PackedWeights& w, const at::Tensor& x, c
   const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
   const int64_t m = xc.numel() / w.k;
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  // int8 activations for decode-sized calls only: prefill runs the fp32 panel GEMM, which is faster than the
-  // int8 GEMV kernel there and exact.
-  if (int8_activations && m <= kernels::kGemvMaxTokens && kernels::q8_supports(w)) {
+  // int8 activations where linear_q8 is the faster kernel (q8_max_tokens: every call on AVX-512 VNNI, decode-sized
+  // ones elsewhere); otherwise the fp32 kernels, which are exact.
+  if (int8_activations && m <= kernels::q8_max_tokens() && kernels::q8_supports(w)) {
     kernels::linear_q8(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);
   } else {
     kernels::linear(w, xc.data_ptr<float>(), m, y.data_ptr<float>(), bp);

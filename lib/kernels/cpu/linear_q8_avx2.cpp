@@ -20,6 +20,7 @@
 #include <immintrin.h>
 
 #include "kernels/linear.h"
+#include "kernels/cpu/linear_q8_common.h"
 
 #pragma GCC target("avx2,fma,f16c")
 // clang ignores the GCC pragma; this is its equivalent (the fuzzing build, tests/fuzz, uses clang).
@@ -62,13 +63,7 @@ void prepare_token(const PackedWeights& w, const float* x, TokenQ8& t) {
         dst[48 + i] = src[48 + i];
       }
   }
-  t.xsum.assign(w.groups, 0.0f);
-  const int64_t blocks_per_group = w.groups == 1 ? w.kpad / kQ8Block : w.group / kQ8Block;
-  for (int64_t b = 0; b < w.kpad / kQ8Block; ++b) {
-    int s = 0;
-    for (int64_t i = 0; i < kQ8Block; ++i) s += t.q[b * kQ8Block + i];
-    t.xsum[std::min(b / blocks_per_group, w.groups - 1)] += t.d[b] * float(s);
-  }
+  q8_group_sums(w, t.q.data(), t.d.data(), t.xsum);
 }
 
 // The 32 codes of 32-column block b of a row with a 2- or 4-bit container, as bytes in column order.
@@ -224,9 +219,7 @@ void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y,
   thread_local std::vector<int32_t> block_group;
   if (int64_t(tok.size()) < m) tok.resize(m);
   for (int64_t i = 0; i < m; ++i) prepare_token(w, x + i * w.k, tok[i]);
-  const int64_t blocks = w.kpad / kQ8Block, per_group = w.groups == 1 ? blocks : w.group / kQ8Block;
-  block_group.resize(blocks);
-  for (int64_t b = 0; b < blocks; ++b) block_group[b] = int32_t(std::min(b / per_group, w.groups - 1));
+  q8_block_groups(w, block_group);
   // `tok` and `block_group` are thread_local: the worker threads must not name them.
   const TokenQ8* tp = tok.data();
   const int32_t* bg = block_group.data();
