@@ -1,4 +1,5 @@
 // ptq inspect | generate | bench | synth
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <thread>
@@ -222,6 +223,10 @@ void run_bench(const GlobalOptions& g, const BenchArgs& a) {
                       {"decode_share_of_bound", bound > 0 ? r.decode_tok_s / bound : 0.0},
                       {"threads", g.threads > 0 ? g.threads : int(std::thread::hardware_concurrency())},
                       {"repeats", a.opts.repeats}};
+  // How OpenMP threads wait between parallel regions (apps/main.cpp sets it for bench unless the user did).
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  j["omp_wait"] = fmt::format("OMP_WAIT_POLICY={} GOMP_SPINCOUNT={}", policy ? policy : "(unset)", spin ? spin : "(unset)");
   if (a.json) return print_json(j);
   Table t({"model", "runner", "prompt", "gen", "prefill tok/s", "decode tok/s", "peak RSS MB", "weights MB",
            "KV cache MB", "decode / bound"});

@@ -414,7 +414,8 @@ md=$(node -e '
   const pq = runs.find((l) => l.runtime === "ptq" && !l.pair.startsWith("FP16") && l.activations !== undefined);
   const how = ["runner", "isa", "kv_cache"].filter((k) => p0?.[k] !== undefined)
     .map((k) => `${k.replace("_", " ")} ${p0[k]}`)
-    .concat(pq ? [`activations in quantized matmuls ${pq.activations}`] : []).join(", ");
+    .concat(pq ? [`activations in quantized matmuls ${pq.activations}`] : [])
+    .concat(p0?.omp_wait ? [`threads waiting ${p0.omp_wait}`] : []).join(", ");
   if (how) out[out.length - 1] += ` ptq: ${how}.`;
   out.push("");
   out.push("| model | weights | size ptq / GGUF MB | prefill tok/s ptq / llama.cpp | decode tok/s ptq / llama.cpp | " +
