@@ -127,23 +127,39 @@ struct LinearImpl {
     }
   }
 
+  // U independent accumulators per token (U vectors of a row per step): with one, a decode step waits on the fma
+  // latency, not on memory (measured on the 1.1B shape's F16, 1 thread: 5.97 tok/s with one chain).
   template <int MB>
   static void gemv_float(const PackedWeights& w, const float* xs, int64_t kp, float* y, const float* bias,
                          int64_t ldy, int64_t r0, int64_t r1) {
+    constexpr int U = MB >= 4 ? 1 : MB >= 2 ? 2 : 4;
     const int64_t full = w.k / 16 * 16;
+    const int64_t esize = w.kind == WeightKind::F32 ? 4 : 2;
     for (int64_t r = r0; r < r1; ++r) {
-      F tot[MB];
+      F tot[MB][U];
+#pragma GCC unroll 16
+      for (int a = 0; a < MB * U; ++a) tot[a / U][a % U] = V::zero();
+      const char* wrow = static_cast<const char*>(w.data) + r * w.k * esize;
+      int64_t c = 0;
+      for (; c + 16 * U <= full; c += 16 * U) {
+        for (int64_t p = 0; p < 16 * U * esize; p += 64) _mm_prefetch(wrow + c * esize + p + kPrefetchBytes, _MM_HINT_T0);
 #pragma GCC unroll 4
-      for (int i = 0; i < MB; ++i) tot[i] = V::zero();
-      const char* wrow = static_cast<const char*>(w.data) + r * w.k * (w.kind == WeightKind::F32 ? 4 : 2);
-      for (int64_t c = 0; c < full; c += 16) {
-        if ((c & 31) == 0) _mm_prefetch(wrow + c * (w.kind == WeightKind::F32 ? 4 : 2) + kPrefetchBytes, _MM_HINT_T0);
+        for (int u = 0; u < U; ++u) {
+          const F wv = load_float_row(w, r, c + 16 * u);
+#pragma GCC unroll 4
+          for (int i = 0; i < MB; ++i) tot[i][u] = V::fmadd(wv, V::load(xs + i * kp + c + 16 * u), tot[i][u]);
+        }
+      }
+      for (; c < full; c += 16) {
         const F wv = load_float_row(w, r, c);
 #pragma GCC unroll 4
-        for (int i = 0; i < MB; ++i) tot[i] = V::fmadd(wv, V::load(xs + i * kp + c), tot[i]);
+        for (int i = 0; i < MB; ++i) tot[i][0] = V::fmadd(wv, V::load(xs + i * kp + c), tot[i][0]);
       }
       for (int i = 0; i < MB; ++i) {
-        float s = V::reduce(tot[i]);
+        F t = tot[i][0];
+#pragma GCC unroll 4
+        for (int u = 1; u < U; ++u) t = V::add(t, tot[i][u]);
+        float s = V::reduce(t);
         for (int64_t c = full; c < w.k; ++c) s += scalar_weight(w, r, c) * xs[i * kp + c];
         y[i * ldy + r] = s + (bias != nullptr ? bias[r] : 0.0f);
       }
