@@ -4,7 +4,9 @@
 namespace ptq::kernels {
 
 // GB/s (1e9 bytes) of a multithreaded sequential read of a buffer much larger than the caches (256 MiB), best of
-// 3 passes, on the OpenMP threads the kernels use. Measured once per process (about 0.3 s), then cached.
+// 3 passes, on the OpenMP threads the kernels use, each reading one contiguous slice as the decode kernels stream
+// weights (software prefetch 2 KiB ahead, independent accumulators). Measured once per process (about 0.3 s), then
+// cached.
 double measure_read_bandwidth();
 
 }  // namespace ptq::kernels
