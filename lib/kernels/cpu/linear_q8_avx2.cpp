@@ -136,19 +136,17 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
           const float* bias, int64_t r0, int64_t r1) {
   constexpr int U = MB >= 4 ? 1 : MB >= 2 ? 2 : 4;
   const int64_t blocks = w.groups == 1 ? w.kpad / kQ8Block : w.k / kQ8Block;
-  const float zero_sym = float(1 << (w.bits - 1));
   const float* d[MB];
 #pragma GCC unroll 4
   for (int i = 0; i < MB; ++i) d[i] = tok[i].d.data();
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.codes.data() + r * w.row_bytes();
     const float* sc = w.scales.data() + r * w.groups;
-    // Offset term Σ_g offset_g · Σx̂_g: a dot product over the groups (symmetric: offset = 2^(b-1) · scale).
-    const float* off = w.offsets.empty() ? sc : w.offsets.data() + r * w.groups;
-    const float off_mul = w.offsets.empty() ? zero_sym : 1.0f;
+    // Offset term Σ_g offset_g · Σx̂_g: a dot product over the groups.
+    const Q8RowOffsets off = q8_row_offsets(w, r);
     float zt[MB];
 #pragma GCC unroll 4
-    for (int i = 0; i < MB; ++i) zt[i] = off_mul * dot(off, tok[i].xsum.data(), w.groups);
+    for (int i = 0; i < MB; ++i) zt[i] = off.mul * dot(off.off, tok[i].xsum.data(), w.groups);
     __m256 acc[MB][U];
 #pragma GCC unroll 16
     for (int a = 0; a < MB * U; ++a) acc[a / U][a % U] = _mm256_setzero_ps();

@@ -97,7 +97,6 @@ template <int MB, int C>
 void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group, bool per_block_scales, float* y,
           int64_t ldy, const float* bias, int64_t r0, int64_t r1) {
   const int64_t blocks = w.groups == 1 ? w.kpad / kQ8Block : w.k / kQ8Block;
-  const float zero_sym = float(1 << (w.bits - 1));
   constexpr int kStep = C == 4 ? 4 : 2;  // blocks per 64-byte load
   // Lane l of a quad's factor vector takes factor l / 4 (C = 4); of a pair's, factor l / 8 (C = 8).
   const __m512i spread = C == 4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
@@ -106,8 +105,7 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.codes.data() + r * w.row_bytes();
     const float* sc = w.scales.data() + r * w.groups;
-    const float* off = w.offsets.empty() ? sc : w.offsets.data() + r * w.groups;
-    const float off_mul = w.offsets.empty() ? zero_sym : 1.0f;
+    const Q8RowOffsets off = q8_row_offsets(w, r);
     __m512 acc[MB];
     __m128 tail[MB];
 #pragma GCC unroll 8
@@ -170,7 +168,7 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
       __m128 t = _mm_add_ps(tail[i], _mm_movehl_ps(tail[i], tail[i]));
       t = _mm_add_ss(t, _mm_movehdup_ps(t));
       const float tail_sum = _mm_cvtss_f32(t);
-      const float zt = off_mul * dot(off, tok[i].xsum.data(), w.groups);
+      const float zt = off.mul * dot(off.off, tok[i].xsum.data(), w.groups);
       y[i * ldy + r] = _mm512_reduce_add_ps(acc[i]) + tail_sum - zt + (bias != nullptr ? bias[r] : 0.0f);
     }
   }
