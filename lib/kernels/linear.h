@@ -34,9 +34,9 @@ constexpr int64_t kQ8Block = 32;
 bool q8_supports(const PackedWeights& w);
 void linear_q8(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias = nullptr);
 // The most tokens per call for which linear_q8 is faster than linear() on this CPU (best_isa()): any number on
-// AVX-512 VNNI (its int8 GEMM beat the fp32 panel GEMM at prefill: 52 vs 41 tok/s on the 1B shape's W4 g32, 2
-// threads, `ptq bench --prompt 64`), kGemvMaxTokens elsewhere (the AVX2 kernel is a GEMV; the panel GEMM wins at
-// prefill: 33 vs 37 tok/s there).
+// AVX-512 VNNI (its int8 tile GEMM: 214 tok/s prefill on the 1B shape's W4 g32, 2 threads, `ptq bench --prompt 64`,
+// where the fp32 panel GEMM gave 41 and the per-row int8 kernel 110), kGemvMaxTokens elsewhere (the AVX2 kernel is a
+// GEMV; the panel GEMM wins at prefill: 33 vs 37 tok/s there).
 int64_t q8_max_tokens();
 void linear_q8_isa(Isa isa, const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias = nullptr);
 // Scalar twin: the same rounding of x (quantize_q8_blocks), then double-precision dot products with x̂.

@@ -121,16 +121,20 @@ TEST_CASE("int8-activation linear (Q8_0 dot) equals its reference, and x̂ is x 
     for (bool sym : {true, false})
       // 64 / 2 groups: one 32-column group per block (contiguous block scales); 224 / 7: the same with 7 blocks (a
       // whole 4 plus 3, or 3 whole pairs plus 1, in the AVX-512 VNNI kernel's steps); 96 and 40 / 1 group: a
-      // padded row; 384 / 3 act-order: groups of 4 blocks through g_idx.
+      // padded row; 384 / 3 act-order: groups of 4 blocks through g_idx. 640 / 5 and 300 / 1: more blocks than one
+      // panel of the AVX-512 VNNI tile GEMM (8), the last panel partial, 35 rows = two whole 16-row tiles and 3.
       for (const QuantCase& c : {QuantCase{37, 64, 2, bits, sym, false}, QuantCase{11, 96, 1, bits, sym, false},
                                  QuantCase{21, 40, 1, bits, sym, false}, QuantCase{9, 384, 3, bits, sym, true},
-                                 QuantCase{13, 224, 7, bits, sym, false}}) {
+                                 QuantCase{13, 224, 7, bits, sym, false}, QuantCase{35, 640, 5, bits, sym, false},
+                                 QuantCase{35, 300, 1, bits, sym, false}}) {
         std::mt19937 rng(seed++);
         const QuantData d = make_quant(c, rng);
         const PackedWeights w = pack_quantized(d.q.data(), c.n, c.k, bits, c.groups, d.scales.data(),
                                                sym ? nullptr : d.zeros.data(), c.act_order ? d.g_idx.data() : nullptr, "t");
         REQUIRE(q8_supports(w));
-        for (int64_t m : {1, 3, 4, 6, 11}) {  // 11: a group of 8 tokens and one of 3 (AVX-512 VNNI)
+        // AVX-512 VNNI: 1..6 run the per-row kernel (6: one group of 6 tokens); 11 and 17 the tile GEMM (8 + 3,
+        // 8 + 8 + 1 tokens).
+        for (int64_t m : {1, 3, 4, 6, 11, 17}) {
           const std::vector<float> x = random_x(m, c.k, rng);
           std::vector<float> ref(m * c.n), exact(m * c.n);
           linear_q8_ref(w, x.data(), m, ref.data());
