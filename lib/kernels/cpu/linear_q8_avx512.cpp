@@ -365,11 +365,16 @@ void gemm_tiles(const PackedWeights& w, const TokenQ8* tok, int64_t m, const int
       const __m512 bv = bias != nullptr ? _mm512_maskz_loadu_ps(lanes, bias + r0) : _mm512_setzero_ps();
       for (int64_t i = 0; i < m; ++i) {
         float* yi = y + i * w.n + r0;
-        __m512 acc = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, yi), bv);
         const float* xs = tok[i].xsum.data();
-        for (int64_t g = 0; g < w.groups; ++g)
-          acc = _mm512_fnmadd_ps(_mm512_load_ps(ot + g * kTileRows), _mm512_set1_ps(xs[g]), acc);
-        _mm512_mask_storeu_ps(yi, lanes, acc);
+        // Four independent sums over the groups (one fma chain would wait on its latency for every group).
+        __m512 z[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        int64_t g = 0;
+        for (; g + 4 <= w.groups; g += 4)
+          for (int j = 0; j < 4; ++j)
+            z[j] = _mm512_fmadd_ps(_mm512_load_ps(ot + (g + j) * kTileRows), _mm512_set1_ps(xs[g + j]), z[j]);
+        for (; g < w.groups; ++g) z[0] = _mm512_fmadd_ps(_mm512_load_ps(ot + g * kTileRows), _mm512_set1_ps(xs[g]), z[0]);
+        const __m512 zt = _mm512_add_ps(_mm512_add_ps(z[0], z[1]), _mm512_add_ps(z[2], z[3]));
+        _mm512_mask_storeu_ps(yi, lanes, _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, yi), bv), zt));
       }
     }
   }
