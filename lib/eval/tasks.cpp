@@ -28,7 +28,7 @@ void score_group(Model& model, const std::vector<int32_t>& prefix, const std::ve
                  const std::vector<EncodedRequest>& req, int64_t batch, ItemScores& s) {
   const int64_t P = static_cast<int64_t>(prefix.size());
   KVCache cache = model.new_cache(1, P);
-  at::Tensor first = at::log_softmax(model.forward(ids_tensor(prefix), &cache)[0][P - 1], -1).contiguous();
+  at::Tensor first = at::log_softmax(model.forward_last(ids_tensor(prefix), &cache)[0][0], -1).contiguous();
   const float* pf = first.data_ptr<float>();
   const int64_t first_argmax = first.argmax().item<int64_t>();
 

@@ -493,7 +493,7 @@ at::Tensor Model::head(const at::Tensor& h) const {
   return at::matmul(x, lm_head_.t());
 }
 
-at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook) {
+at::Tensor Model::hidden(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook) {
   if (ids.dim() != 2) fail_input("forward expects token ids [batch, tokens], got {} dims", ids.dim());
   const int64_t pos0 = cache != nullptr ? cache->length : 0;
   const int64_t T = ids.size(1);
@@ -502,7 +502,16 @@ at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInp
   at::Tensor h = embed(ids, pos0);
   for (int64_t i = 0; i < cfg_.n_layers; ++i) h = decoder_layer_forward(cfg_, layer(i), i, h, ctx, cache, hook);
   if (cache != nullptr) cache->length = pos0 + T;
-  return head(h);
+  return h;
+}
+
+at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook) {
+  return head(hidden(ids, cache, hook));
+}
+
+at::Tensor Model::forward_last(const at::Tensor& ids, KVCache* cache) {
+  const at::Tensor h = hidden(ids, cache, nullptr);
+  return head(h.narrow(1, h.size(1) - 1, 1).contiguous());
 }
 
 KVCache Model::new_cache(int64_t batch, int64_t capacity) const {

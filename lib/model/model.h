@@ -170,6 +170,8 @@ class Model {
   at::Tensor head(const at::Tensor& h) const;
   // Full forward; with a cache, continues from cache->length and advances it.
   at::Tensor forward(const at::Tensor& ids, KVCache* cache = nullptr, const LinearInputHook* hook = nullptr);
+  // The same, but only the last position's logits [batch, 1, vocab] (a generation's prompt: the head runs once).
+  at::Tensor forward_last(const at::Tensor& ids, KVCache* cache);
 
   // Layer weights are loaded (converted to fp32) on first use and kept until released.
   const LayerWeights& layer(int64_t i);
@@ -186,6 +188,8 @@ class Model {
   int64_t parameter_count() const;
 
  private:
+  // Embedding and the decoder layers: hidden states before the final norm.
+  at::Tensor hidden(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook);
   at::Tensor load(const std::string& name) const;
   at::Tensor load_optional(const std::string& name) const;
   // Embedding, positions, projections, final norm and lm_head load on first use: quantizing a model

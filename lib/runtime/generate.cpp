@@ -47,7 +47,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   KVCache cache = model.new_cache(1, capacity);
   GenerateResult r;
   double t0 = now_seconds();
-  at::Tensor logits = model.forward(ids_tensor(prompt), &cache);
+  at::Tensor logits = model.forward_last(ids_tensor(prompt), &cache);
   r.prefill_seconds = now_seconds() - t0;
   t0 = now_seconds();
   while (static_cast<int64_t>(r.tokens.size()) < opts.max_new_tokens) {
