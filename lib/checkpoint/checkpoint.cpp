@@ -87,6 +87,7 @@ ActQuantParams Checkpoint::load_act_params(const std::string& module) const {
 
 std::unique_ptr<Model> Checkpoint::open_model() const {
   if (imported()) return open_imported_model(dir_, imported_);  // int-quantized: with its kernels
+  if (kind_ == CheckpointKind::Gguf) return open_gguf_model(path_, dir_);  // packed from the file's blocks
   if (kind_ != CheckpointKind::Ptq) return std::make_unique<Model>(dir_);
   const CheckpointQuantConfig& qc = qc_;
   auto model = std::make_unique<Model>(

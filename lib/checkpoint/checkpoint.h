@@ -9,7 +9,8 @@
 //   gptq, gptq_v2        AutoGPTQ / GPTQModel directory              quant/gptq_checkpoint.h  export/gptq_export.h
 //   compressed-tensors   llm-compressor directory (pack-/int-)       quant/gptq_checkpoint.h  export/compressed_tensors_export.h
 //   gguf                 llama.cpp file, decoded once into an HF     model/gguf_model.h       export/gguf_export.h
-//                        directory cache (its weights then float)
+//                        directory cache (fp32 weights); the packed
+//                        runner reads the file's own blocks
 // Detection order: a GGUF file by its magic; then a directory's quantization config: another tool's (GPTQ,
 // compressed-tensors: their quant_method is not ptq's) before ptq's own; otherwise float.
 #pragma once

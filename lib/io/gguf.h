@@ -186,6 +186,9 @@ class GgufFile {
   const GgufTensorInfo& tensor(const std::string& name) const;
   // The tensor's bytes inside the map (valid while this object lives).
   const uint8_t* tensor_data(const GgufTensorInfo& t) const { return file_.data() + data_offset_ + t.offset; }
+  // Drops the tensor's pages from this process's resident set (they are read again from the file if touched): for a
+  // tensor whose content has been copied elsewhere (the runner's packed weights).
+  void release(const GgufTensorInfo& t) const { file_.release(data_offset_ + t.offset, t.nbytes); }
   // The tensor decoded to floats, row-major with dims[0] contiguous (a GGUF [K, N] gives N rows of K).
   std::vector<float> tensor_f32(const std::string& name) const;
 

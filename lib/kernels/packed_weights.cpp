@@ -104,9 +104,8 @@ PackedWeights view_float_weights(WeightKind kind, const void* data, int64_t n, i
 
 namespace {
 
-// Everything but the codes: layout, kernel column order, steps and offsets. Codes are filled by the caller.
-PackedWeights pack_layout(int64_t n, int64_t k, int bits, int64_t groups, const float* scales, const int32_t* zeros,
-                          const int32_t* g_idx, const char* name) {
+// Layout and kernel column order, codes zeroed; steps and offsets are set by the caller.
+PackedWeights pack_shape(int64_t n, int64_t k, int bits, int64_t groups, const int32_t* g_idx, const char* name) {
   if (bits < 2 || bits > 8) bad(name, fmt::format("{} bits; the kernels take 2 to 8", bits));
   if (n <= 0 || k <= 0) bad(name, fmt::format("empty weight [{}, {}]", n, k));
   if (groups <= 0 || k % groups != 0) bad(name, fmt::format("{} groups do not divide {} input columns", groups, k));
@@ -138,7 +137,14 @@ PackedWeights pack_layout(int64_t n, int64_t k, int bits, int64_t groups, const 
     for (int64_t c = 0; c < k && identity; ++c) identity = perm[c] == c;
     if (!identity) w.perm = std::move(perm);
   }
+  w.codes.assign(n * w.row_bytes(), 0);
+  return w;
+}
 
+// pack_shape + steps from integer zeros (symmetric when every zero is 2^(bits-1)); codes filled by the caller.
+PackedWeights pack_layout(int64_t n, int64_t k, int bits, int64_t groups, const float* scales, const int32_t* zeros,
+                          const int32_t* g_idx, const char* name) {
+  PackedWeights w = pack_shape(n, k, bits, groups, g_idx, name);
   const int max_code = (1 << bits) - 1;
   const int32_t zero_sym = 1 << (bits - 1);
   bool sym = true;
@@ -157,7 +163,6 @@ PackedWeights pack_layout(int64_t n, int64_t k, int bits, int64_t groups, const 
       w.offsets[i] = s * float(zeros[i]);
     }
   }
-  w.codes.assign(n * w.row_bytes(), 0);
   return w;
 }
 
@@ -191,6 +196,20 @@ int64_t fill_codes(PackedWeights& w, const CodeOf& code) {
 PackedWeights pack_quantized(const uint8_t* q, int64_t n, int64_t k, int bits, int64_t groups, const float* scales,
                              const int32_t* zeros, const int32_t* g_idx, const char* name) {
   PackedWeights w = pack_layout(n, k, bits, groups, scales, zeros, g_idx, name);
+  const int64_t bad_at = fill_codes(w, [&](int64_t r, int64_t c) { return int(q[r * k + c]); });
+  if (bad_at >= 0)
+    bad(name, fmt::format("code {} at [{}, {}] does not fit {} bits", q[bad_at], bad_at / k, bad_at % k, bits));
+  return w;
+}
+
+PackedWeights pack_quantized_affine(const uint8_t* q, int64_t n, int64_t k, int bits, int64_t groups,
+                                    const float* scales, const float* offsets, const char* name) {
+  PackedWeights w = pack_shape(n, k, bits, groups, nullptr, name);
+  w.scales.assign(scales, scales + n * groups);
+  if (offsets != nullptr) w.offsets.assign(offsets, offsets + n * groups);
+  for (int64_t i = 0; i < n * groups; ++i)
+    if (!std::isfinite(w.scales[i]) || (offsets != nullptr && !std::isfinite(w.offsets[i])))
+      bad(name, fmt::format("step or offset [{}, {}] is not finite", i / groups, i % groups));
   const int64_t bad_at = fill_codes(w, [&](int64_t r, int64_t c) { return int(q[r * k + c]); });
   if (bad_at >= 0)
     bad(name, fmt::format("code {} at [{}, {}] does not fit {} bits", q[bad_at], bad_at / k, bad_at % k, bits));

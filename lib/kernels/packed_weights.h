@@ -15,8 +15,8 @@
 //   unpacks to 8 / c vectors of 16 consecutive codes by shift-and-mask (c = 4: low nibbles are codes 0..15,
 //   high nibbles 16..31; c = 8: plain bytes).
 //   codes   [n][kpad * c / 8] uint8
-//   scales  [n][groups] fp32 (the checkpoint's fp16 steps, exact)
-//   offsets [n][groups] fp32 scale * zero (asymmetric grids only)
+//   scales  [n][groups] fp32 (the checkpoint's fp16 steps, exact; GGUF's block and sub-block steps, which may be <= 0)
+//   offsets [n][groups] fp32 scale * zero, or GGUF's stored mins (asymmetric grids only)
 #pragma once
 
 #include <cstdint>
@@ -71,6 +71,14 @@ PackedWeights view_float_weights(WeightKind kind, const void* data, int64_t n, i
 // groups)). Every group must hold k / groups columns. Throws std::invalid_argument naming `name` otherwise.
 PackedWeights pack_quantized(const uint8_t* q, int64_t n, int64_t k, int bits, int64_t groups, const float* scales,
                              const int32_t* zeros, const int32_t* g_idx, const char* name);
+
+// Codes q [n][k] (natural column order, each < 2^bits) on an affine grid per group of k / groups columns: w = scale *
+// q - offset with any finite steps, zero and negative ones included (GGUF's K-quant sub-block steps), and offsets
+// [n][groups] (nullptr: symmetric, offset = 2^(bits-1) * scale). GGUF's block types load through it
+// (lib/model/gguf_model.h). Throws std::invalid_argument naming `name` on a code that does not fit or a step or
+// offset that is not finite.
+PackedWeights pack_quantized_affine(const uint8_t* q, int64_t n, int64_t k, int bits, int64_t groups,
+                                    const float* scales, const float* offsets, const char* name);
 
 // The same from per-row bit streams (the ptq checkpoint's qweight, lib/quant/checkpoint.h): row r starts at byte
 // r * stream_row_bytes of `stream`, code j occupies stream bits [j * bits, j * bits + bits), LSB first over

@@ -1,16 +1,21 @@
 // GGUF input: a llama-architecture GGUF file (llama.cpp's format) turned into the Hugging Face layout ptq runs.
+// The packed runner takes its 2-D weights from the file itself (open_gguf_model); the converted directory serves
+// the config, the tokenizer, the small tensors and the fp32 weights the reference runner and the other commands read.
 //
-// What is converted: config.json from the llama.* metadata; every tensor decoded to fp32 (F32, F16, BF16,
-// Q8_0, Q4_0, Q4_1 through lib/io/gguf.h) under its Hugging Face name, with the q/k rows permuted back
+// What is converted: config.json from the llama.* metadata; every tensor decoded to fp32 (float and block types
+// through lib/io/gguf.h) under its Hugging Face name, with the q/k rows permuted back
 // (llama.cpp's converter interleaves the two RoPE halves of each head: HF row h*d + t*d/2 + j is GGUF row
 // h*d + 2j + t); the embedded SentencePiece vocabulary (tokenizer.ggml.model = "llama") as a tokenizer.model
 // plus tokenizer_config.json. Refused with a message: other architectures, partial RoPE, rope scaling, and
 // GGUF BPE vocabularies (tokenizer.ggml.model = "gpt2").
 #pragma once
 
+#include <memory>
 #include <string>
 
+#include "io/gguf.h"
 #include "io/gguf_mix.h"
+#include "kernels/packed_weights.h"
 #include "model/model.h"
 
 namespace ptq {
@@ -29,6 +34,20 @@ void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir);
 // device, inode, size, mtime and ctime in nanoseconds, so an edit in place is noticed). Says so on stderr when it
 // converts.
 std::string gguf_model_dir(const std::string& gguf_path);
+
+// A Model over GGUF file `gguf_path` whose converted directory is `dir` (gguf_model_dir): config, tokenizer and the
+// fp32 tensors (reference runner, inspect, quantize) from the directory; for the packed runner every 2-D weight
+// (linear modules, token_embd, output) comes from the file's own blocks (pack_gguf_tensor), so a quantized GGUF
+// runs resident at about its file size and never touches the directory's fp32 copies of those tensors.
+std::unique_ptr<Model> open_gguf_model(const std::string& gguf_path, const std::string& dir);
+
+// GGUF tensor `t` of `gguf` as the CPU kernels read it: F32 / F16 / BF16 viewed in the mapped file (kept alive by
+// the returned weights), every block type on its affine grid (io/gguf_kquants.h ggml_row_grid: the dequantizer's a
+// and b per sub-block become the kernels' steps and offsets, groups of one sub-block) with the same dequantized
+// values; qk_head_dim > 0: rows put back in Hugging Face order (llama.cpp interleaves each q/k head's RoPE halves).
+// Null for a tensor that is not 2-D.
+std::shared_ptr<const kernels::PackedWeights> pack_gguf_tensor(const std::shared_ptr<const GgufFile>& gguf,
+                                                               const GgufTensorInfo& t, int64_t qk_head_dim);
 
 // GGUF name of linear module `id` of decoder layer `layer`, e.g. "blk.3.attn_q.weight" (llama.cpp's LLM_TENSOR_*
 // names for llama; the GGUF and imatrix exports and the quantize driver's GGUF grids name tensors with it).

@@ -215,6 +215,72 @@ TEST_CASE("float linear (F32, F16, BF16 as stored) equals the reference on every
       }
 }
 
+TEST_CASE("affine grids (GGUF's blocks: any step sign, stored mins) run on every kernel", "[kernels]") {
+  // pack_quantized_affine: w = s * q - o with steps of either sign and zero (Q6_K / Q3_K sub-block steps are signed,
+  // a K-quant sub-block may have step 0) and float offsets (stored mins), or symmetric (no offsets).
+  std::mt19937 rng(21);
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (int64_t group : {16, 32})
+      for (bool with_offsets : {false, true}) {
+        const int64_t n = 21, k = 4 * group + (group == 32 ? 0 : 16), groups = k / group;
+        std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
+        std::uniform_real_distribution<float> step(-0.2f, 0.2f), offset(-1.0f, 1.0f);
+        std::vector<uint8_t> q(n * k);
+        for (auto& v : q) v = uint8_t(code(rng));
+        std::vector<float> sc(n * groups), of(n * groups);
+        for (int64_t i = 0; i < n * groups; ++i) {
+          sc[i] = i % 7 == 3 ? 0.0f : step(rng);
+          of[i] = offset(rng);
+        }
+        const PackedWeights w =
+            pack_quantized_affine(q.data(), n, k, bits, groups, sc.data(), with_offsets ? of.data() : nullptr, "t");
+        const float zero_sym = float(1 << (bits - 1));
+        // The stored weight is exactly the definition (one fp32 product and one difference, as the packing's at()).
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 0; c < k; ++c) {
+            const int64_t g = r * groups + c / group;
+            const float o = with_offsets ? of[g] : sc[g] * zero_sym;
+            REQUIRE(w.at(r, c) == sc[g] * float(q[r * k + c]) - o);
+          }
+        for (int64_t m : {1, 5, 11}) {
+          const std::vector<float> x = random_x(m, k, rng);
+          std::vector<float> ref(m * n);
+          linear_ref(w, x.data(), m, ref.data());
+          std::vector<double> bound(m * n);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t r = 0; r < n; ++r) {
+              double abs_terms = 0;
+              for (int64_t c = 0; c < k; ++c) {
+                const int64_t g = r * groups + c / group;
+                const double o = with_offsets ? of[g] : sc[g] * zero_sym;
+                abs_terms += (std::abs(x[i * k + c]) * 1.01 + 0.01) * (std::abs(sc[g]) * q[r * k + c] + std::abs(o));
+              }
+              bound[i * n + r] = budget(k, groups, abs_terms);
+            }
+          for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
+            if (int(isa) > int(detected_isa())) continue;
+            std::vector<float> y(m * n, NAN);
+            linear_isa(isa, w, x.data(), m, y.data());
+            for (int64_t e = 0; e < m * n; ++e) {
+              INFO("linear isa " << isa_name(isa) << " bits " << bits << " group " << group << " m " << m << " e " << e);
+              REQUIRE(std::abs(y[e] - ref[e]) <= bound[e]);
+            }
+            if (!q8_supports(w)) continue;  // groups of 16 columns: linear_q8 takes 32-column blocks only
+            std::vector<float> yq(m * n, NAN), refq(m * n);
+            linear_q8_ref(w, x.data(), m, refq.data());
+            linear_q8_isa(isa, w, x.data(), m, yq.data());
+            for (int64_t e = 0; e < m * n; ++e) {
+              INFO("q8 isa " << isa_name(isa) << " bits " << bits << " group " << group << " m " << m << " e " << e);
+              REQUIRE(std::abs(yq[e] - refq[e]) <= bound[e]);
+            }
+          }
+        }
+      }
+  const std::vector<uint8_t> q = {0, 1, 2, 3};
+  const std::vector<float> s = {1.0f, INFINITY};
+  CHECK_THROWS_WITH(pack_quantized_affine(q.data(), 1, 4, 4, 2, s.data(), nullptr, "m"), Catch::Contains("not finite"));
+}
+
 TEST_CASE("packing refuses codes, groups and scales that do not fit", "[kernels]") {
   const std::vector<uint8_t> q = {0, 1, 2, 16};  // 16 does not fit 4 bits
   const std::vector<float> s = {1.0f, 1.0f};

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,8 @@
 
 #include "core/file.h"
 #include "eval/perplexity.h"
+#include "export/gguf_export.h"
+#include "io/gguf.h"
 #include "model/tokenizer.h"
 #include "pipeline/quantize.h"
 #include "pipeline/recipe.h"
@@ -114,6 +117,46 @@ TEST_CASE("packed runner: quantized checkpoints give the reference logits and pe
     INFO("ppl packed " << pa << " reference " << pb);
     // Mean NLL differs by the logit noise above at most (2e-4 relative): the ppl ratio within 1e-3.
     CHECK(std::abs(pa / pb - 1) < 1e-3);
+  }
+}
+
+TEST_CASE("packed runner: GGUF files run on their own blocks (every block type), equal to the decoded reference",
+          "[runtime]") {
+  const std::string dir = test::make_temp_dir("packed-gguf");
+  setenv("PTQ_CACHE_DIR", (dir + "/cache").c_str(), 1);  // the decoded directories (reference runner) go here
+  const std::string fp = test::repo_path(kSotu);        // widths 256 and 768: every K-quant applies
+  struct Case {
+    GgmlType type;
+    int bits;        // of the packed codes (the type's code range)
+    int64_t group;   // columns per step: the type's sub-block
+  };
+  const Case cases[] = {{GgmlType::Q4_0, 4, 32}, {GgmlType::Q4_1, 4, 32}, {GgmlType::Q5_0, 5, 32},
+                        {GgmlType::Q8_0, 8, 32}, {GgmlType::Q2_K, 2, 16}, {GgmlType::Q3_K, 3, 16},
+                        {GgmlType::Q4_K, 4, 32}, {GgmlType::Q5_K, 5, 32}, {GgmlType::Q6_K, 6, 16},
+                        {GgmlType::F16, 0, 0}};
+  for (const Case& c : cases) {
+    const std::string path = dir + "/" + ggml_type_name(c.type) + ".gguf";
+    GgufExportOptions o;
+    o.type = c.type;
+    export_gguf(fp, path, o);
+    INFO("gguf " << ggml_type_name(c.type));
+    check_same_logits(path, 8000);
+    auto ref = open(path, true), packed = open(path, false);
+    for (LinearId id : {LinearId::Q, LinearId::K, LinearId::Down}) {  // q/k: rows put back in Hugging Face order
+      const Linear& l = packed->layer(1)[id];
+      REQUIRE(l.packed);
+      CHECK_FALSE(l.weight.defined());
+      if (c.bits == 0) {
+        CHECK(l.packed->kind == kernels::WeightKind::F16);
+      } else {
+        CHECK(l.packed->kind == kernels::WeightKind::Quant);
+        CHECK(l.packed->bits == c.bits);
+        CHECK(l.packed->group == c.group);
+      }
+      // The packed weight dequantizes to ggml's own dequantization, exactly: steps and mins are fp16 (x small integer
+      // sub-scales) products, codes small integers, so a * u - a * 2^(bits-1) and a * u - m are exact in fp32.
+      CHECK(dequantize_packed(*l.packed).equal(ref->layer(1)[id].weight));
+    }
   }
 }
 
