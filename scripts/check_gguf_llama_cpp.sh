@@ -2,8 +2,10 @@
 # Verifies GGUF export with the real llama.cpp runtime (node-llama-cpp's prebuilt CPU binary from npm) and an
 # independent GGUF parser (@huggingface/gguf). For stories260K exported as F32, Q8_0 and Q4_0, and for a ptq
 # RTN w4 g32 checkpoint mapped to Q4_0: llama.cpp's logits on a fixed token sequence are compared with ptq's
-# runner on the same weights (the GGUF decoded back to an HF directory by `ptq gguf-to-hf`). The imatrix export of a
-# calibration stats file is parsed by @huggingface/gguf too.
+# runner on the same weights twice: the GGUF decoded back to an HF directory by `ptq gguf-to-hf`, and the GGUF file
+# itself (ptq's packed runner on the file's own blocks). sotu-llama-8m (rows of 256 and 768) exported as every K-quant
+# is compared the same way, file against file. The imatrix export of a calibration stats file is parsed by
+# @huggingface/gguf too.
 # Limits (issue 7): F32 max |diff| <= 1e-4; quantized: top-1 agreement at every position and mean KL <= 1e-3
 # (llama.cpp rounds activations to 8 bits inside quantized matmuls, so exact logits are not expected).
 # Usage: check_gguf_llama_cpp.sh PTQ_BINARY [NPM_DIR]   (NPM_DIR default: build/npm-oracle; not committed)
@@ -37,11 +39,36 @@ check() {  # NAME GGUF LIMIT_ARGS...
   else
     echo "FAIL $name: $res"; fail=1
   fi
+  check_file "$name" "$gguf" "$ids" "$@"
 }
+check_file() {  # NAME GGUF IDS LIMIT_ARGS...: ptq's packed runner on the GGUF file itself against llama.cpp
+  local name=$1 gguf=$2 file_ids=$3 res
+  shift 3
+  "$ptq" -q logits "$gguf" --ids "$file_ids" >"$tmp/$name.packed.json"
+  [[ -f $tmp/$name.llama.json ]] || node "$npm_dir/llama_logits.mjs" "$gguf" "$file_ids" >"$tmp/$name.llama.json"
+  if res=$(node "$npm_dir/compare_logits.mjs" "$tmp/$name.packed.json" "$tmp/$name.llama.json" "$@"); then
+    echo "ok   $name, ptq packed on the file: $res"
+  else
+    echo "FAIL $name, ptq packed on the file: $res"; fail=1
+  fi
+}
+export PTQ_CACHE_DIR=$tmp/cache  # the decoded directories `ptq logits FILE.gguf` makes
 
 for t in f32 q8_0 q4_0; do
   "$ptq" -q export "$model" --format gguf --gguf-type "$t" -o "$tmp/$t.gguf" >/dev/null 2>&1
   if [[ $t == f32 ]]; then check "$t" "$tmp/$t.gguf" --max-abs 1e-4; else check "$t" "$tmp/$t.gguf" --top1 --max-mean-kl 1e-3; fi
+done
+
+# Every K-quant on sotu-llama-8m (stories260K's rows of 64 fall back to other types), file against file. The first 48
+# tokens of data/sotu-test.txt as ptq tokenizes them (the same SentencePiece model is embedded in the file).
+sotu=$root/data/models/sotu-llama-8m
+sotu_ids=$("$ptq" -q tokenize "$sotu" --file "$root/data/sotu-test.txt" --json |
+  node -e 'const j = JSON.parse(require("fs").readFileSync(0, "utf8")); console.log((j.ids ?? j).slice(0, 48).join(","))')
+for t in q2_k q3_k q4_k q5_k q6_k; do
+  "$ptq" -q export "$sotu" --format gguf --gguf-type "$t" -o "$tmp/sotu-$t.gguf" >/dev/null 2>&1
+  # Top-1 up to near ties: llama.cpp rounds the activations to 8 bits (Q8_K) inside K-quant matmuls, which moves
+  # logits by up to ~0.2 here (max_abs_diff); a choice between two logits within 0.05 may then go either way.
+  check_file "sotu-$t" "$tmp/sotu-$t.gguf" "$sotu_ids" --top1 --top1-tie 0.05 --max-mean-kl 1e-3
 done
 
 # A ptq checkpoint (RTN, 4-bit symmetric, group 32) mapped onto Q4_0 without re-quantizing: ptq's logits on the
