@@ -7,6 +7,8 @@
 #   W4 g32             ptq quantize configs/w4a16-rtn.yaml    llama.cpp, GGUF Q4_0  (ptq export --gguf-type q4_0)
 #                        --group-size 32
 #   W4 g128            ptq quantize configs/w4a16-rtn.yaml    (ptq only: no GGUF type holds it)
+#   Q4_0 file, Q8_0 file   ptq on the GGUF files above       the same llama.cpp measurement as W4 g32 / W8
+#                        (its packed runner on the blocks)
 # Models (written once by `ptq synth` into the scratch directory; random weights, so only speed and memory mean
 # anything here):
 #   tinyllama-1.1b  TinyLlama-1.1B shapes (hidden 2048, 22 layers, 32/4 heads, ffn 5504, context 2048), F16, with
@@ -342,19 +344,31 @@ bench_shape() {  # SHAPE GB SYNTH_FLAGS
     "W8 vs Q8_0|ptq w8 (RTN, per channel)|$dir/w8|Q8_0|$dir/q8_0.gguf"
     "W4 g32 vs Q4_0|ptq w4g32 (RTN)|$dir/w4g32|Q4_0|$dir/q4_0.gguf"
     "W4 g128|ptq w4g128 (RTN)|$dir/w4g128||"
+    "Q4_0 file|ptq on q4_0.gguf (packed from its blocks)|$dir/q4_0.gguf|Q4_0|$dir/q4_0.gguf"
+    "Q8_0 file|ptq on q8_0.gguf (packed from its blocks)|$dir/q8_0.gguf|Q8_0|$dir/q8_0.gguf"
   )
-  local p pair pfmt pmodel gtype gguf n=0
+  local p pair pfmt pmodel gtype gguf label n=0
+  local -A llama_label=()  # GGUF file -> the label of its llama.cpp measurement (each file is measured once)
+  # ptq's decoded F32 views of the GGUF files (made on first use, not read by the packed runner) stay with the shape.
+  export PTQ_CACHE_DIR=$dir/ptq-cache
   for p in "${pairs[@]}"; do
     IFS='|' read -r pair pfmt pmodel gtype gguf <<<"$p"
     n=$((n + 1))
     log "$shape: $pair: ptq bench"
+    # A GGUF input is decoded once to its F32 view before the timed run, so that run's peak RSS is the runner's.
+    if [[ $pmodel == *.gguf ]]; then "$PTQ" --quiet inspect "$pmodel" >/dev/null; fi
     timed "$shape.$n.ptq" "$PTQ" --threads "$threads" --quiet bench "$pmodel" --prompt "$prompt" --gen "$gen" \
       --repeats "$repeats" "${ptq_bench_flags[@]}" --json
     emit ptq "$shape" "$pair" "$pfmt" "$pmodel" "$shape.$n.ptq"
     [[ -n $gguf ]] || continue
-    log "$shape: $pair: llama.cpp"
-    timed "$shape.$n.llama" node "$npm_dir/llama_bench.mjs" "$gguf" "$prompt" "$gen" "$threads" "$repeats"
-    emit llama.cpp "$shape" "$pair" "GGUF $gtype" "$gguf" "$shape.$n.llama"
+    label=${llama_label[$gguf]:-}
+    if [[ -z $label ]]; then
+      label=$shape.$n.llama
+      log "$shape: $pair: llama.cpp"
+      timed "$label" node "$npm_dir/llama_bench.mjs" "$gguf" "$prompt" "$gen" "$threads" "$repeats"
+      llama_label[$gguf]=$label
+    fi
+    emit llama.cpp "$shape" "$pair" "GGUF $gtype" "$gguf" "$label"
   done
   # Without --keep, what this run built goes as soon as its shape is measured (disk).
   if [[ $keep == 0 && " ${made[*]} " == *" $dir "* ]]; then rm -rf "$dir"; fi
