@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the benchmark scripts (sourced). Needs /usr/bin/time and python3.
+# Shared by the benchmark scripts (sourced). Needs /usr/bin/time and python3 (pad_tokenizer: node).
 # ptq_binary: $PTQ as an absolute path, or build/ptq (built by scripts/build.sh) when PTQ is unset; run from the
 # repository root.
 ptq_binary() {
@@ -49,3 +49,39 @@ bench_texts() {
 
 # last_line LOG: a log's last line, quotes and backslashes removed, cut to 160 characters (for a table's status cell).
 last_line() { tail -n 1 "$1" | tr -d '"\\' | cut -c1-160; }
+
+# Pads a SentencePiece tokenizer.model with control pieces ("<unused_N>": encoding never produces them, ids of the
+# first pieces unchanged) to VOCAB pieces: GGUF embeds one token per embedding row, and the repository has no
+# 32000-piece tokenizer. Appended repeated field 1 entries of ModelProto are more pieces, in order.
+pad_tokenizer() {  # IN OUT VOCAB
+  node -e '
+    const fs = require("fs");
+    const [src, dst, vocab] = [process.argv[1], process.argv[2], Number(process.argv[3])];
+    const varint = (n) => {
+      const b = [];
+      do { b.push((n & 0x7f) | (n >= 128 ? 0x80 : 0)); n = Math.floor(n / 128); } while (n);
+      return Buffer.from(b);
+    };
+    const bytes = fs.readFileSync(src);
+    let p = 0, pieces = 0;
+    const rd = () => { let v = 0, m = 1, x; do { x = bytes[p++]; v += (x & 0x7f) * m; m *= 128; } while (x & 0x80); return v; };
+    while (p < bytes.length) {  // count the pieces (field 1) of the top-level message
+      const key = rd(), wire = key & 7;
+      if (wire === 2) { const n = rd(); p += n; }
+      else if (wire === 0) rd();
+      else if (wire === 5 || wire === 1) p += wire === 5 ? 4 : 8;
+      else throw new Error(`${src}: unexpected protobuf wire type ${wire}`);
+      if (key >>> 3 === 1) ++pieces;
+    }
+    if (pieces > vocab) throw new Error(`${src} has ${pieces} pieces, more than ${vocab}`);
+    const out = [bytes];
+    const score = Buffer.alloc(4);
+    score.writeFloatLE(-1e9);
+    for (let i = pieces; i < vocab; ++i) {  // SentencePiece {1: piece, 2: score, 3: type CONTROL}
+      const text = Buffer.from(`<unused_${i}>`);
+      const body = Buffer.concat([Buffer.from([0x0a]), varint(text.length), text, Buffer.from([0x15]), score,
+                                  Buffer.from([0x18, 3])]);
+      out.push(Buffer.from([0x0a]), varint(body.length), body);
+    }
+    fs.writeFileSync(dst, Buffer.concat(out));' "$1" "$2" "$3"
+}

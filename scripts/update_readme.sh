@@ -4,7 +4,7 @@
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
 #   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
-#             mixed-table fuzz
+#             mixed-table scale-bench fuzz
 #   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
 #   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
 #   (mixed-table: scripts/mixed_table.sh, mixed precision against uniform grids and llama.cpp's mixes, and its plot
@@ -12,6 +12,8 @@
 #   being the one that run wrote)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
 #   (quantize-bench: scripts/bench_quantize.sh, ptq RTN / GGUF export against llama-quantize, ~5 minutes; idle machine)
+#   (scale-bench: scripts/bench_scale.sh, synthetic Llama-2-7B and TinyLlama-1.1B shapes quantized, the 7B one
+#   evaluated, ~10 minutes and 19 GB of scratch disk; PTQ_SCALE_JSON=FILE renders a saved output of it instead)
 #   (fuzz: renders the run `scripts/fuzz.sh --record` wrote to docs/results/fuzz.jsonl, or PTQ_FUZZ_RECORD; it
 #   runs nothing itself, the run takes ~15 minutes; needs no ptq binary)
 #   PTQ_BIN=path/to/ptq uses that binary (default: build/ptq, built by scripts/build.sh).
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
-     mixed-table fuzz)
+     mixed-table scale-bench fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -160,6 +162,35 @@ table_section() {
 }
 if wanted gguf-table; then table_section gguf-table scripts/gguf_table.sh "${PTQ_GGUF_TABLE:-}"; fi
 if wanted mixed-table; then table_section mixed-table scripts/mixed_table.sh "${PTQ_MIXED_TABLE:-}"; fi
+
+if wanted scale-bench; then
+  json=${PTQ_SCALE_JSON:-}
+  if [[ -z $json ]]; then json=$tmp/scale-json; PTQ=$PTQ_BIN scripts/bench_scale.sh >"$json"; fi
+  {
+    echo "\$ scripts/bench_scale.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo
+    python3 - "$json" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+names = {"llama2-7b": "Llama-2-7B (4096/11008, 32 layers, vocab 32000; 2 HF-style shards)",
+         "tinyllama": "TinyLlama-1.1B (2048/5504, 22 layers, 32/4 heads)"}
+gb = lambda b: "%.2f GB" % (b / 1e9)
+print("| model shape | method | synth write | quantize time | quantize peak RSS | input | output | "
+      "`eval ppl`, 512-token windows: s per window | `eval ppl` peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in runs:
+    method = "%s W%d g%d" % (r["method"].upper(), r["bits"], r["group_size"])
+    if "--synthetic" in r["flags"]:
+        method += ", `%s`" % r["flags"][r["flags"].index("--synthetic"):]
+    e = r.get("eval")
+    print("| %s | %s | %.1f s | %.0f s | %.0f MB | %s | %s | %s | %s |" % (
+        names.get(r["run"], r["run"]), method, r["synth_seconds"], r["seconds"], r["peak_rss_mb"],
+        gb(r["input_bytes"]), gb(r["output_bytes"]),
+        "%.1f s (%d windows, %.1f s in all with loading)" % (e["seconds_per_window"], e["windows"], e["seconds"]) if e else "-",
+        "%.0f MB" % e["peak_rss_mb"] if e else "-"))
+PY
+  } >"$tmp/scale-bench"
+fi
 
 if wanted fuzz; then
   record=${PTQ_FUZZ_RECORD:-docs/results/fuzz.jsonl}
