@@ -131,6 +131,10 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
   const __m512i spread = C == 4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
                                 : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i nibble = _mm512_set1_epi8(0x0F);
+  // Every step's blocks in one group (one group per row, or groups of a multiple of kStep blocks): one step, one
+  // scale. Gathering kStep scales through block_group cost a quarter of the streaming rate (W8 per channel, decode:
+  // 18.9 vs 23.9 GB/s for per-block scales).
+  const bool one_group_per_step = w.groups == 1 || (w.group / kQ8Block) % kStep == 0;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w.codes.data() + r * w.row_bytes();
     const float* sc = w.scales.data() + r * w.groups;
@@ -150,6 +154,8 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
       __m128 s;
       if (per_block_scales) {
         s = C == 4 ? _mm_loadu_ps(sc + b) : _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(sc + b)));
+      } else if (one_group_per_step) {
+        s = _mm_set1_ps(sc[block_group[b]]);
       } else if constexpr (C == 4) {
         s = _mm_set_ps(sc[block_group[b + 3]], sc[block_group[b + 2]], sc[block_group[b + 1]], sc[block_group[b]]);
       } else {
