@@ -283,10 +283,11 @@ void repack_panel(const uint8_t* const* row, int64_t b0, int64_t b1, __m512i* pa
   }
 }
 
-inline int32_t load_dword(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+// acc + the products of w's bytes with the four bytes at p in every lane (vpdpbusd with an embedded {1to16} broadcast:
+// one fused load, where the intrinsic on _mm512_set1_epi32 compiles to a separate vpbroadcastd per product).
+inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
 }
 
 // MB tokens over blocks [b0, b1) of one tile: y[i * ldy + r0 + lane] += Σ_b steps(b) · d_i(b) · Σ codes x q (the
@@ -307,7 +308,7 @@ void tile_tokens(const __m512i* panel, int64_t b0, int64_t b1, const float* st, 
       const __m512i v = _mm512_load_si512(wv + c);
 #pragma GCC unroll 8
       for (int i = 0; i < MB; ++i)
-        p[i] = _mm512_dpbusd_epi32(p[i], v, _mm512_set1_epi32(load_dword(tok[i].q.data() + kQ8Block * b + 4 * c)));
+        p[i] = dpbusd_bcast(p[i], v, tok[i].q.data() + kQ8Block * b + 4 * c);
     }
     const __m512 s = _mm512_load_ps(st + kTileRows * block_group[b]);
 #pragma GCC unroll 8
@@ -335,54 +336,64 @@ void tile_tokens_for(int mb, const __m512i* panel, int64_t b0, int64_t b1, const
 // The tile GEMM: rows in tiles of 16 over the threads; per tile the steps and offset terms are transposed to
 // [groups][16] once, then each panel is repacked and every token runs over it; the offset term (Σ_g off · Σx̂_g) and
 // the bias close each token's 16 outputs.
+// Tile t of the GEMM (rows 16t .. 16t + 15). st, ot: [groups][16] scratch (64-byte aligned); panel: 8 * kPanelBlocks
+// vectors.
+void gemm_tile(const PackedWeights& w, const TokenQ8* tok, int64_t m, const int32_t* block_group, float* y,
+               const float* bias, int64_t t, float* st, float* ot, __m512i* panel) {
+  const int64_t blocks = w.kpad / kQ8Block;
+  const int64_t r0 = t * kTileRows, nr = std::min<int64_t>(kTileRows, w.n - r0);
+  const __mmask16 lanes = _cvtu32_mask16((1u << nr) - 1u);
+  const uint8_t* row[kTileRows];
+  for (int i = 0; i < kTileRows; ++i) {
+    const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
+    row[i] = w.codes.data() + r * w.row_bytes();
+    const Q8RowOffsets off = q8_row_offsets(w, r);
+    for (int64_t g = 0; g < w.groups; ++g) {
+      st[g * kTileRows + i] = w.scales[r * w.groups + g];
+      ot[g * kTileRows + i] = off.mul * off.off[g];
+    }
+  }
+  for (int64_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
+    const int64_t b1 = std::min(blocks, b0 + kPanelBlocks);
+    if (w.container == 4) repack_panel<4>(row, b0, b1, panel);
+    else repack_panel<8>(row, b0, b1, panel);
+    for (int64_t i0 = 0; i0 < m; i0 += kTileTokens)
+      tile_tokens_for(int(std::min<int64_t>(kTileTokens, m - i0)), panel, b0, b1, st, block_group, tok + i0,
+                      y + i0 * w.n + r0, w.n, lanes, b0 == 0);
+  }
+  const __m512 bv = bias != nullptr ? _mm512_maskz_loadu_ps(lanes, bias + r0) : _mm512_setzero_ps();
+  for (int64_t i = 0; i < m; ++i) {
+    float* yi = y + i * w.n + r0;
+    const float* xs = tok[i].xsum.data();
+    // Four independent sums over the groups (one fma chain would wait on its latency for every group).
+    __m512 z[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t g = 0;
+    for (; g + 4 <= w.groups; g += 4)
+      for (int j = 0; j < 4; ++j)
+        z[j] = _mm512_fmadd_ps(_mm512_load_ps(ot + (g + j) * kTileRows), _mm512_set1_ps(xs[g + j]), z[j]);
+    for (; g < w.groups; ++g) z[0] = _mm512_fmadd_ps(_mm512_load_ps(ot + g * kTileRows), _mm512_set1_ps(xs[g]), z[0]);
+    const __m512 zt = _mm512_add_ps(_mm512_add_ps(z[0], z[1]), _mm512_add_ps(z[2], z[3]));
+    _mm512_mask_storeu_ps(yi, lanes, _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, yi), bv), zt));
+  }
+}
+
+// The tile GEMM: tiles of 16 rows over the threads; per tile the steps and offset terms are transposed to
+// [groups][16] once, then each panel is repacked and every token runs over it; the offset term (Σ_g off · Σx̂_g) and
+// the bias close each token's 16 outputs. The parallel region holds no vector code itself (clang, which builds the
+// fuzz targets, outlines it into a function without this file's target attributes).
 void gemm_tiles(const PackedWeights& w, const TokenQ8* tok, int64_t m, const int32_t* block_group, float* y,
                 const float* bias) {
-  const int64_t blocks = w.kpad / kQ8Block, tiles = (w.n + kTileRows - 1) / kTileRows;
-  const bool c4 = w.container == 4;
+  const int64_t tiles = (w.n + kTileRows - 1) / kTileRows;
 #pragma omp parallel if (w.n * w.k * m >= kParallelMinMacs)
   {
-    alignas(64) __m512i panel[8 * kPanelBlocks];
-    std::vector<float> st_buf(kTileRows * w.groups + 16), ot_buf(kTileRows * w.groups + 16);
-    // 64-byte aligned views for the aligned loads.
-    float* st = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(st_buf.data()) + 63) & ~uintptr_t(63));
-    float* ot = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ot_buf.data()) + 63) & ~uintptr_t(63));
+    std::vector<uint8_t> scratch(2 * (kTileRows * w.groups + 16) * sizeof(float) + 64 * 8 * kPanelBlocks + 64);
+    // 64-byte aligned views for the aligned loads: the panel, then the steps and offsets.
+    uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t(63));
+    auto* panel = reinterpret_cast<__m512i*>(base);
+    float* st = reinterpret_cast<float*>(base + 64 * 8 * kPanelBlocks);
+    float* ot = st + kTileRows * w.groups + 16;
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t r0 = t * kTileRows, nr = std::min<int64_t>(kTileRows, w.n - r0);
-      const __mmask16 lanes = _cvtu32_mask16((1u << nr) - 1u);
-      const uint8_t* row[kTileRows];
-      for (int i = 0; i < kTileRows; ++i) {
-        const int64_t r = r0 + std::min<int64_t>(i, nr - 1);
-        row[i] = w.codes.data() + r * w.row_bytes();
-        const Q8RowOffsets off = q8_row_offsets(w, r);
-        for (int64_t g = 0; g < w.groups; ++g) {
-          st[g * kTileRows + i] = w.scales[r * w.groups + g];
-          ot[g * kTileRows + i] = off.mul * off.off[g];
-        }
-      }
-      for (int64_t b0 = 0; b0 < blocks; b0 += kPanelBlocks) {
-        const int64_t b1 = std::min(blocks, b0 + kPanelBlocks);
-        if (c4) repack_panel<4>(row, b0, b1, panel);
-        else repack_panel<8>(row, b0, b1, panel);
-        for (int64_t i0 = 0; i0 < m; i0 += kTileTokens)
-          tile_tokens_for(int(std::min<int64_t>(kTileTokens, m - i0)), panel, b0, b1, st, block_group,
-                          tok + i0, y + i0 * w.n + r0, w.n, lanes, b0 == 0);
-      }
-      const __m512 bv = bias != nullptr ? _mm512_maskz_loadu_ps(lanes, bias + r0) : _mm512_setzero_ps();
-      for (int64_t i = 0; i < m; ++i) {
-        float* yi = y + i * w.n + r0;
-        const float* xs = tok[i].xsum.data();
-        // Four independent sums over the groups (one fma chain would wait on its latency for every group).
-        __m512 z[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        int64_t g = 0;
-        for (; g + 4 <= w.groups; g += 4)
-          for (int j = 0; j < 4; ++j)
-            z[j] = _mm512_fmadd_ps(_mm512_load_ps(ot + (g + j) * kTileRows), _mm512_set1_ps(xs[g + j]), z[j]);
-        for (; g < w.groups; ++g) z[0] = _mm512_fmadd_ps(_mm512_load_ps(ot + g * kTileRows), _mm512_set1_ps(xs[g]), z[0]);
-        const __m512 zt = _mm512_add_ps(_mm512_add_ps(z[0], z[1]), _mm512_add_ps(z[2], z[3]));
-        _mm512_mask_storeu_ps(yi, lanes, _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, yi), bv), zt));
-      }
-    }
+    for (int64_t t = 0; t < tiles; ++t) gemm_tile(w, tok, m, block_group, y, bias, t, st, ot, panel);
   }
 }
 
