@@ -222,6 +222,36 @@ PackedWeights pack_quantized_stream(const uint8_t* stream, int64_t stream_row_by
   if (stream_row_bytes * 8 < k * bits)
     bad(name, fmt::format("a row of {} bytes cannot hold {} codes of {} bits", stream_row_bytes, k, bits));
   PackedWeights w = pack_layout(n, k, bits, groups, scales, zeros, g_idx, name);
+  if (w.perm.empty() && (bits == 4 || bits == 8)) {
+    // The common grids in natural order, a block at a time (the generic path below extracts and ORs code by code:
+    // a quarter of a 1B model's load time). 8 bits: the stream is the row. 4 bits: stream byte j holds codes 2j (low
+    // nibble) and 2j + 1; block byte p takes code p low and code p + 16 high.
+    const int64_t rb = w.row_bytes();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      const uint8_t* src = stream + r * stream_row_bytes;
+      uint8_t* dst = w.codes.data() + r * rb;
+      if (bits == 8) {
+        std::memcpy(dst, src, size_t(k));
+        continue;
+      }
+      auto code = [&](int64_t j) { return j < k ? (src[j >> 1] >> (4 * (j & 1))) & 0xF : 0; };
+      for (int64_t b = 0; b * 32 < k; ++b) {
+        uint8_t* out = dst + b * kBlockBytes;
+        const int64_t j0 = b * 32;
+        if (j0 + 32 <= k) {
+          for (int p = 0; p < 16; ++p) {
+            const int lo = (src[(j0 + p) >> 1] >> (4 * (p & 1))) & 0xF;
+            const int hi = (src[(j0 + p + 16) >> 1] >> (4 * (p & 1))) & 0xF;
+            out[p] = uint8_t(lo | (hi << 4));
+          }
+        } else {
+          for (int p = 0; p < 16; ++p) out[p] = uint8_t(code(j0 + p) | (code(j0 + p + 16) << 4));
+        }
+      }
+    }
+    return w;
+  }
   const int mask = (1 << bits) - 1;
   // A code of <= 8 bits spans at most two bytes; the second is read only when the code reaches into it.
   fill_codes(w, [&](int64_t r, int64_t c) {

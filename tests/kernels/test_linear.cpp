@@ -281,6 +281,33 @@ TEST_CASE("affine grids (GGUF's blocks: any step sign, stored mins) run on every
   CHECK_THROWS_WITH(pack_quantized_affine(q.data(), 1, 4, 4, 2, s.data(), nullptr, "m"), Catch::Contains("not finite"));
 }
 
+TEST_CASE("packing from a bit stream equals packing the codes, every width, natural and act-order", "[kernels]") {
+  // pack_quantized_stream (the ptq checkpoint's qweight: code j at stream bits [j * bits, j * bits + bits), LSB first)
+  // against pack_quantized of the same codes: the same block bytes. k = 100: a partial last block.
+  std::mt19937 rng(5);
+  for (int bits = 2; bits <= 8; ++bits)
+    for (bool act_order : {false, true}) {
+      const int64_t n = 7, k = act_order ? 96 : 100, groups = act_order ? 3 : 1;
+      std::vector<uint8_t> q(n * k);
+      for (auto& v : q) v = uint8_t(rng() % (1u << bits));
+      const int64_t row_bytes = (k * bits + 7) / 8 + 1;  // one spare byte: rows need not be tight
+      std::vector<uint8_t> stream(n * row_bytes, 0);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t j = 0; j < k; ++j)
+          for (int t = 0; t < bits; ++t)
+            if ((q[r * k + j] >> t) & 1) stream[r * row_bytes + (j * bits + t) / 8] |= uint8_t(1u << ((j * bits + t) % 8));
+      std::vector<float> s(n * groups, 0.5f);
+      std::vector<int32_t> g_idx(k);
+      for (int64_t j = 0; j < k; ++j) g_idx[j] = int32_t((j * 7) % groups);  // every group k / groups columns
+      const int32_t* gi = act_order ? g_idx.data() : nullptr;
+      const PackedWeights a = pack_quantized(q.data(), n, k, bits, groups, s.data(), nullptr, gi, "q");
+      const PackedWeights b = pack_quantized_stream(stream.data(), row_bytes, n, k, bits, groups, s.data(), nullptr, gi, "s");
+      INFO("bits " << bits << " act_order " << act_order);
+      REQUIRE(a.codes == b.codes);
+      REQUIRE(a.perm == b.perm);
+    }
+}
+
 TEST_CASE("packing refuses codes, groups and scales that do not fit", "[kernels]") {
   const std::vector<uint8_t> q = {0, 1, 2, 16};  // 16 does not fit 4 bits
   const std::vector<float> s = {1.0f, 1.0f};
