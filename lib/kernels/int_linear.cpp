@@ -11,6 +11,8 @@ namespace ptq::kernels {
 // acc non-null: the accumulators alone (y, bias unused).
 void int_linear_avx2(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
 void int_linear_avx512(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
+// cpu/int_linear_avx512_vnni.cpp: the AVX-512 kernel with vpdpwssd, for Isa::Avx512 where the CPU has VNNI.
+void int_linear_avx512_vnni(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
 
 namespace {
 
@@ -19,6 +21,11 @@ using IntLinearFn = void (*)(const IntWeights&, const IntActivations&, float*, c
 // One row per instruction set, indexed by Isa; Ref has none here (int_linear_ref is separate: int64 accumulators).
 constexpr IntLinearFn kIntLinear[] = {nullptr, int_linear_avx2, int_linear_avx512};
 static_assert(sizeof(kIntLinear) / sizeof(kIntLinear[0]) == int(Isa::Avx512) + 1, "one kernel per Isa");
+
+// The table's kernel, or its VNNI variant for AVX-512 where the CPU has VNNI.
+IntLinearFn kernel_for(Isa isa) {
+  return isa == Isa::Avx512 && has_avx512_vnni() ? int_linear_avx512_vnni : kIntLinear[static_cast<int>(isa)];
+}
 
 }  // namespace
 
@@ -70,7 +77,7 @@ void int_linear_isa(Isa isa, const IntWeights& w, const IntActivations& x, float
   check_isa(isa);
   if (x.m == 0) return;
   if (isa == Isa::Ref) return int_linear_ref(w, x, y, bias);
-  kIntLinear[static_cast<int>(isa)](w, x, y, bias, nullptr);
+  kernel_for(isa)(w, x, y, bias, nullptr);
 }
 
 void int_linear(const IntWeights& w, const IntActivations& x, float* y, const float* bias) {
@@ -83,7 +90,7 @@ void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, i
   check_isa(isa);
   if (x.m == 0) return;
   if (isa == Isa::Ref) throw std::invalid_argument("int_linear_acc_isa: the scalar twin is int_linear_acc_ref (int64)");
-  kIntLinear[static_cast<int>(isa)](w, x, nullptr, nullptr, acc);
+  kernel_for(isa)(w, x, nullptr, nullptr, acc);
 }
 
 }  // namespace ptq::kernels

@@ -12,6 +12,12 @@
 
 using namespace ptq::kernels;
 
+namespace ptq::kernels {
+// cpu/int_linear_avx512.cpp (vpmaddwd): what AVX-512 CPUs without VNNI run. int_linear_isa(Isa::Avx512) dispatches to
+// the VNNI kernel where the CPU has VNNI, so on such a CPU this test calls the plain one directly as well.
+void int_linear_avx512(const IntWeights& w, const IntActivations& x, float* y, const float* bias, int32_t* acc);
+}  // namespace ptq::kernels
+
 namespace {
 
 std::vector<int16_t> random_codes(int64_t count, int lo, int hi, std::mt19937& rng) {
@@ -78,6 +84,19 @@ TEST_CASE("int_linear: every ISA equals the scalar twin, accumulators and output
               for (int64_t i = 0; i < m * n; ++i) y_equal = y_equal && same_bits(y[i], y_ref[i]);
               CHECK(y_equal);
               ++checked;
+            }
+            if (detected_isa() >= Isa::Avx512 && has_avx512_vnni()) {
+              INFO("plain AVX-512 kernel, m " << m << " width " << width << " groups " << groups);
+              std::vector<int32_t> acc(m * n * groups, -1);
+              int_linear_avx512(w, x, nullptr, nullptr, acc.data());
+              bool acc_equal = true;
+              for (size_t i = 0; i < acc.size(); ++i) acc_equal = acc_equal && int64_t(acc[i]) == acc_ref[i];
+              CHECK(acc_equal);
+              std::vector<float> y(m * n, NAN);
+              int_linear_avx512(w, x, y.data(), b, nullptr);
+              bool y_equal = true;
+              for (int64_t i = 0; i < m * n; ++i) y_equal = y_equal && same_bits(y[i], y_ref[i]);
+              CHECK(y_equal);
             }
           }
         }

@@ -2,7 +2,7 @@
 // so. vpmaddwd on 32 int16 lanes (one zmm); the columns past the last whole 32 of a group are loaded under a
 // mask (AVX-512BW masked int16 loads; masked-off lanes read as 0 and add nothing). Built with -ffp-contract=off
 // (CMakeLists.txt): the double epilogue must not fuse into FMAs, so that it rounds as int_linear_ref does.
-// Not run on the development machine (AVX2 only): tested wherever the CPU has AVX-512 (tests/kernels).
+// Runs on AVX-512 CPUs without VNNI (cpu/int_linear_avx512_vnni.cpp where it has it); tested there, or under PTQ_ISA.
 // Every standard header the kernel code uses is included before the target pragma (see cpu/linear_avx512.cpp).
 #include <algorithm>
 #include <cstdint>
