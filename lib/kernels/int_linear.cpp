@@ -93,4 +93,55 @@ void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, i
   kernel_for(isa)(w, x, nullptr, nullptr, acc);
 }
 
+// cpu/int_linear8_avx512.cpp (AVX-512 VNNI). c8: the codes as bytes [m, k]; csum [m, groups] their group sums.
+void int_linear8_avx512_vnni(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x,
+                             float* y, const float* bias);
+
+bool int_linear8_supports(const IntWeights& w) {
+  if (best_isa() != Isa::Avx512 || !has_avx512_vnni() || w.n <= 0 || w.k <= 0 || w.groups <= 0 || w.k % w.groups != 0)
+    return false;
+  const int64_t width = w.k / w.groups;
+  if (width % 4 != 0 || width > kIntLinear8MaxWidth) return false;
+  for (int64_t i = 0; i < w.n * w.k; ++i)
+    if (w.w[i] < -128 || w.w[i] > 127) return false;
+  return true;
+}
+
+IntWeights8 pack_int_weights8(const IntWeights& w) {
+  if (!int_linear8_supports(w)) throw std::invalid_argument("pack_int_weights8: weights the 1-byte kernel cannot take");
+  IntWeights8 p;
+  p.n = w.n;
+  p.k = w.k;
+  p.groups = w.groups;
+  const int64_t tiles = (w.n + 15) / 16, k4 = w.k / 4;
+  p.tiles.assign(tiles * k4 * 64, 128);  // rows past n: w = 0
+  p.s8.assign(tiles * w.groups * 16, 0.0);
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t t = r / 16, i = r % 16;
+    for (int64_t c = 0; c < w.k; ++c) p.tiles[(t * k4 + c / 4) * 64 + 4 * i + c % 4] = uint8_t(w.w[r * w.k + c] + 128);
+    for (int64_t g = 0; g < w.groups; ++g) p.s8[(t * w.groups + g) * 16 + i] = double(w.s[r * w.groups + g]);
+  }
+  return p;
+}
+
+bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias) {
+  if (x.m < 0 || (x.m > 0 && (x.c == nullptr || x.a == nullptr || y == nullptr)))
+    throw std::invalid_argument("int_linear8: null activations, steps or output");
+  if (x.m == 0) return true;
+  if (!has_avx512_vnni()) throw std::runtime_error("int_linear8: this CPU has no AVX-512 VNNI");
+  thread_local std::vector<int8_t> c8;
+  thread_local std::vector<int32_t> csum;
+  c8.resize(x.m * w.k);
+  csum.assign(x.m * w.groups, 0);
+  const int64_t width = w.k / w.groups;
+  for (int64_t i = 0; i < x.m * w.k; ++i) {
+    const int16_t v = x.c[i];
+    if (v < -128 || v > 127) return false;
+    c8[i] = int8_t(v);
+    csum[(i / w.k) * w.groups + (i % w.k) / width] += v;
+  }
+  int_linear8_avx512_vnni(w, c8.data(), csum.data(), x, y, bias);
+  return true;
+}
+
 }  // namespace ptq::kernels

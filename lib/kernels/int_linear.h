@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cpu_features.h"
 
@@ -64,5 +65,28 @@ void int_linear_ref(const IntWeights& w, const IntActivations& x, float* y, cons
 // The accumulators acc [m, n, groups] alone (x.a is not read), for checking the kernels bit for bit.
 void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, int32_t* acc);
 void int_linear_acc_ref(const IntWeights& w, const IntActivations& x, int64_t* acc);
+
+// ---- 1-byte weights (AVX-512 VNNI) --------------------------------------------------------------------------
+// The same y, bit for bit, from weights held as bytes: for modules whose integers fit a signed byte and whose groups
+// are whole dwords, on CPUs with AVX-512 VNNI. Layout (16-row tiles, rows past n zero):
+//   tiles[((t · k/4) + j) · 64 + 4 i + b] = w[16 t + i, 4 j + b] + 128   (u8)
+//   s8[(t · groups + g) · 16 + i]          = double(s[16 t + i, g])
+// One vpdpbusd of a 64-byte vector against a token's codes 4j .. 4j+3 (one dword, broadcast) adds four products to
+// each of the tile's 16 rows: acc' = Σ (w + 128) · c = acc + 128 · Σ_group c, so the kernel subtracts 128 · Σ c per
+// token and group and keeps the exact int32 group sums (|acc'| <= width · 255 · 128: width <= 65793); the double
+// epilogue then runs per row exactly as int_linear's. Decode reads 1 byte per weight (int_linear: 2).
+constexpr int64_t kIntLinear8MaxWidth = 65793;  // floor((2^31 - 1) / (255 · 128))
+struct IntWeights8 {
+  std::vector<uint8_t> tiles;
+  std::vector<double> s8;
+  int64_t n = 0, k = 0, groups = 1;
+};
+// Whether pack_int_weights8 takes `w` on this CPU: AVX-512 VNNI (best_isa() AVX-512), every w in [-128, 127],
+// groups of a multiple of 4 columns and at most kIntLinear8MaxWidth.
+bool int_linear8_supports(const IntWeights& w);
+IntWeights8 pack_int_weights8(const IntWeights& w);
+// y [m, n] as int_linear(w, x, y, bias) for the weights packed from w, bit for bit. Returns false (y untouched)
+// when an activation code is outside [-128, 127]: the caller then runs int_linear on the int16 weights.
+bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias = nullptr);
 
 }  // namespace ptq::kernels

@@ -54,6 +54,11 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
   // |c| <= 2^(b-1) (symmetric) or 2^b - 1 (asymmetric q - zero, zero within the grid).
   const int64_t act_max = act_.sym ? int64_t(1) << (act_.bits - 1) : (int64_t(1) << act_.bits) - 1;
   int_kernel_ = kernels::int_linear_width_fits(width_, act_max, w_max_abs_);
+  // Activation codes beyond a signed byte (asymmetric 8-bit) would always fall back: no byte copy for those.
+  const bool act_fits_byte = act_.sym ? act_.bits <= 8 : act_.bits <= 7;
+  if (int_kernel_ && act_fits_byte && act_.granularity != ActGranularity::PerChannel &&
+      kernels::int_linear8_supports(int_weights()))
+    w8_ = std::make_shared<const kernels::IntWeights8>(kernels::pack_int_weights8(int_weights()));
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());
 }
@@ -104,7 +109,9 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   at::Tensor y = at::empty({T, N}, at::kFloat);
   kernels::IntActivations xa{codes.data_ptr<int16_t>(), a.data_ptr<float>(), T,
                              act_.granularity == ActGranularity::PerToken};
-  kernels::int_linear(int_weights(), xa, y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr);
+  const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
+  if (w8_ == nullptr || !kernels::int_linear8(*w8_, xa, y.data_ptr<float>(), bias))
+    kernels::int_linear(int_weights(), xa, y.data_ptr<float>(), bias);
   return y.view(out_shape);
 }
 

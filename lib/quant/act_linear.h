@@ -8,7 +8,8 @@
 //   y[t, n]         = fp32( a[t] · Σ_g s[n, g] · acc[t, n, g] )  (+ bias in fp32; Σ_g in double, g increasing)
 // Groups run over columns in g_idx order (act-order columns are gathered first, for x and w alike).
 // forward() runs per-tensor and per-token modules on the integer kernel kernels::int_linear (int16 codes, int32
-// group sums; bit-identical to act_quant_linear_ref); accumulators() keeps the former fp64 evaluation (bmm on
+// group sums; bit-identical to act_quant_linear_ref), or on kernels::int_linear8 (1-byte weights, AVX-512 VNNI; the
+// same bits) where the weight integers fit a signed byte and the groups are whole dwords; accumulators() keeps the former fp64 evaluation (bmm on
 // integers held in doubles, |acc| < 2^53, refused past int32) as an independent reference for tests, and as the
 // path of groups too wide for int32 in the worst case (e.g. > 33025 columns with asymmetric 8-bit activations).
 //
@@ -55,6 +56,9 @@ class ActQuantLinear final : public LinearKernel {
   at::Tensor bias_;    // [out] fp32 contiguous or undefined
   int64_t groups_ = 1, width_ = 0;
   int32_t w_max_abs_ = kernels::kIntLinearMaxCode;  // max |q - zero| (set before int_weights() is used)
+  // The same weights as bytes for kernels::int_linear8 (AVX-512 VNNI), where the module and the CPU allow it: what
+  // forward() runs on (bit-identical), int16 weights only for codes outside a signed byte. Null otherwise.
+  std::shared_ptr<const kernels::IntWeights8> w8_;
   bool int_kernel_ = true;  // groups fit int32 for every code the activation grid makes (int_linear_width_fits)
 };
 

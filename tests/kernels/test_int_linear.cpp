@@ -180,3 +180,47 @@ TEST_CASE("int_linear: symmetric 8-bit codes admit groups of 131071 columns, exa
   c[0] = 129;  // one code past ±128 with weights of ±128: could overflow, refused
   CHECK_THROWS_WITH(int_linear_acc_ref(w, x, acc_ref.data()), Catch::Contains("131071 columns"));
 }
+
+TEST_CASE("int_linear8 (1-byte weights, AVX-512 VNNI) equals the scalar twin bit for bit", "[kernels][int_linear]") {
+  if (!(detected_isa() >= Isa::Avx512 && has_avx512_vnni())) {
+    WARN("skipped: this CPU has no AVX-512 VNNI, the only place int_linear8 runs");
+    return;
+  }
+  std::mt19937 rng(31);
+  int checked = 0;
+  for (int64_t width : {4, 32, 36, 128})
+    for (int64_t groups = 1; groups <= 3; ++groups)
+      for (int64_t n : {2 * groups + 3, int64_t(37)})  // one partial tile; two whole tiles and a partial one
+        for (int64_t m : {1, 3, 6, 17}) {  // token groups of 4: 1, 3, 4 + 2, 4 x 4 + 1
+          const int64_t k = width * groups;
+          // The byte kernel's whole ranges: weights and codes in [-128, 127].
+          const std::vector<int16_t> c = random_codes(m * k, -128, 127, rng), wq = random_codes(n * k, -128, 127, rng);
+          const std::vector<float> s = random_steps(n * groups, rng), a_tok = random_steps(m, rng), bias = random_steps(n, rng);
+          const IntWeights w{wq.data(), s.data(), n, k, groups};
+          REQUIRE(int_linear8_supports(w));
+          const IntWeights8 w8 = pack_int_weights8(w);
+          for (bool per_token : {true, false})
+            for (bool with_bias : {false, true}) {
+              const IntActivations x{c.data(), a_tok.data(), m, per_token};
+              const float* b = with_bias ? bias.data() : nullptr;
+              std::vector<float> y_ref(m * n, NAN), y(m * n, NAN);
+              int_linear_ref(w, x, y_ref.data(), b);
+              REQUIRE(int_linear8(w8, x, y.data(), b));
+              bool equal = true;
+              for (int64_t i = 0; i < m * n; ++i) equal = equal && same_bits(y[i], y_ref[i]);
+              INFO("m " << m << " n " << n << " width " << width << " groups " << groups << " per_token " << per_token);
+              CHECK(equal);
+              ++checked;
+            }
+        }
+  CHECK(checked > 0);
+  // Out of the byte ranges: weights refused by supports(), codes by the call (which leaves y to int_linear).
+  const std::vector<int16_t> big = {128, 0, 0, 0}, ok = {1, 2, 3, 4}, wide = {1, 2, 3, 4, 5, 6};
+  const std::vector<float> s1 = {1.0f, 1.0f}, a1 = {1.0f};
+  CHECK_FALSE(int_linear8_supports(IntWeights{big.data(), s1.data(), 1, 4, 1}));
+  CHECK_FALSE(int_linear8_supports(IntWeights{wide.data(), s1.data(), 1, 6, 1}));  // a group of 6: not whole dwords
+  const IntWeights8 w8 = pack_int_weights8(IntWeights{ok.data(), s1.data(), 1, 4, 1});
+  float y = 7.0f;
+  CHECK_FALSE(int_linear8(w8, IntActivations{big.data(), a1.data(), 1, false}, &y));
+  CHECK(y == 7.0f);
+}

@@ -1,0 +1,103 @@
+// int_linear8() on AVX-512 VNNI, compiled for it by the target pragma below; runs only where has_avx512_vnni()
+// (int_linear.cpp checks). The weights are 16-row tiles of bytes w + 128 (layout in kernels/int_linear.h): one 64-byte
+// vector holds four consecutive columns of each of the tile's rows, so a vpdpbusd against a token's four codes
+// (one dword, embedded {1to16} broadcast) adds four products to each row's int32 lane, and a group's sum never leaves
+// the lanes. Per token and group: acc - 128 · Σ c (the exact int32 sum int_linear keeps), then the double epilogue of
+// int_linear_ref, lane by lane in the same order: sum = 0.0; sum += double(s[n, g]) · double(acc) for g = 0, 1, ..;
+// y = float(sum · double(a)) (+ bias in fp32). Built with -ffp-contract=off (CMakeLists.txt), as the other int_linear
+// kernels are, so nothing fuses into an FMA.
+// Every standard header the kernel code uses is included before the target pragma (see cpu/linear_avx512.cpp).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include <immintrin.h>
+
+#include "kernels/int_linear.h"
+
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+// clang ignores the GCC pragma; this is its equivalent (the fuzzing build, tests/fuzz, uses clang).
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#endif
+
+namespace ptq::kernels {
+
+namespace {
+
+// Tokens sharing one load of a weight vector (4 int32 and 8 double accumulators per token stay in registers).
+constexpr int kTokens = 4;
+
+// acc + the products of w's bytes (u8) with the four signed bytes at p, in every lane.
+inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
+// Tokens [t0, t0 + MB) against tile `tile` (rows 16 tile ..).
+template <int MB>
+void tile_tokens(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x, float* y,
+                 const float* bias, int64_t tile, int64_t t0) {
+  const int64_t k4 = w.k / 4, width4 = w.k / w.groups / 4;
+  const uint8_t* wt = w.tiles.data() + tile * k4 * 64;
+  const double* st = w.s8.data() + tile * w.groups * 16;
+  __m512d lo[MB], hi[MB];
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) lo[i] = hi[i] = _mm512_setzero_pd();
+  for (int64_t g = 0; g < w.groups; ++g) {
+    __m512i acc[MB];
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) acc[i] = _mm512_setzero_si512();
+    for (int64_t j = g * width4; j < (g + 1) * width4; ++j) {
+      const __m512i v = _mm512_loadu_si512(wt + j * 64);
+#pragma GCC unroll 8
+      for (int i = 0; i < MB; ++i) acc[i] = dpbusd_bcast(acc[i], v, c8 + (t0 + i) * w.k + 4 * j);
+    }
+    const __m512d s_lo = _mm512_loadu_pd(st + g * 16), s_hi = _mm512_loadu_pd(st + g * 16 + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+      const __m512i exact = _mm512_sub_epi32(acc[i], _mm512_set1_epi32(128 * csum[(t0 + i) * w.groups + g]));
+      lo[i] = _mm512_add_pd(lo[i], _mm512_mul_pd(s_lo, _mm512_cvtepi32_pd(_mm512_castsi512_si256(exact))));
+      hi[i] = _mm512_add_pd(hi[i], _mm512_mul_pd(s_hi, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(exact, 1))));
+    }
+  }
+  const int64_t r0 = tile * 16, nr = std::min<int64_t>(16, w.n - r0);
+  const __mmask16 lanes = _cvtu32_mask16((1u << nr) - 1u);
+  const __m512 b = bias != nullptr ? _mm512_maskz_loadu_ps(lanes, bias + r0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+    const __m512d a = _mm512_set1_pd(double(x.per_token ? x.a[t0 + i] : x.a[0]));
+    const __m256 f_lo = _mm512_cvtpd_ps(_mm512_mul_pd(lo[i], a)), f_hi = _mm512_cvtpd_ps(_mm512_mul_pd(hi[i], a));
+    __m512 f = _mm512_insertf32x8(_mm512_castps256_ps512(f_lo), f_hi, 1);
+    if (bias != nullptr) f = _mm512_add_ps(f, b);
+    _mm512_mask_storeu_ps(y + (t0 + i) * w.n + r0, lanes, f);
+  }
+}
+
+void tile(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x, float* y,
+          const float* bias, int64_t t) {
+  for (int64_t t0 = 0; t0 < x.m; t0 += kTokens) {
+    switch (std::min<int64_t>(kTokens, x.m - t0)) {
+      case 1: tile_tokens<1>(w, c8, csum, x, y, bias, t, t0); break;
+      case 2: tile_tokens<2>(w, c8, csum, x, y, bias, t, t0); break;
+      case 3: tile_tokens<3>(w, c8, csum, x, y, bias, t, t0); break;
+      default: tile_tokens<4>(w, c8, csum, x, y, bias, t, t0); break;
+    }
+  }
+}
+
+}  // namespace
+
+void int_linear8_avx512_vnni(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x,
+                             float* y, const float* bias) {
+  const int64_t tiles = (w.n + 15) / 16;
+  // Tiles over the threads; the region holds no vector code itself (clang outlines it without the target attributes).
+#pragma omp parallel for schedule(static) if (w.n * w.k * x.m >= (int64_t(1) << 18))
+  for (int64_t t = 0; t < tiles; ++t) tile(w, c8, csum, x, y, bias, t);
+}
+
+}  // namespace ptq::kernels
+
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
