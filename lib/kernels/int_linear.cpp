@@ -124,6 +124,13 @@ IntWeights8 pack_int_weights8(const IntWeights& w) {
   return p;
 }
 
+void unpack_int_weights8(const IntWeights8& w, int16_t* out) {
+  const int64_t k4 = w.k / 4;
+  for (int64_t r = 0; r < w.n; ++r)
+    for (int64_t c = 0; c < w.k; ++c)
+      out[r * w.k + c] = int16_t(int(w.tiles[((r / 16) * k4 + c / 4) * 64 + 4 * (r % 16) + c % 4]) - 128);
+}
+
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias) {
   if (x.m < 0 || (x.m > 0 && (x.c == nullptr || x.a == nullptr || y == nullptr)))
     throw std::invalid_argument("int_linear8: null activations, steps or output");

@@ -85,6 +85,8 @@ struct IntWeights8 {
 // groups of a multiple of 4 columns and at most kIntLinear8MaxWidth.
 bool int_linear8_supports(const IntWeights& w);
 IntWeights8 pack_int_weights8(const IntWeights& w);
+// The weight integers back: out [n, k] (tests, and the int16 kernel's rare fallback).
+void unpack_int_weights8(const IntWeights8& w, int16_t* out);
 // y [m, n] as int_linear(w, x, y, bias) for the weights packed from w, bit for bit. Returns false (y untouched)
 // when an activation code is outside [-128, 127]: the caller then runs int_linear on the int16 weights.
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias = nullptr);

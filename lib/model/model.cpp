@@ -535,7 +535,7 @@ int64_t Model::packed_weight_bytes() {
   int64_t n = head_packed_ ? head_packed_->bytes() : lm_head_.defined() ? lm_head_.numel() * 4 : 0;
   for (int64_t i = 0; i < cfg_.n_layers; ++i)
     for (const Linear& l : layer(i).linear)
-      n += l.packed ? l.packed->bytes() : l.weight.defined() ? l.weight.numel() * 4 : 0;
+      n += l.kernel ? l.kernel->weight_bytes() : l.packed ? l.packed->bytes() : l.weight.defined() ? l.weight.numel() * 4 : 0;
   return n;
 }
 

@@ -29,6 +29,10 @@ class LinearKernel {
   virtual ~LinearKernel() = default;
   // x [..., in] -> [..., out]; the bias is applied by the kernel.
   virtual at::Tensor forward(const at::Tensor& x) const = 0;
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
+  // Bytes of weights one forward reads (Model::packed_weight_bytes).
+  virtual int64_t weight_bytes() const = 0;
 };
 
 // A linear module runs, in this order of preference, through `kernel` (activation quantization), through the
@@ -36,11 +40,16 @@ class LinearKernel {
 struct Linear {
   at::Tensor weight;  // [out, in] fp32; undefined when the module runs packed (dequantize_packed() gives it)
   at::Tensor bias;    // [out] or undefined
-  std::shared_ptr<const LinearKernel> kernel;  // set: forward goes through it
+  // Set: forward goes through it, and it holds the module's weights (the packed runner's copy is dropped).
+  std::shared_ptr<const LinearKernel> kernel;
   std::shared_ptr<const kernels::PackedWeights> packed;  // set (and weight undefined): the packed runner
-  bool defined() const { return weight.defined() || packed != nullptr; }
-  int64_t out_features() const { return weight.defined() ? weight.size(0) : packed ? packed->n : 0; }
-  int64_t in_features() const { return weight.defined() ? weight.size(1) : packed ? packed->k : 0; }
+  bool defined() const { return weight.defined() || packed != nullptr || kernel != nullptr; }
+  int64_t out_features() const {
+    return weight.defined() ? weight.size(0) : packed ? packed->n : kernel ? kernel->out_features() : 0;
+  }
+  int64_t in_features() const {
+    return weight.defined() ? weight.size(1) : packed ? packed->k : kernel ? kernel->in_features() : 0;
+  }
 };
 
 // W [n, k] fp32 of packed weights (inspection, metrics, tests; never on the forward path).

@@ -46,9 +46,11 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
     w = w.index_select(1, perm_);
   }
   w_int_ = w.to(at::kShort).contiguous();  // q - zero fits int16 for any 2..8-bit grid (|.| <= 255)
+  out_ = w_int_.size(0);
+  in_ = w_int_.size(1);
   scales_ = qw.scales.to(at::kFloat).contiguous();
   if (bias_.defined()) bias_ = bias_.to(at::kFloat).contiguous();
-  w_max_abs_ = kernels::int_weights_max_abs(int_weights());
+  w_max_abs_ = kernels::int_weights_max_abs(int_weights(w_int_));
   if (w_max_abs_ > kernels::kIntLinearMaxCode)
     fail_input("activation-quantized linear: a weight integer q - zero is outside ±{}", kernels::kIntLinearMaxCode);
   // |c| <= 2^(b-1) (symmetric) or 2^b - 1 (asymmetric q - zero, zero within the grid).
@@ -57,8 +59,10 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
   // Activation codes beyond a signed byte (asymmetric 8-bit) would always fall back: no byte copy for those.
   const bool act_fits_byte = act_.sym ? act_.bits <= 8 : act_.bits <= 7;
   if (int_kernel_ && act_fits_byte && act_.granularity != ActGranularity::PerChannel &&
-      kernels::int_linear8_supports(int_weights()))
-    w8_ = std::make_shared<const kernels::IntWeights8>(kernels::pack_int_weights8(int_weights()));
+      kernels::int_linear8_supports(int_weights(w_int_))) {
+    w8_ = std::make_shared<const kernels::IntWeights8>(kernels::pack_int_weights8(int_weights(w_int_)));
+    w_int_ = at::Tensor();  // 1 byte per weight resident instead of 3
+  }
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());
 }
@@ -66,10 +70,10 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
 at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
   at::Tensor c = qa.codes.to(at::kDouble);
   if (perm_.defined()) c = c.index_select(1, perm_);
-  const int64_t T = c.size(0), N = w_int_.size(0);
+  const int64_t T = c.size(0), N = out_;
   // [G, T, w] x [G, w, N] -> [G, T, N] -> [T, N, G]
   at::Tensor cg = c.view({T, groups_, width_}).transpose(0, 1);
-  at::Tensor wg = w_int_.to(at::kDouble).view({N, groups_, width_}).permute({1, 2, 0});
+  at::Tensor wg = weight_integers().to(at::kDouble).view({N, groups_, width_}).permute({1, 2, 0});
   at::Tensor acc = at::bmm(cg, wg).permute({1, 2, 0});
   if (acc.numel() > 0 && acc.abs().max().item<double>() > kInt32Max)
     fail_input("activation-quantized linear: an accumulator exceeds int32 ({:.3g})", acc.abs().max().item<double>());
@@ -77,7 +81,7 @@ at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
 }
 
 at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
-  const int64_t K = w_int_.size(1), N = w_int_.size(0);
+  const int64_t K = in_, N = out_;
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
   const at::Tensor x2 = x.reshape({-1, K});
@@ -110,14 +114,29 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   kernels::IntActivations xa{codes.data_ptr<int16_t>(), a.data_ptr<float>(), T,
                              act_.granularity == ActGranularity::PerToken};
   const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
-  if (w8_ == nullptr || !kernels::int_linear8(*w8_, xa, y.data_ptr<float>(), bias))
-    kernels::int_linear(int_weights(), xa, y.data_ptr<float>(), bias);
+  if (w8_ != nullptr && kernels::int_linear8(*w8_, xa, y.data_ptr<float>(), bias)) return y.view(out_shape);
+  // int16 weights (or, should a code leave a signed byte, the byte weights widened for this call).
+  const at::Tensor w_int = weight_integers();
+  kernels::int_linear(int_weights(w_int), xa, y.data_ptr<float>(), bias);
   return y.view(out_shape);
 }
 
-kernels::IntWeights ActQuantLinear::int_weights() const {
-  return kernels::IntWeights{w_int_.data_ptr<int16_t>(), scales_.data_ptr<float>(), w_int_.size(0), w_int_.size(1),
-                             groups_, w_max_abs_};
+int64_t ActQuantLinear::weight_bytes() const {
+  const int64_t steps = scales_.numel() * 4;
+  if (w8_ != nullptr) return int64_t(w8_->tiles.size()) + steps;
+  if (w_hat_.defined()) return w_hat_.numel() * 8;
+  return w_int_.numel() * 2 + steps;
+}
+
+at::Tensor ActQuantLinear::weight_integers() const {
+  if (w_int_.defined()) return w_int_;
+  at::Tensor w = at::empty({out_, in_}, at::TensorOptions().dtype(at::kShort));
+  kernels::unpack_int_weights8(*w8_, w.data_ptr<int16_t>());
+  return w;
+}
+
+kernels::IntWeights ActQuantLinear::int_weights(const at::Tensor& w_int) const {
+  return kernels::IntWeights{w_int.data_ptr<int16_t>(), scales_.data_ptr<float>(), out_, in_, groups_, w_max_abs_};
 }
 
 at::Tensor act_quant_linear_ref(const at::Tensor& x_in, const QuantizedWeight& qw, const at::Tensor& bias,

@@ -34,6 +34,9 @@ class ActQuantLinear final : public LinearKernel {
   // `params` for static specs (ignored for dynamic). bias [out] or undefined.
   ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias, const ActQuantSpec& act, ActQuantParams params);
   at::Tensor forward(const at::Tensor& x) const override;
+  int64_t in_features() const override { return in_; }
+  int64_t out_features() const override { return out_; }
+  int64_t weight_bytes() const override;
 
   // The integer accumulators acc [T, out, G] (fp64 holding integers) of a quantized input, for checking a
   // kernel bit-for-bit.
@@ -43,13 +46,17 @@ class ActQuantLinear final : public LinearKernel {
   // Whether forward() runs on kernels::int_linear (per-tensor/per-token modules whose groups fit int32 for every
   // code the grids make; otherwise the fp64 accumulators).
   bool integer_kernel() const { return int_kernel_ && act_.granularity != ActGranularity::PerChannel; }
-  // The weight integers and steps as the integer kernel takes them (views into this object).
-  kernels::IntWeights int_weights() const;
 
  private:
+  // The weight integers [out, K] int16 in group order: w_int_, or unpacked from w8_ where only that is kept.
+  at::Tensor weight_integers() const;
+  // The weight integers and steps as the integer kernel takes them (views into w_int and this object).
+  kernels::IntWeights int_weights(const at::Tensor& w_int) const;
+
   ActQuantSpec act_;
   ActQuantParams params_;
-  at::Tensor w_int_;   // [out, K] int16 q - zero, columns in group order (fp64 only while a forward runs)
+  at::Tensor w_int_;   // [out, K] int16 q - zero, columns in group order; dropped when w8_ holds them
+  int64_t in_ = 0, out_ = 0;
   at::Tensor scales_;  // [out, G] fp32 contiguous (the stored scales)
   at::Tensor perm_;    // [K] int64 column order (undefined: natural)
   at::Tensor w_hat_;   // [out, K] fp64 dequantized (natural order), only for the per-channel simulated path

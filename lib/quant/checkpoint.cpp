@@ -316,6 +316,7 @@ void attach_act_kernels(const ModelConfig& cfg, int64_t layer, LayerWeights& w, 
     if (it == qc.modules.end() || !it->second.act) continue;
     w.linear[id].kernel = std::make_shared<ActQuantLinear>(load_weight(path, it->second), w.linear[id].bias,
                                                            *it->second.act, load_params(path, it->second));
+    w.linear[id].packed.reset();  // the kernel holds the weights it runs on: no second copy stays resident
   }
 }
 

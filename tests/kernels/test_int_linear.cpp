@@ -199,6 +199,9 @@ TEST_CASE("int_linear8 (1-byte weights, AVX-512 VNNI) equals the scalar twin bit
           const IntWeights w{wq.data(), s.data(), n, k, groups};
           REQUIRE(int_linear8_supports(w));
           const IntWeights8 w8 = pack_int_weights8(w);
+          std::vector<int16_t> back(n * k);
+          unpack_int_weights8(w8, back.data());
+          REQUIRE(back == wq);
           for (bool per_token : {true, false})
             for (bool with_bias : {false, true}) {
               const IntActivations x{c.data(), a_tok.data(), m, per_token};
