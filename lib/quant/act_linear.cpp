@@ -34,10 +34,11 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
   const int64_t K = qw.q.size(1);
   at::Tensor g_idx = qw.g_idx.to(at::kLong);
   const at::Tensor natural = at::div(at::arange(K, at::kLong), width_, "floor");
-  at::Tensor w = qw.q.to(at::kDouble) - qw.zeros.to(at::kDouble).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
+  // q - zero in int16 (|.| <= 256 for any 2..8-bit grid): 2 bytes per weight of temporaries, not fp64's 8.
+  at::Tensor w = qw.q.to(at::kShort) - qw.zeros.to(at::kShort).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
   // The simulated per-channel path reads the dequantized weight; the integer path never does.
   if (act_.granularity == ActGranularity::PerChannel)
-    w_hat_ = w * qw.scales.to(at::kDouble).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
+    w_hat_ = w.to(at::kDouble) * qw.scales.to(at::kDouble).gather(1, g_idx.unsqueeze(0).expand({qw.q.size(0), K}));
   if (!g_idx.equal(natural)) {
     // Stable sort by group: each group's columns become contiguous, in their original relative order.
     perm_ = std::get<1>(at::sort(g_idx, /*stable=*/true, /*dim=*/0, /*descending=*/false));
@@ -45,7 +46,7 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
       fail_input("activation-quantized linear: g_idx does not give every group {} columns", width_);
     w = w.index_select(1, perm_);
   }
-  w_int_ = w.to(at::kShort).contiguous();  // q - zero fits int16 for any 2..8-bit grid (|.| <= 255)
+  w_int_ = w.contiguous();
   out_ = w_int_.size(0);
   in_ = w_int_.size(1);
   scales_ = qw.scales.to(at::kFloat).contiguous();

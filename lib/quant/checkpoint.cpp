@@ -177,12 +177,13 @@ class QuantizedWeightSource final : public WeightSource {
     }
     return dequantize(load_quantized_weight(archive_, module, info));
   }
-  // Weight-only modules are repacked for the kernels (their mapped pages released once copied); modules with an
-  // activation scheme run through their integer-semantics kernel (attach_act_kernels) and load as fp32.
+  // Quantized modules are repacked for the kernels (their mapped pages released once copied). A module with an
+  // activation scheme loads packed too (its weights as a weight-only module would run them): the layer finisher
+  // then attaches its integer-semantics kernel and drops this copy (make_checkpoint_layer_finisher).
   std::shared_ptr<const kernels::PackedWeights> load_packed(const std::string& module) const override {
     const auto it = qc_.modules.find(module);
     if (it == qc_.modules.end()) return view_archive_weight(archive_, module);
-    if (it->second.act || it->second.ggml) return nullptr;  // GGUF blocks: decoded to fp32 by load() (issue 11)
+    if (it->second.ggml) return nullptr;  // GGUF blocks: decoded to fp32 by load() (issue 11)
     auto packed = load_packed_module(archive_, module, it->second);
     for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
       if (archive_.contains(module + suffix)) archive_.release(module + suffix);
@@ -316,7 +317,6 @@ void attach_act_kernels(const ModelConfig& cfg, int64_t layer, LayerWeights& w, 
     if (it == qc.modules.end() || !it->second.act) continue;
     w.linear[id].kernel = std::make_shared<ActQuantLinear>(load_weight(path, it->second), w.linear[id].bias,
                                                            *it->second.act, load_params(path, it->second));
-    w.linear[id].packed.reset();  // the kernel holds the weights it runs on: no second copy stays resident
   }
 }
 
@@ -335,6 +335,17 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
         mp->config(), layer, w, qc,
         [&](const std::string& m, const ModuleQuantInfo& info) { return load_quantized_weight(archive, m, info); },
         [&](const std::string& m, const ModuleQuantInfo& info) { return load_act_params(archive, m, info); });
+    // The packed runner keeps a kernel's weights once, in the kernel: the fp32 copy the model loaded for the module
+    // (or a packed one) goes, and so do the mapped pages of its stored tensors (read again only if touched).
+    for (int id = 0; id < kNumLinear && mp->packed_runner(); ++id) {
+      Linear& l = w.linear[id];
+      if (l.kernel == nullptr) continue;
+      l.weight = at::Tensor();
+      l.packed.reset();
+      const std::string path = mp->config().layer_module(layer, linear_module_name(mp->config(), LinearId(id)));
+      for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
+        if (archive.contains(path + suffix)) archive.release(path + suffix);
+    }
     if (down_seed && w[LinearId::Down].defined())
       w.down_rotation = random_hadamard(w[LinearId::Down].in_features(), *down_seed);
   };
