@@ -21,6 +21,8 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
 #endif
 
+#include "kernels/cpu/dpbusd_bcast.h"
+
 namespace ptq::kernels {
 
 namespace {
@@ -28,11 +30,7 @@ namespace {
 // Tokens sharing one load of a weight vector (4 int32 and 8 double accumulators per token stay in registers).
 constexpr int kTokens = 4;
 
-// acc + the products of w's bytes (u8) with the four signed bytes at p, in every lane.
-inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
-  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
-  return acc;
-}
+using cpu::dpbusd_bcast;
 
 // Tokens [t0, t0 + MB) against tile `tile` (rows 16 tile ..).
 template <int MB>

@@ -32,6 +32,8 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
 #endif
 
+#include "kernels/cpu/dpbusd_bcast.h"
+
 namespace ptq::kernels {
 
 void linear_q8_avx2(const PackedWeights& w, const float* x, int64_t m, float* y, const float* bias);
@@ -283,12 +285,7 @@ void repack_panel(const uint8_t* const* row, int64_t b0, int64_t b1, __m512i* pa
   }
 }
 
-// acc + the products of w's bytes with the four bytes at p in every lane (vpdpbusd with an embedded {1to16} broadcast:
-// one fused load, where the intrinsic on _mm512_set1_epi32 compiles to a separate vpbroadcastd per product).
-inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t* p) {
-  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
-  return acc;
-}
+using cpu::dpbusd_bcast;
 
 // MB tokens over blocks [b0, b1) of one tile: y[i * ldy + r0 + lane] += Σ_b steps(b) · d_i(b) · Σ codes x q (the
 // first panel starts from zero). st: the tile's steps per group, [groups][16].
