@@ -35,7 +35,7 @@ void gguf_to_hf_dir(const std::string& gguf_path, const std::string& out_dir);
 // converts.
 std::string gguf_model_dir(const std::string& gguf_path);
 
-// A Model over GGUF file `gguf_path` whose converted directory is `dir` (gguf_model_dir): config, tokenizer and the
+// A Model over GGUF file `gguf_path` whose converted directory is `dir` (gguf_model_dir) (model/gguf_weights.cpp): config, tokenizer and the
 // fp32 tensors (reference runner, inspect, quantize) from the directory; for the packed runner every 2-D weight
 // (linear modules, token_embd, output) comes from the file's own blocks (pack_gguf_tensor), so a quantized GGUF
 // runs resident at about its file size and never touches the directory's fp32 copies of those tensors.
@@ -48,6 +48,13 @@ std::unique_ptr<Model> open_gguf_model(const std::string& gguf_path, const std::
 // Null for a tensor that is not 2-D.
 std::shared_ptr<const kernels::PackedWeights> pack_gguf_tensor(const std::shared_ptr<const GgufFile>& gguf,
                                                                const GgufTensorInfo& t, int64_t qk_head_dim);
+
+// llama.cpp's converter interleaves the two RoPE halves of each q/k head: Hugging Face row h*d + t*d/2 + j is GGUF
+// row h*d + 2j + t (d = head_dim). gguf_qk_row gives the GGUF row of a Hugging Face one.
+int64_t gguf_qk_row(int64_t hf_row, int64_t head_dim);
+bool is_qk_tensor(const std::string& gguf_name);  // blk.N.attn_q.* or blk.N.attn_k.*
+// The GGUF name of Hugging Face tensor `hf` ("model.layers.3.mlp.up_proj.weight" -> "blk.3.ffn_up.weight"), or "".
+std::string gguf_name_of(const std::string& hf);
 
 // GGUF name of linear module `id` of decoder layer `layer`, e.g. "blk.3.attn_q.weight" (llama.cpp's LLM_TENSOR_*
 // names for llama; the GGUF and imatrix exports and the quantize driver's GGUF grids name tensors with it).
