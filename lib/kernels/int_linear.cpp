@@ -1,6 +1,7 @@
 #include "kernels/int_linear.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -148,6 +149,31 @@ bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const 
     csum[(i / w.k) * w.groups + (i % w.k) / width] += v;
   }
   int_linear8_avx512_vnni(w, c8.data(), csum.data(), x, y, bias);
+  return true;
+}
+
+bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float inv, float a, int qmin, int qmax,
+                        float* y, const float* bias) {
+  if (m < 0 || (m > 0 && (x == nullptr || y == nullptr)) || qmin < -128 || qmax > 127 || qmin > qmax)
+    throw std::invalid_argument("int_linear8_static: bad arguments");
+  if (m == 0) return true;
+  if (!has_avx512_vnni()) throw std::runtime_error("int_linear8_static: this CPU has no AVX-512 VNNI");
+  if (!std::isfinite(a) || !std::isfinite(inv)) return false;
+  thread_local std::vector<int8_t> c8;
+  thread_local std::vector<int32_t> csum;
+  c8.resize(m * w.k);
+  csum.assign(m * w.groups, 0);
+  const int64_t width = w.k / w.groups;
+  bool finite = true;
+  for (int64_t i = 0; i < m * w.k; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    const float q = std::min(std::max(std::nearbyint(x[i] * inv), float(qmin)), float(qmax));
+    c8[i] = int8_t(q);
+    csum[(i / w.k) * w.groups + (i % w.k) / width] += int32_t(q);
+  }
+  if (!finite) return false;
+  const IntActivations xa{nullptr, &a, m, false};
+  int_linear8_avx512_vnni(w, c8.data(), csum.data(), xa, y, bias);
   return true;
 }
 

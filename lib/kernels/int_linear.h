@@ -90,5 +90,10 @@ void unpack_int_weights8(const IntWeights8& w, int16_t* out);
 // y [m, n] as int_linear(w, x, y, bias) for the weights packed from w, bit for bit. Returns false (y untouched)
 // when an activation code is outside [-128, 127]: the caller then runs int_linear on the int16 weights.
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias = nullptr);
+// Static symmetric per-tensor activations straight from fp32: c = clamp(nearbyint(x · inv), qmin, qmax) (quant/
+// act_quant.h's rounding, inv = 1 / step in fp32; qmin >= -128, qmax <= 127), then y as int_linear8 with the step a.
+// x [m, w.k] fp32. Returns false (y untouched) when an input is not finite: the caller's own path reports it.
+bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float inv, float a, int qmin, int qmax,
+                        float* y, const float* bias = nullptr);
 
 }  // namespace ptq::kernels

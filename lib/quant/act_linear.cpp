@@ -86,6 +86,16 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
   const at::Tensor x2 = x.reshape({-1, K});
+  if (w8_ != nullptr && act_.sym && act_.granularity == ActGranularity::PerTensor && !perm_.defined()) {
+    // Static symmetric per-tensor codes made and consumed by the byte kernel in one pass (quantize_activation's
+    // rounding; a non-finite input falls through to the path below, which reports it).
+    const at::Tensor xf = x2.to(at::kFloat).contiguous();
+    const float step = params_.scale.to(at::kFloat).reshape({-1})[0].item<float>();
+    at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
+    if (kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step, step, act_.qmin(),
+                                    act_.qmax(), y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
+      return y.view(out_shape);
+  }
   const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
   if (act_.granularity == ActGranularity::PerChannel) {
     at::Tensor y = at::matmul(qa.codes.to(at::kDouble) * qa.scale.to(at::kDouble), w_hat_.t()).to(at::kFloat);
