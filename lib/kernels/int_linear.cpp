@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -108,6 +109,36 @@ bool int_linear8_supports(const IntWeights& w) {
   return true;
 }
 
+namespace {
+
+// Byte of w[r, c] in IntWeights8::tiles (layout in int_linear.h).
+inline int64_t tile_index(int64_t r, int64_t c, int64_t k4) { return ((r / 16) * k4 + c / 4) * 64 + 4 * (r % 16) + c % 4; }
+
+// The byte kernel on m tokens whose codes code(i) (i < m·k; nullopt: outside a signed byte, or no code) are gathered
+// with their group sums on this thread first. False (y untouched) when a code is missing.
+template <class CodeOf>
+bool run_int_linear8(const IntWeights8& w, int64_t m, const CodeOf& code, const IntActivations& x, float* y,
+                     const float* bias) {
+  if (!has_avx512_vnni()) throw std::runtime_error("int_linear8: this CPU has no AVX-512 VNNI");
+  thread_local std::vector<int8_t> c8;
+  thread_local std::vector<int32_t> csum;
+  c8.resize(m * w.k);
+  csum.assign(m * w.groups, 0);
+  const int64_t width = w.k / w.groups;
+  bool ok = true;
+  for (int64_t i = 0; i < m * w.k; ++i) {
+    const std::optional<int8_t> v = code(i);
+    ok = ok && v.has_value();
+    c8[i] = v.value_or(0);
+    csum[(i / w.k) * w.groups + (i % w.k) / width] += c8[i];
+  }
+  if (!ok) return false;
+  int_linear8_avx512_vnni(w, c8.data(), csum.data(), x, y, bias);
+  return true;
+}
+
+}  // namespace
+
 IntWeights8 pack_int_weights8(const IntWeights& w) {
   if (!int_linear8_supports(w)) throw std::invalid_argument("pack_int_weights8: weights the 1-byte kernel cannot take");
   IntWeights8 p;
@@ -118,38 +149,25 @@ IntWeights8 pack_int_weights8(const IntWeights& w) {
   p.tiles.assign(tiles * k4 * 64, 128);  // rows past n: w = 0
   p.s8.assign(tiles * w.groups * 16, 0.0);
   for (int64_t r = 0; r < w.n; ++r) {
-    const int64_t t = r / 16, i = r % 16;
-    for (int64_t c = 0; c < w.k; ++c) p.tiles[(t * k4 + c / 4) * 64 + 4 * i + c % 4] = uint8_t(w.w[r * w.k + c] + 128);
-    for (int64_t g = 0; g < w.groups; ++g) p.s8[(t * w.groups + g) * 16 + i] = double(w.s[r * w.groups + g]);
+    for (int64_t c = 0; c < w.k; ++c) p.tiles[tile_index(r, c, k4)] = uint8_t(w.w[r * w.k + c] + 128);
+    for (int64_t g = 0; g < w.groups; ++g) p.s8[((r / 16) * w.groups + g) * 16 + r % 16] = double(w.s[r * w.groups + g]);
   }
   return p;
 }
 
 void unpack_int_weights8(const IntWeights8& w, int16_t* out) {
-  const int64_t k4 = w.k / 4;
   for (int64_t r = 0; r < w.n; ++r)
-    for (int64_t c = 0; c < w.k; ++c)
-      out[r * w.k + c] = int16_t(int(w.tiles[((r / 16) * k4 + c / 4) * 64 + 4 * (r % 16) + c % 4]) - 128);
+    for (int64_t c = 0; c < w.k; ++c) out[r * w.k + c] = int16_t(int(w.tiles[tile_index(r, c, w.k / 4)]) - 128);
 }
 
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias) {
   if (x.m < 0 || (x.m > 0 && (x.c == nullptr || x.a == nullptr || y == nullptr)))
     throw std::invalid_argument("int_linear8: null activations, steps or output");
   if (x.m == 0) return true;
-  if (!has_avx512_vnni()) throw std::runtime_error("int_linear8: this CPU has no AVX-512 VNNI");
-  thread_local std::vector<int8_t> c8;
-  thread_local std::vector<int32_t> csum;
-  c8.resize(x.m * w.k);
-  csum.assign(x.m * w.groups, 0);
-  const int64_t width = w.k / w.groups;
-  for (int64_t i = 0; i < x.m * w.k; ++i) {
-    const int16_t v = x.c[i];
-    if (v < -128 || v > 127) return false;
-    c8[i] = int8_t(v);
-    csum[(i / w.k) * w.groups + (i % w.k) / width] += v;
-  }
-  int_linear8_avx512_vnni(w, c8.data(), csum.data(), x, y, bias);
-  return true;
+  return run_int_linear8(w, x.m, [&](int64_t i) -> std::optional<int8_t> {
+    if (x.c[i] < -128 || x.c[i] > 127) return std::nullopt;
+    return int8_t(x.c[i]);
+  }, x, y, bias);
 }
 
 bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float inv, float a, int qmin, int qmax,
@@ -157,24 +175,12 @@ bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float i
   if (m < 0 || (m > 0 && (x == nullptr || y == nullptr)) || qmin < -128 || qmax > 127 || qmin > qmax)
     throw std::invalid_argument("int_linear8_static: bad arguments");
   if (m == 0) return true;
-  if (!has_avx512_vnni()) throw std::runtime_error("int_linear8_static: this CPU has no AVX-512 VNNI");
   if (!std::isfinite(a) || !std::isfinite(inv)) return false;
-  thread_local std::vector<int8_t> c8;
-  thread_local std::vector<int32_t> csum;
-  c8.resize(m * w.k);
-  csum.assign(m * w.groups, 0);
-  const int64_t width = w.k / w.groups;
-  bool finite = true;
-  for (int64_t i = 0; i < m * w.k; ++i) {
-    finite = finite && std::isfinite(x[i]);
-    const float q = std::min(std::max(std::nearbyint(x[i] * inv), float(qmin)), float(qmax));
-    c8[i] = int8_t(q);
-    csum[(i / w.k) * w.groups + (i % w.k) / width] += int32_t(q);
-  }
-  if (!finite) return false;
   const IntActivations xa{nullptr, &a, m, false};
-  int_linear8_avx512_vnni(w, c8.data(), csum.data(), xa, y, bias);
-  return true;
+  return run_int_linear8(w, m, [&](int64_t i) -> std::optional<int8_t> {
+    if (!std::isfinite(x[i])) return std::nullopt;
+    return int8_t(std::min(std::max(std::nearbyint(x[i] * inv), float(qmin)), float(qmax)));
+  }, xa, y, bias);
 }
 
 }  // namespace ptq::kernels

@@ -236,19 +236,8 @@ PackedWeights pack_quantized_stream(const uint8_t* stream, int64_t stream_row_by
         continue;
       }
       auto code = [&](int64_t j) { return j < k ? (src[j >> 1] >> (4 * (j & 1))) & 0xF : 0; };
-      for (int64_t b = 0; b * 32 < k; ++b) {
-        uint8_t* out = dst + b * kBlockBytes;
-        const int64_t j0 = b * 32;
-        if (j0 + 32 <= k) {
-          for (int p = 0; p < 16; ++p) {
-            const int lo = (src[(j0 + p) >> 1] >> (4 * (p & 1))) & 0xF;
-            const int hi = (src[(j0 + p + 16) >> 1] >> (4 * (p & 1))) & 0xF;
-            out[p] = uint8_t(lo | (hi << 4));
-          }
-        } else {
-          for (int p = 0; p < 16; ++p) out[p] = uint8_t(code(j0 + p) | (code(j0 + p + 16) << 4));
-        }
-      }
+      for (int64_t j0 = 0; j0 < k; j0 += 32)
+        for (int p = 0; p < 16; ++p) dst[j0 / 2 + p] = uint8_t(code(j0 + p) | (code(j0 + p + 16) << 4));
     }
     return w;
   }

@@ -66,6 +66,8 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
   }
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());
+  if (w8_ != nullptr && act_.granularity == ActGranularity::PerTensor)
+    step_ = params_.scale.to(at::kFloat).reshape({-1})[0].item<float>();
 }
 
 at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
@@ -90,9 +92,8 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
     // Static symmetric per-tensor codes made and consumed by the byte kernel in one pass (quantize_activation's
     // rounding; a non-finite input falls through to the path below, which reports it).
     const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    const float step = params_.scale.to(at::kFloat).reshape({-1})[0].item<float>();
     at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
-    if (kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step, step, act_.qmin(),
+    if (kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step_, step_, act_.qmin(),
                                     act_.qmax(), y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
       return y.view(out_shape);
   }

@@ -57,6 +57,7 @@ class ActQuantLinear final : public LinearKernel {
   ActQuantParams params_;
   at::Tensor w_int_;   // [out, K] int16 q - zero, columns in group order; dropped when w8_ holds them
   int64_t in_ = 0, out_ = 0;
+  float step_ = 0;  // the static per-tensor step, for int_linear8_static (set with w8_ for such modules)
   at::Tensor scales_;  // [out, G] fp32 contiguous (the stored scales)
   at::Tensor perm_;    // [K] int64 column order (undefined: natural)
   at::Tensor w_hat_;   // [out, K] fp64 dequantized (natural order), only for the per-channel simulated path

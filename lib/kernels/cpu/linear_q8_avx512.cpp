@@ -18,7 +18,6 @@
 // Every standard header the kernel code uses is included before the target pragma (see cpu/linear_q8_avx2.cpp).
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include <immintrin.h>
