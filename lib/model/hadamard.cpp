@@ -66,26 +66,31 @@ std::vector<double> random_orthogonal(int64_t m, std::mt19937_64& rng) {
 
 }  // namespace
 
-at::Tensor random_hadamard(int64_t n, uint64_t seed) {
+kernels::HadamardFactors random_hadamard_factors(int64_t n, uint64_t seed) {
   if (n < 1) fail_input("random_hadamard: size {} must be >= 1", n);
-  int64_t p2 = 1;
-  while ((n / p2) % 2 == 0) p2 *= 2;
-  const int64_t m = n / p2;
+  kernels::HadamardFactors f;
+  while ((n / f.p) % 2 == 0) f.p *= 2;
+  f.m = n / f.p;
   std::mt19937_64 rng(seed);
-  // Signed, normalized Sylvester Hadamard S[i][j] = s_i (-1)^popcount(i&j) / √(2^k).
-  std::vector<double> sign(static_cast<size_t>(p2));
-  for (double& s : sign) s = (rng() >> 63) != 0 ? -1.0 : 1.0;
-  const double inv_sqrt = 1.0 / std::sqrt(static_cast<double>(p2));
-  std::vector<double> r_mat = m > 1 ? random_orthogonal(m, rng) : std::vector<double>{1.0};
+  f.signs.resize(static_cast<size_t>(f.p));
+  for (float& s : f.signs) s = (rng() >> 63) != 0 ? -1.0f : 1.0f;
+  f.r = f.m > 1 ? random_orthogonal(f.m, rng) : std::vector<double>{1.0};
+  return f;
+}
 
+at::Tensor random_hadamard(int64_t n, uint64_t seed) {
+  const kernels::HadamardFactors f = random_hadamard_factors(n, seed);
+  const int64_t p2 = f.p, m = f.m;
+  // Signed, normalized Sylvester Hadamard S[i][j] = s_i (-1)^popcount(i&j) / √(2^k).
+  const double inv_sqrt = 1.0 / std::sqrt(static_cast<double>(p2));
   at::Tensor q = at::empty({n, n}, at::kFloat);
   float* out = q.data_ptr<float>();
   for (int64_t a = 0; a < m; ++a)
     for (int64_t i = 0; i < p2; ++i) {
       float* row = out + (a * p2 + i) * n;
-      const double si = sign[static_cast<size_t>(i)] * inv_sqrt;
+      const double si = double(f.signs[static_cast<size_t>(i)]) * inv_sqrt;
       for (int64_t b = 0; b < m; ++b) {
-        const double rab = r_mat[static_cast<size_t>(a * m + b)];
+        const double rab = f.r[static_cast<size_t>(a * m + b)];
         for (int64_t j = 0; j < p2; ++j) {
           const double h = std::bitset<64>(static_cast<uint64_t>(i & j)).count() % 2 != 0 ? -si : si;
           row[b * p2 + j] = static_cast<float>(rab * h);

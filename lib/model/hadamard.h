@@ -24,10 +24,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/hadamard.h"
+
 namespace ptq {
 
 // Orthogonal fp32 [n, n] matrix as described above. n >= 1; throws std::invalid_argument otherwise.
 at::Tensor random_hadamard(int64_t n, uint64_t seed);
+// The same Q as its factors (signs, R; kernels/hadamard.h), for the fast transform kernels::hadamard_rotate: the
+// entries random_hadamard writes are float(R[a][b] · signs[i] · (-1)^popcount(i&j) / √p), computed from these.
+kernels::HadamardFactors random_hadamard_factors(int64_t n, uint64_t seed);
 
 // x · Q over the last dimension: x [..., n], Q [n, n] -> [..., n]. Throws std::invalid_argument on a width
 // mismatch.

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "kernels/hadamard.h"
 #include "kernels/linear.h"
 
 namespace ptq {
@@ -279,7 +280,12 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   x = cfg.pre_norm ? apply_norm(cfg, w.mlp_norm, out) : out;
   at::Tensor mid = cfg.gated_mlp ? activation(cfg, run(LinearId::Gate, x)) * run(LinearId::Up, x)
                                  : activation(cfg, run(LinearId::Up, x));
-  if (w.down_rotation.defined()) mid = at::matmul(mid, w.down_rotation);
+  if (w.down_hadamard != nullptr) {
+    mid = mid.to(at::kFloat).contiguous().clone();  // rotated in place
+    kernels::hadamard_rotate(*w.down_hadamard, mid.data_ptr<float>(), mid.numel() / w.down_hadamard->n());
+  } else if (w.down_rotation.defined()) {
+    mid = at::matmul(mid, w.down_rotation);
+  }
   out = out + run(LinearId::Down, mid);
   if (!cfg.pre_norm) out = apply_norm(cfg, w.mlp_norm, out);
   return out;

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "io/safetensors.h"
+#include "kernels/hadamard.h"
 #include "kernels/packed_weights.h"
 #include "model/config.h"
 
@@ -70,6 +71,10 @@ struct LayerWeights {
   // Online rotation of down_proj's input (QuaRot-style Hadamard, lib/model/hadamard.h): [in, in] orthogonal,
   // the MLP computes down(mid · R). Undefined: none.
   at::Tensor down_rotation;
+  // The same rotation as Hadamard factors, run as a fast Walsh–Hadamard transform (kernels/hadamard.h) instead of
+  // the dense product: set for checkpoints that store only the rotation's seed (quant/checkpoint.cpp), where it
+  // replaces down_rotation. Null: none, or down_rotation (a composed rotation from the transforms) is the one.
+  std::shared_ptr<const kernels::HadamardFactors> down_hadamard;
   Linear& operator[](LinearId id) { return linear[static_cast<int>(id)]; }
   const Linear& operator[](LinearId id) const { return linear[static_cast<int>(id)]; }
 };

@@ -1,6 +1,8 @@
 #include "quant/checkpoint.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -329,7 +331,10 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
   for (const auto& [m, info] : qc.modules) any_act = any_act || info.act.has_value();
   if (!any_act && !down_seed) return {};
   const Model* mp = &model;
-  return [mp, qc, down_seed](int64_t layer, LayerWeights& w) {
+  // One set of Hadamard factors per width (every layer's down_proj has the same one unless a split widened it).
+  auto factors = std::make_shared<std::map<int64_t, std::shared_ptr<const kernels::HadamardFactors>>>();
+  auto factors_mutex = std::make_shared<std::mutex>();
+  return [mp, qc, down_seed, factors, factors_mutex](int64_t layer, LayerWeights& w) {
     const TensorArchive& archive = mp->archive();
     attach_act_kernels(
         mp->config(), layer, w, qc,
@@ -346,8 +351,13 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
       for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
         if (archive.contains(path + suffix)) archive.release(path + suffix);
     }
-    if (down_seed && w[LinearId::Down].defined())
-      w.down_rotation = random_hadamard(w[LinearId::Down].in_features(), *down_seed);
+    if (down_seed && w[LinearId::Down].defined()) {
+      const int64_t n = w[LinearId::Down].in_features();
+      std::lock_guard<std::mutex> lock(*factors_mutex);
+      auto& f = (*factors)[n];
+      if (f == nullptr) f = std::make_shared<const kernels::HadamardFactors>(random_hadamard_factors(n, *down_seed));
+      w.down_hadamard = f;
+    }
   };
 }
 

@@ -202,6 +202,34 @@ TEST_CASE("random_hadamard is orthogonal, seeded and Hadamard for powers of two"
   CHECK(at::allclose(apply_rotation(x, q12), at::matmul(x, q12)));
 }
 
+TEST_CASE("random_hadamard's factors give its matrix, and the fast transform its product", "[rotate]") {
+  for (int64_t n : {5504, 172, 256, 12, 1, 7}) {
+    CAPTURE(n);
+    const at::Tensor q = random_hadamard(n, 9);
+    const kernels::HadamardFactors f = random_hadamard_factors(n, 9);
+    REQUIRE(f.n() == n);
+    CHECK((f.m % 2 == 1 && (f.p & (f.p - 1)) == 0));
+    const at::Tensor x = at::randn({3, n}, at::kFloat) * 2.0;
+    // The scalar twin forms the same fp32 entries as random_hadamard and sums in double, as the double product of
+    // the matrix does: equal up to the order of the double sums (1e-12 relative), then one rounding to fp32.
+    at::Tensor y_ref = at::empty_like(x);
+    if (n <= 256) {
+      kernels::hadamard_rotate_ref(f, x.data_ptr<float>(), y_ref.data_ptr<float>(), 3);
+      const at::Tensor dense = at::matmul(x.to(at::kDouble), q.to(at::kDouble)).to(at::kFloat);
+      CHECK(at::allclose(y_ref, dense, /*rtol=*/1e-6, /*atol=*/1e-6));
+    }
+    // The fast transform in fp32 against the double product: rounding only (the kernel tests bound it per stage;
+    // 2e-5 of the row's scale covers log2(p) + m <= 50 fp32 roundings of partial sums up to ‖x‖₁/√n).
+    at::Tensor y = x.clone();
+    kernels::hadamard_rotate(f, y.data_ptr<float>(), 3);
+    const at::Tensor exact = at::matmul(x.to(at::kDouble), q.to(at::kDouble));
+    const double err = (y.to(at::kDouble) - exact).abs().max().item<double>();
+    const double scale = exact.abs().max().item<double>();
+    INFO("max |fast - x·Q| = " << err << " against max |x·Q| = " << scale);
+    CHECK(err <= 2e-5 * scale);
+  }
+}
+
 TEST_CASE("rotation preserves logits of the bundled models", "[rotate]") {
   for (const char* dir : {"data/models/stories260K", "data/models/sotu-llama-8m"}) {
     Fixture f = open_bundled(dir, 96);
