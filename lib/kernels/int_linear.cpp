@@ -1,11 +1,13 @@
 #include "kernels/int_linear.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace ptq::kernels {
 
@@ -98,6 +100,11 @@ void int_linear_acc_isa(Isa isa, const IntWeights& w, const IntActivations& x, i
 // cpu/int_linear8_avx512.cpp (AVX-512 VNNI). c8: the codes as bytes [m, k]; csum [m, groups] their group sums.
 void int_linear8_avx512_vnni(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x,
                              float* y, const float* bias);
+// min and max of x[0..k) (k >= 1); false when an input is NaN or infinite.
+bool row_min_max_avx512_vnni(const float* x, int64_t k, float* mn, float* mx);
+// c8[j] = clamp(nearbyint(x[j] · inv), qmin, qmax), csum[g] = Σ of group g's codes; false when an input is not finite.
+bool quantize_row8_avx512_vnni(const float* x, int64_t k, int64_t groups, float inv, int qmin, int qmax, int8_t* c8,
+                               int32_t* csum);
 
 bool int_linear8_supports(const IntWeights& w) {
   if (best_isa() != Isa::Avx512 || !has_avx512_vnni() || w.n <= 0 || w.k <= 0 || w.groups <= 0 || w.k % w.groups != 0)
@@ -114,27 +121,33 @@ namespace {
 // Byte of w[r, c] in IntWeights8::tiles (layout in int_linear.h).
 inline int64_t tile_index(int64_t r, int64_t c, int64_t k4) { return ((r / 16) * k4 + c / 4) * 64 + 4 * (r % 16) + c % 4; }
 
-// The byte kernel on m tokens whose codes code(i) (i < m·k; nullopt: outside a signed byte, or no code) are gathered
-// with their group sums on this thread first. False (y untouched) when a code is missing.
-template <class CodeOf>
-bool run_int_linear8(const IntWeights8& w, int64_t m, const CodeOf& code, const IntActivations& x, float* y,
+// The byte kernel on m tokens whose codes are made row by row: code_row(t, c8, csum) writes token t's k codes and its
+// group sums and returns false when a code is missing (outside a signed byte, or an input that is not finite). Rows
+// run on the OpenMP threads when there are many. False (y untouched) when a row failed.
+template <class CodeRow>
+bool run_int_linear8(const IntWeights8& w, int64_t m, const CodeRow& code_row, const IntActivations& x, float* y,
                      const float* bias) {
   if (!has_avx512_vnni()) throw std::runtime_error("int_linear8: this CPU has no AVX-512 VNNI");
   thread_local std::vector<int8_t> c8;
   thread_local std::vector<int32_t> csum;
   c8.resize(m * w.k);
-  csum.assign(m * w.groups, 0);
-  const int64_t width = w.k / w.groups;
-  bool ok = true;
-  for (int64_t i = 0; i < m * w.k; ++i) {
-    const std::optional<int8_t> v = code(i);
-    ok = ok && v.has_value();
-    c8[i] = v.value_or(0);
-    csum[(i / w.k) * w.groups + (i % w.k) / width] += c8[i];
-  }
-  if (!ok) return false;
-  int_linear8_avx512_vnni(w, c8.data(), csum.data(), x, y, bias);
+  csum.resize(m * w.groups);
+  int8_t* pc = c8.data();
+  int32_t* ps = csum.data();
+  int failed = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed) if (m * w.k >= (int64_t(1) << 16))
+  for (int64_t t = 0; t < m; ++t) failed |= code_row(t, pc + t * w.k, ps + t * w.groups) ? 0 : 1;
+  if (failed != 0) return false;
+  int_linear8_avx512_vnni(w, pc, ps, x, y, bias);
   return true;
+}
+
+// quantize_activation's per-token symmetric step of a row with range [mn, mx] (act_quant.cpp's grid_ref): the
+// quotient in double, then fp32; a step below FLT_MIN (an all-zero row) becomes 1.
+float dynamic_step(float mn, float mx, double clip, int qmax) {
+  const double num = double(std::max(-std::min(mn, 0.0f), std::max(mx, 0.0f))) * clip;
+  const float step = static_cast<float>(num / double(qmax));
+  return step >= FLT_MIN ? step : 1.0f;
 }
 
 }  // namespace
@@ -164,9 +177,19 @@ bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const 
   if (x.m < 0 || (x.m > 0 && (x.c == nullptr || x.a == nullptr || y == nullptr)))
     throw std::invalid_argument("int_linear8: null activations, steps or output");
   if (x.m == 0) return true;
-  return run_int_linear8(w, x.m, [&](int64_t i) -> std::optional<int8_t> {
-    if (x.c[i] < -128 || x.c[i] > 127) return std::nullopt;
-    return int8_t(x.c[i]);
+  const int64_t width = w.k / w.groups;
+  return run_int_linear8(w, x.m, [&](int64_t t, int8_t* c8, int32_t* csum) {
+    const int16_t* c = x.c + t * w.k;
+    for (int64_t g = 0; g < w.groups; ++g) {
+      int32_t sum = 0;
+      for (int64_t j = g * width; j < (g + 1) * width; ++j) {
+        if (c[j] < -128 || c[j] > 127) return false;
+        c8[j] = int8_t(c[j]);
+        sum += c[j];
+      }
+      csum[g] = sum;
+    }
+    return true;
   }, x, y, bias);
 }
 
@@ -177,9 +200,26 @@ bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float i
   if (m == 0) return true;
   if (!std::isfinite(a) || !std::isfinite(inv)) return false;
   const IntActivations xa{nullptr, &a, m, false};
-  return run_int_linear8(w, m, [&](int64_t i) -> std::optional<int8_t> {
-    if (!std::isfinite(x[i])) return std::nullopt;
-    return int8_t(std::min(std::max(std::nearbyint(x[i] * inv), float(qmin)), float(qmax)));
+  return run_int_linear8(w, m, [&](int64_t t, int8_t* c8, int32_t* csum) {
+    return quantize_row8_avx512_vnni(x + t * w.k, w.k, w.groups, inv, qmin, qmax, c8, csum);
+  }, xa, y, bias);
+}
+
+bool int_linear8_dynamic(const IntWeights8& w, const float* x, int64_t m, double clip, int qmax, float* y,
+                         const float* bias) {
+  if (m < 0 || (m > 0 && (x == nullptr || y == nullptr)) || qmax < 1 || qmax > 127 || !(clip > 0.0 && clip <= 1.0))
+    throw std::invalid_argument("int_linear8_dynamic: bad arguments");
+  if (m == 0) return true;
+  thread_local std::vector<float> steps;
+  steps.resize(m);
+  float* ps = steps.data();
+  const IntActivations xa{nullptr, ps, m, true};
+  return run_int_linear8(w, m, [&](int64_t t, int8_t* c8, int32_t* csum) {
+    const float* row = x + t * w.k;
+    float mn = 0, mx = 0;
+    if (!row_min_max_avx512_vnni(row, w.k, &mn, &mx)) return false;
+    ps[t] = dynamic_step(mn, mx, clip, qmax);
+    return quantize_row8_avx512_vnni(row, w.k, w.groups, 1.0f / ps[t], -qmax - 1, qmax, c8, csum);
   }, xa, y, bias);
 }
 

@@ -95,5 +95,11 @@ bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const 
 // x [m, w.k] fp32. Returns false (y untouched) when an input is not finite: the caller's own path reports it.
 bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float inv, float a, int qmin, int qmax,
                         float* y, const float* bias = nullptr);
+// Per-token dynamic symmetric activations straight from fp32, quantize_activation's per-token grid: per row t,
+// a_t = float(double(max(-min(x_t, 0), max(x_t, 0))) · clip / qmax) (1 when below FLT_MIN), then c = clamp(nearbyint(
+// x · (1 / a_t)), -qmax - 1, qmax) and y as int_linear8 with the steps a_t (qmax <= 127: 8-bit grids and below).
+// Returns false (y untouched) when an input is not finite.
+bool int_linear8_dynamic(const IntWeights8& w, const float* x, int64_t m, double clip, int qmax, float* y,
+                         const float* bias = nullptr);
 
 }  // namespace ptq::kernels

@@ -97,6 +97,15 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
                                     act_.qmax(), y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
       return y.view(out_shape);
   }
+  if (w8_ != nullptr && act_.sym && act_.granularity == ActGranularity::PerToken && !perm_.defined()) {
+    // Per-token dynamic codes: each row's range, step and codes made by the byte kernel as it reads x (quantize_
+    // activation's grid and rounding; a non-finite input falls through to the path below, which reports it).
+    const at::Tensor xf = x2.to(at::kFloat).contiguous();
+    at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
+    if (kernels::int_linear8_dynamic(*w8_, xf.data_ptr<float>(), xf.size(0), act_.clip, act_.qmax(),
+                                     y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
+      return y.view(out_shape);
+  }
   const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
   if (act_.granularity == ActGranularity::PerChannel) {
     at::Tensor y = at::matmul(qa.codes.to(at::kDouble) * qa.scale.to(at::kDouble), w_hat_.t()).to(at::kFloat);

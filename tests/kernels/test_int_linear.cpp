@@ -227,3 +227,77 @@ TEST_CASE("int_linear8 (1-byte weights, AVX-512 VNNI) equals the scalar twin bit
   CHECK_FALSE(int_linear8(w8, IntActivations{big.data(), a1.data(), 1, false}, &y));
   CHECK(y == 7.0f);
 }
+
+TEST_CASE("int_linear8_static and int_linear8_dynamic quantize as the scalar rounding, then equal the twin",
+          "[kernels][int_linear]") {
+  if (!(detected_isa() >= Isa::Avx512 && has_avx512_vnni())) {
+    WARN("skipped: this CPU has no AVX-512 VNNI, the only place int_linear8 runs");
+    return;
+  }
+  std::mt19937 rng(57);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  int checked = 0;
+  for (int64_t width : {4, 20, 64})  // 20: a masked tail inside every group
+    for (int64_t groups : {1, 3})
+      for (int64_t m : {1, 5, 40})
+        for (int bits : {8, 4}) {
+          const int64_t k = width * groups, n = 19;
+          const std::vector<int16_t> wq = random_codes(n * k, -8, 7, rng);
+          const std::vector<float> s = random_steps(n * groups, rng), bias = random_steps(n, rng);
+          const IntWeights w{wq.data(), s.data(), n, k, groups};
+          const IntWeights8 w8 = pack_int_weights8(w);
+          std::vector<float> x(m * k);
+          for (float& v : x) v = 3.0f * gauss(rng);
+          if (m > 1)
+            for (int64_t j = 0; j < k; ++j) x[(m - 1) * k + j] = 0.0f;  // an all-zero last token (step 1)
+          x[0] = 40.0f;  // an outlier in token 0
+          x[k / 2] = 0.5f;  // x · inv on a .5 boundary for the static step 1 below: round half to even
+          const int qmax = (1 << (bits - 1)) - 1, qmin = -qmax - 1;
+          // Static: step 1/2 (inv 2), codes clamp(nearbyint(2x)).
+          std::vector<int16_t> c(m * k);
+          for (int64_t i = 0; i < m * k; ++i)
+            c[i] = int16_t(std::min(std::max(std::nearbyint(x[i] * 2.0f), float(qmin)), float(qmax)));
+          const float half = 0.5f;
+          std::vector<float> y_ref(m * n), y(m * n, NAN);
+          int_linear_ref(w, IntActivations{c.data(), &half, m, false}, y_ref.data(), bias.data());
+          REQUIRE(int_linear8_static(w8, x.data(), m, 2.0f, half, qmin, qmax, y.data(), bias.data()));
+          bool equal = true;
+          for (int64_t i = 0; i < m * n; ++i) equal = equal && same_bits(y[i], y_ref[i]);
+          INFO("static: m " << m << " width " << width << " groups " << groups << " bits " << bits);
+          CHECK(equal);
+          // Dynamic, clip 0.9: per token the step from its range, written out here as quantize_activation does.
+          const double clip = 0.9;
+          std::vector<float> a(m);
+          for (int64_t t = 0; t < m; ++t) {
+            float mn = 0.0f, mx = 0.0f;
+            for (int64_t j = 0; j < k; ++j) {
+              mn = std::min(mn, x[t * k + j]);
+              mx = std::max(mx, x[t * k + j]);
+            }
+            a[t] = static_cast<float>(double(std::max(-mn, mx)) * clip / double(qmax));
+            if (!(a[t] >= 1.17549435e-38f)) a[t] = 1.0f;  // FLT_MIN: an all-zero token
+            const float inv = 1.0f / a[t];
+            for (int64_t j = 0; j < k; ++j)
+              c[t * k + j] =
+                  int16_t(std::min(std::max(std::nearbyint(x[t * k + j] * inv), float(qmin)), float(qmax)));
+          }
+          if (m > 1) CHECK(a[m - 1] == 1.0f);
+          int_linear_ref(w, IntActivations{c.data(), a.data(), m, true}, y_ref.data(), bias.data());
+          std::fill(y.begin(), y.end(), NAN);
+          REQUIRE(int_linear8_dynamic(w8, x.data(), m, clip, qmax, y.data(), bias.data()));
+          equal = true;
+          for (int64_t i = 0; i < m * n; ++i) equal = equal && same_bits(y[i], y_ref[i]);
+          INFO("dynamic");
+          CHECK(equal);
+          ++checked;
+          // A non-finite input: no result, y untouched (the caller's own path reports it).
+          std::vector<float> bad = x;
+          bad[(m - 1) * k + k - 1] = NAN;
+          std::fill(y.begin(), y.end(), 7.0f);
+          CHECK_FALSE(int_linear8_dynamic(w8, bad.data(), m, clip, qmax, y.data()));
+          bad[(m - 1) * k + k - 1] = INFINITY;
+          CHECK_FALSE(int_linear8_static(w8, bad.data(), m, 2.0f, half, qmin, qmax, y.data()));
+          CHECK(y[0] == 7.0f);
+        }
+  CHECK(checked == 36);
+}

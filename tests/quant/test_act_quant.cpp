@@ -135,11 +135,13 @@ TEST_CASE("integer-semantics linear: the integer kernel gives the former fp64 ev
   for (const auto& [ws, act_order] : {std::pair{WeightQuantSpec{8, kPerChannel, true, false}, false},
                                       std::pair{WeightQuantSpec{8, 128, false, false}, false},
                                       std::pair{WeightQuantSpec{4, 128, true, false}, true}})
-    // Symmetric per-tensor static: made and consumed in one pass by the byte kernel where the CPU has AVX-512 VNNI.
+    // Symmetric per-tensor static and per-token dynamic: made and consumed in one pass by the byte kernel where the CPU
+    // has AVX-512 VNNI.
     for (const ActQuantSpec& as : {ActQuantSpec{8, ActGranularity::PerTensor, false, 1.0},
                                    ActQuantSpec{8, ActGranularity::PerToken, true, 1.0},
                                    ActQuantSpec{8, ActGranularity::PerTensor, true, 1.0},
-                                   ActQuantSpec{4, ActGranularity::PerTensor, true, 1.0}}) {
+                                   ActQuantSpec{4, ActGranularity::PerTensor, true, 1.0},
+                                   ActQuantSpec{4, ActGranularity::PerToken, true, 0.9}}) {
       INFO("weights " << ws.bits << "/" << ws.group_size << (act_order ? " act-order" : "") << " act "
                       << as.describe());
       QuantizedWeight qw = quantize_weight(w, ws);

@@ -86,6 +86,45 @@ void tile(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const Int
 
 }  // namespace
 
+bool row_min_max_avx512_vnni(const float* x, int64_t k, float* mn, float* mx) {
+  __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+  __mmask16 bad = 0;
+  for (int64_t j = 0; j < k; j += 16) {
+    const __mmask16 lanes = k - j >= 16 ? __mmask16(0xFFFF) : _cvtu32_mask16((1u << (k - j)) - 1u);
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(x[0]), lanes, x + j);
+    bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +Inf, -Inf, SNaN
+    lo = _mm512_min_ps(lo, v);
+    hi = _mm512_max_ps(hi, v);
+  }
+  *mn = _mm512_reduce_min_ps(lo);
+  *mx = _mm512_reduce_max_ps(hi);
+  return bad == 0;
+}
+
+bool quantize_row8_avx512_vnni(const float* x, int64_t k, int64_t groups, float inv, int qmin, int qmax, int8_t* c8,
+                               int32_t* csum) {
+  const int64_t width = k / groups;
+  const __m512 vinv = _mm512_set1_ps(inv), vmin = _mm512_set1_ps(float(qmin)), vmax = _mm512_set1_ps(float(qmax));
+  __mmask16 bad = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i sum = _mm512_setzero_si512();
+    for (int64_t j = g * width; j < (g + 1) * width; j += 16) {
+      const int64_t left = (g + 1) * width - j;
+      const __mmask16 lanes = left >= 16 ? __mmask16(0xFFFF) : _cvtu32_mask16((1u << left) - 1u);
+      const __m512 v = _mm512_maskz_loadu_ps(lanes, x + j);
+      bad |= _mm512_fpclass_ps_mask(v, 0x99);
+      // nearbyint (round half to even, the default mode) of x · inv, clamped: quantize_activation's rounding.
+      __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_min_ps(_mm512_max_ps(q, vmin), vmax);
+      const __m512i qi = _mm512_maskz_mov_epi32(lanes, _mm512_cvtps_epi32(q));
+      sum = _mm512_add_epi32(sum, qi);
+      _mm_mask_storeu_epi8(c8 + j, lanes, _mm512_cvtepi32_epi8(qi));
+    }
+    csum[g] = _mm512_reduce_add_epi32(sum);
+  }
+  return bad == 0;
+}
+
 void int_linear8_avx512_vnni(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x,
                              float* y, const float* bias) {
   const int64_t tiles = (w.n + 15) / 16;
