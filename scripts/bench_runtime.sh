@@ -9,6 +9,13 @@
 #   W4 g128            ptq quantize configs/w4a16-rtn.yaml    (ptq only: no GGUF type holds it)
 #   Q4_0 file, Q8_0 file   ptq on the GGUF files above       the same llama.cpp measurement as W4 g32 / W8
 #                        (its packed runner on the blocks)
+# With --activations, the activation-quantized recipes instead (issue: static activation quantization runs on
+# integers), on the 1.1B shape with planted outliers (`ptq outlierize --channels 4 --scale 50`, so the migration
+# methods do real work; calibrated on 8 windows of 128 tokens of data/sotu-train.txt, enough for speed): ptq FP16 (the
+# F16 checkpoint: the outlierized copy is F32), W4A16 RTN g128, W8A8 static SmoothQuant, W8A8 per-token dynamic, W4A8
+# static FPTQ, W6A6 OutlierTune, W4A4 static RTN and MergeQuant, W4A4 per-token dynamic with and without the online
+# Hadamard (QuaRot-style); llama.cpp Q8_0 and Q4_0 of the F16 checkpoint for reference. Its table has each row's
+# prefill and decode against ptq FP16 in the same run.
 # Models (written once by `ptq synth` into the scratch directory; random weights, so only speed and memory mean
 # anything here):
 #   tinyllama-1.1b  TinyLlama-1.1B shapes (hidden 2048, 22 layers, 32/4 heads, ffn 5504, context 2048), F16, with
@@ -34,9 +41,10 @@
 # ggml's worker threads spin at barriers, so with the cores busy elsewhere llama.cpp at 2+ threads slows down 10-100x
 # (the script warns when the load average is high; --threads 1 is far less sensitive).
 #
-# Usage: scripts/bench_runtime.sh [--small | --full] [--keep] [--rebuild] [--threads N] [--prompt N] [--gen N]
-#                                 [--repeats N] [--table FILE]
+# Usage: scripts/bench_runtime.sh [--small | --full | --activations] [--keep] [--rebuild] [--threads N] [--prompt N]
+#                                 [--gen N] [--repeats N] [--table FILE]
 #   --small      sotu-llama-8m only (seconds)            --full     also the Llama-2-7B shapes (hours on 2 cores)
+#   --activations  the activation recipes above instead of the weight-only pairs (about 35 min to build on 2 cores)
 #   --keep       keep the checkpoints and GGUF files this run builds, in $PTQ_SCRATCH/ptq-bench-runtime/SHAPE
 #                (default: each shape's are deleted once it is measured); kept ones are reused by later runs
 #   --rebuild    build them again even where kept ones exist
@@ -55,7 +63,7 @@ root=$(pwd)
 
 die() { echo "bench_runtime: $*" >&2; exit 1; }
 usage() {
-  echo "usage: $0 [--small | --full] [--keep] [--rebuild] [--threads N] [--prompt N] [--gen N] [--repeats N]" \
+  echo "usage: $0 [--small | --full | --activations] [--keep] [--rebuild] [--threads N] [--prompt N] [--gen N] [--repeats N]" \
     "[--table FILE]" >&2
   exit 2
 }
@@ -68,6 +76,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --small) mode=small ;;
     --full) mode=full ;;
+    --activations) mode=activations ;;
     --keep) keep=1 ;;
     --rebuild) rebuild=1 ;;
     --threads|--prompt|--gen|--repeats|--table)
@@ -341,6 +350,65 @@ bench_shape() {  # SHAPE GB SYNTH_FLAGS
   if [[ $keep == 0 && " ${made[*]} " == *" $dir "* ]]; then rm -rf "$dir"; fi
 }
 
+# The activation recipes (--activations): name | row label | quantize flags (on the outlierized model).
+act_rows=(
+  "w4a16|W4A16 RTN g128|--recipe w4a16-rtn"
+  "w8a8-smoothquant|W8A8 static, SmoothQuant|--recipe w8a8-smoothquant"
+  "w8a8-dynamic|W8A8 per-token dynamic, RTN|--recipe w8a8-rtn-static --act-granularity per_token"
+  "w4a8-fptq|W4A8 static, FPTQ|--recipe w4a8-fptq"
+  "w6a6-outliertune|W6A6 static, OutlierTune (o, down dynamic)|--recipe w6a6-outliertune"
+  "w4a4-static|W4A4 static, RTN|--recipe w4a4-rtn-static"
+  "w4a4-mergequant|W4A4 static, MergeQuant|--recipe w4a4-mergequant"
+  "w4a4-dynamic|W4A4 per-token dynamic, RTN|--recipe w4a4-rtn-dynamic"
+  "w4a4-dynamic-hadamard|W4A4 per-token dynamic + Hadamard (QuaRot-style)|--recipe w4a4-rtn-dynamic --hadamard"
+)
+
+bench_act() {  # SHAPE GB SYNTH_FLAGS
+  local shape=$1 dir=$base/$1 fp
+  prepare "$@"
+  local act=$dir/act row name label flags n=0
+  mkdir -p "$act"
+  if [[ ! -f $act/outl.done ]]; then
+    need_space "$shape: the outlierized F32 copy and the activation checkpoints" 8 "$act"
+    log "$shape: ptq outlierize --channels 4 --scale 50"
+    rm -rf "$act/outl"
+    step "$work/$shape.outl.log" "$shape: ptq outlierize" \
+      "$PTQ" --quiet outlierize "$fp" -o "$act/outl" --channels 4 --scale 50 --force
+    touch "$act/outl.done"
+  fi
+  for row in "${act_rows[@]}"; do
+    IFS='|' read -r name label flags <<<"$row"
+    [[ -f $act/$name.done ]] && continue
+    log "$shape: ptq quantize $flags"
+    # shellcheck disable=SC2086  # flags are words
+    step "$work/$shape.$name.log" "$shape: ptq quantize $flags" \
+      "$PTQ" --quiet quantize "$act/outl" -o "$act/$name" --force --data "$root/data/sotu-train.txt" --nsamples 8 \
+      --seqlen 128 $flags
+    touch "$act/$name.done"
+  done
+  export PTQ_CACHE_DIR=$dir/ptq-cache
+  local runs=("fp16|FP16|$fp")
+  for row in "${act_rows[@]}"; do
+    IFS='|' read -r name label flags <<<"$row"
+    runs+=("$name|$label|$act/$name")
+  done
+  for row in "${runs[@]}"; do
+    IFS='|' read -r name label model <<<"$row"
+    n=$((n + 1))
+    log "$shape: $label: ptq bench"
+    timed "$shape.a$n.ptq" "$PTQ" --threads "$threads" --quiet bench "$model" --prompt "$prompt" --gen "$gen" \
+      --repeats "$repeats" "${ptq_bench_flags[@]}" --json
+    emit ptq "$shape" "$label" "ptq $name" "$model" "$shape.a$n.ptq"
+  done
+  local t
+  for t in q8_0 q4_0; do
+    log "$shape: llama.cpp ${t^^}"
+    timed "$shape.$t.llama" node "$npm_dir/llama_bench.mjs" "$dir/$t.gguf" "$prompt" "$gen" "$threads" "$repeats"
+    emit llama.cpp "$shape" "llama.cpp ${t^^} (reference)" "GGUF ${t^^}" "$dir/$t.gguf" "$shape.$t.llama"
+  done
+  if [[ $keep == 0 && " ${made[*]} " == *" $dir "* ]]; then rm -rf "$dir"; fi
+}
+
 # ---- run --------------------------------------------------------------------------------------------------------
 log "threads $threads, prompt $prompt, gen $gen, best of $repeats; ptq $PTQ; scratch $base"
 # Both runtimes are sensitive to other load (ggml's worker threads spin at barriers: with every core busy elsewhere,
@@ -359,6 +427,9 @@ esac
 baselines
 case $mode in
   small) bench_shape sotu-llama-8m 1 "" ;;
+  activations)
+    bench_act tinyllama-1.1b 18 \
+      "--arch llama --hidden 2048 --layers 22 --heads 32 --kv-heads 4 --ffn 5504 --vocab 8000 --context 2048" ;;
   default|full)
     bench_shape tinyllama-1.1b 10 \
       "--arch llama --hidden 2048 --layers 22 --heads 32 --kv-heads 4 --ffn 5504 --vocab 8000 --context 2048"
@@ -371,7 +442,7 @@ esac
 # ---- Markdown table ---------------------------------------------------------------------------------------------
 md=$(node -e '
   const fs = require("fs");
-  const [results, threads, prompt, gen, repeats, load] = process.argv.slice(1);
+  const [results, threads, prompt, gen, repeats, load, mode] = process.argv.slice(1);
   const nt = `${threads} thread${threads === "1" ? "" : "s"}`;
   const lines = fs.readFileSync(results, "utf8").trim().split("\n").map(JSON.parse);
   const base = Object.fromEntries(lines.filter((l) => l.baseline).map((l) => [l.runtime, l]));
@@ -382,7 +453,7 @@ md=$(node -e '
   const share = (l) => (l && l.decode_share_of_bound > 0 ? `${(100 * l.decode_share_of_bound).toFixed(0)}%` : "-");
   const ratio = (a, b) => (a && b && b > 0 ? `${(a / b).toFixed(2)}x` : "-");
   const out = [];
-  out.push(`Measured by \`scripts/bench_runtime.sh\`: ${nt}, ${prompt}-token prompt (random ids), ` +
+  out.push(`Measured by \`scripts/bench_runtime.sh${mode === "activations" ? " --activations" : ""}\`: ${nt}, ${prompt}-token prompt (random ids), ` +
            `${gen} greedy tokens, best of ${repeats}. llama.cpp is node-llama-cpp@3.22.1${"\u2019"}s prebuilt CPU build ` +
            `(F16 KV cache, flash attention off, one untimed warm-up). Peak RSS: the process${"\u2019"}s maximum ` +
            `resident set (ru_maxrss, at the end of the measurement), in brackets less that runtime${"\u2019"}s ` +
@@ -399,6 +470,19 @@ md=$(node -e '
     .concat(p0?.omp_wait ? [`threads waiting ${p0.omp_wait}`] : []).join(", ");
   if (how) out[out.length - 1] += ` ptq: ${how}.`;
   out.push("");
+  if (mode === "activations") {
+    // One row per runtime and recipe, each against ptq FP16 of the same run.
+    const fp = runs.find((l) => l.runtime === "ptq" && l.pair === "FP16");
+    out.push("| model | scheme | size MB | prefill tok/s | decode tok/s | prefill vs ptq FP16 | decode vs ptq FP16 | " +
+             "peak RSS MB |");
+    out.push("|---|---|---|---|---|---|---|---|");
+    for (const l of runs)
+      out.push(`| ${l.shape} | ${l.runtime === "ptq" ? "ptq " : ""}${l.pair} | ${mb(l.model_bytes)} | ` +
+               `${f(l.prefill_tok_s)} | ${f(l.decode_tok_s, 2)} | ${ratio(l.prefill_tok_s, fp?.prefill_tok_s)} | ` +
+               `${ratio(l.decode_tok_s, fp?.decode_tok_s)} | ${rss(l)} |`);
+    console.log(out.join("\n"));
+    process.exit(0);
+  }
   out.push("| model | weights | size ptq / GGUF MB | prefill tok/s ptq / llama.cpp | decode tok/s ptq / llama.cpp | " +
            "decode ptq vs llama.cpp | decode % of bound ptq / llama.cpp | peak RSS MB ptq / llama.cpp |");
   out.push("|---|---|---|---|---|---|---|---|");
@@ -411,7 +495,7 @@ md=$(node -e '
              `${f(p?.prefill_tok_s)} / ${f(q?.prefill_tok_s)} | ${f(p?.decode_tok_s, 2)} / ${f(q?.decode_tok_s, 2)} | ` +
              `${ratio(p?.decode_tok_s, q?.decode_tok_s)} | ${share(p)} / ${q ? share(q) : "-"} | ${rss(p)} / ${rss(q)} |`);
   }
-  console.log(out.join("\n"));' "$results" "$threads" "$prompt" "$gen" "$repeats" "$load") || die "formatting the table failed"
+  console.log(out.join("\n"));' "$results" "$threads" "$prompt" "$gen" "$repeats" "$load" "$mode") || die "formatting the table failed"
 if [[ -n $table ]]; then
   printf '%s\n' "$md" >"$table"
   log "table written to $table"

@@ -118,8 +118,16 @@ bool int_linear8_supports(const IntWeights& w) {
 
 namespace {
 
-// Byte of w[r, c] in IntWeights8::tiles (layout in int_linear.h).
-inline int64_t tile_index(int64_t r, int64_t c, int64_t k4) { return ((r / 16) * k4 + c / 4) * 64 + 4 * (r % 16) + c % 4; }
+// Where w[r, c] lives in IntWeights8::tiles (layouts in int_linear.h): the byte, and for 4-bit weights the nibble's
+// shift (0: low, 4: high).
+struct TileSlot {
+  int64_t byte;
+  int shift;
+};
+inline TileSlot tile_slot(int64_t r, int64_t c, int64_t k, int bits) {
+  if (bits == 8) return {((r / 16) * (k / 4) + c / 4) * 64 + 4 * (r % 16) + c % 4, 0};
+  return {((r / 16) * (k / 8) + c / 8) * 64 + 4 * (r % 16) + c % 4, (c % 8) < 4 ? 0 : 4};
+}
 
 // The byte kernel on m tokens whose codes are made row by row: code_row(t, c8, csum) writes token t's k codes and its
 // group sums and returns false when a code is missing (outside a signed byte, or an input that is not finite). Rows
@@ -158,19 +166,32 @@ IntWeights8 pack_int_weights8(const IntWeights& w) {
   p.n = w.n;
   p.k = w.k;
   p.groups = w.groups;
-  const int64_t tiles = (w.n + 15) / 16, k4 = w.k / 4;
-  p.tiles.assign(tiles * k4 * 64, 128);  // rows past n: w = 0
+  // Half bytes where every weight is in [-8, 7] and the groups are whole 8-column pairs of dwords.
+  bool nibbles = (w.k / w.groups) % 8 == 0;
+  for (int64_t i = 0; i < w.n * w.k && nibbles; ++i) nibbles = w.w[i] >= -8 && w.w[i] <= 7;
+  p.bits = nibbles ? 4 : 8;
+  const int64_t tiles = (w.n + 15) / 16, offset = p.bits == 8 ? 128 : 8;
+  p.tiles.assign(tiles * w.k * 16 * p.bits / 8, p.bits == 8 ? 128 : 0x88);  // rows past n: w = 0
   p.s8.assign(tiles * w.groups * 16, 0.0);
   for (int64_t r = 0; r < w.n; ++r) {
-    for (int64_t c = 0; c < w.k; ++c) p.tiles[tile_index(r, c, k4)] = uint8_t(w.w[r * w.k + c] + 128);
+    for (int64_t c = 0; c < w.k; ++c) {
+      const TileSlot t = tile_slot(r, c, w.k, p.bits);
+      const int u = int(w.w[r * w.k + c] + offset);
+      p.tiles[t.byte] = p.bits == 8 ? uint8_t(u) : uint8_t((p.tiles[t.byte] & ~(0x0F << t.shift)) | (u << t.shift));
+    }
     for (int64_t g = 0; g < w.groups; ++g) p.s8[((r / 16) * w.groups + g) * 16 + r % 16] = double(w.s[r * w.groups + g]);
   }
   return p;
 }
 
 void unpack_int_weights8(const IntWeights8& w, int16_t* out) {
+  const int offset = w.bits == 8 ? 128 : 8;
   for (int64_t r = 0; r < w.n; ++r)
-    for (int64_t c = 0; c < w.k; ++c) out[r * w.k + c] = int16_t(int(w.tiles[tile_index(r, c, w.k / 4)]) - 128);
+    for (int64_t c = 0; c < w.k; ++c) {
+      const TileSlot t = tile_slot(r, c, w.k, w.bits);
+      const int u = w.bits == 8 ? w.tiles[t.byte] : (w.tiles[t.byte] >> t.shift) & 0x0F;
+      out[r * w.k + c] = int16_t(u - offset);
+    }
 }
 
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias) {

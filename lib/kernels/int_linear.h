@@ -74,16 +74,24 @@ void int_linear_acc_ref(const IntWeights& w, const IntActivations& x, int64_t* a
 // One vpdpbusd of a 64-byte vector against a token's codes 4j .. 4j+3 (one dword, broadcast) adds four products to
 // each of the tile's 16 rows: acc' = Σ (w + 128) · c = acc + 128 · Σ_group c, so the kernel subtracts 128 · Σ c per
 // token and group and keeps the exact int32 group sums (|acc'| <= width · 255 · 128: width <= 65793); the double
-// epilogue then runs per row exactly as int_linear's. Decode reads 1 byte per weight (int_linear: 2).
+// epilogue then runs per row exactly as int_linear's. Decode reads 1 byte per weight (int_linear: 2), or half.
+//
+// Weights that fit 4 bits (every w in [-8, 7], groups a multiple of 8 columns: W4A8, W4A4) are kept as half bytes,
+// bits = 4, two columns-dwords per 64-byte vector:
+//   tiles[((t · k/8) + j) · 64 + 4 i + b] = (w[16 t + i, 8 j + b] + 8) | (w[16 t + i, 8 j + 4 + b] + 8) << 4
+// The kernel splits a vector into its low and high nibbles (values 0..15, one vpand and a shift) for two vpdpbusd
+// against codes 8j .. 8j+3 and 8j+4 .. 8j+7, and subtracts 8 · Σ c: the same exact sums from half the bytes read.
 constexpr int64_t kIntLinear8MaxWidth = 65793;  // floor((2^31 - 1) / (255 · 128))
 struct IntWeights8 {
   std::vector<uint8_t> tiles;
   std::vector<double> s8;
   int64_t n = 0, k = 0, groups = 1;
+  int bits = 8;  // 8: a byte per weight; 4: half a byte (chosen by pack_int_weights8)
 };
 // Whether pack_int_weights8 takes `w` on this CPU: AVX-512 VNNI (best_isa() AVX-512), every w in [-128, 127],
 // groups of a multiple of 4 columns and at most kIntLinear8MaxWidth.
 bool int_linear8_supports(const IntWeights& w);
+// Half bytes where the weights fit 4 bits as above, else bytes.
 IntWeights8 pack_int_weights8(const IntWeights& w);
 // The weight integers back: out [n, k] (tests, and the int16 kernel's rare fallback).
 void unpack_int_weights8(const IntWeights8& w, int16_t* out);

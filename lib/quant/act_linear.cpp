@@ -62,7 +62,7 @@ ActQuantLinear::ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias
   if (int_kernel_ && act_fits_byte && act_.granularity != ActGranularity::PerChannel &&
       kernels::int_linear8_supports(int_weights(w_int_))) {
     w8_ = std::make_shared<const kernels::IntWeights8>(kernels::pack_int_weights8(int_weights(w_int_)));
-    w_int_ = at::Tensor();  // 1 byte per weight resident instead of 3
+    w_int_ = at::Tensor();  // 1 byte per weight resident (half a byte for 4-bit weights) instead of 3
   }
   if (act_.is_static() && (!params_.scale.defined() || !params_.zero.defined()))
     fail_input("activation-quantized linear: {} needs static scales", act_.describe());

@@ -188,17 +188,21 @@ TEST_CASE("int_linear8 (1-byte weights, AVX-512 VNNI) equals the scalar twin bit
   }
   std::mt19937 rng(31);
   int checked = 0;
-  for (int64_t width : {4, 32, 36, 128})
+  for (int wmax : {127, 7})  // bytes; half bytes where the groups are whole 8-column pairs (widths 32, 128, 8)
+  for (int64_t width : {4, 32, 36, 128, 8})
     for (int64_t groups = 1; groups <= 3; ++groups)
       for (int64_t n : {2 * groups + 3, int64_t(37)})  // one partial tile; two whole tiles and a partial one
         for (int64_t m : {1, 3, 6, 17}) {  // token groups of 4: 1, 3, 4 + 2, 4 x 4 + 1
           const int64_t k = width * groups;
-          // The byte kernel's whole ranges: weights and codes in [-128, 127].
-          const std::vector<int16_t> c = random_codes(m * k, -128, 127, rng), wq = random_codes(n * k, -128, 127, rng);
+          // The kernel's whole ranges: codes in [-128, 127], weights in [-128, 127] or [-8, 7].
+          const std::vector<int16_t> c = random_codes(m * k, -128, 127, rng),
+                                     wq = random_codes(n * k, -wmax - 1, wmax, rng);
           const std::vector<float> s = random_steps(n * groups, rng), a_tok = random_steps(m, rng), bias = random_steps(n, rng);
           const IntWeights w{wq.data(), s.data(), n, k, groups};
           REQUIRE(int_linear8_supports(w));
           const IntWeights8 w8 = pack_int_weights8(w);
+          CHECK(w8.bits == (wmax == 7 && width % 8 == 0 ? 4 : 8));
+          CHECK(int64_t(w8.tiles.size()) == (n + 15) / 16 * 16 * k * w8.bits / 8);
           std::vector<int16_t> back(n * k);
           unpack_int_weights8(w8, back.data());
           REQUIRE(back == wq);
@@ -211,7 +215,8 @@ TEST_CASE("int_linear8 (1-byte weights, AVX-512 VNNI) equals the scalar twin bit
               REQUIRE(int_linear8(w8, x, y.data(), b));
               bool equal = true;
               for (int64_t i = 0; i < m * n; ++i) equal = equal && same_bits(y[i], y_ref[i]);
-              INFO("m " << m << " n " << n << " width " << width << " groups " << groups << " per_token " << per_token);
+              INFO("m " << m << " n " << n << " width " << width << " groups " << groups << " per_token " << per_token
+                        << " weight bits " << w8.bits);
               CHECK(equal);
               ++checked;
             }

@@ -2,7 +2,9 @@
 // (int_linear.cpp checks). The weights are 16-row tiles of bytes w + 128 (layout in kernels/int_linear.h): one 64-byte
 // vector holds four consecutive columns of each of the tile's rows, so a vpdpbusd against a token's four codes
 // (one dword, embedded {1to16} broadcast) adds four products to each row's int32 lane, and a group's sum never leaves
-// the lanes. Per token and group: acc - 128 · Σ c (the exact int32 sum int_linear keeps), then the double epilogue of
+// the lanes. 4-bit weights are nibbles w + 8, eight columns per vector: its low and high nibbles make two such
+// vectors. Per token and group: acc - 128 · Σ c (nibbles: 8 · Σ c; the exact int32 sum int_linear keeps), then the
+// double epilogue of
 // int_linear_ref, lane by lane in the same order: sum = 0.0; sum += double(s[n, g]) · double(acc) for g = 0, 1, ..;
 // y = float(sum · double(a)) (+ bias in fp32). Built with -ffp-contract=off (CMakeLists.txt), as the other int_linear
 // kernels are, so nothing fuses into an FMA.
@@ -32,13 +34,15 @@ constexpr int kTokens = 4;
 
 using cpu::dpbusd_bcast;
 
-// Tokens [t0, t0 + MB) against tile `tile` (rows 16 tile ..).
-template <int MB>
+// Tokens [t0, t0 + MB) against tile `tile` (rows 16 tile ..), weights of kBits (8: bytes w + 128; 4: nibbles w + 8).
+template <int MB, int kBits>
 void tile_tokens(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x, float* y,
                  const float* bias, int64_t tile, int64_t t0) {
-  const int64_t k4 = w.k / 4, width4 = w.k / w.groups / 4;
-  const uint8_t* wt = w.tiles.data() + tile * k4 * 64;
+  const int64_t width = w.k / w.groups;
+  const uint8_t* wt = w.tiles.data() + tile * w.k * 16 * kBits / 8;
   const double* st = w.s8.data() + tile * w.groups * 16;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  constexpr int32_t kOffset = kBits == 8 ? 128 : 8;
   __m512d lo[MB], hi[MB];
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) lo[i] = hi[i] = _mm512_setzero_pd();
@@ -46,15 +50,27 @@ void tile_tokens(const IntWeights8& w, const int8_t* c8, const int32_t* csum, co
     __m512i acc[MB];
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) acc[i] = _mm512_setzero_si512();
-    for (int64_t j = g * width4; j < (g + 1) * width4; ++j) {
-      const __m512i v = _mm512_loadu_si512(wt + j * 64);
+    if constexpr (kBits == 8) {
+      for (int64_t j = g * width / 4; j < (g + 1) * width / 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(wt + j * 64);
 #pragma GCC unroll 8
-      for (int i = 0; i < MB; ++i) acc[i] = dpbusd_bcast(acc[i], v, c8 + (t0 + i) * w.k + 4 * j);
+        for (int i = 0; i < MB; ++i) acc[i] = dpbusd_bcast(acc[i], v, c8 + (t0 + i) * w.k + 4 * j);
+      }
+    } else {
+      for (int64_t j = g * width / 8; j < (g + 1) * width / 8; ++j) {
+        const __m512i v = _mm512_loadu_si512(wt + j * 64);
+        const __m512i v_lo = _mm512_and_si512(v, low4), v_hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+#pragma GCC unroll 8
+        for (int i = 0; i < MB; ++i) {
+          acc[i] = dpbusd_bcast(acc[i], v_lo, c8 + (t0 + i) * w.k + 8 * j);
+          acc[i] = dpbusd_bcast(acc[i], v_hi, c8 + (t0 + i) * w.k + 8 * j + 4);
+        }
+      }
     }
     const __m512d s_lo = _mm512_loadu_pd(st + g * 16), s_hi = _mm512_loadu_pd(st + g * 16 + 8);
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) {
-      const __m512i exact = _mm512_sub_epi32(acc[i], _mm512_set1_epi32(128 * csum[(t0 + i) * w.groups + g]));
+      const __m512i exact = _mm512_sub_epi32(acc[i], _mm512_set1_epi32(kOffset * csum[(t0 + i) * w.groups + g]));
       lo[i] = _mm512_add_pd(lo[i], _mm512_mul_pd(s_lo, _mm512_cvtepi32_pd(_mm512_castsi512_si256(exact))));
       hi[i] = _mm512_add_pd(hi[i], _mm512_mul_pd(s_hi, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(exact, 1))));
     }
@@ -72,16 +88,23 @@ void tile_tokens(const IntWeights8& w, const int8_t* c8, const int32_t* csum, co
   }
 }
 
+template <int kBits>
 void tile(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x, float* y,
           const float* bias, int64_t t) {
   for (int64_t t0 = 0; t0 < x.m; t0 += kTokens) {
     switch (std::min<int64_t>(kTokens, x.m - t0)) {
-      case 1: tile_tokens<1>(w, c8, csum, x, y, bias, t, t0); break;
-      case 2: tile_tokens<2>(w, c8, csum, x, y, bias, t, t0); break;
-      case 3: tile_tokens<3>(w, c8, csum, x, y, bias, t, t0); break;
-      default: tile_tokens<4>(w, c8, csum, x, y, bias, t, t0); break;
+      case 1: tile_tokens<1, kBits>(w, c8, csum, x, y, bias, t, t0); break;
+      case 2: tile_tokens<2, kBits>(w, c8, csum, x, y, bias, t, t0); break;
+      case 3: tile_tokens<3, kBits>(w, c8, csum, x, y, bias, t, t0); break;
+      default: tile_tokens<4, kBits>(w, c8, csum, x, y, bias, t, t0); break;
     }
   }
+}
+
+void run_tile(const IntWeights8& w, const int8_t* c8, const int32_t* csum, const IntActivations& x, float* y,
+              const float* bias, int64_t t) {
+  if (w.bits == 4) tile<4>(w, c8, csum, x, y, bias, t);
+  else tile<8>(w, c8, csum, x, y, bias, t);
 }
 
 }  // namespace
@@ -130,7 +153,7 @@ void int_linear8_avx512_vnni(const IntWeights8& w, const int8_t* c8, const int32
   const int64_t tiles = (w.n + 15) / 16;
   // Tiles over the threads; the region holds no vector code itself (clang outlines it without the target attributes).
 #pragma omp parallel for schedule(static) if (w.n * w.k * x.m >= (int64_t(1) << 18))
-  for (int64_t t = 0; t < tiles; ++t) tile(w, c8, csum, x, y, bias, t);
+  for (int64_t t = 0; t < tiles; ++t) run_tile(w, c8, csum, x, y, bias, t);
 }
 
 }  // namespace ptq::kernels
