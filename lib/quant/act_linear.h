@@ -8,10 +8,11 @@
 //   y[t, n]         = fp32( a[t] · Σ_g s[n, g] · acc[t, n, g] )  (+ bias in fp32; Σ_g in double, g increasing)
 // Groups run over columns in g_idx order (act-order columns are gathered first, for x and w alike).
 // forward() runs per-tensor and per-token modules on the integer kernel kernels::int_linear (int16 codes, int32
-// group sums; bit-identical to act_quant_linear_ref), or on kernels::int_linear8 (1-byte or, for 4-bit grids, half-byte
-// weights, AVX-512 VNNI; the
-// same bits) where the weight integers fit a signed byte and the groups are whole dwords; accumulators() keeps the former fp64 evaluation (bmm on
-// integers held in doubles, |acc| < 2^53, refused past int32) as an independent reference for tests, and as the
+// group sums; bit-identical to act_quant_linear_ref), or on kernels::int_linear8 (1-byte weights, half-byte for 4-bit
+// grids, AVX-512 VNNI; the same bits) where the weight integers fit a signed byte and the groups are whole dwords:
+// symmetric static per-tensor and per-token dynamic inputs are rounded inside that kernel (int_linear8_static,
+// int_linear8_dynamic). accumulators() keeps the former fp64 evaluation (bmm on integers held in doubles,
+// |acc| < 2^53, refused past int32) as an independent reference for tests, and as the
 // path of groups too wide for int32 in the worst case (e.g. > 33025 columns with asymmetric 8-bit activations).
 //
 // A per-input-channel static activation scale cannot leave an integer GEMM (it varies along k); methods that
