@@ -220,8 +220,10 @@ prepare() {
       touch "$dir/fp16.done"
     fi
   fi
-  local t
-  for t in f16 q8_0 q4_0; do
+  # --activations compares with llama.cpp Q8_0 and Q4_0 only, and has checkpoints of its own (bench_act).
+  local t types=(f16 q8_0 q4_0) names=(w8 w4g32 w4g128)
+  if [[ $mode == activations ]]; then types=(q8_0 q4_0); names=(); fi
+  for t in "${types[@]}"; do
     [[ -f $dir/$t.done ]] && continue
     log "$shape: ptq export GGUF ${t^^}"
     step "$work/$shape.$t.log" "$shape: ptq export --gguf-type $t" \
@@ -229,7 +231,7 @@ prepare() {
     touch "$dir/$t.done"
   done
   local name recipe
-  for name in w8 w4g32 w4g128; do
+  for name in "${names[@]}"; do
     [[ -f $dir/$name.done ]] && continue
     case $name in
       w8) recipe=(--recipe configs/w8a16-rtn.yaml) ;;

@@ -3,14 +3,16 @@
 # "<!-- END name -->", in whichever of the two files holds the section) by running ptq on the bundled models and
 # data. Nothing in those sections is typed by hand.
 # Usage: scripts/update_readme.sh [SECTION...]   (default: every section; ~25 minutes on 2 cores)
-#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
-#             mixed-table scale-bench fuzz
+#   sections: recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench act-bench
+#             quantize-bench gguf-table mixed-table scale-bench fuzz
 #   (gguf-table: scripts/gguf_table.sh, GGUF types from llama-quantize and ptq scored by llama.cpp, ~30 minutes;
 #   PTQ_GGUF_TABLE=FILE renders a saved output of it instead)
 #   (mixed-table: scripts/mixed_table.sh, mixed precision against uniform grids and llama.cpp's mixes, and its plot
 #   docs/results/mixed_precision.svg, ~15-30 minutes; PTQ_MIXED_TABLE=FILE renders a saved output of it instead, the plot
 #   being the one that run wrote)
 #   (runtime-bench: scripts/bench_runtime.sh on the TinyLlama-1.1B shape, ~20 minutes; run it on an idle machine)
+#   (act-bench: scripts/bench_runtime.sh --activations, the activation recipes on that shape, ~50 minutes the first
+#   time; PTQ_ACT_BENCH_TABLE=FILE PTQ_ACT_BENCH_JSON=FILE render a saved run's --table file and stdout instead)
 #   (quantize-bench: scripts/bench_quantize.sh, ptq RTN / GGUF export against llama-quantize, ~5 minutes; idle machine)
 #   (scale-bench: scripts/bench_scale.sh, synthetic Llama-2-7B and TinyLlama-1.1B shapes quantized, the 7B one
 #   evaluated, ~10 minutes and 19 GB of scratch disk; PTQ_SCALE_JSON=FILE renders a saved output of it instead)
@@ -20,8 +22,8 @@
 # Needs python3 (formatting only); export-table also uses npm (llama.cpp, see scripts/export_table.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench quantize-bench gguf-table
-     mixed-table scale-bench fuzz)
+all=(recipes fp-ppl fp-tasks quant-table fp-bench export-table activation-table runtime-bench act-bench quantize-bench
+     gguf-table mixed-table scale-bench fuzz)
 sections=("$@")
 [[ ${#sections[@]} -gt 0 ]] || sections=("${all[@]}")
 for s in "${sections[@]}"; do
@@ -134,21 +136,30 @@ PY
   } >"$tmp/quantize-bench"
 fi
 
-if wanted runtime-bench; then
-  PTQ=$PTQ_BIN scripts/bench_runtime.sh --table "$tmp/runtime-table" >"$tmp/runtime-json"
+# bench_section NAME FLAGS TABLE JSON: scripts/bench_runtime.sh FLAGS, its table and its JSON lines (folded), or those
+# of a saved run when TABLE and JSON name its files.
+bench_section() {
+  local name=$1 flags=$2 table=$3 json=$4
+  if [[ -z $table || -z $json ]]; then
+    table=$tmp/$name-table json=$tmp/$name-json
+    # shellcheck disable=SC2086  # flags are words
+    PTQ=$PTQ_BIN scripts/bench_runtime.sh $flags --table "$table" >"$json"
+  fi
   {
-    echo "\$ scripts/bench_runtime.sh   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
+    echo "\$ scripts/bench_runtime.sh${flags:+ $flags}   # $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%Y-%m-%d)"
     echo
-    cat "$tmp/runtime-table"
+    cat "$table"
     echo
     echo '<details><summary>JSON lines</summary>'
     echo
     echo '```'
-    cat "$tmp/runtime-json"
+    cat "$json"
     echo '```'
     echo '</details>'
-  } >"$tmp/runtime-bench"
-fi
+  } >"$tmp/$name"
+}
+if wanted runtime-bench; then bench_section runtime-bench "" "" ""; fi
+if wanted act-bench; then bench_section act-bench --activations "${PTQ_ACT_BENCH_TABLE:-}" "${PTQ_ACT_BENCH_JSON:-}"; fi
 
 # table_section NAME SCRIPT SAVED: "$ SCRIPT   # the machine", then SAVED (a saved output of SCRIPT) when given, else
 # SCRIPT's output.
