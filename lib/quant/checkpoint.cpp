@@ -1,11 +1,13 @@
 #include "quant/checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "core/error.h"
 #include "core/fault.h"
@@ -50,6 +52,30 @@ at::Tensor natural_g_idx(const WeightQuantSpec& spec, int64_t in) {
 
 at::Tensor tensor_of(const TensorView& v, at::ScalarType st) {
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::TensorOptions().dtype(st)).clone();
+}
+
+// The codes [rows, L] as bytes. For widths that never straddle a word (2, 4, 8 bits) straight from the stored words,
+// one pass, no wider temporaries (unpack_bits makes several int64 [rows, L] ones: ~0.5 GB for one 2048 x 5504
+// module); other widths through unpack_rows. The same values either way (tests/quant/test_checkpoint.cpp).
+at::Tensor unpack_rows_u8(const TensorView& words, int bits, int64_t L) {
+  if (32 % bits != 0) return unpack_rows(tensor_of(words, at::kInt), bits, L).to(at::kByte);
+  const int64_t rows = words.shape().at(0), n_words = words.shape().at(1);
+  if (L > n_words * (32 / bits))
+    fail_input("tensor \"{}\" holds {} codes per row, expected at least {}", words.name(), n_words * (32 / bits), L);
+  at::Tensor out = at::empty({rows, L}, at::kByte);
+  uint8_t* po = out.data_ptr<uint8_t>();
+  const uint8_t* pw = words.data;
+  const uint32_t mask = (1u << bits) - 1u;
+  const int per_word = 32 / bits;
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < L; ++j) {
+        uint32_t w = 0;  // little-endian words; the mapped data need not be 4-byte aligned
+        std::memcpy(&w, pw + (r * n_words + j / per_word) * 4, 4);
+        po[r * L + j] = static_cast<uint8_t>((w >> (bits * (j % per_word))) & mask);
+      }
+  });
+  return out;
 }
 
 void expect(const TensorView& v, DType dtype, const std::vector<int64_t>& shape) {
@@ -264,7 +290,7 @@ QuantizedWeight load_quantized_weight(const TensorArchive& archive, const std::s
   const int b = info.spec.bits;
   QuantizedWeight qw;
   qw.spec = info.spec;
-  qw.q = unpack_rows(tensor_of(m.qweight, at::kInt), b, info.in_features).to(at::kByte);
+  qw.q = unpack_rows_u8(m.qweight, b, info.in_features);
   qw.scales = m.scales;
   qw.zeros = m.zeros.defined() ? m.zeros : at::full({info.out_features, m.groups}, 1 << (b - 1), at::kInt);
   qw.g_idx = m.g_idx.defined() ? m.g_idx : natural_g_idx(info.spec, info.in_features);
