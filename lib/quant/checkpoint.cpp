@@ -54,26 +54,28 @@ at::Tensor tensor_of(const TensorView& v, at::ScalarType st) {
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape(), at::TensorOptions().dtype(st)).clone();
 }
 
-// The codes [rows, L] as bytes. For widths that never straddle a word (2, 4, 8 bits) straight from the stored words,
+// The codes [rows, L] as bytes straight from the stored words (LSB-first bit streams, a code may straddle two words),
 // one pass, no wider temporaries (unpack_bits makes several int64 [rows, L] ones: ~0.5 GB for one 2048 x 5504
-// module); other widths through unpack_rows. The same values either way (tests/quant/test_checkpoint.cpp).
+// module). The same values as unpack_rows for every width of 2 to 8 bits (tests/quant/test_checkpoint.cpp).
 at::Tensor unpack_rows_u8(const TensorView& words, int bits, int64_t L) {
-  if (32 % bits != 0) return unpack_rows(tensor_of(words, at::kInt), bits, L).to(at::kByte);
   const int64_t rows = words.shape().at(0), n_words = words.shape().at(1);
-  if (L > n_words * (32 / bits))
-    fail_input("tensor \"{}\" holds {} codes per row, expected at least {}", words.name(), n_words * (32 / bits), L);
+  if (bits < 1 || bits > 8 || L * bits > n_words * 32)
+    fail_input("tensor \"{}\" holds {} bits per row, expected {} codes of {} bits", words.name(), n_words * 32, L, bits);
   at::Tensor out = at::empty({rows, L}, at::kByte);
   uint8_t* po = out.data_ptr<uint8_t>();
   const uint8_t* pw = words.data;
   const uint32_t mask = (1u << bits) - 1u;
-  const int per_word = 32 / bits;
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = pw + r * n_words * 4;
       for (int64_t j = 0; j < L; ++j) {
-        uint32_t w = 0;  // little-endian words; the mapped data need not be 4-byte aligned
-        std::memcpy(&w, pw + (r * n_words + j / per_word) * 4, 4);
-        po[r * L + j] = static_cast<uint8_t>((w >> (bits * (j % per_word))) & mask);
+        const int64_t bit = j * bits, word = bit / 32;
+        const int shift = int(bit % 32);
+        uint64_t w = 0;  // little-endian words; the mapped data need not be 4-byte aligned
+        std::memcpy(&w, row + word * 4, shift + bits > 32 ? 8 : 4);
+        po[r * L + j] = static_cast<uint8_t>((w >> shift) & mask);
       }
+    }
   });
   return out;
 }
