@@ -294,6 +294,14 @@ emit() {
     console.log(s);' "$@" "$work" "$results" "$threads"
 }
 
+# ptq_bench NAME MODEL / llama_bench NAME GGUF: one timed measurement of each runtime, same prompt, length, threads
+# and repeats (results in $work/NAME.*, turned into a JSON line by emit).
+ptq_bench() {
+  timed "$1" "$PTQ" --threads "$threads" --quiet bench "$2" --prompt "$prompt" --gen "$gen" --repeats "$repeats" \
+    "${ptq_bench_flags[@]}" --json
+}
+llama_bench() { timed "$1" node "$npm_dir/llama_bench.mjs" "$2" "$prompt" "$gen" "$threads" "$repeats"; }
+
 baselines() {
   timed base.ptq "$PTQ" --version
   timed base.node node -e 0
@@ -335,15 +343,14 @@ bench_shape() {  # SHAPE GB SYNTH_FLAGS
     log "$shape: $pair: ptq bench"
     # A GGUF input is decoded once to its F32 view before the timed run, so that run's peak RSS is the runner's.
     if [[ $pmodel == *.gguf ]]; then "$PTQ" --quiet inspect "$pmodel" >/dev/null; fi
-    timed "$shape.$n.ptq" "$PTQ" --threads "$threads" --quiet bench "$pmodel" --prompt "$prompt" --gen "$gen" \
-      --repeats "$repeats" "${ptq_bench_flags[@]}" --json
+    ptq_bench "$shape.$n.ptq" "$pmodel"
     emit ptq "$shape" "$pair" "$pfmt" "$pmodel" "$shape.$n.ptq"
     [[ -n $gguf ]] || continue
     label=${llama_label[$gguf]:-}
     if [[ -z $label ]]; then
       label=$shape.$n.llama
       log "$shape: $pair: llama.cpp"
-      timed "$label" node "$npm_dir/llama_bench.mjs" "$gguf" "$prompt" "$gen" "$threads" "$repeats"
+      llama_bench "$label" "$gguf"
       llama_label[$gguf]=$label
     fi
     emit llama.cpp "$shape" "$pair" "GGUF $gtype" "$gguf" "$label"
@@ -398,14 +405,13 @@ bench_act() {  # SHAPE GB SYNTH_FLAGS
     IFS='|' read -r name label model <<<"$row"
     n=$((n + 1))
     log "$shape: $label: ptq bench"
-    timed "$shape.a$n.ptq" "$PTQ" --threads "$threads" --quiet bench "$model" --prompt "$prompt" --gen "$gen" \
-      --repeats "$repeats" "${ptq_bench_flags[@]}" --json
+    ptq_bench "$shape.a$n.ptq" "$model"
     emit ptq "$shape" "$label" "ptq $name" "$model" "$shape.a$n.ptq"
   done
   local t
   for t in q8_0 q4_0; do
     log "$shape: llama.cpp ${t^^}"
-    timed "$shape.$t.llama" node "$npm_dir/llama_bench.mjs" "$dir/$t.gguf" "$prompt" "$gen" "$threads" "$repeats"
+    llama_bench "$shape.$t.llama" "$dir/$t.gguf"
     emit llama.cpp "$shape" "llama.cpp ${t^^} (reference)" "GGUF ${t^^}" "$dir/$t.gguf" "$shape.$t.llama"
   done
   if [[ $keep == 0 && " ${made[*]} " == *" $dir "* ]]; then rm -rf "$dir"; fi

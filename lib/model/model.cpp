@@ -281,7 +281,7 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
   at::Tensor mid = cfg.gated_mlp ? activation(cfg, run(LinearId::Gate, x)) * run(LinearId::Up, x)
                                  : activation(cfg, run(LinearId::Up, x));
   if (w.down_hadamard != nullptr) {
-    mid = mid.to(at::kFloat).contiguous().clone();  // rotated in place
+    mid = mid.to(at::kFloat).contiguous();  // this layer's own temporary (silu(gate) · up): rotated in place
     kernels::hadamard_rotate(*w.down_hadamard, mid.data_ptr<float>(), mid.numel() / w.down_hadamard->n());
   } else if (w.down_rotation.defined()) {
     mid = at::matmul(mid, w.down_rotation);

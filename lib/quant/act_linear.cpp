@@ -88,23 +88,20 @@ at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
   const at::Tensor x2 = x.reshape({-1, K});
-  if (w8_ != nullptr && act_.sym && act_.granularity == ActGranularity::PerTensor && !perm_.defined()) {
-    // Static symmetric per-tensor codes made and consumed by the byte kernel in one pass (quantize_activation's
-    // rounding; a non-finite input falls through to the path below, which reports it).
+  if (w8_ != nullptr && act_.sym && !perm_.defined()) {
+    // Symmetric codes made and consumed by the byte kernel in one pass, quantize_activation's grid and rounding:
+    // static per-tensor with the stored step, or per-token dynamic from each row's range (w8_ is never built for
+    // per-channel modules). A non-finite input falls through to the path below, which reports it.
     const at::Tensor xf = x2.to(at::kFloat).contiguous();
     at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
-    if (kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step_, step_, act_.qmin(),
-                                    act_.qmax(), y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
-      return y.view(out_shape);
-  }
-  if (w8_ != nullptr && act_.sym && act_.granularity == ActGranularity::PerToken && !perm_.defined()) {
-    // Per-token dynamic codes: each row's range, step and codes made by the byte kernel as it reads x (quantize_
-    // activation's grid and rounding; a non-finite input falls through to the path below, which reports it).
-    const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
-    if (kernels::int_linear8_dynamic(*w8_, xf.data_ptr<float>(), xf.size(0), act_.clip, act_.qmax(),
-                                     y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr))
-      return y.view(out_shape);
+    const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
+    const bool done =
+        act_.granularity == ActGranularity::PerTensor
+            ? kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step_, step_, act_.qmin(),
+                                          act_.qmax(), y.data_ptr<float>(), bias)
+            : kernels::int_linear8_dynamic(*w8_, xf.data_ptr<float>(), xf.size(0), act_.clip, act_.qmax(),
+                                           y.data_ptr<float>(), bias);
+    if (done) return y.view(out_shape);
   }
   const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
   if (act_.granularity == ActGranularity::PerChannel) {

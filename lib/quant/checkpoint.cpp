@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -69,11 +67,10 @@ at::Tensor unpack_rows_u8(const TensorView& words, int bits, int64_t L) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = pw + r * n_words * 4;
       for (int64_t j = 0; j < L; ++j) {
-        const int64_t bit = j * bits, word = bit / 32;
-        const int shift = int(bit % 32);
+        const BitPosition p = code_position(j, bits);
         uint64_t w = 0;  // little-endian words; the mapped data need not be 4-byte aligned
-        std::memcpy(&w, row + word * 4, shift + bits > 32 ? 8 : 4);
-        po[r * L + j] = static_cast<uint8_t>((w >> shift) & mask);
+        std::memcpy(&w, row + p.word * 4, p.shift + bits > 32 ? 8 : 4);
+        po[r * L + j] = static_cast<uint8_t>((w >> p.shift) & mask);
       }
     }
   });
@@ -359,10 +356,7 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
   for (const auto& [m, info] : qc.modules) any_act = any_act || info.act.has_value();
   if (!any_act && !down_seed) return {};
   const Model* mp = &model;
-  // One set of Hadamard factors per width (every layer's down_proj has the same one unless a split widened it).
-  auto factors = std::make_shared<std::map<int64_t, std::shared_ptr<const kernels::HadamardFactors>>>();
-  auto factors_mutex = std::make_shared<std::mutex>();
-  return [mp, qc, down_seed, factors, factors_mutex](int64_t layer, LayerWeights& w) {
+  return [mp, qc, down_seed](int64_t layer, LayerWeights& w) {
     const TensorArchive& archive = mp->archive();
     attach_act_kernels(
         mp->config(), layer, w, qc,
@@ -379,13 +373,10 @@ Model::LayerFinisher make_checkpoint_layer_finisher(const Model& model, const Ch
       for (const char* suffix : {".qweight", ".scales", ".qzeros", ".g_idx"})
         if (archive.contains(path + suffix)) archive.release(path + suffix);
     }
-    if (down_seed && w[LinearId::Down].defined()) {
-      const int64_t n = w[LinearId::Down].in_features();
-      std::lock_guard<std::mutex> lock(*factors_mutex);
-      auto& f = (*factors)[n];
-      if (f == nullptr) f = std::make_shared<const kernels::HadamardFactors>(random_hadamard_factors(n, *down_seed));
-      w.down_hadamard = f;
-    }
+    // The factors (p + m² numbers, microseconds to draw) per layer: a split may have widened this layer's down_proj.
+    if (down_seed && w[LinearId::Down].defined())
+      w.down_hadamard = std::make_shared<const kernels::HadamardFactors>(
+          random_hadamard_factors(w[LinearId::Down].in_features(), *down_seed));
   };
 }
 
