@@ -4,9 +4,8 @@
 // (one dword, embedded {1to16} broadcast) adds four products to each row's int32 lane, and a group's sum never leaves
 // the lanes. 4-bit weights are nibbles w + 8, eight columns per vector: its low and high nibbles make two such
 // vectors. Per token and group: acc - 128 · Σ c (nibbles: 8 · Σ c; the exact int32 sum int_linear keeps), then the
-// double epilogue of
-// int_linear_ref, lane by lane in the same order: sum = 0.0; sum += double(s[n, g]) · double(acc) for g = 0, 1, ..;
-// y = float(sum · double(a)) (+ bias in fp32). Built with -ffp-contract=off (CMakeLists.txt), as the other int_linear
+// double epilogue of int_linear_ref, lane by lane in the same order: sum = 0.0; sum += double(s[n, g]) · double(acc)
+// for g = 0, 1, ..; y = float(sum · double(a)) (+ bias in fp32). Built with -ffp-contract=off (CMakeLists.txt), as the other int_linear
 // kernels are, so nothing fuses into an FMA.
 // Every standard header the kernel code uses is included before the target pragma (see cpu/linear_avx512.cpp).
 #include <algorithm>
