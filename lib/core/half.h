@@ -4,12 +4,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/host_device.h"
+
 namespace ptq {
 
-inline float f32_from_bits(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
-inline uint32_t f32_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+PTQ_HD float f32_from_bits(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+PTQ_HD uint32_t f32_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
 
-inline float fp16_to_f32(uint16_t h) {
+PTQ_HD float fp16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
   if (exp == 0) {
@@ -23,7 +25,7 @@ inline float fp16_to_f32(uint16_t h) {
 }
 
 // Round to nearest, ties to even; overflow gives +-inf, NaN stays NaN.
-inline uint16_t f32_to_fp16(float f) {
+PTQ_HD uint16_t f32_to_fp16(float f) {
   uint32_t x = f32_to_bits(f);
   uint32_t sign = (x >> 16) & 0x8000;
   uint32_t abs = x & 0x7fffffff;
@@ -39,9 +41,9 @@ inline uint16_t f32_to_fp16(float f) {
   return uint16_t(sign | (abs >> 13));
 }
 
-inline float bf16_to_f32(uint16_t h) { return f32_from_bits(uint32_t(h) << 16); }
+PTQ_HD float bf16_to_f32(uint16_t h) { return f32_from_bits(uint32_t(h) << 16); }
 
-inline uint16_t f32_to_bf16(float f) {
+PTQ_HD uint16_t f32_to_bf16(float f) {
   uint32_t x = f32_to_bits(f);
   if ((x & 0x7fffffff) > 0x7f800000) return uint16_t((x >> 16) | 0x40);  // quiet NaN
   x += 0x7fff + ((x >> 16) & 1);

@@ -1,0 +1,285 @@
+// ptq_kernel_bench: the kernels layer's benchmark and CUDA probe, without LibTorch (it builds with
+// -DPTQ_KERNELS_ONLY=ON where only a compiler and nvcc exist). Prints one JSON object per line on stdout.
+//
+//   ptq_kernel_bench --cuda-check   the CUDA device (exit 0), or why there is none (exit 77)
+//   ptq_kernel_bench [--quick] [--repeats N] [--cpu-only]
+//     {"bench":"machine"}        CPU instruction set, OpenMP threads, measured read bandwidth; the CUDA device if any
+//     {"bench":"cpu_gemv"}       linear() at one token per weight kind: GB/s of weights and the share of bandwidth
+//     {"bench":"cuda_gemv"}      the same on the device, against the device's peak bandwidth
+//     {"bench":"cuda_gemm"}      linear / int_linear at 512 tokens: TFLOP/s (2·m·n·k / s)
+//     {"bench":"cuda_layer"}     the seven linear modules of one 7B-shaped decoder layer (Llama-2-7B: hidden 4096,
+//                                ffn 11008) per scheme at batch 1, 16 and a 512-token prefill, with the ratio to FP16
+// Timing: best of --repeats (default 5) runs of `inner` calls each, after one warm-up call; the device is
+// synchronized before and after each run. --quick: small shapes (a smoke test that the bench runs).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "kernels/bandwidth.h"
+#include "kernels/cpu_features.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/int_linear_cuda.h"
+#include "kernels/cuda/linear_cuda.h"
+#include "kernels/int_linear.h"
+#include "kernels/linear.h"
+
+namespace {
+
+namespace k = ptq::kernels;
+namespace cu = ptq::kernels::cuda;
+
+struct Options {
+  bool quick = false, cpu_only = false;
+  int repeats = 5;
+};
+
+// Seconds per call: best of `repeats` runs of `inner` calls (after a warm-up call); `sync` waits for the device.
+double time_call(const std::function<void()>& call, const std::function<void()>& sync, int repeats, int inner) {
+  call();
+  sync();
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < inner; ++i) call();
+    sync();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / inner);
+  }
+  return best;
+}
+
+// A weight kind of the bench: F16, or b-bit codes in groups of `group` columns (symmetric).
+struct Scheme {
+  const char* name;
+  bool quant;
+  int bits;
+  int64_t group;  // 0: one group per row
+};
+const Scheme kWeightSchemes[] = {{"f16", false, 16, 0}, {"w4g128", true, 4, 128}, {"w4g32", true, 4, 32},
+                                 {"w8g128", true, 8, 128}};
+
+k::PackedWeights make_weights(const Scheme& s, int64_t n, int64_t kk, std::vector<uint16_t>& f16, std::mt19937& rng) {
+  if (!s.quant) {
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    f16.resize(size_t(n * kk));
+    for (auto& v : f16) v = ptq::f32_to_fp16(nd(rng));
+    return k::view_float_weights(k::WeightKind::F16, f16.data(), n, kk);
+  }
+  const int64_t groups = s.group == 0 ? 1 : kk / s.group;
+  std::vector<uint8_t> q(size_t(n * kk));
+  std::uniform_int_distribution<int> code(0, (1 << s.bits) - 1);
+  for (auto& v : q) v = uint8_t(code(rng));
+  std::vector<float> scales(size_t(n * groups), 0.01f);
+  return k::pack_quantized(q.data(), n, kk, s.bits, groups, scales.data(), nullptr, nullptr, s.name);
+}
+
+std::vector<float> random_x(int64_t m, int64_t kk, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(m * kk));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+void machine(const Options& o) {
+  const double bw = k::measure_read_bandwidth();
+  std::printf("{\"bench\":\"machine\",\"cpu_isa\":\"%s\",\"threads\":%d,\"cpu_read_bandwidth_gbs\":%.2f", k::isa_name(k::best_isa()),
+              omp_get_max_threads(), bw);
+  if (cu::device_count() > 0) {
+    const cu::DeviceInfo d = cu::device_info(0);
+    std::printf(",\"cuda_device\":\"%s\",\"sm\":%d,\"multiprocessors\":%d,\"memory_gib\":%.1f,\"peak_bandwidth_gbs\":%.1f",
+                d.name.c_str(), d.sm, d.multiprocessors, double(d.memory_bytes) / (1 << 30), d.peak_bandwidth_gbs);
+  } else {
+    std::printf(",\"cuda_device\":null,\"cuda_unavailable\":\"%s\"", cu::unavailable_reason().c_str());
+  }
+  std::printf("}\n");
+}
+
+void cpu_gemv(const Options& o) {
+  std::mt19937 rng(1);
+  const int64_t n = o.quick ? 256 : 4096, kk = o.quick ? 512 : 4096;
+  const double bw = k::measure_read_bandwidth();
+  for (const Scheme& s : kWeightSchemes) {
+    std::vector<uint16_t> f16;
+    const k::PackedWeights w = make_weights(s, n, kk, f16, rng);
+    const std::vector<float> x = random_x(1, kk, rng);
+    std::vector<float> y(static_cast<size_t>(n));
+    const double sec = time_call([&] { k::linear(w, x.data(), 1, y.data()); }, [] {}, o.repeats, o.quick ? 3 : 20);
+    const double gbs = double(w.bytes()) / sec / 1e9;
+    std::printf("{\"bench\":\"cpu_gemv\",\"weights\":\"%s\",\"n\":%lld,\"k\":%lld,\"us\":%.1f,\"gbs\":%.2f,"
+                "\"share_of_bandwidth\":%.3f}\n",
+                s.name, (long long)n, (long long)kk, sec * 1e6, gbs, gbs / bw);
+  }
+}
+
+// ---- CUDA ----------------------------------------------------------------------------------------------------
+
+void cuda_gemv(const Options& o, const cu::DeviceInfo& dev) {
+  std::mt19937 rng(2);
+  const int64_t n = o.quick ? 256 : 11008, kk = o.quick ? 512 : 4096;
+  for (const Scheme& s : kWeightSchemes) {
+    std::vector<uint16_t> f16;
+    const cu::DeviceWeights w = cu::upload(make_weights(s, n, kk, f16, rng));
+    const std::vector<float> x = random_x(1, kk, rng);
+    cu::Buffer dx = cu::to_device(x.data(), x.size()), dy(size_t(n) * sizeof(float));
+    const double sec = time_call([&] { cu::linear(w, dx.as<float>(), 1, dy.as<float>()); }, cu::synchronize, o.repeats,
+                                 o.quick ? 3 : 200);
+    const double gbs = double(w.bytes()) / sec / 1e9;
+    std::printf("{\"bench\":\"cuda_gemv\",\"weights\":\"%s\",\"n\":%lld,\"k\":%lld,\"us\":%.2f,\"gbs\":%.1f,"
+                "\"share_of_peak_bandwidth\":%.3f}\n",
+                s.name, (long long)n, (long long)kk, sec * 1e6, gbs, gbs / dev.peak_bandwidth_gbs);
+  }
+}
+
+// Integer weights of a b-bit symmetric grid as bytes (q - zero in [-2^(b-1), 2^(b-1) - 1]), per-row steps.
+struct IntModule {
+  std::vector<int16_t> w;
+  std::vector<float> s;
+  cu::DeviceIntWeights dw;
+};
+
+IntModule make_int_module(int64_t n, int64_t kk, int bits, std::mt19937& rng) {
+  IntModule mod;
+  std::uniform_int_distribution<int> code(-(1 << (bits - 1)), (1 << (bits - 1)) - 1);
+  mod.w.resize(size_t(n * kk));
+  for (auto& v : mod.w) v = int16_t(code(rng));
+  mod.s.assign(size_t(n), 0.01f);
+  mod.dw = cu::upload(k::IntWeights{mod.w.data(), mod.s.data(), n, kk, 1});
+  return mod;
+}
+
+// The seven linear modules of a decoder layer: q, k, v, o [h, h], gate, up [f, h], down [h, f].
+std::vector<std::pair<int64_t, int64_t>> layer_shapes(const Options& o) {
+  const int64_t h = o.quick ? 256 : 4096, f = o.quick ? 688 : 11008;
+  return {{h, h}, {h, h}, {h, h}, {h, h}, {f, h}, {f, h}, {h, f}};
+}
+
+void cuda_layer_and_gemm(const Options& o) {
+  std::mt19937 rng(3);
+  const auto shapes = layer_shapes(o);
+  int64_t max_k = 0, max_n = 0;
+  for (auto [n, kk] : shapes) max_k = std::max(max_k, kk), max_n = std::max(max_n, n);
+  const int64_t prefill = o.quick ? 64 : 512;
+  const std::vector<int64_t> token_counts = {1, 16, prefill};
+  cu::Buffer dx(size_t(prefill * max_k) * sizeof(float)), dy(size_t(prefill * max_n) * sizeof(float));
+  {
+    const std::vector<float> x = random_x(prefill, max_k, rng);
+    dx.upload(x.data(), dx.bytes());
+  }
+  cu::Buffer dc(size_t(prefill * max_k)), da(size_t(prefill) * sizeof(float));
+  {
+    std::vector<int8_t> c(size_t(prefill * max_k));
+    std::uniform_int_distribution<int> code(-127, 127);
+    for (auto& v : c) v = int8_t(code(rng));
+    dc.upload(c.data(), c.size());
+    const std::vector<float> a(size_t(prefill), 0.05f);
+    da.upload(a.data(), da.bytes());
+  }
+  std::vector<double> fp16_ms(token_counts.size(), 0.0);
+  // Weight-only schemes (fp32 activations).
+  for (const Scheme& s : {kWeightSchemes[0], kWeightSchemes[1], kWeightSchemes[3]}) {
+    std::vector<cu::DeviceWeights> mods;
+    for (auto [n, kk] : shapes) {
+      std::vector<uint16_t> f16;
+      mods.push_back(cu::upload(make_weights(s, n, kk, f16, rng)));
+    }
+    for (size_t ti = 0; ti < token_counts.size(); ++ti) {
+      const int64_t m = token_counts[ti];
+      const double sec = time_call(
+          [&] {
+            for (const auto& w : mods) cu::linear(w, dx.as<float>(), m, dy.as<float>());
+          },
+          cu::synchronize, o.repeats, o.quick ? 2 : 20);
+      if (std::strcmp(s.name, "f16") == 0) fp16_ms[ti] = sec * 1e3;
+      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
+                  s.name, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
+      if (m == prefill) {
+        double flops = 0;
+        for (auto [n, kk] : shapes) flops += 2.0 * double(m) * double(n) * double(kk);
+        std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"tflops\":%.2f}\n", s.name,
+                    (long long)m, flops / sec / 1e12);
+      }
+    }
+  }
+  // Integer activations: W8A8, and 4-bit weights with 8- or 4-bit codes (held as bytes on the device, so W4A8 and
+  // W4A4 run the W8A8 kernel on smaller integers).
+  for (auto [name, bits] : {std::pair<const char*, int>{"w8a8", 8}, {"w4a8", 4}, {"w4a4", 4}}) {
+    std::vector<IntModule> mods;
+    for (auto [n, kk] : shapes) mods.push_back(make_int_module(n, kk, bits, rng));
+    for (size_t ti = 0; ti < token_counts.size(); ++ti) {
+      const int64_t m = token_counts[ti];
+      const double sec = time_call(
+          [&] {
+            for (const auto& mod : mods)
+              cu::int_linear(mod.dw, dc.as<int8_t>(), da.as<float>(), m, true, dy.as<float>());
+          },
+          cu::synchronize, o.repeats, o.quick ? 2 : 20);
+      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
+                  name, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
+      if (m == prefill) {
+        double ops = 0;
+        for (auto [n, kk] : shapes) ops += 2.0 * double(m) * double(n) * double(kk);
+        std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"tops\":%.2f}\n", name,
+                    (long long)m, ops / sec / 1e12);
+      }
+    }
+  }
+}
+
+int cuda_check() {
+  if (cu::device_count() == 0) {
+    std::printf("%s\n", cu::unavailable_reason().c_str());
+    return 77;
+  }
+  const cu::DeviceInfo d = cu::device_info(0);
+  std::printf("%s (sm_%d, %d SMs, %.1f GiB)\n", d.name.c_str(), d.sm, d.multiprocessors,
+              double(d.memory_bytes) / (1 << 30));
+  return 0;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: ptq_kernel_bench --cuda-check\n"
+               "       ptq_kernel_bench [--quick] [--cpu-only] [--repeats N]\n"
+               "JSON lines on stdout: machine, cpu_gemv, and where a CUDA device is present cuda_gemv, cuda_gemm,\n"
+               "cuda_layer (see apps/kernel_bench.cpp).\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--cuda-check" && argc == 2) return cuda_check();
+    if (a == "--quick") {
+      o.quick = true;
+    } else if (a == "--cpu-only") {
+      o.cpu_only = true;
+    } else if (a == "--repeats" && i + 1 < argc) {
+      o.repeats = std::max(1, std::atoi(argv[++i]));
+    } else {
+      return usage();
+    }
+  }
+  try {
+    machine(o);
+    cpu_gemv(o);
+    if (!o.cpu_only && cu::device_count() > 0) {
+      const cu::DeviceInfo dev = cu::device_info(0);
+      cuda_gemv(o, dev);
+      cuda_layer_and_gemm(o);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ptq_kernel_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+// device.h in a build without CUDA (PTQ_WITH_CUDA=OFF): no device, and any use of device memory says why.
+#include "kernels/cuda/device.h"
+
+namespace ptq::kernels::cuda {
+
+namespace {
+[[noreturn]] void no_cuda() { throw Error("this ptq was built without CUDA (configure with -DPTQ_WITH_CUDA=ON)"); }
+}  // namespace
+
+bool built_with_cuda() { return false; }
+int device_count() { return 0; }
+std::string unavailable_reason() { return "built without CUDA (PTQ_WITH_CUDA=OFF)"; }
+DeviceInfo device_info(int) { no_cuda(); }
+
+Stream::Stream() { no_cuda(); }
+Stream::~Stream() = default;
+void Stream::synchronize() const { no_cuda(); }
+
+Buffer::Buffer(size_t bytes) : bytes_(bytes) {
+  if (bytes > 0) no_cuda();
+}
+Buffer::~Buffer() = default;
+Buffer::Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; o.bytes_ = 0; }
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  ptr_ = o.ptr_;
+  bytes_ = o.bytes_;
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+  return *this;
+}
+void Buffer::upload(const void*, size_t, size_t) { no_cuda(); }
+void Buffer::download(void*, size_t, size_t) const { no_cuda(); }
+void Buffer::zero() {}
+
+void synchronize() { no_cuda(); }
+void check_launch(const char*) { no_cuda(); }
+
+}  // namespace ptq::kernels::cuda

@@ -1,0 +1,38 @@
+// The integer linear op (int_linear.h) on a CUDA device: int8 activation codes x int8 weights, exact int32 sums per
+// weight group (dp4a), the same double epilogue in the same order, so y equals int_linear_ref bit for bit.
+//
+// Device layout: weights w [n, k] int8 row-major, steps s [n, groups] fp32; codes c [m, k] int8; activation steps a
+// [m] (per token) or [1]. Groups are whole dwords (k / groups a multiple of 4). Kernels (int_linear.cu):
+//   gemv  m <= 4: one warp per output row; for each group the lanes take its dwords in turn (group_partial), the warp
+//         sums them with shuffles (exact), lane 0 runs the epilogue
+//   gemm  m > 4: 64 x 64 output tiles over 8-dword slices in shared memory; each thread keeps 4 x 4 int32 group sums
+//         and folds them into its double sums at every group boundary
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/device.h"
+#include "kernels/int_linear.h"
+
+namespace ptq::kernels::cuda {
+
+constexpr int64_t kIntLinearCudaMaxWidth = 131071;  // floor((2^31 - 1) / 128²): any int8 codes and weights
+
+struct DeviceIntWeights {
+  int64_t n = 0, k = 0, groups = 1;
+  Buffer w, s;
+};
+
+// Whether the device kernels take these weights: every w in [-128, 127], groups of a multiple of 4 columns and at most
+// kIntLinearCudaMaxWidth (scans the weights).
+bool int_linear_supports(const IntWeights& w);
+// Copies w to the device as bytes; throws std::invalid_argument (naming what does not fit) where unsupported.
+DeviceIntWeights upload(const IntWeights& w);
+
+// y [m, n] from device codes c [m, k] (int8) and steps a; bias [n] or null (device pointers). Runs on `stream`.
+void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int64_t m, bool per_token, float* y,
+                const float* bias = nullptr, const Stream* stream = nullptr);
+// The same from host int16 codes (each in [-128, 127], else std::invalid_argument) and host y: tests, benchmarks.
+void int_linear_host(const DeviceIntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);
+
+}  // namespace ptq::kernels::cuda

@@ -1,0 +1,25 @@
+// layer_ops_cuda.h in a build without CUDA: every op throws device.h's Error.
+#include "kernels/cuda/layer_ops_cuda.h"
+
+namespace ptq::kernels::cuda {
+
+namespace {
+[[noreturn]] void no_cuda() { throw Error("this ptq was built without CUDA (configure with -DPTQ_WITH_CUDA=ON)"); }
+}  // namespace
+
+void rms_norm(const float*, int64_t, int64_t, const float*, float, float*, const float*, const Stream*) { no_cuda(); }
+void layer_norm(const float*, int64_t, int64_t, const float*, const float*, float, float*, const Stream*) {
+  no_cuda();
+}
+void rope(float*, int64_t, int64_t, int64_t, const int64_t*, double, const Stream*) { no_cuda(); }
+void swiglu(const float*, const float*, int64_t, float*, const Stream*) { no_cuda(); }
+void kv_append(const AttentionDims&, const float*, const float*, int64_t, int64_t, uint16_t*, uint16_t*,
+               const Stream*) {
+  no_cuda();
+}
+void attention(const AttentionDims&, const float*, int64_t, int64_t, const uint16_t*, const uint16_t*, float*,
+               const Stream*) {
+  no_cuda();
+}
+
+}  // namespace ptq::kernels::cuda

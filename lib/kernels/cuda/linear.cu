@@ -1,0 +1,159 @@
+// CUDA kernels of linear_cuda.h.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/linear_common.h"
+#include "kernels/cuda/linear_cuda.h"
+#include "kernels/linear.h"
+
+namespace ptq::kernels::cuda {
+
+static_assert(int(WeightKind::F32) == kKindF32 && int(WeightKind::F16) == kKindF16 &&
+                  int(WeightKind::BF16) == kKindBF16 && int(WeightKind::Quant) == kKindQuant,
+              "linear_common.h's kinds are WeightKind's values");
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kGemvWarps = 8;  // rows per 256-thread block
+constexpr int kTileN = 64, kTileM = 64, kTileK = 32, kGemmThreads = 256;
+static_assert(kTileN * kTileM == kGemmThreads * 16, "4 x 4 outputs per GEMM thread");
+
+cudaStream_t stream_of(const Stream* s) { return s != nullptr ? static_cast<cudaStream_t>(s->handle()) : nullptr; }
+
+WeightsView view_of(const DeviceWeights& w) {
+  return make_view(w, w.codes.as<uint32_t>(), w.scales.as<float>(), w.offsets.empty() ? nullptr : w.offsets.as<float>(),
+                   w.data.data());
+}
+
+__global__ void gather_x_kernel(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t xw, float* xp) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= m * xw) return;
+  const int64_t t = i / xw, j = i % xw;
+  xp[i] = j < k ? x[t * k + (perm != nullptr ? perm[j] : j)] : 0.0f;
+}
+
+template <int M>
+__global__ void gemv_kernel(WeightsView w, const float* xp, float* y, const float* bias) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp;
+  if (r >= w.n) return;  // whole warps leave together
+  float acc[M];
+  for (int t = 0; t < M; ++t) acc[t] = 0.0f;
+  gemv_lane(w, xp, M, r, lane, kWarp, acc);
+  for (int t = 0; t < M; ++t) {
+    float v = acc[t];
+    for (int d = kWarp / 2; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+    if (lane == 0) y[t * w.n + r] = v + (bias != nullptr ? bias[r] : 0.0f);
+  }
+}
+
+__global__ void gemm_kernel(WeightsView w, const float* xp, int64_t m, float* y, const float* bias) {
+  __shared__ float ws[kTileK][kTileN + 1];
+  __shared__ float xs[kTileK][kTileM + 1];
+  const int64_t r0 = int64_t(blockIdx.x) * kTileN, t0 = int64_t(blockIdx.y) * kTileM;
+  const int tid = threadIdx.x, tr = tid % 16, tt = tid / 16;  // outputs rows r0 + tr + 16 a, tokens t0 + tt + 16 b
+  const int64_t xw = xp_width(w);
+  float acc[4][4] = {};
+  for (int64_t j0 = 0; j0 < xw; j0 += kTileK) {
+    for (int e = tid; e < kTileK * kTileN; e += kGemmThreads) {
+      const int jj = e % kTileK, rr = e / kTileK;
+      const int64_t r = r0 + rr, j = j0 + jj;
+      ws[jj][rr] = r < w.n && j < xw ? weight_at(w, r, j) : 0.0f;
+    }
+    for (int e = tid; e < kTileK * kTileM; e += kGemmThreads) {
+      const int jj = e % kTileK, ti = e / kTileK;
+      const int64_t t = t0 + ti, j = j0 + jj;
+      xs[jj][ti] = t < m && j < xw ? xp[t * xw + j] : 0.0f;
+    }
+    __syncthreads();
+    for (int jj = 0; jj < kTileK; ++jj)
+      for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) acc[a][b] += ws[jj][tr + 16 * a] * xs[jj][tt + 16 * b];
+    __syncthreads();
+  }
+  for (int a = 0; a < 4; ++a)
+    for (int b = 0; b < 4; ++b) {
+      const int64_t r = r0 + tr + 16 * a, t = t0 + tt + 16 * b;
+      if (r < w.n && t < m) y[t * w.n + r] = acc[a][b] + (bias != nullptr ? bias[r] : 0.0f);
+    }
+}
+
+// Per-thread scratch for the gathered activations (grown, never shrunk).
+float* workspace(size_t floats) {
+  thread_local Buffer buf;
+  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
+  return buf.as<float>();
+}
+
+}  // namespace
+
+int64_t DeviceWeights::bytes() const {
+  return int64_t(codes.bytes() + scales.bytes() + offsets.bytes() + perm.bytes() + data.bytes());
+}
+
+DeviceWeights upload(const PackedWeights& w) {
+  DeviceWeights d;
+  d.kind = w.kind;
+  d.n = w.n;
+  d.k = w.k;
+  d.bits = w.bits;
+  d.container = w.container;
+  d.kpad = w.kpad;
+  d.group = w.group;
+  d.groups = w.groups;
+  if (w.kind == WeightKind::Quant) {
+    d.codes = to_device(w.codes.data(), w.codes.size());
+    d.scales = to_device(w.scales.data(), w.scales.size());
+    d.offsets = to_device(w.offsets.data(), w.offsets.size());
+    d.perm = to_device(w.perm.data(), w.perm.size());
+  } else {
+    const size_t elem = w.kind == WeightKind::F32 ? 4 : 2;
+    d.data = Buffer(size_t(w.n * w.k) * elem);
+    d.data.upload(w.data, d.data.bytes());
+  }
+  return d;
+}
+
+void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const float* bias, const Stream* stream) {
+  if (w.n <= 0 || w.k <= 0) throw std::invalid_argument("cuda::linear: empty weights");
+  if (m < 0) throw std::invalid_argument("cuda::linear: negative token count");
+  if (m == 0) return;
+  if (x == nullptr || y == nullptr) throw std::invalid_argument("cuda::linear: null input or output");
+  const WeightsView v = view_of(w);
+  const cudaStream_t s = stream_of(stream);
+  const int64_t xw = xp_width(v);
+  float* xp = workspace(size_t(m * xw));
+  const int64_t total = m * xw;
+  gather_x_kernel<<<unsigned((total + 255) / 256), 256, 0, s>>>(x, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), m,
+                                                                 w.k, xw, xp);
+  check_launch("gather_x");
+  if (m <= kGemvMaxTokens) {
+    const unsigned blocks = unsigned((w.n + kGemvWarps - 1) / kGemvWarps);
+    switch (m) {
+      case 1: gemv_kernel<1><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+      case 2: gemv_kernel<2><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+      case 3: gemv_kernel<3><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+      default: gemv_kernel<4><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+    }
+    static_assert(kGemvMaxTokens == 4, "one gemv instance per token count");
+    check_launch("gemv");
+    return;
+  }
+  const dim3 grid(unsigned((w.n + kTileN - 1) / kTileN), unsigned((m + kTileM - 1) / kTileM));
+  gemm_kernel<<<grid, kGemmThreads, 0, s>>>(v, xp, m, y, bias);
+  check_launch("gemm");
+}
+
+void linear_host(const DeviceWeights& w, const float* x, int64_t m, float* y, const float* bias) {
+  Buffer dx = to_device(x, size_t(m * w.k)), dy(size_t(m * w.n) * sizeof(float));
+  Buffer db = bias != nullptr ? to_device(bias, size_t(w.n)) : Buffer();
+  linear(w, dx.as<float>(), m, dy.as<float>(), bias != nullptr ? db.as<float>() : nullptr);
+  synchronize();
+  dy.download(y, dy.bytes());
+}
+
+}  // namespace ptq::kernels::cuda

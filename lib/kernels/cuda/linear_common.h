@@ -1,0 +1,150 @@
+// What one CUDA thread of the linear kernels computes, as functions compiled both by nvcc (for the kernels in
+// linear.cu) and by the host compiler (for their emulation in tests/kernels/test_cuda_linear.cpp, which runs
+// them over every (row, lane) of a launch on the CPU, so the decoding and indexing of each kernel are tested where
+// no GPU is present).
+//
+// Weights are packed_weights.h's layout, copied to the device unchanged. A lane decodes one chunk at a time into
+// registers: for quantized weights one 16-byte block of codes (16, 32 or 64 codes for 8-, 4- and 2-bit containers;
+// code i in byte i % 16 at bits c * (i / 16)), for float weights kFloatChunk elements. Activations are read in
+// kernel column order from xp [m, xp_width] (x gathered by perm and zero-padded to xp_width by gather_x), so a
+// chunk's columns are consecutive in both.
+#pragma once
+
+#include <cstdint>
+
+#include "core/half.h"
+#include "core/host_device.h"
+
+namespace ptq::kernels::cuda {
+
+constexpr int kFloatChunk = 8;
+constexpr int kMaxChunk = 64;  // 2-bit containers: 64 codes per 16-byte block
+
+// WeightKind as an int (packed_weights.h's enum order), so this header needs no host-only include.
+enum : int { kKindF32 = 0, kKindF16 = 1, kKindBF16 = 2, kKindQuant = 3 };
+
+struct WeightsView {
+  int kind = kKindF32;
+  int bits = 0, container = 0;
+  int64_t n = 0, k = 0, kpad = 0, group = 1, groups = 1;
+  const uint32_t* codes = nullptr;  // [n][kpad * container / 32] words (blocks of 4 words)
+  const float* scales = nullptr;    // [n][groups]
+  const float* offsets = nullptr;   // [n][groups] or null (symmetric: offset = scale * 2^(bits-1))
+  const void* data = nullptr;       // float kinds: [n, k]
+};
+
+// The view of weights W (PackedWeights on the host, DeviceWeights on the device: the same fields) whose codes,
+// scales, offsets (null: symmetric) and float data lie at the given addresses.
+template <class W>
+WeightsView make_view(const W& w, const uint32_t* codes, const float* scales, const float* offsets, const void* data) {
+  const bool quant = w.kind == decltype(w.kind)(kKindQuant);
+  WeightsView v;
+  v.kind = int(w.kind);
+  v.bits = w.bits;
+  v.container = w.container;
+  v.n = w.n;
+  v.k = w.k;
+  v.kpad = w.kpad;
+  v.group = quant ? w.group : 1;
+  v.groups = quant ? w.groups : 1;
+  v.codes = codes;
+  v.scales = scales;
+  v.offsets = offsets;
+  v.data = data;
+  return v;
+}
+
+// Products that must not be contracted into a fused multiply-add, so the device and the host decode the same
+// weights bit for bit (nvcc contracts a * b - c by default).
+PTQ_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// Columns of x as the kernels read it: kpad for quantized weights, k rounded up to kFloatChunk for float ones.
+PTQ_HD int64_t xp_width(const WeightsView& w) {
+  return w.kind == kKindQuant ? w.kpad : (w.k + kFloatChunk - 1) / kFloatChunk * kFloatChunk;
+}
+PTQ_HD int chunk_width(const WeightsView& w) { return w.kind == kKindQuant ? 16 * (8 / w.container) : kFloatChunk; }
+PTQ_HD int64_t row_chunks(const WeightsView& w) { return xp_width(w) / chunk_width(w); }
+
+PTQ_HD float float_weight(const WeightsView& w, int64_t idx) {
+  if (w.kind == kKindF32) return static_cast<const float*>(w.data)[idx];
+  const uint16_t h = static_cast<const uint16_t*>(w.data)[idx];
+  return w.kind == kKindF16 ? fp16_to_f32(h) : bf16_to_f32(h);
+}
+
+PTQ_HD float group_offset(const WeightsView& w, int64_t r, int64_t g, float s) {
+  return w.offsets != nullptr ? w.offsets[r * w.groups + g] : mul_rn(s, float(1 << (w.bits - 1)));
+}
+
+// Code i of a 16-byte block held as four little-endian words.
+PTQ_HD int block_code(const uint32_t* words, int container, int i) {
+  const int byte = i % 16, shift = 8 * (byte % 4) + container * (i / 16);
+  return int((words[byte / 4] >> shift) & ((1u << container) - 1u));
+}
+
+// W[r, j] for kernel column j (0 for float weights past k).
+PTQ_HD float weight_at(const WeightsView& w, int64_t r, int64_t j) {
+  if (w.kind != kKindQuant) return j < w.k ? float_weight(w, r * w.k + j) : 0.0f;
+  const int cw = chunk_width(w);
+  const uint32_t* block = w.codes + (r * (w.kpad / cw) + j / cw) * 4;
+  const int64_t g = j < w.k ? j / w.group : w.groups - 1;
+  const float s = w.scales[r * w.groups + g];
+  return mul_rn(s, float(block_code(block, w.container, int(j % cw)))) - group_offset(w, r, g, s);
+}
+
+// Decodes chunk `c` of row r into out[0 .. chunk_width) (weights of kernel columns c * chunk_width + i). `words` are
+// the chunk's 16 bytes for quantized weights (loaded by the caller as one 16-byte access on the device), unused for
+// float weights.
+PTQ_HD void decode_chunk(const WeightsView& w, int64_t r, int64_t c, const uint32_t* words, float* out) {
+  const int cw = chunk_width(w);
+  const int64_t j0 = c * cw;
+  if (w.kind != kKindQuant) {
+    for (int i = 0; i < kFloatChunk; ++i) out[i] = j0 + i < w.k ? float_weight(w, r * w.k + j0 + i) : 0.0f;
+    return;
+  }
+  if (w.groups == 1 || w.group % cw == 0) {  // the chunk lies in one group
+    const int64_t g = j0 < w.k ? j0 / w.group : w.groups - 1;
+    const float s = w.scales[r * w.groups + g], o = group_offset(w, r, g, s);
+    for (int i = 0; i < cw; ++i) out[i] = mul_rn(s, float(block_code(words, w.container, i))) - o;
+    return;
+  }
+  for (int i = 0; i < cw; ++i) {
+    const int64_t j = j0 + i, g = j < w.k ? j / w.group : w.groups - 1;
+    const float s = w.scales[r * w.groups + g];
+    out[i] = mul_rn(s, float(block_code(words, w.container, i))) - group_offset(w, r, g, s);
+  }
+}
+
+// The GEMV's work for one lane of the warp that owns row r: chunks lane, lane + lanes, ... of the row, each decoded
+// once and multiplied with every token's activations; acc[t] (t < m) receives the lane's partial sums.
+PTQ_HD void gemv_lane(const WeightsView& w, const float* xp, int m, int64_t r, int lane, int lanes, float* acc) {
+  const int cw = chunk_width(w);
+  const int64_t chunks = row_chunks(w), xw = xp_width(w);
+  float wv[kMaxChunk];
+  for (int64_t c = lane; c < chunks; c += lanes) {
+    uint32_t words[4] = {0, 0, 0, 0};
+    if (w.kind == kKindQuant) {
+      const uint32_t* p = w.codes + (r * chunks + c) * 4;
+#if defined(__CUDA_ARCH__)
+      const uint4 v = *reinterpret_cast<const uint4*>(p);
+      words[0] = v.x, words[1] = v.y, words[2] = v.z, words[3] = v.w;
+#else
+      for (int i = 0; i < 4; ++i) words[i] = p[i];
+#endif
+    }
+    decode_chunk(w, r, c, words, wv);
+    for (int t = 0; t < m; ++t) {
+      const float* xr = xp + t * xw + c * cw;
+      float s = 0.0f;
+      for (int i = 0; i < cw; ++i) s += wv[i] * xr[i];
+      acc[t] += s;
+    }
+  }
+}
+
+}  // namespace ptq::kernels::cuda

@@ -1,0 +1,295 @@
+// The CUDA linear kernels (lib/kernels/cuda). Two kinds of tests:
+//  - "[cuda-host]": the per-thread functions the kernels run (linear_common.h, int_linear_common.h), compiled for the
+//    CPU and run over every (row, lane) of a launch, against the scalar references linear_ref / int_linear_ref and
+//    PackedWeights::at. They run everywhere, so the decoding and indexing of the device code is tested without a GPU.
+//  - "[.cuda]" (hidden: a plain run skips them; "[cuda]" selects them): the kernels on a device against the same
+//    references; ctest runs them as one entry (cuda_kernels, tests/kernels/run_cuda_tests.sh) that reports "skipped:
+//    no CUDA device" where there is none.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "core/half.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/int_linear_common.h"
+#include "kernels/cuda/int_linear_cuda.h"
+#include "kernels/cuda/linear_common.h"
+#include "kernels/cuda/linear_cuda.h"
+#include "kernels/int_linear.h"
+#include "kernels/linear.h"
+
+using namespace ptq::kernels;
+namespace cu = ptq::kernels::cuda;
+
+static_assert(int(WeightKind::F32) == cu::kKindF32 && int(WeightKind::F16) == cu::kKindF16 &&
+                  int(WeightKind::BF16) == cu::kKindBF16 && int(WeightKind::Quant) == cu::kKindQuant,
+              "linear_common.h's kinds are WeightKind's values");
+
+namespace {
+
+struct Case {
+  int64_t n, k, groups;
+  int bits;
+  bool sym, act_order;
+};
+
+// Odd sizes: k not a multiple of 16/32/64, n not a multiple of a warp's rows or a tile; every container (2-bit: 2;
+// 4-bit: 3, 4; bytes: 5, 8), groups that are and are not whole chunks, act-order.
+const Case kCases[] = {
+    {37, 96, 3, 4, true, false},    {29, 200, 5, 3, false, true}, {70, 130, 1, 8, true, false},
+    {9, 192, 6, 2, false, false},   {33, 256, 2, 5, false, true}, {65, 48, 3, 4, false, false},
+    {17, 1000, 8, 4, true, true},
+};
+
+PackedWeights make_weights(const Case& c, std::mt19937& rng) {
+  const int max_code = (1 << c.bits) - 1;
+  std::uniform_int_distribution<int> code(0, max_code);
+  std::uniform_real_distribution<float> scale(0.01f, 0.2f);
+  std::vector<uint8_t> q(size_t(c.n * c.k));
+  for (auto& v : q) v = uint8_t(code(rng));
+  std::vector<float> scales(size_t(c.n * c.groups));
+  std::vector<int32_t> zeros(scales.size()), g_idx(size_t(c.k));
+  for (size_t i = 0; i < scales.size(); ++i) {
+    scales[i] = ptq::fp16_to_f32(ptq::f32_to_fp16(scale(rng)));
+    zeros[i] = code(rng);
+  }
+  for (int64_t j = 0; j < c.k; ++j) g_idx[j] = int32_t(j / (c.k / c.groups));
+  if (c.act_order) std::shuffle(g_idx.begin(), g_idx.end(), rng);
+  return pack_quantized(q.data(), c.n, c.k, c.bits, c.groups, scales.data(), c.sym ? nullptr : zeros.data(),
+                        c.act_order ? g_idx.data() : nullptr, "cuda-test");
+}
+
+std::vector<float> random_vec(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+cu::WeightsView host_view(const PackedWeights& w) {
+  return cu::make_view(w, reinterpret_cast<const uint32_t*>(w.codes.data()), w.scales.data(),
+                       w.offsets.empty() ? nullptr : w.offsets.data(), w.data);
+}
+
+// gather_x on the host: x in kernel column order, zero past k.
+std::vector<float> gather(const PackedWeights& w, const cu::WeightsView& v, const std::vector<float>& x, int64_t m) {
+  const int64_t xw = cu::xp_width(v);
+  std::vector<float> xp(size_t(m * xw), 0.0f);
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t j = 0; j < w.k; ++j) xp[t * xw + j] = x[t * w.k + (w.perm.empty() ? j : w.perm[j])];
+  return xp;
+}
+
+// fp32 sums of k products, in up to 32 lanes then a shuffle tree: recursive summation errs by at most
+// L·u·Σ|x·w| with L = k/32 + 32 + 5 terms in the longest chain (u = 2^-24); x2 for the products.
+double tolerance(int64_t k, double abs_terms) {
+  return 2.0 * (double(k) / 32 + 37) * std::ldexp(1.0, -24) * abs_terms + 1e-6;
+}
+
+void compare_linear(const PackedWeights& w, const std::vector<float>& x, int64_t m, const std::vector<float>& got,
+                    const std::vector<float>& bias) {
+  std::vector<float> want(size_t(m * w.n));
+  linear_ref(w, x.data(), m, want.data(), bias.data());
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t r = 0; r < w.n; ++r) {
+      double abs_terms = 0;
+      for (int64_t c = 0; c < w.k; ++c) abs_terms += std::fabs(double(x[t * w.k + c]) * w.at(r, c));
+      INFO("token " << t << " row " << r << " of [" << w.n << ", " << w.k << "]");
+      REQUIRE(std::fabs(double(got[t * w.n + r]) - double(want[t * w.n + r])) <= tolerance(w.k, abs_terms));
+    }
+}
+
+// Every weight layout of the tests: F32, F16 and BF16 views of odd shapes, then the quantized kCases. The float
+// views point into `f32` / `f16`, kept alive with them.
+struct AllWeights {
+  std::vector<std::vector<float>> f32;
+  std::vector<std::vector<uint16_t>> f16;
+  std::vector<PackedWeights> weights;
+};
+
+std::unique_ptr<AllWeights> all_weights(std::mt19937& rng) {
+  auto all = std::make_unique<AllWeights>();
+  all->f32.reserve(3);
+  all->f16.reserve(6);
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{13, 77}, {40, 9}, {7, 256}}) {
+    const std::vector<float>& f = all->f32.emplace_back(random_vec(size_t(n * k), rng));
+    std::vector<uint16_t> h(f.size()), b(f.size());
+    for (size_t i = 0; i < f.size(); ++i) h[i] = ptq::f32_to_fp16(f[i]), b[i] = ptq::f32_to_bf16(f[i]);
+    all->weights.push_back(view_float_weights(WeightKind::F32, f.data(), n, k));
+    all->weights.push_back(view_float_weights(WeightKind::F16, all->f16.emplace_back(std::move(h)).data(), n, k));
+    all->weights.push_back(view_float_weights(WeightKind::BF16, all->f16.emplace_back(std::move(b)).data(), n, k));
+  }
+  for (const Case& c : kCases) all->weights.push_back(make_weights(c, rng));
+  return all;
+}
+
+// Integer weights in [-128, 127] and codes in [-128, 127], with the extremes planted.
+struct IntCase {
+  int64_t n, k, groups, m;
+  bool per_token;
+};
+const IntCase kIntCases[] = {{37, 96, 3, 1, true}, {29, 200, 5, 3, false}, {70, 128, 1, 4, true},
+                             {65, 24, 2, 7, true}, {130, 264, 11, 70, false}};
+
+struct IntData {
+  std::vector<int16_t> w, c;
+  std::vector<float> s, a;
+};
+
+IntData make_int(const IntCase& ic, std::mt19937& rng) {
+  std::uniform_int_distribution<int> code(-128, 127);
+  std::uniform_real_distribution<float> step(0.001f, 0.05f);
+  IntData d;
+  d.w.resize(size_t(ic.n * ic.k));
+  d.c.resize(size_t(ic.m * ic.k));
+  for (auto& v : d.w) v = int16_t(code(rng));
+  for (auto& v : d.c) v = int16_t(code(rng));
+  d.w[0] = -128, d.c[0] = -128;  // the largest product, 2^14
+  d.s.resize(size_t(ic.n * ic.groups));
+  d.a.resize(size_t(ic.per_token ? ic.m : 1));
+  for (auto& v : d.s) v = step(rng);
+  for (auto& v : d.a) v = step(rng);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("cuda linear, host emulation: weight_at decodes every kernel column as PackedWeights::at", "[cuda-host]") {
+  std::mt19937 rng(11);
+  for (const Case& c : kCases) {
+    const PackedWeights w = make_weights(c, rng);
+    const cu::WeightsView v = host_view(w);
+    for (int64_t r = 0; r < w.n; ++r)
+      for (int64_t j = 0; j < w.k; ++j) {
+        INFO("bits " << c.bits << " k " << c.k << " row " << r << " kernel column " << j);
+        // Bit for bit: both compute scale * q - offset in fp32 without contraction.
+        REQUIRE(cu::weight_at(v, r, j) == w.at(r, w.perm.empty() ? j : w.perm[j]));
+      }
+  }
+}
+
+TEST_CASE("cuda linear, host emulation: the GEMV's lanes and the GEMM's tiles sum to linear_ref", "[cuda-host]") {
+  std::mt19937 rng(12);
+  const auto all = all_weights(rng);
+  for (const PackedWeights& w : all->weights) {
+    const cu::WeightsView v = host_view(w);
+    const std::vector<float> bias = random_vec(size_t(w.n), rng);
+    for (int64_t m : {1, 3, 4}) {  // GEMV token counts
+      const std::vector<float> x = random_vec(size_t(m * w.k), rng), xp = gather(w, v, x, m);
+      std::vector<float> y(size_t(m * w.n));
+      for (int64_t r = 0; r < w.n; ++r) {
+        float total[4] = {0, 0, 0, 0};
+        for (int lane = 0; lane < 32; ++lane) {  // the warp's lanes, then its shuffle sum
+          float acc[4] = {0, 0, 0, 0};
+          cu::gemv_lane(v, xp.data(), int(m), r, lane, 32, acc);
+          for (int t = 0; t < m; ++t) total[t] += acc[t];
+        }
+        for (int t = 0; t < m; ++t) y[t * w.n + r] = total[t] + bias[r];
+      }
+      INFO("kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
+      compare_linear(w, x, m, y, bias);
+    }
+    // The GEMM: every output is Σ_j weight_at(r, j) · xp[t, j] over the padded width.
+    const int64_t m = 6;
+    const std::vector<float> x = random_vec(size_t(m * w.k), rng), xp = gather(w, v, x, m);
+    std::vector<float> y(size_t(m * w.n));
+    const int64_t xw = cu::xp_width(v);
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = 0; r < w.n; ++r) {
+        float acc = 0;
+        for (int64_t j = 0; j < xw; ++j) acc += cu::weight_at(v, r, j) * xp[t * xw + j];
+        y[t * w.n + r] = acc + bias[r];
+      }
+    INFO("GEMM, kind " << weight_kind_name(w.kind) << " bits " << w.bits);
+    compare_linear(w, x, m, y, bias);
+  }
+}
+
+TEST_CASE("cuda int_linear, host emulation: dp4a group sums and the epilogue equal int_linear_ref bit for bit",
+          "[cuda-host]") {
+  std::mt19937 rng(13);
+  for (const IntCase& ic : kIntCases) {
+    const IntData d = make_int(ic, rng);
+    const IntWeights w{d.w.data(), d.s.data(), ic.n, ic.k, ic.groups};
+    const IntActivations x{d.c.data(), d.a.data(), ic.m, ic.per_token};
+    REQUIRE(cu::int_linear_supports(w));
+    std::vector<float> bias = random_vec(size_t(ic.n), rng), want(size_t(ic.m * ic.n)), got(want.size());
+    int_linear_ref(w, x, want.data(), bias.data());
+    // Bytes as the device holds them, four columns per word.
+    std::vector<int8_t> wb(d.w.begin(), d.w.end()), cb(d.c.begin(), d.c.end());
+    const auto* ww = reinterpret_cast<const uint32_t*>(wb.data());
+    const auto* cw = reinterpret_cast<const uint32_t*>(cb.data());
+    const int64_t kd = ic.k / 4, gd = kd / ic.groups;
+    for (int64_t t = 0; t < ic.m; ++t)
+      for (int64_t r = 0; r < ic.n; ++r) {
+        double sum = 0;
+        for (int64_t g = 0; g < ic.groups; ++g) {
+          int32_t acc = 0;
+          for (int lane = 0; lane < 32; ++lane)
+            acc += cu::group_partial(ww + r * kd, cw + t * kd, g * gd, (g + 1) * gd, lane, 32);
+          sum = cu::epilogue_add(sum, d.s[r * ic.groups + g], acc);
+        }
+        got[t * ic.n + r] = cu::epilogue_finish(sum, ic.per_token ? d.a[t] : d.a[0], bias.data(), r);
+      }
+    INFO("n " << ic.n << " k " << ic.k << " groups " << ic.groups << " m " << ic.m);
+    REQUIRE(got == want);
+  }
+}
+
+TEST_CASE("cuda int_linear refuses weights that do not fit a byte or a dword group", "[cuda-host]") {
+  std::vector<int16_t> w(8 * 12, 1);
+  std::vector<float> s(8 * 3, 0.1f);
+  REQUIRE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 3}));        // groups of 4 columns
+  REQUIRE_FALSE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 2}));  // groups of 6: not whole dwords
+  w[5 * 12 + 7] = 128;
+  REQUIRE_FALSE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 3}));  // 128 is not a signed byte
+  w[5 * 12 + 7] = -128;
+  REQUIRE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 3}));
+}
+
+TEST_CASE("without a device the CUDA layer says why, and uploads throw", "[cuda-host]") {
+  if (cu::device_count() > 0) {
+    SUCCEED("a CUDA device is present: the [cuda] tests run instead");
+    return;
+  }
+  REQUIRE_FALSE(cu::unavailable_reason().empty());
+  std::vector<float> f(4 * 4, 1.0f);
+  REQUIRE_THROWS_AS(cu::upload(view_float_weights(WeightKind::F32, f.data(), 4, 4)), cu::Error);
+  REQUIRE_THROWS_AS(cu::Buffer(16), cu::Error);
+}
+
+// ---- on a device ---------------------------------------------------------------------------------------------
+
+TEST_CASE("cuda linear equals linear_ref on odd sizes, every grid, float kinds, GEMV and GEMM", "[.cuda]") {
+  std::mt19937 rng(21);
+  const auto all = all_weights(rng);
+  for (const PackedWeights& w : all->weights) {
+    const cu::DeviceWeights dw = cu::upload(w);
+    const std::vector<float> bias = random_vec(size_t(w.n), rng);
+    for (int64_t m : {1, 2, 3, 4, 5, 63, 130}) {
+      const std::vector<float> x = random_vec(size_t(m * w.k), rng);
+      std::vector<float> y(size_t(m * w.n));
+      cu::linear_host(dw, x.data(), m, y.data(), bias.data());
+      INFO("kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
+      compare_linear(w, x, m, y, bias);
+    }
+  }
+}
+
+TEST_CASE("cuda int_linear equals int_linear_ref bit for bit, GEMV and GEMM", "[.cuda]") {
+  std::mt19937 rng(22);
+  for (const IntCase& ic : kIntCases) {
+    const IntData d = make_int(ic, rng);
+    const IntWeights w{d.w.data(), d.s.data(), ic.n, ic.k, ic.groups};
+    const IntActivations x{d.c.data(), d.a.data(), ic.m, ic.per_token};
+    const cu::DeviceIntWeights dw = cu::upload(w);
+    std::vector<float> bias = random_vec(size_t(ic.n), rng), want(size_t(ic.m * ic.n)), got(want.size());
+    int_linear_ref(w, x, want.data(), bias.data());
+    cu::int_linear_host(dw, x, got.data(), bias.data());
+    INFO("n " << ic.n << " k " << ic.k << " groups " << ic.groups << " m " << ic.m);
+    REQUIRE(got == want);
+  }
+}
