@@ -49,6 +49,9 @@ struct TokenQ8 {
   std::vector<int8_t> q;       // column order (8-bit container, and the 4-bit tail blocks)
   std::vector<int8_t> q_quads; // 4-bit container: per 4 blocks, the order the nibbles of one 64-byte load come in
   std::vector<float> d, xsum;
+  // 8-bit container, one group per row: per pair of blocks (one 64-byte load), the steps as the load's int32 lanes
+  // need them (lanes 0..7: d[b], 8..15: d[b + 1]), so the per-row kernel's step is one fma from memory.
+  std::vector<float> d_pairs;
 };
 
 // quantize_q8_blocks + q8_group_sums on vectors, for weights in natural column order (act-order permutations take
@@ -82,6 +85,11 @@ void prepare_token(const PackedWeights& w, const float* x, TokenQ8& t, bool quad
   } else {
     quantize_q8_blocks(w, x, t.q.data(), t.d.data());
     q8_group_sums(w, t.q.data(), t.d.data(), t.xsum);
+  }
+  if (w.container == 8 && w.groups == 1 && quads) {
+    t.d_pairs.resize(size_t(blocks / 2 * 16));
+    for (int64_t b = 0; b + 2 <= blocks; b += 2)
+      for (int l = 0; l < 16; ++l) t.d_pairs[size_t(b * 8 + l)] = t.d[b + l / 8];
   }
   if (w.container == 4 && quads) {
     t.q_quads.resize(w.kpad);
@@ -148,6 +156,24 @@ void rows(const PackedWeights& w, const TokenQ8* tok, const int32_t* block_group
       tail[i] = _mm_setzero_ps();
     }
     int64_t b = 0;
+    // One group per row, 8-bit codes: the row's step multiplies the finished sum, and each load's block steps come
+    // from the token's d_pairs (6 instructions per 64 bytes instead of 13: W8 per channel decode, 2 threads, 0.9 GB of
+    // weights: 26 -> 31 GB/s).
+    const bool row_step = C == 8 && w.groups == 1;
+    if (row_step) {
+      for (; b + kStep <= blocks; b += kStep) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + kQ8Block * b) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(row + kQ8Block * b);
+#pragma GCC unroll 8
+        for (int i = 0; i < MB; ++i) {
+          const __m512i p =
+              _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(tok[i].q.data() + kQ8Block * b));
+          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_loadu_ps(tok[i].d_pairs.data() + 8 * b), acc[i]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < MB; ++i) acc[i] = _mm512_mul_ps(acc[i], _mm512_set1_ps(sc[0]));
+    }
     for (; b + kStep <= blocks; b += kStep) {
       _mm_prefetch(reinterpret_cast<const char*>(row + kBlockBytes * b * (C / 4)) + kPrefetchBytes, _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(row + kBlockBytes * b * (C / 4));
