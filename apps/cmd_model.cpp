@@ -19,6 +19,7 @@
 #include "runtime/generate.h"
 #include "kernels/bandwidth.h"
 #include "kernels/cpu_features.h"
+#include "kernels/cuda/device.h"
 
 namespace ptq::cli {
 
@@ -203,11 +204,16 @@ void run_bench(const GlobalOptions& g, const BenchArgs& a) {
   auto model_ptr = open_run_model(a.model, a.run);
   Model& model = *model_ptr;
   BenchResult r = bench_model(model, a.opts);
-  const double bw = kernels::measure_read_bandwidth();
+  // The bound of the memory the weights are read from: the CPU's measured read bandwidth, or the GPU's peak.
+  const ForwardRunner* device_runner = model.forward_runner();
+  const double bw = device_runner != nullptr ? kernels::cuda::device_info(0).peak_bandwidth_gbs
+                                             : kernels::measure_read_bandwidth();
   // Decode reads every weight once per token: the bandwidth bound is bandwidth / weight bytes.
   const double bound = r.weight_bytes > 0 ? bw * 1e9 / double(r.weight_bytes) : 0;
   nlohmann::json j = {{"model", a.model},
                       {"runner", a.run.reference ? "reference" : "packed"},
+                      {"device", device_runner != nullptr ? device_runner->device() : "cpu"},
+                      {"bandwidth_from", device_runner != nullptr ? "device peak" : "measured CPU read"},
                       {"isa", kernels::isa_name(kernels::best_isa())},
                       {"kv_cache", kv_cache_type_name(model.kv_cache_type())},
                       {"activations", model.int8_activations() ? "q8" : "f32"},

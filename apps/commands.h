@@ -29,6 +29,8 @@ struct RunFlags {
   bool reference = false;
   std::string kv_cache;     // empty: the runner's default
   std::string activations;  // "f32" | "q8"; set by add_run_flags to the command's default
+  bool activations_given = false;  // --activations was on the command line
+  std::string device = "cpu";      // "cpu" | "cuda"
 };
 // `default_activations`: "f32" (eval, logits: exact) or "q8" (generate, bench: llama.cpp's arithmetic).
 void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations);

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "apps/commands.h"
+#include "core/error.h"
 #include "core/progress.h"
 #include "core/temporaries.h"
 #include "core/utf8.h"
@@ -51,13 +52,23 @@ void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations) 
                   "llama.cpp's Q4_0/Q8_0 dot does; faster). q8 applies to decode steps (<= 4 tokens per call), and "
                   "to prompts too on CPUs with AVX-512 VNNI, where the int8 kernel is also the faster prefill")
       ->check(CLI::IsMember({"f32", "q8"}))
-      ->default_str(default_activations);
+      ->default_str(default_activations)
+      ->each([&f](const std::string&) { f.activations_given = true; });
+  cmd->add_option("--device", f.device,
+                  "Where the forward runs: cpu (the packed CPU kernels) or cuda (the first CUDA GPU: weights, "
+                  "activations and an f16 KV cache on the device; Llama-family models with float or weight-only "
+                  "quantized modules; needs a build with -DPTQ_WITH_CUDA=ON)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->default_str("cpu");
 }
 
 std::unique_ptr<Model> open_run_model(const std::string& path, const RunFlags& f) {
   RunOptions o;
   o.reference = f.reference;
-  o.int8_activations = f.activations == "q8";
+  o.device = f.device == "cuda" ? RunDevice::Cuda : RunDevice::Cpu;
+  if (o.device == RunDevice::Cuda && f.activations_given && f.activations == "q8")
+    fail_input("--activations q8 runs on the CPU kernels only; --device cuda keeps activations in fp32");
+  o.int8_activations = o.device == RunDevice::Cpu && f.activations == "q8";
   if (!f.kv_cache.empty()) o.kv_cache = parse_kv_cache_type(f.kv_cache);
   return open_model_for_run(path, o);
 }

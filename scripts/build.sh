@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Configures (once) and builds ptq, Release, into build/. Arguments name targets to build (default: all),
-# e.g. `scripts/build.sh ptq`. Extra CMake options: PTQ_CMAKE_ARGS="-DPTQ_WITH_CUDA=ON" scripts/build.sh
+# e.g. `scripts/build.sh ptq`. Extra CMake options: PTQ_CMAKE_ARGS="-DPTQ_BUILD_TESTS=OFF" scripts/build.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+# The CUDA backend (lib/kernels/cuda, `--device cuda`) is compiled wherever nvcc is (PATH or /usr/local/cuda/bin);
+# PTQ_CUDA=0 leaves it out. Without it `--device cuda` says "built without CUDA".
+cuda_args=()
+nvcc=$(command -v nvcc || true)
+[[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+if [[ "${PTQ_CUDA:-1}" != 0 && -n "$nvcc" ]]; then
+  cuda_args=(-DPTQ_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+fi
 if [[ ! -f build/CMakeCache.txt || -n "${PTQ_CMAKE_ARGS:-}" ]]; then
   # shellcheck disable=SC2086
-  cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release ${PTQ_CMAKE_ARGS:-} >/dev/null
+  cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}" ${PTQ_CMAKE_ARGS:-} >/dev/null
 fi
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done

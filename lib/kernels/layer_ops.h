@@ -46,6 +46,9 @@ void rope_ref(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_
 // out = silu(gate) · up = gate / (1 + e^-gate) · up, elementwise (silu in double, rounded, then the fp32 product).
 void swiglu_ref(const float* gate, const float* up, int64_t count, float* out);
 
+// The residual add, y += x (count elements, fp32).
+void add_ref(float* y, const float* x, int64_t count);
+
 // Stores k_new, v_new [m, kv_heads * head_dim] at positions past .. past + m - 1 of the caches, rounded to fp16 (to
 // nearest, ties to even: ptq::f32_to_fp16).
 void kv_append_ref(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,

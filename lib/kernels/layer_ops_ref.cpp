@@ -96,6 +96,11 @@ void swiglu_ref(const float* gate, const float* up, int64_t count, float* out) {
   }
 }
 
+void add_ref(float* y, const float* x, int64_t count) {
+  require(count >= 0, "add_ref", "negative count");
+  for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
 void kv_append_ref(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                    uint16_t* k_cache, uint16_t* v_cache) {
   check_attention_dims(a, m, past, "kv_append_ref");

@@ -183,7 +183,7 @@ KvCacheType parse_kv_cache_type(const std::string& name) {
 }
 
 int64_t KVCache::bytes() const {
-  int64_t n = 0;
+  int64_t n = device_bytes;
   for (const auto* group : {&k, &v, &k_step, &v_step})
     for (const at::Tensor& t : *group) n += t.numel() * int64_t(t.element_size());
   return n;
@@ -512,15 +512,35 @@ at::Tensor Model::hidden(const at::Tensor& ids, KVCache* cache, const LinearInpu
 }
 
 at::Tensor Model::forward(const at::Tensor& ids, KVCache* cache, const LinearInputHook* hook) {
+  if (runner_) {
+    if (hook != nullptr) fail_input("calibration hooks run only on the CPU forward, not on the {} runner", runner_->device());
+    return runner_->forward(ids, cache, false);
+  }
   return head(hidden(ids, cache, hook));
 }
 
 at::Tensor Model::forward_last(const at::Tensor& ids, KVCache* cache) {
+  if (runner_) return runner_->forward(ids, cache, true);
   const at::Tensor h = hidden(ids, cache, nullptr);
   return head(h.narrow(1, h.size(1) - 1, 1).contiguous());
 }
 
+const Norm& Model::final_norm() const {
+  load_io_weights();
+  return final_norm_;
+}
+
+std::shared_ptr<const kernels::PackedWeights> Model::packed_head() const {
+  load_io_weights();
+  if (head_packed_) return head_packed_;
+  // The reference runner's fp32 head, viewed (kept alive by the view's owner).
+  auto t = std::make_shared<at::Tensor>(lm_head_.contiguous());
+  return std::make_shared<const kernels::PackedWeights>(kernels::view_float_weights(
+      kernels::WeightKind::F32, t->data_ptr<float>(), t->size(0), t->size(1), std::shared_ptr<const void>(t, t.get())));
+}
+
 KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
+  if (runner_) return runner_->new_cache(batch, capacity);
   KVCache c;
   c.type = kv_type_;
   c.capacity = capacity;
@@ -537,6 +557,7 @@ KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
 }
 
 int64_t Model::packed_weight_bytes() {
+  if (runner_) return runner_->weight_bytes();
   load_io_weights();
   int64_t n = head_packed_ ? head_packed_->bytes() : lm_head_.defined() ? lm_head_.numel() * 4 : 0;
   for (int64_t i = 0; i < cfg_.n_layers; ++i)

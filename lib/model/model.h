@@ -95,7 +95,25 @@ struct KVCache {
   std::vector<at::Tensor> k_step, v_step;    // Int8: per layer [batch, n_kv_heads, capacity, 1] fp32
   int64_t length = 0;                        // positions filled
   int64_t capacity = 0;
+  // A ForwardRunner's own cache (device memory), in place of k and v; device_bytes is its size.
+  std::shared_ptr<void> device;
+  int64_t device_bytes = 0;
   int64_t bytes() const;                     // memory the cache holds
+};
+
+// Runs a Model's forward elsewhere than the LibTorch layer forward (lib/runtime/decoder_runner.h: on a
+// kernels::Backend, the CUDA device or the CPU reference). Set on a Model (Model::set_forward_runner), it serves
+// forward, forward_last and new_cache.
+class ForwardRunner {
+ public:
+  virtual ~ForwardRunner() = default;
+  virtual const char* device() const = 0;
+  // Logits [batch, tokens, vocab] (last_only: [batch, 1, vocab]) of ids [batch, tokens]; with a cache made by
+  // new_cache, continues from cache->length and advances it.
+  virtual at::Tensor forward(const at::Tensor& ids, KVCache* cache, bool last_only) = 0;
+  virtual KVCache new_cache(int64_t batch, int64_t capacity) = 0;
+  // Bytes of weights one forward reads (linear modules + lm_head).
+  virtual int64_t weight_bytes() const = 0;
 };
 
 // Per-call state shared by all layers: positions, RoPE tables and the attention mask.
@@ -176,6 +194,13 @@ class Model {
   // Storage of caches made by new_cache().
   void set_kv_cache_type(KvCacheType t) { kv_type_ = t; }
   KvCacheType kv_cache_type() const { return kv_type_; }
+  // Forward, forward_last and new_cache go through `runner` (null: the LibTorch layer forward); calibration hooks
+  // are refused then.
+  void set_forward_runner(std::shared_ptr<ForwardRunner> runner) { runner_ = std::move(runner); }
+  const ForwardRunner* forward_runner() const { return runner_.get(); }
+  // The final norm's γ and the lm_head as the packed runner holds them (loads them on first use).
+  const Norm& final_norm() const;
+  std::shared_ptr<const kernels::PackedWeights> packed_head() const;
   // Bytes of weights the packed runner reads per token (linear modules + lm_head), once the layers are loaded.
   int64_t packed_weight_bytes();
   // Token ids [batch, tokens] (int64) -> hidden states [batch, tokens, hidden] at positions pos0...
@@ -222,6 +247,7 @@ class Model {
   mutable Norm final_norm_;
   std::vector<std::optional<LayerWeights>> layers_;
   LayerFinisher finisher_;
+  std::shared_ptr<ForwardRunner> runner_;
 };
 
 // fp32 copy of a tensor stored as F32/F16/BF16; throws naming the tensor for other dtypes.

@@ -17,8 +17,14 @@ std::unique_ptr<Model> open_model(const std::string& path);
 // (ptq's, GPTQ or compressed-tensors), since quantizing its dequantized weights again would stack two roundings.
 std::unique_ptr<Model> open_model_to_quantize(const std::string& path);
 
+enum class RunDevice { Cpu, Cuda };
+
 // How eval, generate, bench and logits run a model.
 struct RunOptions {
+  // Cuda: the forward runs on the first CUDA device (runtime/decoder_runner.h on kernels::cuda_backend()), the
+  // weights uploaded once as the packed runner holds them; throws naming why where that cannot be (no CUDA build or
+  // device, a model or option the device runner does not take).
+  RunDevice device = RunDevice::Cpu;
   // false: the packed runner (Model::set_packed_runner): weights stay at their stored size and run on the CPU
   // kernels (lib/kernels). true: the reference runner (open_model above: fp32 weights, LibTorch matmul).
   bool reference = false;

@@ -21,6 +21,12 @@ expect_fail "negative seqlen" "--seqlen" "$ptq" eval ppl "$model" --data "$root/
 expect_fail "seqlen past context" "exceeds the model's context length" \
   "$ptq" eval ppl "$model" --data "$root/data/tinystories-valid.txt" --seqlen 4096
 expect_fail "no subcommand" "subcommand" "$ptq"
+# Without a GPU (every CI machine), --device cuda stops with the reason; with one, the run itself is the check.
+if ! "$ptq" bench "$model" --device cuda --prompt 4 --gen 2 --repeats 1 >/dev/null 2>&1; then
+  expect_fail "--device cuda without a device" "no CUDA device" "$ptq" bench "$model" --device cuda --prompt 4 --gen 2
+fi
+expect_fail "--device cuda with q8 activations" "--activations q8 runs on the CPU kernels only" \
+  "$ptq" bench "$model" --device cuda --activations q8
 
 mkdir -p "$tmp/gptneox"
 cp "$model"/* "$tmp/gptneox/"

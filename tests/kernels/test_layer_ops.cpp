@@ -366,6 +366,16 @@ TEST_CASE("swiglu_ref = gate · sigmoid(gate) · up", "[layer_ops]") {
   CHECK(out[3] == Approx(15.0).epsilon(1e-7));
 }
 
+TEST_CASE("add_ref adds x into y elementwise", "[layer_ops]") {
+  float y[] = {1.0f, -2.0f, 0.25f};
+  const float x[] = {2.0f, 2.0f, -0.5f};
+  add_ref(y, x, 3);
+  CHECK(y[0] == 3.0f);
+  CHECK(y[1] == 0.0f);
+  CHECK(y[2] == -0.25f);
+  REQUIRE_THROWS_AS(add_ref(y, x, -1), std::invalid_argument);
+}
+
 TEST_CASE("kv_append_ref rounds to fp16 and stores at [kv_head][position][dim]", "[layer_ops]") {
   const AttentionDims a{4, 2, 2, 5};  // 2 kv heads, head_dim 2, 5 positions
   std::vector<uint16_t> kc(2 * 5 * 2, 0xffff), vc = kc;
@@ -559,6 +569,17 @@ TEST_CASE("cuda rope equals rope_ref", "[.cuda]") {
     cu::synchronize();
     compare_rope(c, x, download<float>(dx));
   }
+}
+
+TEST_CASE("cuda add equals add_ref", "[.cuda]") {
+  std::vector<float> y = {1.0f, -2.0f, 3.5f, 0.0f, 1e30f}, x = {0.5f, 2.0f, -1.0f, -0.0f, 1e30f}, want = y;
+  add_ref(want.data(), x.data(), int64_t(x.size()));
+  cu::Buffer dy = cu::to_device(y.data(), y.size()), dx = cu::to_device(x.data(), x.size());
+  cu::add(dy.as<float>(), dx.as<float>(), int64_t(x.size()));
+  cu::synchronize();
+  std::vector<float> got(y.size());
+  dy.download(got.data(), got.size() * sizeof(float));
+  REQUIRE(got == want);  // one fp32 add per element on both sides
 }
 
 TEST_CASE("cuda swiglu equals swiglu_ref", "[.cuda]") {

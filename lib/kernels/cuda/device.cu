@@ -107,6 +107,14 @@ void Buffer::zero() {
   if (bytes_ > 0) check(cudaMemset(ptr_, 0, bytes_), "cudaMemset");
 }
 
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy to device");
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy to host");
+}
+
 void synchronize() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 void check_launch(const char* what) { check(cudaGetLastError(), std::string("launch of ") + what); }

@@ -86,6 +86,10 @@ Buffer to_device(const T* src, size_t n) {
   return b;
 }
 
+// Copies between host memory and device memory at raw device addresses (inside Buffers), synchronously.
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+
 // Waits for all work on the device; throws Error with the first asynchronous error a kernel raised.
 void synchronize();
 // Throws Error naming `what` if the last kernel launch failed (a bad configuration, no kernel image for this GPU).

@@ -32,6 +32,8 @@ void Buffer::upload(const void*, size_t, size_t) { no_cuda(); }
 void Buffer::download(void*, size_t, size_t) const { no_cuda(); }
 void Buffer::zero() {}
 
+void copy_to_device(void*, const void*, size_t) { no_cuda(); }
+void copy_to_host(void*, const void*, size_t) { no_cuda(); }
 void synchronize() { no_cuda(); }
 void check_launch(const char*) { no_cuda(); }
 

@@ -69,6 +69,11 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t count,
   if (e < count) out[e] = swiglu_one(gate[e], up[e]);
 }
 
+__global__ void add_kernel(float* y, const float* x, int64_t count) {
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e < count) y[e] += x[e];
+}
+
 __global__ void kv_append_kernel(AttentionDims a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                                  uint16_t* k_cache, uint16_t* v_cache) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -153,6 +158,14 @@ void swiglu(const float* gate, const float* up, int64_t count, float* out, const
   if (count == 0) return;
   swiglu_kernel<<<blocks, kElementThreads, 0, stream_of(stream)>>>(gate, up, count, out);
   check_launch("swiglu");
+}
+
+void add(float* y, const float* x, int64_t count, const Stream* stream) {
+  if (count < 0) throw std::invalid_argument("cuda::add: negative count");
+  const unsigned blocks = element_blocks(count, "cuda::add");
+  if (count == 0) return;
+  add_kernel<<<blocks, kElementThreads, 0, stream_of(stream)>>>(y, x, count);
+  check_launch("add");
 }
 
 void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,

@@ -33,6 +33,7 @@ void layer_norm(const float* x, int64_t m, int64_t d, const float* gamma, const 
 void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta,
           const Stream* stream = nullptr);
 void swiglu(const float* gate, const float* up, int64_t count, float* out, const Stream* stream = nullptr);
+void add(float* y, const float* x, int64_t count, const Stream* stream = nullptr);
 void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                uint16_t* k_cache, uint16_t* v_cache, const Stream* stream = nullptr);
 // Also throws std::invalid_argument where head_dim > kAttnMaxHeadDim.

@@ -13,6 +13,7 @@ void layer_norm(const float*, int64_t, int64_t, const float*, const float*, floa
 }
 void rope(float*, int64_t, int64_t, int64_t, const int64_t*, double, const Stream*) { no_cuda(); }
 void swiglu(const float*, const float*, int64_t, float*, const Stream*) { no_cuda(); }
+void add(float*, const float*, int64_t, const Stream*) { no_cuda(); }
 void kv_append(const AttentionDims&, const float*, const float*, int64_t, int64_t, uint16_t*, uint16_t*,
                const Stream*) {
   no_cuda();

@@ -1,0 +1,57 @@
+// The ops one decoder forward needs, on one device's memory: what lib/runtime/decoder_runner.h runs a model on.
+// Two backends implement it: the CPU reference (host memory; kernels::linear and the scalar layer ops of
+// layer_ops.h) and CUDA (device memory; the kernels of cuda/). The runner's orchestration is tested on the CPU
+// reference against the LibTorch forward; each CUDA op is tested against the same references (tests/kernels), so the
+// CUDA runner is the composition of checked pieces.
+//
+// Pointers passed to the ops are the backend's memory (alloc); layouts are layer_ops.h's.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "kernels/layer_ops.h"
+#include "kernels/packed_weights.h"
+
+namespace ptq::kernels {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;  // "cpu-reference", "cuda"
+
+  // Zero-filled memory of `bytes` bytes, freed with the last copy of the pointer.
+  virtual std::shared_ptr<void> alloc(size_t bytes) = 0;
+  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  // A linear module's weights as this backend runs them.
+  class Weights {
+   public:
+    virtual ~Weights() = default;
+    virtual int64_t bytes() const = 0;
+  };
+  virtual std::unique_ptr<Weights> upload(const PackedWeights& w) = 0;
+
+  // y [m, n] = x [m, k] Wᵀ + bias; bias [n] in this backend's memory or null.
+  virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
+  virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) = 0;
+  // Rotary embedding of x [m, heads * head_dim] at positions pos0 .. pos0 + m - 1.
+  virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) = 0;
+  virtual void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
+                         uint16_t* k_cache, uint16_t* v_cache) = 0;
+  virtual void attention(const AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* k_cache,
+                         const uint16_t* v_cache, float* out) = 0;
+  virtual void swiglu(const float* gate, const float* up, int64_t count, float* out) = 0;
+  // y += x, count elements.
+  virtual void add(float* y, const float* x, int64_t count) = 0;
+};
+
+// Host memory, kernels::linear (the packed CPU kernels, fp32 activations) and the scalar references of layer_ops.h.
+std::unique_ptr<Backend> cpu_reference_backend();
+// The first CUDA device; throws cuda::Error saying why where there is none (or the build has no CUDA).
+std::unique_ptr<Backend> cuda_backend();
+
+}  // namespace ptq::kernels

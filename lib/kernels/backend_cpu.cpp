@@ -1,0 +1,62 @@
+// backend.h's CPU reference: host memory, the packed CPU linear kernels, the scalar layer ops.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/linear.h"
+
+namespace ptq::kernels {
+
+namespace {
+
+class CpuWeights final : public Backend::Weights {
+ public:
+  explicit CpuWeights(const PackedWeights& w) : w(w) {}
+  int64_t bytes() const override { return w.bytes(); }
+  PackedWeights w;  // a copy: codes and scales are copied, float data stays a view (kept alive by its owner)
+};
+
+class CpuReferenceBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu-reference"; }
+  std::shared_ptr<void> alloc(size_t bytes) override {
+    void* p = std::calloc(bytes > 0 ? bytes : 1, 1);
+    if (p == nullptr) throw std::bad_alloc();
+    return std::shared_ptr<void>(p, std::free);
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void synchronize() override {}
+  std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CpuWeights>(w); }
+  void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {
+    kernels::linear(static_cast<const CpuWeights&>(w).w, x, m, y, bias);
+  }
+  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
+    rms_norm_ref(x, m, d, gamma, eps, y);
+  }
+  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) override {
+    std::vector<int64_t> pos(static_cast<size_t>(m));
+    for (int64_t t = 0; t < m; ++t) pos[t] = pos0 + t;
+    rope_ref(x, m, heads, head_dim, pos.data(), theta);
+  }
+  void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
+                 uint16_t* k_cache, uint16_t* v_cache) override {
+    kv_append_ref(a, k_new, v_new, m, past, k_cache, v_cache);
+  }
+  void attention(const AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* k_cache,
+                 const uint16_t* v_cache, float* out) override {
+    attention_ref(a, q, m, past, k_cache, v_cache, out);
+  }
+  void swiglu(const float* gate, const float* up, int64_t count, float* out) override {
+    swiglu_ref(gate, up, count, out);
+  }
+  void add(float* y, const float* x, int64_t count) override { add_ref(y, x, count); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> cpu_reference_backend() { return std::make_unique<CpuReferenceBackend>(); }
+
+}  // namespace ptq::kernels

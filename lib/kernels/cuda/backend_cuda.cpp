@@ -1,0 +1,70 @@
+// backend.h on a CUDA device: device memory (cuda::Buffer) and the kernels of linear_cuda.h / layer_ops_cuda.h. Plain
+// C++ over the cuda:: API, so it compiles in every build; without CUDA, cuda_backend() throws saying why.
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/layer_ops_cuda.h"
+#include "kernels/cuda/linear_cuda.h"
+
+namespace ptq::kernels {
+
+namespace {
+
+class CudaWeights final : public Backend::Weights {
+ public:
+  explicit CudaWeights(const PackedWeights& w) : w(cuda::upload(w)) {}
+  int64_t bytes() const override { return w.bytes(); }
+  cuda::DeviceWeights w;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  std::shared_ptr<void> alloc(size_t bytes) override {
+    auto b = std::make_shared<cuda::Buffer>(bytes > 0 ? bytes : 1);
+    b->zero();
+    return std::shared_ptr<void>(b, b->data());
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override { cuda::copy_to_device(dst, src, bytes); }
+  void to_host(void* dst, const void* src, size_t bytes) override { cuda::copy_to_host(dst, src, bytes); }
+  void synchronize() override { cuda::synchronize(); }
+  std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CudaWeights>(w); }
+  void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {
+    cuda::linear(static_cast<const CudaWeights&>(w).w, x, m, y, bias);
+  }
+  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
+    cuda::rms_norm(x, m, d, gamma, eps, y);
+  }
+  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) override {
+    if (int64_t(positions_.bytes() / sizeof(int64_t)) < m) positions_ = cuda::Buffer(size_t(m) * sizeof(int64_t));
+    std::vector<int64_t> pos(static_cast<size_t>(m));
+    for (int64_t t = 0; t < m; ++t) pos[t] = pos0 + t;
+    positions_.upload(pos.data(), pos.size() * sizeof(int64_t));
+    cuda::rope(x, m, heads, head_dim, positions_.as<int64_t>(), theta);
+  }
+  void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
+                 uint16_t* k_cache, uint16_t* v_cache) override {
+    cuda::kv_append(a, k_new, v_new, m, past, k_cache, v_cache);
+  }
+  void attention(const AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* k_cache,
+                 const uint16_t* v_cache, float* out) override {
+    cuda::attention(a, q, m, past, k_cache, v_cache, out);
+  }
+  void swiglu(const float* gate, const float* up, int64_t count, float* out) override {
+    cuda::swiglu(gate, up, count, out);
+  }
+  void add(float* y, const float* x, int64_t count) override { cuda::add(y, x, count); }
+
+ private:
+  cuda::Buffer positions_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> cuda_backend() {
+  if (cuda::device_count() == 0) throw cuda::Error("no CUDA device: " + cuda::unavailable_reason());
+  return std::make_unique<CudaBackend>();
+}
+
+}  // namespace ptq::kernels

@@ -1,0 +1,208 @@
+#include "runtime/decoder_runner.h"
+
+#include <ATen/ATen.h>
+
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace ptq {
+
+struct DecoderRunner::Layer {
+  std::shared_ptr<void> attn_gamma, mlp_gamma;
+  std::unique_ptr<kernels::Backend::Weights> linear[kNumLinear];
+  std::shared_ptr<void> bias[kNumLinear];
+};
+
+struct DecoderRunner::Sequence {
+  std::vector<std::shared_ptr<void>> k, v;  // per layer [kv_heads][capacity][head_dim] fp16 bits
+  int64_t length = 0, capacity = 0;
+};
+
+namespace {
+
+// Names what the runner does not take in `cfg`, or returns empty.
+std::string unsupported_config(const ModelConfig& cfg) {
+  if (cfg.norm != NormKind::RMSNorm) return "LayerNorm";
+  if (!cfg.use_rope) return "learned positions instead of RoPE";
+  if (!cfg.gated_mlp || cfg.act != Activation::SiLU) return "an MLP other than gated SiLU (SwiGLU)";
+  if (!cfg.pre_norm || !cfg.final_norm) return "post-norm layers";
+  if (cfg.embed_dim != cfg.hidden) return "embedding projections (word_embed_proj_dim != hidden_size)";
+  return "";
+}
+
+void check_norm(const Norm& n, const std::string& what) {
+  if (n.bias.defined() || n.index.defined())
+    fail_input("--device: {} carries a folded shift or channel split, which only the CPU runner runs", what);
+}
+
+}  // namespace
+
+DecoderRunner::~DecoderRunner() = default;
+
+std::shared_ptr<void> DecoderRunner::upload_floats(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kFloat).contiguous();
+  std::shared_ptr<void> p = backend_->alloc(size_t(c.numel()) * sizeof(float));
+  backend_->to_device(p.get(), c.data_ptr<float>(), size_t(c.numel()) * sizeof(float));
+  return p;
+}
+
+DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend)
+    : model_(model), backend_(std::move(backend)) {
+  const ModelConfig& cfg = model.config();
+  if (const std::string why = unsupported_config(cfg); !why.empty())
+    fail_input("--device {}: this model ({}) has {}; the device runner takes Llama-family decoders (RMSNorm, RoPE, "
+               "gated SiLU MLP); run it on the CPU (the default)", backend_->name(), cfg.model_type, why);
+  if (model.kv_cache_type() != KvCacheType::F16)
+    fail_input("--device {} keeps an f16 KV cache; --kv-cache {} runs on the CPU only", backend_->name(),
+               kv_cache_type_name(model.kv_cache_type()));
+  Progress progress("upload", cfg.n_layers);
+  layers_.resize(size_t(cfg.n_layers));
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    const LayerWeights& w = model.layer(i);
+    if (w.down_rotation.defined() || w.down_hadamard != nullptr)
+      fail_input("--device {}: layer {} has an online rotation before down_proj (QuaRot-style); run it on the CPU",
+                 backend_->name(), i);
+    check_norm(w.attn_norm, fmt::format("layer {}'s attention norm", i));
+    check_norm(w.mlp_norm, fmt::format("layer {}'s MLP norm", i));
+    Layer& l = layers_[size_t(i)];
+    l.attn_gamma = upload_floats(w.attn_norm.weight);
+    l.mlp_gamma = upload_floats(w.mlp_norm.weight);
+    for (int j = 0; j < kNumLinear; ++j) {
+      const Linear& lin = w.linear[j];
+      const std::string name = linear_module_name(cfg, LinearId(j));
+      if (lin.kernel != nullptr)
+        fail_input("--device {}: layer {} {} is activation-quantized; those run on the CPU integer kernels only",
+                   backend_->name(), i, name);
+      if (lin.packed != nullptr) {
+        l.linear[j] = backend_->upload(*lin.packed);
+      } else if (lin.weight.defined()) {
+        // The reference runner's fp32 weight, viewed; the view keeps it alive past release_layer.
+        auto t = std::make_shared<at::Tensor>(lin.weight.contiguous());
+        l.linear[j] = backend_->upload(kernels::view_float_weights(kernels::WeightKind::F32, t->data_ptr<float>(),
+                                                                   t->size(0), t->size(1),
+                                                                   std::shared_ptr<const void>(t, t.get())));
+      } else {
+        fail_input("--device {}: layer {} has no {}", backend_->name(), i, name);
+      }
+      weight_bytes_ += l.linear[j]->bytes();
+      if (lin.bias.defined()) l.bias[j] = upload_floats(lin.bias);
+    }
+    model.release_layer(i);
+    progress.update(i + 1);
+  }
+  progress.finish();
+  const Norm& fn = model.final_norm();
+  check_norm(fn, "the final norm");
+  final_gamma_ = upload_floats(fn.weight);
+  head_ = backend_->upload(*model.packed_head());
+  weight_bytes_ += head_->bytes();
+  backend_->synchronize();
+}
+
+float* DecoderRunner::scratch(int slot, size_t floats) {
+  if (scratch_.size() <= size_t(slot)) scratch_.resize(size_t(slot) + 1);
+  auto& [size, mem] = scratch_[size_t(slot)];
+  if (size < floats) {
+    mem = backend_->alloc(floats * sizeof(float));
+    size = floats;
+  }
+  return static_cast<float*>(mem.get());
+}
+
+void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out) {
+  const ModelConfig& cfg = model_.config();
+  const int64_t pos0 = seq.length, H = cfg.n_heads, Hkv = cfg.n_kv_heads, hd = cfg.head_dim, D = cfg.hidden;
+  if (pos0 + m > seq.capacity)
+    fail_input("KV cache holds {} positions; {} + {} tokens do not fit", seq.capacity, pos0, m);
+  const at::Tensor e =
+      model_.embed(at::from_blob(const_cast<int64_t*>(ids), {1, m}, at::kLong), pos0).to(at::kFloat).contiguous();
+  float* h = scratch(0, size_t(m * D));
+  float* x = scratch(1, size_t(m * D));
+  float* q = scratch(2, size_t(m * H * hd));
+  float* k = scratch(3, size_t(m * Hkv * hd));
+  float* v = scratch(4, size_t(m * Hkv * hd));
+  float* att = scratch(5, size_t(m * H * hd));
+  float* tmp = scratch(6, size_t(m * D));
+  float* g = scratch(7, size_t(m * cfg.ffn));
+  float* u = scratch(8, size_t(m * cfg.ffn));
+  const int64_t rows = last_only ? 1 : m;
+  float* logits = scratch(9, size_t(rows * cfg.vocab));
+  backend_->to_device(h, e.data_ptr<float>(), size_t(m * D) * sizeof(float));
+
+  const kernels::AttentionDims dims{H, Hkv, hd, seq.capacity, cfg.sliding_window};
+  const float eps = float(cfg.norm_eps);
+  auto lin = [&](const Layer& l, LinearId id, const float* in, float* o) {
+    const int j = int(id);
+    backend_->linear(*l.linear[j], in, m, o, static_cast<const float*>(l.bias[j].get()));
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    auto* kc = static_cast<uint16_t*>(seq.k[i].get());
+    auto* vc = static_cast<uint16_t*>(seq.v[i].get());
+    backend_->rms_norm(h, m, D, static_cast<const float*>(l.attn_gamma.get()), eps, x);
+    lin(l, LinearId::Q, x, q);
+    lin(l, LinearId::K, x, k);
+    lin(l, LinearId::V, x, v);
+    backend_->rope(q, m, H, hd, pos0, cfg.rope_theta);
+    backend_->rope(k, m, Hkv, hd, pos0, cfg.rope_theta);
+    backend_->kv_append(dims, k, v, m, pos0, kc, vc);
+    backend_->attention(dims, q, m, pos0, kc, vc, att);
+    lin(l, LinearId::O, att, tmp);
+    backend_->add(h, tmp, m * D);
+    backend_->rms_norm(h, m, D, static_cast<const float*>(l.mlp_gamma.get()), eps, x);
+    lin(l, LinearId::Gate, x, g);
+    lin(l, LinearId::Up, x, u);
+    backend_->swiglu(g, u, m * cfg.ffn, g);
+    lin(l, LinearId::Down, g, tmp);
+    backend_->add(h, tmp, m * D);
+  }
+  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_gamma_.get()), eps, x);
+  backend_->linear(*head_, x, rows, logits, nullptr);
+  backend_->to_host(out, logits, size_t(rows * cfg.vocab) * sizeof(float));
+  seq.length = pos0 + m;
+}
+
+KVCache DecoderRunner::new_cache(int64_t batch, int64_t capacity) {
+  const ModelConfig& cfg = model_.config();
+  auto seqs = std::make_shared<std::vector<Sequence>>(size_t(batch));
+  const size_t bytes = size_t(cfg.n_kv_heads * capacity * cfg.head_dim) * sizeof(uint16_t);
+  for (Sequence& s : *seqs) {
+    s.capacity = capacity;
+    for (int64_t i = 0; i < cfg.n_layers; ++i) {
+      s.k.push_back(backend_->alloc(bytes));
+      s.v.push_back(backend_->alloc(bytes));
+    }
+  }
+  KVCache c;
+  c.type = KvCacheType::F16;
+  c.capacity = capacity;
+  c.device_bytes = int64_t(2 * bytes) * cfg.n_layers * batch;
+  c.device = seqs;
+  return c;
+}
+
+at::Tensor DecoderRunner::forward(const at::Tensor& ids, KVCache* cache, bool last_only) {
+  if (ids.dim() != 2) fail_input("forward expects token ids [batch, tokens], got {} dims", ids.dim());
+  const at::Tensor flat = ids.to(at::kLong).contiguous();
+  const int64_t B = flat.size(0), T = flat.size(1);
+  if (T == 0) fail_input("forward of no tokens");
+  const int64_t rows = last_only ? 1 : T;
+  at::Tensor logits = at::empty({B, rows, model_.config().vocab}, at::kFloat);
+  std::vector<Sequence>* seqs = nullptr;
+  KVCache scratch_cache;
+  if (cache != nullptr) {
+    seqs = static_cast<std::vector<Sequence>*>(cache->device.get());
+    if (seqs == nullptr) fail_input("this KV cache was not made by the {} runner (Model::new_cache)", device());
+  } else {
+    scratch_cache = new_cache(B, T);
+    seqs = static_cast<std::vector<Sequence>*>(scratch_cache.device.get());
+  }
+  if (int64_t(seqs->size()) != B) fail_input("KV cache holds {} sequences, the batch has {}", seqs->size(), B);
+  for (int64_t b = 0; b < B; ++b)
+    run_sequence(flat.data_ptr<int64_t>() + b * T, T, (*seqs)[size_t(b)], last_only,
+                 logits.data_ptr<float>() + b * rows * model_.config().vocab);
+  if (cache != nullptr) cache->length += T;
+  return logits;
+}
+
+}  // namespace ptq

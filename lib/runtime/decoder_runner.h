@@ -1,0 +1,54 @@
+// A decoder's forward on a kernels::Backend (lib/kernels/backend.h): every weight uploaded once to the backend's
+// memory, activations and an F16 KV cache there, each op a backend call; the host only embeds the token ids and reads
+// the logits back. `--device cuda` runs models through it on the CUDA backend; its orchestration is tested on the CPU
+// reference backend against the LibTorch forward (tests/runtime/test_decoder_runner.cpp).
+//
+// One layer, m tokens of one sequence at positions p .. p + m - 1 (h [m, hidden] in backend memory):
+//   x = rms_norm(h) · γ_attn;  q = x Wqᵀ (+b), k = x Wkᵀ (+b), v = x Wvᵀ (+b);  rope(q), rope(k)
+//   kv_append(k, v at p);  a = attention(q over cache 0 .. p + t);  h += a Woᵀ (+b)
+//   x = rms_norm(h) · γ_mlp;  h += (silu(x Wgᵀ) · x Wuᵀ) Wdᵀ
+// then the final norm and the lm_head (only on the last token for forward_last).
+//
+// Takes Llama-family decoders (RMSNorm without folds' bias or channel index, RoPE, gated SiLU MLP, pre-norm, no
+// learned positions or embedding projections) with float or weight-only quantized modules; refuses, naming what the
+// model has, activation-quantized modules, online rotations and other KV cache types than f16.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "model/model.h"
+
+namespace ptq {
+
+class DecoderRunner final : public ForwardRunner {
+ public:
+  // Uploads every layer of `model` (opened for the packed runner: weights as stored) and its head; each layer's host
+  // copy is released once uploaded. `model` must outlive the runner (the embedding is gathered on the host).
+  DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend);
+  ~DecoderRunner() override;
+
+  const char* device() const override { return backend_->name(); }
+  at::Tensor forward(const at::Tensor& ids, KVCache* cache, bool last_only) override;
+  KVCache new_cache(int64_t batch, int64_t capacity) override;
+  int64_t weight_bytes() const override { return weight_bytes_; }
+
+ private:
+  struct Layer;
+  struct Sequence;
+  // Logits of one sequence's m tokens at `seq`'s length (advanced), [rows, vocab] into `out` (host).
+  void run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out);
+  float* scratch(int slot, size_t floats);
+  std::shared_ptr<void> upload_floats(const at::Tensor& t);
+
+  Model& model_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::vector<Layer> layers_;
+  std::shared_ptr<void> final_gamma_;
+  std::unique_ptr<kernels::Backend::Weights> head_;
+  int64_t weight_bytes_ = 0;
+  std::vector<std::pair<size_t, std::shared_ptr<void>>> scratch_;
+};
+
+}  // namespace ptq

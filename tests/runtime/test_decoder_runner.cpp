@@ -1,0 +1,132 @@
+// DecoderRunner (lib/runtime/decoder_runner.h) on the CPU reference backend against the LibTorch forward of the
+// packed runner with the same f16 KV cache: the orchestration `--device cuda` runs (every op a backend call), checked
+// where no GPU is. The CUDA backend's ops are checked against the same references in tests/kernels.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "core/file.h"
+#include "eval/perplexity.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/device.h"
+#include "model/tokenizer.h"
+#include "runtime/decoder_runner.h"
+#include "runtime/open_model.h"
+#include "tests/test_model.h"
+#include "tests/test_paths.h"
+
+using namespace ptq;
+
+namespace {
+
+const char* kSotu = "data/models/sotu-llama-8m";   // F16, hidden 256, 6 layers, 8 heads / 4 kv heads
+const char* kStories = "data/models/stories260K";  // F32, hidden 64, 5 layers
+
+std::unique_ptr<Model> open_packed(const std::string& dir, KvCacheType kv = KvCacheType::F16) {
+  RunOptions o;
+  o.kv_cache = kv;
+  return open_model_for_run(dir, o);
+}
+
+std::unique_ptr<Model> open_on_reference_backend(const std::string& dir) {
+  auto m = open_packed(dir);
+  m->set_forward_runner(std::make_shared<DecoderRunner>(*m, kernels::cpu_reference_backend()));
+  return m;
+}
+
+at::Tensor seeded_ids(int64_t vocab, int64_t batch, int64_t tokens, uint64_t seed) {
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  return at::randint(3, vocab, {batch, tokens}, g, at::kLong);
+}
+
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+// Both sides run the same linear kernels on the same weights and round keys and values to fp16 the same way; they
+// differ in the norms (double vs fp32 sums), RoPE's angles (double vs fp32 tables) and attention (double vs fp32
+// matmuls): each a few fp32 ulps of the activations (~1e-7 relative), carried through 5-6 layers and the head. A key
+// or value on the other side of an fp16 rounding boundary moves by 2^-11 of itself, so the bound leaves room for a
+// few of those. Measured on these models and grids: 1.7e-6 .. 6.3e-5 of the logits' scale (the largest on stories260K,
+// hidden 64, where one flipped value weighs most); 2e-4 leaves 3x margin and fails on a wrong position, head or mask,
+// which move logits by O(1).
+constexpr double kTol = 2e-4;
+
+void check_runner(const std::string& dir, int64_t vocab) {
+  auto ref = open_packed(dir), run = open_on_reference_backend(dir);
+  const at::Tensor ids = seeded_ids(vocab, 2, 37, 3);
+  // The LibTorch forward through an f16 cache too (without one it attends over unrounded fp32 keys and values).
+  auto ref_cache = ref->new_cache(2, 37);
+  const at::Tensor a = run->forward(ids), b = ref->forward(ids, &ref_cache);
+  REQUIRE(a.sizes() == b.sizes());
+  INFO(dir << ": full forward, max rel logit diff " << rel_diff(a, b));
+  CHECK(rel_diff(a, b) < kTol);
+  // A prompt, then single tokens through the runner's cache, against the full forward.
+  auto cache = run->new_cache(1, 40);
+  CHECK(cache.bytes() == cache.device_bytes);
+  CHECK(cache.device_bytes == 2 * run->config().n_layers * run->config().n_kv_heads * 40 * run->config().head_dim * 2);
+  const at::Tensor one = ids.narrow(0, 0, 1);
+  std::vector<at::Tensor> parts = {run->forward_last(one.narrow(1, 0, 30), &cache)};
+  CHECK(cache.length == 30);
+  for (int64_t t = 30; t < 37; ++t) parts.push_back(run->forward(one.narrow(1, t, 1), &cache));
+  const at::Tensor inc = at::cat(parts, 1), want = b.narrow(0, 0, 1).narrow(1, 29, 8);
+  INFO("incremental vs full forward: " << rel_diff(inc, want));
+  CHECK(rel_diff(inc, want) < kTol);
+  CHECK(cache.length == 37);
+}
+
+}  // namespace
+
+TEST_CASE("decoder runner (CPU reference backend) equals the packed LibTorch forward: FP checkpoints", "[runtime]") {
+  check_runner(test::repo_path(kSotu), 8000);
+  check_runner(test::repo_path(kStories), 512);
+  auto run = open_on_reference_backend(test::repo_path(kSotu));
+  auto packed = open_packed(test::repo_path(kSotu));
+  CHECK(run->packed_weight_bytes() == packed->packed_weight_bytes());
+  CHECK(std::string(run->forward_runner()->device()) == "cpu-reference");
+}
+
+TEST_CASE("decoder runner (CPU reference backend): quantized checkpoints, logits and perplexity", "[runtime]") {
+  const std::string dir = test::make_temp_dir("decoder-runner-q");
+  auto tok = load_tokenizer(test::repo_path(kSotu));
+  const auto ids = tok->encode(read_text_file(test::repo_path("data/sotu-test.txt")).substr(0, 20000));
+  PerplexityOptions po;
+  po.seqlen = 128;
+  po.max_windows = 3;
+  for (auto [bits, group, sym] : {std::tuple<int, int64_t, bool>{4, 32, true}, {4, 128, false}, {8, -1, true}}) {
+    const std::string out = test::quantize_rtn(kSotu, dir + "/w" + std::to_string(bits) + "g" + std::to_string(group),
+                                               bits, group, sym);
+    INFO("w" << bits << " g" << group);
+    check_runner(out, 8000);
+    auto ref = open_packed(out), run = open_on_reference_backend(out);
+    const double pa = evaluate_perplexity(*run, ids, po).ppl, pb = evaluate_perplexity(*ref, ids, po).ppl;
+    INFO("ppl runner " << pa << " packed " << pb);
+    // Mean NLL moves by at most the logit noise above (1e-4 relative): the ppl ratio within 1e-3.
+    CHECK(std::abs(pa / pb - 1) < 1e-3);
+  }
+}
+
+TEST_CASE("decoder runner refuses what it does not run, naming it", "[runtime]") {
+  auto int8 = open_packed(test::repo_path(kSotu), KvCacheType::Int8);
+  REQUIRE_THROWS_WITH(DecoderRunner(*int8, kernels::cpu_reference_backend()),
+                      Catch::Contains("f16 KV cache") && Catch::Contains("--kv-cache int8"));
+  auto run = open_on_reference_backend(test::repo_path(kSotu));
+  const LinearInputHook hook = [](int64_t, LinearId, const at::Tensor&) {};
+  REQUIRE_THROWS_WITH(run->forward(seeded_ids(8000, 1, 4, 1), nullptr, &hook), Catch::Contains("calibration hooks"));
+  auto plain = open_packed(test::repo_path(kSotu));
+  KVCache cpu_cache = plain->new_cache(1, 8);
+  REQUIRE_THROWS_WITH(run->forward(seeded_ids(8000, 1, 4, 1), &cpu_cache), Catch::Contains("not made by"));
+  auto c = run->new_cache(1, 4);
+  REQUIRE_THROWS_WITH(run->forward(seeded_ids(8000, 1, 5, 1), &c), Catch::Contains("do not fit"));
+}
+
+TEST_CASE("the CUDA backend says why it cannot start where there is no device", "[runtime]") {
+  if (kernels::cuda::device_count() > 0) {
+    SUCCEED("a CUDA device is present");
+    return;
+  }
+  REQUIRE_THROWS_AS(kernels::cuda_backend(), kernels::cuda::Error);
+  REQUIRE_THROWS_WITH(kernels::cuda_backend(), Catch::Contains("no CUDA device"));
+}
