@@ -184,7 +184,9 @@ TEST_CASE("cuda linear, host emulation: the GEMV's lanes and the GEMM's tiles su
         float total[4] = {0, 0, 0, 0};
         for (int lane = 0; lane < 32; ++lane) {  // the warp's lanes, then its shuffle sum
           float acc[4] = {0, 0, 0, 0};
-          cu::gemv_lane(v, xp.data(), int(m), r, lane, 32, acc);
+          cu::with_chunk_width(v, [&](auto cw) {
+            cu::gemv_lane<decltype(cw)::value>(v, xp.data(), int(m), r, lane, 32, acc);
+          });
           for (int t = 0; t < m; ++t) total[t] += acc[t];
         }
         for (int t = 0; t < m; ++t) y[t * w.n + r] = total[t] + bias[r];

@@ -36,14 +36,14 @@ __global__ void gather_x_kernel(const float* x, const int32_t* perm, int64_t m, 
   xp[i] = j < k ? x[t * k + (perm != nullptr ? perm[j] : j)] : 0.0f;
 }
 
-template <int M>
+template <int M, int CW>
 __global__ void gemv_kernel(WeightsView w, const float* xp, float* y, const float* bias) {
   const int lane = threadIdx.x % kWarp;
   const int64_t r = int64_t(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp;
   if (r >= w.n) return;  // whole warps leave together
   float acc[M];
   for (int t = 0; t < M; ++t) acc[t] = 0.0f;
-  gemv_lane(w, xp, M, r, lane, kWarp, acc);
+  gemv_lane<CW>(w, xp, M, r, lane, kWarp, acc);
   for (int t = 0; t < M; ++t) {
     float v = acc[t];
     for (int d = kWarp / 2; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
@@ -133,12 +133,15 @@ void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const f
   check_launch("gather_x");
   if (m <= kGemvMaxTokens) {
     const unsigned blocks = unsigned((w.n + kGemvWarps - 1) / kGemvWarps);
-    switch (m) {
-      case 1: gemv_kernel<1><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-      case 2: gemv_kernel<2><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-      case 3: gemv_kernel<3><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-      default: gemv_kernel<4><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-    }
+    with_chunk_width(v, [&](auto cw) {
+      constexpr int CW = decltype(cw)::value;
+      switch (m) {
+        case 1: gemv_kernel<1, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+        case 2: gemv_kernel<2, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+        case 3: gemv_kernel<3, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+        default: gemv_kernel<4, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
+      }
+    });
     static_assert(kGemvMaxTokens == 4, "one gemv instance per token count");
     check_launch("gemv");
     return;

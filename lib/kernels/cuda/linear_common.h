@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "core/half.h"
 #include "core/host_device.h"
@@ -18,7 +19,6 @@
 namespace ptq::kernels::cuda {
 
 constexpr int kFloatChunk = 8;
-constexpr int kMaxChunk = 64;  // 2-bit containers: 64 codes per 16-byte block
 
 // WeightKind as an int (packed_weights.h's enum order), so this header needs no host-only include.
 enum : int { kKindF32 = 0, kKindF16 = 1, kKindBF16 = 2, kKindQuant = 3 };
@@ -97,38 +97,39 @@ PTQ_HD float weight_at(const WeightsView& w, int64_t r, int64_t j) {
   return mul_rn(s, float(block_code(block, w.container, int(j % cw)))) - group_offset(w, r, g, s);
 }
 
-// Decodes chunk `c` of row r into out[0 .. chunk_width) (weights of kernel columns c * chunk_width + i). `words` are
-// the chunk's 16 bytes for quantized weights (loaded by the caller as one 16-byte access on the device), unused for
-// float weights.
+// Decodes chunk `c` of row r into out[0 .. CW) (weights of kernel columns c * CW + i); CW = chunk_width(w), a
+// compile-time constant so `out` stays in registers (8: float weights; 16, 32, 64: 8-, 4-, 2-bit containers).
+// `words` are the chunk's 16 bytes for quantized weights (loaded by the caller as one 16-byte access on the device),
+// unused for float weights.
+template <int CW>
 PTQ_HD void decode_chunk(const WeightsView& w, int64_t r, int64_t c, const uint32_t* words, float* out) {
-  const int cw = chunk_width(w);
-  const int64_t j0 = c * cw;
-  if (w.kind != kKindQuant) {
-    for (int i = 0; i < kFloatChunk; ++i) out[i] = j0 + i < w.k ? float_weight(w, r * w.k + j0 + i) : 0.0f;
-    return;
-  }
-  if (w.groups == 1 || w.group % cw == 0) {  // the chunk lies in one group
+  constexpr int kContainer = CW == kFloatChunk ? 0 : 128 / CW;
+  const int64_t j0 = c * CW;
+  if constexpr (kContainer == 0) {
+    for (int i = 0; i < CW; ++i) out[i] = j0 + i < w.k ? float_weight(w, r * w.k + j0 + i) : 0.0f;
+  } else if (w.groups == 1 || w.group % CW == 0) {  // the chunk lies in one group
     const int64_t g = j0 < w.k ? j0 / w.group : w.groups - 1;
     const float s = w.scales[r * w.groups + g], o = group_offset(w, r, g, s);
-    for (int i = 0; i < cw; ++i) out[i] = mul_rn(s, float(block_code(words, w.container, i))) - o;
-    return;
-  }
-  for (int i = 0; i < cw; ++i) {
-    const int64_t j = j0 + i, g = j < w.k ? j / w.group : w.groups - 1;
-    const float s = w.scales[r * w.groups + g];
-    out[i] = mul_rn(s, float(block_code(words, w.container, i))) - group_offset(w, r, g, s);
+    for (int i = 0; i < CW; ++i) out[i] = mul_rn(s, float(block_code(words, kContainer, i))) - o;
+  } else {
+    for (int i = 0; i < CW; ++i) {
+      const int64_t j = j0 + i, g = j < w.k ? j / w.group : w.groups - 1;
+      const float s = w.scales[r * w.groups + g];
+      out[i] = mul_rn(s, float(block_code(words, kContainer, i))) - group_offset(w, r, g, s);
+    }
   }
 }
 
-// The GEMV's work for one lane of the warp that owns row r: chunks lane, lane + lanes, ... of the row, each decoded
-// once and multiplied with every token's activations; acc[t] (t < m) receives the lane's partial sums.
+// The GEMV's work for one lane of the warp that owns row r (CW = chunk_width(w)): chunks lane, lane + lanes, ... of
+// the row, each decoded once into registers and multiplied with every token's activations; acc[t] (t < m) receives
+// the lane's partial sums.
+template <int CW>
 PTQ_HD void gemv_lane(const WeightsView& w, const float* xp, int m, int64_t r, int lane, int lanes, float* acc) {
-  const int cw = chunk_width(w);
   const int64_t chunks = row_chunks(w), xw = xp_width(w);
-  float wv[kMaxChunk];
+  float wv[CW];
   for (int64_t c = lane; c < chunks; c += lanes) {
     uint32_t words[4] = {0, 0, 0, 0};
-    if (w.kind == kKindQuant) {
+    if constexpr (CW != kFloatChunk) {
       const uint32_t* p = w.codes + (r * chunks + c) * 4;
 #if defined(__CUDA_ARCH__)
       const uint4 v = *reinterpret_cast<const uint4*>(p);
@@ -137,13 +138,25 @@ PTQ_HD void gemv_lane(const WeightsView& w, const float* xp, int m, int64_t r, i
       for (int i = 0; i < 4; ++i) words[i] = p[i];
 #endif
     }
-    decode_chunk(w, r, c, words, wv);
+    decode_chunk<CW>(w, r, c, words, wv);
     for (int t = 0; t < m; ++t) {
-      const float* xr = xp + t * xw + c * cw;
+      const float* xr = xp + t * xw + c * CW;
       float s = 0.0f;
-      for (int i = 0; i < cw; ++i) s += wv[i] * xr[i];
+      for (int i = 0; i < CW; ++i) s += wv[i] * xr[i];
       acc[t] += s;
     }
+  }
+}
+
+// Calls f(std::integral_constant<int, chunk_width(w)>{}): one instantiation per chunk width (host code: the kernel
+// launch and the host emulation pick the instance).
+template <class F>
+void with_chunk_width(const WeightsView& w, F&& f) {
+  switch (chunk_width(w)) {
+    case kFloatChunk: return f(std::integral_constant<int, kFloatChunk>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    default: return f(std::integral_constant<int, 64>{});
   }
 }
 
