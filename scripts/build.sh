@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-# The CUDA backend (lib/kernels/cuda, `--device cuda`) is compiled wherever nvcc is (PATH or /usr/local/cuda/bin);
+# The CUDA backend (lib/kernels/cuda, `--device cuda`) is compiled wherever a usable nvcc is (scripts/lib_nvcc.sh);
 # PTQ_CUDA=0 leaves it out. Without it `--device cuda` says "built without CUDA".
 cuda_args=()
-nvcc=$(command -v nvcc || true)
-[[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
-if [[ "${PTQ_CUDA:-1}" != 0 && -n "$nvcc" ]]; then
-  cuda_args=(-DPTQ_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+# shellcheck source=scripts/lib_nvcc.sh
+source scripts/lib_nvcc.sh
+if [[ "${PTQ_CUDA:-1}" != 0 && ! -f build/CMakeCache.txt ]]; then
+  nvcc=$(usable_nvcc)
+  if [[ -n "$nvcc" ]]; then cuda_args=(-DPTQ_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc"); else echo "build.sh: building without CUDA" >&2; fi
 fi
 if [[ ! -f build/CMakeCache.txt || -n "${PTQ_CMAKE_ARGS:-}" ]]; then
   # shellcheck disable=SC2086

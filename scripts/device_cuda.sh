@@ -18,7 +18,10 @@ case "${1:-}" in
   prepare)
     generator=()
     command -v ninja >/dev/null && generator=(-G Ninja)
-    nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+    # shellcheck source=scripts/lib_nvcc.sh
+    source scripts/lib_nvcc.sh
+    nvcc=$(usable_nvcc)
+    [[ -n "$nvcc" ]] || { echo "device_cuda.sh: no usable nvcc here" >&2; exit 1; }
     [[ -f build-cuda/CMakeCache.txt ]] || cmake -S . -B build-cuda "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DPTQ_KERNELS_ONLY=ON -DPTQ_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc"
     cmake --build build-cuda -j "$(nproc)" --target ptq_kernel_tests ptq_kernel_bench

@@ -39,15 +39,16 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 # The CUDA backend (lib/kernels/cuda): every .cu file compiled by nvcc for sm_80 and sm_90 in the kernels-only build
 # (no LibTorch), then its tests: the host emulation of the device code runs everywhere; the [cuda] tests run on a GPU
 # and are reported by ctest as Skipped ("skipped: no CUDA device") where there is none.
-nvcc=$(command -v nvcc || true)
-[[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+# shellcheck source=scripts/lib_nvcc.sh
+source scripts/lib_nvcc.sh
+nvcc=$(usable_nvcc)
 if [[ -n "$nvcc" ]]; then
   [[ -f build-cuda/CMakeCache.txt ]] || cmake -S . -B build-cuda "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPTQ_KERNELS_ONLY=ON -DPTQ_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc"
   cmake --build build-cuda -j "$jobs"
   (cd build-cuda && ctest --output-on-failure -j "$jobs")
 else
-  echo "CUDA build skipped: no nvcc on this machine (PATH or /usr/local/cuda/bin)"
+  echo "CUDA build skipped: no usable nvcc on this machine (PATH or /usr/local/cuda/bin; reason above if one was found)"
 fi
 phase "CUDA build + kernel tests"
 
