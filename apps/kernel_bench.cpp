@@ -182,6 +182,22 @@ void cuda_layer_and_gemm(const Options& o) {
     da.upload(a.data(), da.bytes());
   }
   std::vector<double> fp16_ms(token_counts.size(), 0.0);
+  // One scheme's seven modules at every token count: a cuda_layer line each, and at the prefill count a cuda_gemm line
+  // (`rate`: "tflops" for float activations, "tops" for integer ones). The FP16 scheme runs first and sets the base.
+  auto measure = [&](const char* scheme, const char* rate, const std::function<void(int64_t m)>& layer) {
+    for (size_t ti = 0; ti < token_counts.size(); ++ti) {
+      const int64_t m = token_counts[ti];
+      const double sec = time_call([&] { layer(m); }, cu::synchronize, o.repeats, o.quick ? 2 : 20);
+      if (std::strcmp(scheme, "f16") == 0) fp16_ms[ti] = sec * 1e3;
+      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
+                  scheme, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
+      if (m != prefill) continue;
+      double ops = 0;
+      for (auto [n, kk] : shapes) ops += 2.0 * double(m) * double(n) * double(kk);
+      std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"%s\":%.2f}\n", scheme, (long long)m,
+                  rate, ops / sec / 1e12);
+    }
+  };
   // Weight-only schemes (fp32 activations).
   for (const Scheme& s : {kWeightSchemes[0], kWeightSchemes[1], kWeightSchemes[3]}) {
     std::vector<cu::DeviceWeights> mods;
@@ -189,46 +205,18 @@ void cuda_layer_and_gemm(const Options& o) {
       std::vector<uint16_t> f16;
       mods.push_back(cu::upload(make_weights(s, n, kk, f16, rng)));
     }
-    for (size_t ti = 0; ti < token_counts.size(); ++ti) {
-      const int64_t m = token_counts[ti];
-      const double sec = time_call(
-          [&] {
-            for (const auto& w : mods) cu::linear(w, dx.as<float>(), m, dy.as<float>());
-          },
-          cu::synchronize, o.repeats, o.quick ? 2 : 20);
-      if (std::strcmp(s.name, "f16") == 0) fp16_ms[ti] = sec * 1e3;
-      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
-                  s.name, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
-      if (m == prefill) {
-        double flops = 0;
-        for (auto [n, kk] : shapes) flops += 2.0 * double(m) * double(n) * double(kk);
-        std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"tflops\":%.2f}\n", s.name,
-                    (long long)m, flops / sec / 1e12);
-      }
-    }
+    measure(s.name, "tflops", [&](int64_t m) {
+      for (const auto& w : mods) cu::linear(w, dx.as<float>(), m, dy.as<float>());
+    });
   }
   // Integer activations: W8A8, and 4-bit weights with 8- or 4-bit codes (held as bytes on the device, so W4A8 and
   // W4A4 run the W8A8 kernel on smaller integers).
   for (auto [name, bits] : {std::pair<const char*, int>{"w8a8", 8}, {"w4a8", 4}, {"w4a4", 4}}) {
     std::vector<IntModule> mods;
     for (auto [n, kk] : shapes) mods.push_back(make_int_module(n, kk, bits, rng));
-    for (size_t ti = 0; ti < token_counts.size(); ++ti) {
-      const int64_t m = token_counts[ti];
-      const double sec = time_call(
-          [&] {
-            for (const auto& mod : mods)
-              cu::int_linear(mod.dw, dc.as<int8_t>(), da.as<float>(), m, true, dy.as<float>());
-          },
-          cu::synchronize, o.repeats, o.quick ? 2 : 20);
-      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
-                  name, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
-      if (m == prefill) {
-        double ops = 0;
-        for (auto [n, kk] : shapes) ops += 2.0 * double(m) * double(n) * double(kk);
-        std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"tops\":%.2f}\n", name,
-                    (long long)m, ops / sec / 1e12);
-      }
-    }
+    measure(name, "tops", [&](int64_t m) {
+      for (const auto& mod : mods) cu::int_linear(mod.dw, dc.as<int8_t>(), da.as<float>(), m, true, dy.as<float>());
+    });
   }
 }
 

@@ -38,8 +38,8 @@ class Backend {
   // y [m, n] = x [m, k] Wᵀ + bias; bias [n] in this backend's memory or null.
   virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
   virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) = 0;
-  // Rotary embedding of x [m, heads * head_dim] at positions pos0 .. pos0 + m - 1.
-  virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) = 0;
+  // Rotary embedding of x [m, heads * head_dim], token t at positions[t] (int64, this backend's memory).
+  virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) = 0;
   virtual void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                          uint16_t* k_cache, uint16_t* v_cache) = 0;
   virtual void attention(const AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* k_cache,

@@ -2,7 +2,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/linear.h"
@@ -36,10 +35,8 @@ class CpuReferenceBackend final : public Backend {
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
     rms_norm_ref(x, m, d, gamma, eps, y);
   }
-  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) override {
-    std::vector<int64_t> pos(static_cast<size_t>(m));
-    for (int64_t t = 0; t < m; ++t) pos[t] = pos0 + t;
-    rope_ref(x, m, heads, head_dim, pos.data(), theta);
+  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
+    rope_ref(x, m, heads, head_dim, positions, theta);
   }
   void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                  uint16_t* k_cache, uint16_t* v_cache) override {

@@ -533,8 +533,11 @@ const Norm& Model::final_norm() const {
 std::shared_ptr<const kernels::PackedWeights> Model::packed_head() const {
   load_io_weights();
   if (head_packed_) return head_packed_;
-  // The reference runner's fp32 head, viewed (kept alive by the view's owner).
-  auto t = std::make_shared<at::Tensor>(lm_head_.contiguous());
+  return view_float_tensor(lm_head_);  // the head has no packed form: its fp32 weight, viewed
+}
+
+std::shared_ptr<const kernels::PackedWeights> view_float_tensor(const at::Tensor& w) {
+  auto t = std::make_shared<at::Tensor>(w.to(at::kFloat).contiguous());
   return std::make_shared<const kernels::PackedWeights>(kernels::view_float_weights(
       kernels::WeightKind::F32, t->data_ptr<float>(), t->size(0), t->size(1), std::shared_ptr<const void>(t, t.get())));
 }

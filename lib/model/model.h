@@ -53,6 +53,9 @@ struct Linear {
   }
 };
 
+// An fp32 [n, k] tensor as F32 packed weights: a view that keeps (a contiguous copy of) the tensor alive.
+std::shared_ptr<const kernels::PackedWeights> view_float_tensor(const at::Tensor& w);
+
 // W [n, k] fp32 of packed weights (inspection, metrics, tests; never on the forward path).
 at::Tensor dequantize_packed(const kernels::PackedWeights& w);
 

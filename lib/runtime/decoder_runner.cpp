@@ -73,17 +73,9 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
       if (lin.kernel != nullptr)
         fail_input("--device {}: layer {} {} is activation-quantized; those run on the CPU integer kernels only",
                    backend_->name(), i, name);
-      if (lin.packed != nullptr) {
-        l.linear[j] = backend_->upload(*lin.packed);
-      } else if (lin.weight.defined()) {
-        // The reference runner's fp32 weight, viewed; the view keeps it alive past release_layer.
-        auto t = std::make_shared<at::Tensor>(lin.weight.contiguous());
-        l.linear[j] = backend_->upload(kernels::view_float_weights(kernels::WeightKind::F32, t->data_ptr<float>(),
-                                                                   t->size(0), t->size(1),
-                                                                   std::shared_ptr<const void>(t, t.get())));
-      } else {
-        fail_input("--device {}: layer {} has no {}", backend_->name(), i, name);
-      }
+      if (!lin.defined()) fail_input("--device {}: layer {} has no {}", backend_->name(), i, name);
+      // A module without a packed form (kept in fp32) is viewed; the view keeps it alive past release_layer.
+      l.linear[j] = backend_->upload(lin.packed != nullptr ? *lin.packed : *view_float_tensor(lin.weight));
       weight_bytes_ += l.linear[j]->bytes();
       if (lin.bias.defined()) l.bias[j] = upload_floats(lin.bias);
     }
@@ -99,14 +91,14 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
   backend_->synchronize();
 }
 
-float* DecoderRunner::scratch(int slot, size_t floats) {
+void* DecoderRunner::scratch_bytes(int slot, size_t bytes) {
   if (scratch_.size() <= size_t(slot)) scratch_.resize(size_t(slot) + 1);
   auto& [size, mem] = scratch_[size_t(slot)];
-  if (size < floats) {
-    mem = backend_->alloc(floats * sizeof(float));
-    size = floats;
+  if (size < bytes) {
+    mem = backend_->alloc(bytes);
+    size = bytes;
   }
-  return static_cast<float*>(mem.get());
+  return mem.get();
 }
 
 void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out) {
@@ -116,18 +108,23 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     fail_input("KV cache holds {} positions; {} + {} tokens do not fit", seq.capacity, pos0, m);
   const at::Tensor e =
       model_.embed(at::from_blob(const_cast<int64_t*>(ids), {1, m}, at::kLong), pos0).to(at::kFloat).contiguous();
-  float* h = scratch(0, size_t(m * D));
-  float* x = scratch(1, size_t(m * D));
-  float* q = scratch(2, size_t(m * H * hd));
-  float* k = scratch(3, size_t(m * Hkv * hd));
-  float* v = scratch(4, size_t(m * Hkv * hd));
-  float* att = scratch(5, size_t(m * H * hd));
-  float* tmp = scratch(6, size_t(m * D));
-  float* g = scratch(7, size_t(m * cfg.ffn));
-  float* u = scratch(8, size_t(m * cfg.ffn));
+  float* h = scratch<float>(0, size_t(m * D));
+  float* x = scratch<float>(1, size_t(m * D));
+  float* q = scratch<float>(2, size_t(m * H * hd));
+  float* k = scratch<float>(3, size_t(m * Hkv * hd));
+  float* v = scratch<float>(4, size_t(m * Hkv * hd));
+  float* att = scratch<float>(5, size_t(m * H * hd));
+  float* tmp = scratch<float>(6, size_t(m * D));
+  float* g = scratch<float>(7, size_t(m * cfg.ffn));
+  float* u = scratch<float>(8, size_t(m * cfg.ffn));
   const int64_t rows = last_only ? 1 : m;
-  float* logits = scratch(9, size_t(rows * cfg.vocab));
+  float* logits = scratch<float>(9, size_t(rows * cfg.vocab));
+  int64_t* positions = scratch<int64_t>(10, size_t(m));
   backend_->to_device(h, e.data_ptr<float>(), size_t(m * D) * sizeof(float));
+  // The tokens' positions, once per call: every layer's RoPE reads them.
+  std::vector<int64_t> pos(static_cast<size_t>(m));
+  for (int64_t t = 0; t < m; ++t) pos[size_t(t)] = pos0 + t;
+  backend_->to_device(positions, pos.data(), pos.size() * sizeof(int64_t));
 
   const kernels::AttentionDims dims{H, Hkv, hd, seq.capacity, cfg.sliding_window};
   const float eps = float(cfg.norm_eps);
@@ -143,8 +140,8 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     lin(l, LinearId::Q, x, q);
     lin(l, LinearId::K, x, k);
     lin(l, LinearId::V, x, v);
-    backend_->rope(q, m, H, hd, pos0, cfg.rope_theta);
-    backend_->rope(k, m, Hkv, hd, pos0, cfg.rope_theta);
+    backend_->rope(q, m, H, hd, positions, cfg.rope_theta);
+    backend_->rope(k, m, Hkv, hd, positions, cfg.rope_theta);
     backend_->kv_append(dims, k, v, m, pos0, kc, vc);
     backend_->attention(dims, q, m, pos0, kc, vc, att);
     lin(l, LinearId::O, att, tmp);

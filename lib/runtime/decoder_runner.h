@@ -39,7 +39,12 @@ class DecoderRunner final : public ForwardRunner {
   struct Sequence;
   // Logits of one sequence's m tokens at `seq`'s length (advanced), [rows, vocab] into `out` (host).
   void run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out);
-  float* scratch(int slot, size_t floats);
+  // Backend memory of `count` T for scratch slot `slot`, kept and grown across calls.
+  template <class T>
+  T* scratch(int slot, size_t count) {
+    return static_cast<T*>(scratch_bytes(slot, count * sizeof(T)));
+  }
+  void* scratch_bytes(int slot, size_t bytes);
   std::shared_ptr<void> upload_floats(const at::Tensor& t);
 
   Model& model_;

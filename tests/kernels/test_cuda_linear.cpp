@@ -24,10 +24,6 @@
 using namespace ptq::kernels;
 namespace cu = ptq::kernels::cuda;
 
-static_assert(int(WeightKind::F32) == cu::kKindF32 && int(WeightKind::F16) == cu::kKindF16 &&
-                  int(WeightKind::BF16) == cu::kKindBF16 && int(WeightKind::Quant) == cu::kKindQuant,
-              "linear_common.h's kinds are WeightKind's values");
-
 namespace {
 
 struct Case {

@@ -1,7 +1,5 @@
 // backend.h on a CUDA device: device memory (cuda::Buffer) and the kernels of linear_cuda.h / layer_ops_cuda.h. Plain
 // C++ over the cuda:: API, so it compiles in every build; without CUDA, cuda_backend() throws saying why.
-#include <vector>
-
 #include "kernels/backend.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/layer_ops_cuda.h"
@@ -36,12 +34,8 @@ class CudaBackend final : public Backend {
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
     cuda::rms_norm(x, m, d, gamma, eps, y);
   }
-  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, int64_t pos0, double theta) override {
-    if (int64_t(positions_.bytes() / sizeof(int64_t)) < m) positions_ = cuda::Buffer(size_t(m) * sizeof(int64_t));
-    std::vector<int64_t> pos(static_cast<size_t>(m));
-    for (int64_t t = 0; t < m; ++t) pos[t] = pos0 + t;
-    positions_.upload(pos.data(), pos.size() * sizeof(int64_t));
-    cuda::rope(x, m, heads, head_dim, positions_.as<int64_t>(), theta);
+  void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
+    cuda::rope(x, m, heads, head_dim, positions, theta);
   }
   void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,
                  uint16_t* k_cache, uint16_t* v_cache) override {
@@ -55,9 +49,6 @@ class CudaBackend final : public Backend {
     cuda::swiglu(gate, up, count, out);
   }
   void add(float* y, const float* x, int64_t count) override { cuda::add(y, x, count); }
-
- private:
-  cuda::Buffer positions_;
 };
 
 }  // namespace

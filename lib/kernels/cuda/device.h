@@ -18,6 +18,10 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Throws Error("this ptq was built without CUDA ..."): what every function of a build without CUDA does
+// (device_none.cpp defines it; the other *_none.cpp files call it).
+[[noreturn]] void throw_built_without_cuda();
+
 // Whether this build compiled the CUDA kernels (PTQ_WITH_CUDA=ON).
 bool built_with_cuda();
 // Devices the process can use: 0 without a CUDA build, a driver, or a device (never throws).

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cuda/int_linear_common.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/int_linear_cuda.h"
 
 namespace ptq::kernels::cuda {
@@ -14,10 +15,8 @@ bool int_linear_supports_layout(const IntWeights& w, std::string* why);  // int_
 
 namespace {
 
-constexpr int kWarp = 32, kGemvWarps = 8;
+constexpr int kGemvWarps = 8;
 constexpr int kTileN = 64, kTileM = 64, kTileD = 8, kThreads = 256;
-
-cudaStream_t stream_of(const Stream* s) { return s != nullptr ? static_cast<cudaStream_t>(s->handle()) : nullptr; }
 
 template <int M>
 __global__ void int_gemv_kernel(const uint32_t* w, const float* s, int64_t n, int64_t kd, int64_t groups,
@@ -87,8 +86,6 @@ __global__ void int_gemm_kernel(const uint32_t* w, const float* s, int64_t n, in
 
 }  // namespace
 
-bool int_linear_supports(const IntWeights& w) { return int_linear_supports_layout(w, nullptr); }
-
 DeviceIntWeights upload(const IntWeights& w) {
   std::string why;
   if (!int_linear_supports_layout(w, &why)) throw std::invalid_argument("cuda::int_linear: " + why);
@@ -115,12 +112,10 @@ void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int6
   const float* sd = w.s.as<float>();
   if (m <= 4) {
     const unsigned blocks = unsigned((w.n + kGemvWarps - 1) / kGemvWarps), threads = kGemvWarps * kWarp;
-    switch (m) {
-      case 1: int_gemv_kernel<1><<<blocks, threads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, per_token, y, bias); break;
-      case 2: int_gemv_kernel<2><<<blocks, threads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, per_token, y, bias); break;
-      case 3: int_gemv_kernel<3><<<blocks, threads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, per_token, y, bias); break;
-      default: int_gemv_kernel<4><<<blocks, threads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, per_token, y, bias); break;
-    }
+    with_token_count(m, [&](auto tokens) {
+      int_gemv_kernel<decltype(tokens)::value><<<blocks, threads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, per_token,
+                                                                          y, bias);
+    });
     check_launch("int_gemv");
     return;
   }

@@ -25,4 +25,6 @@ bool int_linear_supports_layout(const IntWeights& w, std::string* why) {
   return true;
 }
 
+bool int_linear_supports(const IntWeights& w) { return int_linear_supports_layout(w, nullptr); }
+
 }  // namespace ptq::kernels::cuda

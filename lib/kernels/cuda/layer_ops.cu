@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_ops_common.h"
 #include "kernels/cuda/layer_ops_cuda.h"
 
@@ -18,9 +19,7 @@ namespace cuda {
 
 namespace {
 
-constexpr int kWarp = 32, kElementThreads = 256;
-
-cudaStream_t stream_of(const Stream* s) { return s != nullptr ? static_cast<cudaStream_t>(s->handle()) : nullptr; }
+constexpr int kElementThreads = 256;
 
 void check_grid(int64_t blocks, const char* who) {
   if (blocks > int64_t(0x7fffffff)) throw std::invalid_argument(std::string(who) + ": too many blocks for one launch");

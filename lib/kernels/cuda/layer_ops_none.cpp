@@ -3,24 +3,22 @@
 
 namespace ptq::kernels::cuda {
 
-namespace {
-[[noreturn]] void no_cuda() { throw Error("this ptq was built without CUDA (configure with -DPTQ_WITH_CUDA=ON)"); }
-}  // namespace
-
-void rms_norm(const float*, int64_t, int64_t, const float*, float, float*, const float*, const Stream*) { no_cuda(); }
-void layer_norm(const float*, int64_t, int64_t, const float*, const float*, float, float*, const Stream*) {
-  no_cuda();
+void rms_norm(const float*, int64_t, int64_t, const float*, float, float*, const float*, const Stream*) {
+  throw_built_without_cuda();
 }
-void rope(float*, int64_t, int64_t, int64_t, const int64_t*, double, const Stream*) { no_cuda(); }
-void swiglu(const float*, const float*, int64_t, float*, const Stream*) { no_cuda(); }
-void add(float*, const float*, int64_t, const Stream*) { no_cuda(); }
+void layer_norm(const float*, int64_t, int64_t, const float*, const float*, float, float*, const Stream*) {
+  throw_built_without_cuda();
+}
+void rope(float*, int64_t, int64_t, int64_t, const int64_t*, double, const Stream*) { throw_built_without_cuda(); }
+void swiglu(const float*, const float*, int64_t, float*, const Stream*) { throw_built_without_cuda(); }
+void add(float*, const float*, int64_t, const Stream*) { throw_built_without_cuda(); }
 void kv_append(const AttentionDims&, const float*, const float*, int64_t, int64_t, uint16_t*, uint16_t*,
                const Stream*) {
-  no_cuda();
+  throw_built_without_cuda();
 }
 void attention(const AttentionDims&, const float*, int64_t, int64_t, const uint16_t*, const uint16_t*, float*,
                const Stream*) {
-  no_cuda();
+  throw_built_without_cuda();
 }
 
 }  // namespace ptq::kernels::cuda

@@ -5,24 +5,18 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/linear_common.h"
 #include "kernels/cuda/linear_cuda.h"
 #include "kernels/linear.h"
 
 namespace ptq::kernels::cuda {
 
-static_assert(int(WeightKind::F32) == kKindF32 && int(WeightKind::F16) == kKindF16 &&
-                  int(WeightKind::BF16) == kKindBF16 && int(WeightKind::Quant) == kKindQuant,
-              "linear_common.h's kinds are WeightKind's values");
-
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kGemvWarps = 8;  // rows per 256-thread block
 constexpr int kTileN = 64, kTileM = 64, kTileK = 32, kGemmThreads = 256;
 static_assert(kTileN * kTileM == kGemmThreads * 16, "4 x 4 outputs per GEMM thread");
-
-cudaStream_t stream_of(const Stream* s) { return s != nullptr ? static_cast<cudaStream_t>(s->handle()) : nullptr; }
 
 WeightsView view_of(const DeviceWeights& w) {
   return make_view(w, w.codes.as<uint32_t>(), w.scales.as<float>(), w.offsets.empty() ? nullptr : w.offsets.as<float>(),
@@ -134,13 +128,9 @@ void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const f
   if (m <= kGemvMaxTokens) {
     const unsigned blocks = unsigned((w.n + kGemvWarps - 1) / kGemvWarps);
     with_chunk_width(v, [&](auto cw) {
-      constexpr int CW = decltype(cw)::value;
-      switch (m) {
-        case 1: gemv_kernel<1, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-        case 2: gemv_kernel<2, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-        case 3: gemv_kernel<3, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-        default: gemv_kernel<4, CW><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias); break;
-      }
+      with_token_count(m, [&](auto tokens) {
+        gemv_kernel<decltype(tokens)::value, decltype(cw)::value><<<blocks, kGemvWarps * kWarp, 0, s>>>(v, xp, y, bias);
+      });
     });
     static_assert(kGemvMaxTokens == 4, "one gemv instance per token count");
     check_launch("gemv");

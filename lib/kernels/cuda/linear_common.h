@@ -15,13 +15,15 @@
 
 #include "core/half.h"
 #include "core/host_device.h"
+#include "kernels/packed_weights.h"
 
 namespace ptq::kernels::cuda {
 
 constexpr int kFloatChunk = 8;
 
-// WeightKind as an int (packed_weights.h's enum order), so this header needs no host-only include.
-enum : int { kKindF32 = 0, kKindF16 = 1, kKindBF16 = 2, kKindQuant = 3 };
+// WeightKind as an int, for device code.
+constexpr int kKindF32 = int(WeightKind::F32), kKindF16 = int(WeightKind::F16), kKindBF16 = int(WeightKind::BF16),
+              kKindQuant = int(WeightKind::Quant);
 
 struct WeightsView {
   int kind = kKindF32;
@@ -37,7 +39,7 @@ struct WeightsView {
 // scales, offsets (null: symmetric) and float data lie at the given addresses.
 template <class W>
 WeightsView make_view(const W& w, const uint32_t* codes, const float* scales, const float* offsets, const void* data) {
-  const bool quant = w.kind == decltype(w.kind)(kKindQuant);
+  const bool quant = w.kind == WeightKind::Quant;
   WeightsView v;
   v.kind = int(w.kind);
   v.bits = w.bits;
