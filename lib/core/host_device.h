@@ -8,3 +8,14 @@
 #else
 #define PTQ_HD inline
 #endif
+
+// a * b rounded once, never fused with a following add: nvcc contracts a * b + c into an FMA by default, the host
+// compiler (no FMA in the base ISA) does not; code whose device and host results must agree bit for bit multiplies
+// through these.
+#if defined(__CUDA_ARCH__)
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+#else
+inline float mul_rn(float a, float b) { return a * b; }
+inline double mul_rn(double a, double b) { return a * b; }
+#endif

@@ -15,23 +15,15 @@ namespace ptq {
 
 namespace {
 
-// MSE clip search of gptq.py (Quantizer.find_params with mse=True): grid = 100, maxshrink = 0.8, norm = 2.4.
-constexpr int kMseSteps = 80;
-constexpr double kMseNorm = 2.4;
-inline float mse_shrink(int i) { return static_cast<float>(1.0 - i / 100.0); }
-
-// Scales are stored as fp16 by every checkpoint format, so each scale is made an fp16 value before any code is
-// computed: the stored checkpoint then reproduces the algorithm's values exactly. In fp16's normal range it is
-// rounded to nearest; below it (groups of weights under ~2^-14 * levels, e.g. 8-bit grids over small groups) it is
-// rounded up to a multiple of fp16's smallest subnormal 2^-24, so no code clips; an all-zero group gets 1. A scale
-// above fp16's range stays fp32, and the checkpoint writer refuses it.
-constexpr float kFp16MinNormal = 6.103515625e-05f;  // 2^-14
-constexpr float kFp16Max = 65504.0f;
-constexpr float kFp16SubnormalSteps = 16777216.0f;  // 2^24: fp16 subnormals are k * 2^-24
-constexpr float kFp16Subnormal = 5.9604644775390625e-08f;  // 2^-24
-
-inline int sym_levels(int bits) { return (1 << (bits - 1)) - 1; }  // 2^(b-1) - 1
-inline float sym_zero(int bits) { return static_cast<float>(1 << (bits - 1)); }
+using grid_math::kFp16Max;
+using grid_math::kFp16MinNormal;
+using grid_math::kFp16Subnormal;
+using grid_math::kFp16SubnormalSteps;
+using grid_math::kMseNorm;
+using grid_math::kMseSteps;
+using grid_math::mse_shrink;
+using grid_math::sym_levels;
+using grid_math::sym_zero;
 
 // Rows of a [R, n] grid tensor broadcast against x: [R, 1] for matrices, [R] for a column of R values.
 at::Tensor per_row(const at::Tensor& t, const at::Tensor& x) { return x.dim() == 1 ? t : t.unsqueeze(1); }
@@ -101,44 +93,11 @@ void check_finite(const at::Tensor& t, std::string_view name) {
 }
 
 GridParams grid_from_range_ref(float mn, float mx, int bits, bool sym) {
-  const double num = sym ? static_cast<double>(std::max(-mn, mx)) : static_cast<double>(mx) - static_cast<double>(mn);
-  GridParams p;
-  p.scale = static_cast<float>(num / static_cast<double>(sym ? sym_levels(bits) : max_code(bits)));
-  if (p.scale < FLT_MIN)
-    p.scale = 1;
-  else if (p.scale < kFp16MinNormal)
-    p.scale = std::ceil(p.scale * kFp16SubnormalSteps) * kFp16Subnormal;
-  else if (p.scale <= kFp16Max)
-    p.scale = fp16_to_f32(f32_to_fp16(p.scale));
-  p.inv_scale = 1.0f / p.scale;
-  p.zero = sym ? sym_zero(bits) : std::nearbyint(-mn / p.scale);
-  return p;
+  return grid_math::grid_from_range(mn, mx, bits, sym);
 }
 
 GridParams find_grid_ref(const float* x, int64_t n, int64_t stride, int bits, bool sym, bool mse) {
-  float mn = 0, mx = 0;  // the range always contains 0
-  for (int64_t k = 0; k < n; ++k) {
-    mn = std::min(mn, x[k * stride]);
-    mx = std::max(mx, x[k * stride]);
-  }
-  GridParams best = grid_from_range_ref(mn, mx, bits, sym);
-  if (!mse) return best;
-  double best_err = std::numeric_limits<double>::infinity();
-  for (int i = 0; i < kMseSteps; ++i) {
-    const float p = mse_shrink(i);
-    const GridParams g = grid_from_range_ref(p * mn, p * mx, bits, sym);
-    double err = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      const float v = x[k * stride];
-      const float d = std::fabs(dequantize_code_ref(quantize_code_ref(v, g, bits), g) - v);
-      err += std::pow(static_cast<double>(d), kMseNorm);
-    }
-    if (err < best_err) {
-      best_err = err;
-      best = g;
-    }
-  }
-  return best;
+  return grid_math::find_grid([&](int64_t k) { return x[k * stride]; }, n, bits, sym, mse);
 }
 
 GridTensors find_grid(const at::Tensor& x, int bits, bool sym, bool mse) {

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/grid_math.h"
 #include "core/weight_grid.h"
 
 namespace ptq {
@@ -40,19 +41,12 @@ struct QuantizedWeight {
   WeightQuantSpec spec;
 };
 
-// Grid of one quantization unit (the _ref paths and GPTQ's reference work one unit at a time).
-struct GridParams {
-  float scale = 1;
-  float inv_scale = 1;  // 1 / scale, precomputed: quantization multiplies, never divides
-  float zero = 0;       // integer valued
-};
-
 // Per-row grids of a [R, n] matrix (one unit per row), as tensors [R] fp32.
 struct GridTensors {
   at::Tensor scale, inv_scale, zero;
 };
 
-inline int max_code(int bits) { return (1 << bits) - 1; }
+using grid_math::max_code;
 
 // Throws unless bits is 2..8 and group_size fits `in` (names the tensor).
 void check_spec(const WeightQuantSpec& spec, int64_t in, std::string_view name);
@@ -76,11 +70,8 @@ GridParams grid_from_range_ref(float mn, float mx, int bits, bool sym);
 // Grid of n values x[0], x[stride], ...; with mse, the clip search of ALGORITHMS.md (first minimum wins).
 GridParams find_grid_ref(const float* x, int64_t n, int64_t stride, int bits, bool sym, bool mse);
 // clamp(round_half_even(x * inv_scale) + zero, 0, 2^b - 1)
-inline int quantize_code_ref(float x, const GridParams& p, int bits) {
-  const float q = std::nearbyint(x * p.inv_scale) + p.zero;
-  return q <= 0 ? 0 : q >= float(max_code(bits)) ? max_code(bits) : int(q);
-}
-inline float dequantize_code_ref(int q, const GridParams& p) { return p.scale * (float(q) - p.zero); }
+inline int quantize_code_ref(float x, const GridParams& p, int bits) { return grid_math::quantize_code(x, p, bits); }
+inline float dequantize_code_ref(int q, const GridParams& p) { return grid_math::dequantize_code(q, p); }
 
 // Tensor twins of the above, bit-identical to them: grids [R] of x [R, n] (fp32, any strides), one unit per
 // row; codes and dequantized values of x [R, n] under grids [R], or of one column x [R] (GPTQ's sweep).
