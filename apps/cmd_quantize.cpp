@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "algorithms/gptq.h"
 #include "apps/commands.h"
 #include "calibration/calibrate.h"
 #include "core/error.h"
@@ -42,6 +43,7 @@ struct QuantizeArgs {
   std::optional<std::string> target_size;
   std::vector<std::string> candidates;
   std::string sensitivity_metric, allocation_unit, save_sensitivity, sensitivity;
+  std::string device = "cpu";
 };
 
 std::string fmt_opt(const std::optional<double>& v, const char* f = "{:.4g}") {
@@ -66,6 +68,15 @@ void run_quantize(const GlobalOptions& g, const QuantizeArgs& a) {
   if (a.act_order) r.gptq.act_order = true;
   if (a.static_groups) r.gptq.static_groups = true;
   if (a.damp) r.gptq.percdamp = *a.damp;
+  if (a.device == "cuda") {
+    if (!weight_algorithm(r.method).needs_hessian)
+      fail_input("--device cuda runs GPTQ's solve on the GPU; method {} has none (give --method gptq)", r.method);
+    if (r.gguf)
+      fail_input("--device cuda: GPTQ on a GGUF block grid runs on the CPU only; drop --device cuda or use a linear "
+                 "grid (--grid)");
+    gptq_ops(GptqDevice::Cuda);  // no device: says why before any work
+    r.gptq.device = GptqDevice::Cuda;
+  }
   if (!a.data.empty()) r.calibration.files = a.data;
   if (a.synthetic) r.calibration.synthetic = true;
   if (a.nsamples) r.calibration.nsamples = *a.nsamples;
@@ -283,6 +294,12 @@ void add_quantize_command(CLI::App& app, GlobalOptions& g) {
   cmd->add_flag("--act-order", a->act_order, "GPTQ: columns in order of decreasing Hessian diagonal (desc_act)");
   cmd->add_flag("--static-groups", a->static_groups, "GPTQ: group grids from the unpermuted weights");
   cmd->add_option("--damp", a->damp, "GPTQ dampening: fraction of mean(diag H) added to the diagonal");
+  cmd->add_option("--device", a->device,
+                  "Where GPTQ runs: cpu, or cuda (the first CUDA GPU: the calibration Hessians are accumulated, "
+                  "factorised and swept there; the calibration forward stays on the CPU; needs a build with "
+                  "-DPTQ_WITH_CUDA=ON; linear grids only)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->default_str("cpu");
   cmd->add_option("--ignore", a->ignore, "Regex of module paths to keep floating point (repeatable)");
   cmd->add_option("--act-bits", a->act_bits, "Activation bits (enables activation quantization)")
       ->check(CLI::Range(2, 8));

@@ -18,7 +18,10 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -28,6 +31,7 @@
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/int_linear_cuda.h"
 #include "kernels/cuda/linear_cuda.h"
+#include "kernels/gptq_ops.h"
 #include "kernels/int_linear.h"
 #include "kernels/linear.h"
 
@@ -37,7 +41,7 @@ namespace k = ptq::kernels;
 namespace cu = ptq::kernels::cuda;
 
 struct Options {
-  bool quick = false, cpu_only = false;
+  bool quick = false, cpu_only = false, gptq_host_emulation = false;
   int repeats = 5;
 };
 
@@ -220,6 +224,69 @@ void cuda_layer_and_gemm(const Options& o) {
   }
 }
 
+// GPTQ's device solve on a 7B layer's shapes: the Hessian's xᵀx per 2048 calibration tokens, the damped factor for
+// each input width, and the sweep (blocks + lazy updates) per module shape; one cuda_gptq line each, then a
+// cuda_gptq_layer line: a decoder layer's solve (q/k/v share a Hessian, gate/up another, o and down their own).
+// With `ops` the host emulation (--gptq-host-emulation, the smoke test's check that this code runs) the times are the
+// emulation's, labelled so.
+void cuda_gptq(const Options& o, const std::unique_ptr<k::GptqOps>& ops) {
+  std::mt19937 rng(4);
+  const int64_t h = o.quick ? 256 : 4096, f = o.quick ? 688 : 11008, tokens = o.quick ? 256 : 2048;
+  auto on = [&](const std::vector<float>& v) {
+    std::shared_ptr<void> p = ops->alloc(v.size() * sizeof(float));
+    ops->to_device(p.get(), v.data(), v.size() * sizeof(float));
+    return p;
+  };
+  const bool device = std::strcmp(ops->name(), "cuda") == 0;
+  auto seconds = [&](const std::function<void()>& call) {
+    return time_call(call, device ? std::function<void()>(cu::synchronize) : [] {}, 1, 1);
+  };
+  std::map<int64_t, std::shared_ptr<void>> u_of;  // input width -> U
+  std::map<int64_t, double> factor_ms;
+  for (int64_t in : {h, f}) {
+    const std::shared_ptr<void> x = on(random_x(tokens, in, rng)), hess = ops->alloc(size_t(in * in) * sizeof(float)),
+                                work = ops->alloc(size_t(2 * in * in) * sizeof(double));
+    const float* xd = static_cast<const float*>(x.get());
+    const double hess_s = seconds([&] {
+      ops->gemm_at_b(in, in, tokens, 2.0f / float(tokens), xd, in, xd, in, 0.0f, static_cast<float*>(hess.get()), in);
+    });
+    std::shared_ptr<void> u = ops->alloc(size_t(in * in) * sizeof(float));
+    bool ok = false;
+    factor_ms[in] = 1e3 * seconds([&] {
+      // percdamp 0.01 of mean(diag H) = 2 E[x²] = 2 for these unit-variance inputs.
+      ok = ops->inverse_cholesky_upper(static_cast<const float*>(hess.get()), in, 0.01 * 2.0,
+                                       static_cast<double*>(work.get()), static_cast<float*>(u.get()));
+    });
+    if (!ok) throw std::runtime_error("cuda_gptq: the damped Hessian was not positive definite");
+    u_of[in] = u;
+    std::printf("{\"bench\":\"cuda_gptq\",\"ops\":\"%s\",\"step\":\"hessian+factor\",\"in\":%lld,\"tokens\":%lld,"
+                "\"hessian_ms\":%.3f,\"hessian_tflops\":%.2f,\"factor_ms\":%.1f}\n",
+                ops->name(), (long long)in, (long long)tokens, hess_s * 1e3, 2.0 * double(tokens) * double(in * in) / hess_s / 1e12,
+                factor_ms[in]);
+  }
+  std::map<std::pair<int64_t, int64_t>, double> sweep_ms;  // (in, out)
+  for (auto [in, out] : {std::pair{h, h}, std::pair{h, f}, std::pair{f, h}}) {
+    const int64_t width = o.quick ? 16 : 128, groups = in / width;  // 688 = 43 x 16
+    k::GptqSweepBuffers b = k::alloc_gptq_sweep(*ops, in, out, groups);
+    k::GptqSweep& v = b.view;
+    const std::vector<float> w = random_x(in, out, rng);
+    ops->to_device(v.wt, w.data(), w.size() * sizeof(float));
+    std::vector<int32_t> column_group(static_cast<size_t>(in));
+    for (int64_t i = 0; i < in; ++i) column_group[i] = int32_t(i / width);
+    ops->to_device(b.column_group.get(), column_group.data(), column_group.size() * sizeof(int32_t));
+    v.u = static_cast<const float*>(u_of[in].get());
+    v.width = width;
+    v.bits = 4;
+    const double s = seconds([&] { k::gptq_sweep(*ops, v); });
+    sweep_ms[{in, out}] = s * 1e3;
+    std::printf("{\"bench\":\"cuda_gptq\",\"ops\":\"%s\",\"step\":\"sweep\",\"in\":%lld,\"out\":%lld,\"grid\":\"%s\","
+                "\"sweep_ms\":%.1f}\n", ops->name(), (long long)in, (long long)out, o.quick ? "w4g16" : "w4g128", s * 1e3);
+  }
+  const double layer_ms = 3 * factor_ms[h] + factor_ms[f] + 4 * sweep_ms[{h, h}] + 2 * sweep_ms[{h, f}] + sweep_ms[{f, h}];
+  std::printf("{\"bench\":\"cuda_gptq_layer\",\"ops\":\"%s\",\"hidden\":%lld,\"ffn\":%lld,\"solve_ms\":%.1f,"
+              "\"solve_s_32_layers\":%.1f}\n", ops->name(), (long long)h, (long long)f, layer_ms, 32 * layer_ms / 1e3);
+}
+
 int cuda_check() {
   if (cu::device_count() == 0) {
     std::printf("%s\n", cu::unavailable_reason().c_str());
@@ -235,8 +302,9 @@ int usage() {
   std::fprintf(stderr,
                "usage: ptq_kernel_bench --cuda-check\n"
                "       ptq_kernel_bench [--quick] [--cpu-only] [--repeats N]\n"
+               "       ptq_kernel_bench --quick --gptq-host-emulation   (cuda_gptq on the CPU emulation: checks it runs)\n"
                "JSON lines on stdout: machine, cpu_gemv, and where a CUDA device is present cuda_gemv, cuda_gemm,\n"
-               "cuda_layer (see apps/kernel_bench.cpp).\n");
+               "cuda_layer, cuda_gptq, cuda_gptq_layer (see apps/kernel_bench.cpp).\n");
   return 2;
 }
 
@@ -249,6 +317,8 @@ int main(int argc, char** argv) {
     if (a == "--cuda-check" && argc == 2) return cuda_check();
     if (a == "--quick") {
       o.quick = true;
+    } else if (a == "--gptq-host-emulation") {
+      o.gptq_host_emulation = true;
     } else if (a == "--cpu-only") {
       o.cpu_only = true;
     } else if (a == "--repeats" && i + 1 < argc) {
@@ -258,12 +328,18 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (o.gptq_host_emulation) {
+      if (!o.quick) return usage();
+      cuda_gptq(o, k::cuda_gptq_host_emulation());
+      return 0;
+    }
     machine(o);
     cpu_gemv(o);
     if (!o.cpu_only && cu::device_count() > 0) {
       const cu::DeviceInfo dev = cu::device_info(0);
       cuda_gemv(o, dev);
       cuda_layer_and_gemm(o);
+      cuda_gptq(o, k::cuda_gptq_ops());
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ptq_kernel_bench: %s\n", e.what());

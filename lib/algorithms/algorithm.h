@@ -15,6 +15,11 @@ namespace ptq {
 
 // GPTQ settings (quantize_config.json's damp_percent, desc_act, static_groups); ignored by algorithms without
 // a Hessian.
+// Where GPTQ's solve runs (ptq quantize --device): the CPU (ATen), or the first CUDA device (gptq_quantize_on).
+// CudaHostEmulation runs the CUDA path's kernels one thread at a time on the CPU (kernels/gptq_ops.h): slow, no
+// flag selects it; the tests run the whole device pipeline with it where no GPU is present.
+enum class GptqDevice { Cpu, Cuda, CudaHostEmulation };
+
 struct GptqOptions {
   double percdamp = 0.01;      // lambda = percdamp * mean(diag H); raised automatically when Cholesky fails
   bool act_order = false;      // desc_act: quantize columns in order of decreasing H_ii
@@ -24,6 +29,7 @@ struct GptqOptions {
   // importance-weighted search with diag(H)/2 (llama-quantize --imatrix's rounding; true) or from its unweighted
   // reference search (plain llama-quantize's; false). Recipe key weights.gguf_scales: imatrix | reference.
   bool ggml_importance = true;
+  GptqDevice device = GptqDevice::Cpu;  // a run option, not part of the recipe: the result is the same algorithm's
 };
 
 struct LinearQuantRequest {

@@ -14,6 +14,7 @@
 #include "io/gguf.h"
 #include "io/gguf_kquants.h"
 #include "io/safetensors.h"
+#include "kernels/gptq_ops.h"
 
 namespace ptq {
 
@@ -131,74 +132,183 @@ void zero_dead_columns(at::Tensor& w, at::Tensor& h) {
   w.masked_fill_(dead.unsqueeze(0), 0);
 }
 
-}  // namespace
+// Steps 1-3 and 7, shared by the CPU sweep and the device sweep.
+struct SweepSetup {
+  at::Tensor wt, h;  // W^T [in, out] and H [in, in], dead columns zeroed, in sweep order (act-order's permutation)
+  int64_t out = 0, in = 0, width = 0, groups = 0;
+  bool per_tensor = false, static_groups = false;
+  std::vector<GridTensors> fixed;  // static groups' grids, natural group order
+  std::vector<int64_t> perm;       // sweep position -> input column
+};
 
-LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
+SweepSetup prepare_sweep(const LinearQuantRequest& rq) {
   auto [w, h] = checked_inputs(rq);
   const WeightQuantSpec& spec = rq.spec;
-  const GptqOptions& opt = rq.gptq;
-  const int64_t out = w.size(0), in = w.size(1), width = group_width(spec, in), groups = group_count(spec, in);
-  const bool per_tensor = spec.group_size == kPerTensor;
-  const bool static_groups = opt.static_groups && spec.group_size > 0;
-
+  SweepSetup s;
+  s.out = w.size(0);
+  s.in = w.size(1);
+  s.width = group_width(spec, s.in);
+  s.groups = group_count(spec, s.in);
+  s.per_tensor = spec.group_size == kPerTensor;
+  s.static_groups = rq.gptq.static_groups && spec.group_size > 0;
   zero_dead_columns(w, h);
   // Work on W^T [in, out]: column i of W is the contiguous row i, and its update is a rank-1 addr_.
-  at::Tensor wt = w.t().contiguous();
+  s.wt = w.t().contiguous();
+  // 3. Static groups' grids, before any update.
+  if (s.static_groups)
+    for (int64_t g = 0; g < s.groups; ++g)
+      s.fixed.push_back(find_grid(s.wt.slice(0, g * s.width, (g + 1) * s.width).t(), spec.bits, spec.sym, spec.mse));
+  s.perm.resize(s.in);
+  std::iota(s.perm.begin(), s.perm.end(), 0);
+  if (rq.gptq.act_order) {
+    const at::Tensor p = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    std::copy_n(p.data_ptr<int64_t>(), s.in, s.perm.begin());
+    s.wt = s.wt.index_select(0, p);
+    h = h.index_select(0, p).index_select(1, p);
+  }
+  s.h = h.contiguous();
+  return s;
+}
 
-  // 3. Grids, stored [G, out] while sweeping; static groups are computed here, before any update.
-  at::Tensor scales = at::empty({groups, out}), zeros = at::empty({groups, out});
+// The per-tensor grid: computed at column 0 from the whole (not yet updated) weight, stored on every row.
+GridTensors per_tensor_grid(const SweepSetup& s, const WeightQuantSpec& spec) {
+  const GridTensors g = find_grid(s.wt.reshape({1, -1}), spec.bits, spec.sym, spec.mse);
+  return {g.scale.expand({s.out}), g.inv_scale.expand({s.out}), g.zero.expand({s.out})};
+}
+
+// 7. codes [in, out] and grids [G, out] in sweep order -> the weight in column order.
+QuantizedWeight finish_sweep(const SweepSetup& s, const WeightQuantSpec& spec, const at::Tensor& codes,
+                             const at::Tensor& scales, const at::Tensor& zeros) {
+  std::vector<int64_t> inv(s.in);
+  for (int64_t j = 0; j < s.in; ++j) inv[s.perm[j]] = j;
+  QuantizedWeight qw;
+  qw.spec = spec;
+  qw.q = codes.index_select(0, at::tensor(inv, at::kLong)).t().to(at::kByte).contiguous();
+  qw.scales = scales.t().contiguous();
+  qw.zeros = zeros.t().to(at::kInt).contiguous();
+  qw.g_idx = at::tensor(group_index(s.static_groups, s.perm, s.width), at::kInt);
+  return qw;
+}
+
+LinearQuantResult gptq_quantize_cpu(const LinearQuantRequest& rq) {
+  SweepSetup s = prepare_sweep(rq);
+  const WeightQuantSpec& spec = rq.spec;
+  const int64_t out = s.out, in = s.in, width = s.width;
+  at::Tensor scales = at::empty({s.groups, out}), zeros = at::empty({s.groups, out});
   auto store_grid = [&](int64_t group, const GridTensors& g) {
     scales[group].copy_(g.scale);
     zeros[group].copy_(g.zero);
   };
-  std::vector<GridTensors> fixed;
-  if (static_groups)
-    for (int64_t g = 0; g < groups; ++g) {
-      fixed.push_back(find_grid(wt.slice(0, g * width, (g + 1) * width).t(), spec.bits, spec.sym, spec.mse));
-      store_grid(g, fixed.back());
-    }
-  std::vector<int64_t> perm(in);
-  std::iota(perm.begin(), perm.end(), 0);
-  if (opt.act_order) {
-    const at::Tensor p = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
-    std::copy_n(p.data_ptr<int64_t>(), in, perm.begin());
-    wt = wt.index_select(0, p);
-    h = h.index_select(0, p).index_select(1, p);
-  }
+  for (int64_t g = 0; g < static_cast<int64_t>(s.fixed.size()); ++g) store_grid(g, s.fixed[g]);
 
   // 4-5.
   LinearQuantResult result;
-  const at::Tensor u = inverse_cholesky_upper(h, rq, result.warning).contiguous();  // LAPACK returns it column-major
+  const at::Tensor u = inverse_cholesky_upper(s.h, rq, result.warning).contiguous();  // LAPACK returns it column-major
 
   // 6. A group's grid is computed at its first column, from its current weights.
   at::Tensor codes = at::empty({in, out});
   GridTensors grid;
-  result.loss = gptq_sweep(wt, u, opt.block_size, [&](int64_t i, const at::Tensor& col, const CurrentRows& current) {
-    if (starts_group(static_groups, i, width)) {
-      const at::Tensor cur = current(per_tensor ? in : std::min(i + width, in));
-      grid = per_tensor ? find_grid(cur.reshape({1, -1}), spec.bits, spec.sym, spec.mse)
-                        : find_grid(cur.t(), spec.bits, spec.sym, spec.mse);
-      if (per_tensor) grid = {grid.scale.expand({out}), grid.inv_scale.expand({out}), grid.zero.expand({out})};
+  result.loss = gptq_sweep(s.wt, u, rq.gptq.block_size, [&](int64_t i, const at::Tensor& col, const CurrentRows& current) {
+    if (s.per_tensor && i == 0) {
+      grid = per_tensor_grid(s, spec);
+      store_grid(0, grid);
+    } else if (starts_group(s.static_groups, i, width) && !s.per_tensor) {
+      grid = find_grid(current(std::min(i + width, in)).t(), spec.bits, spec.sym, spec.mse);
       store_grid(i / width, grid);
-    } else if (static_groups) {
-      grid = fixed[perm[i] / width];
+    } else if (s.static_groups) {
+      grid = s.fixed[s.perm[i] / width];
     }
     const at::Tensor q = quantize_codes(col, grid, spec.bits);
     codes[i].copy_(q);
     return dequantize_codes(q, grid);
   });
-
-  // 7. Undo the permutation.
-  std::vector<int64_t> inv(in);
-  for (int64_t j = 0; j < in; ++j) inv[perm[j]] = j;
-  const at::Tensor invperm = at::tensor(inv, at::kLong);
-  QuantizedWeight& qw = result.weight;
-  qw.spec = spec;
-  qw.q = codes.index_select(0, invperm).t().to(at::kByte).contiguous();
-  qw.scales = scales.t().contiguous();
-  qw.zeros = zeros.t().to(at::kInt).contiguous();
-  qw.g_idx = at::tensor(group_index(static_groups, perm, width), at::kInt);
+  result.weight = finish_sweep(s, spec, codes, scales, zeros);
   return result;
+}
+
+}  // namespace
+
+LinearQuantResult gptq_quantize_on(kernels::GptqOps& ops, const LinearQuantRequest& rq) {
+  SweepSetup s = prepare_sweep(rq);
+  const WeightQuantSpec& spec = rq.spec;
+  const int64_t out = s.out, in = s.in;
+  auto upload = [&](const at::Tensor& t) {
+    const at::Tensor c = t.contiguous();
+    std::shared_ptr<void> p = ops.alloc(c.nbytes());
+    ops.to_device(p.get(), c.data_ptr(), c.nbytes());
+    return p;
+  };
+  auto download = [&](const std::shared_ptr<void>& p, at::Tensor t) {
+    ops.to_host(t.data_ptr(), p.get(), t.nbytes());
+    return t;
+  };
+
+  // 4-5. U from the damped Hessian, raising percdamp on failure.
+  LinearQuantResult result;
+  std::shared_ptr<void> u = ops.alloc(static_cast<size_t>(in * in) * sizeof(float));
+  {
+    const std::shared_ptr<void> h = upload(s.h);
+    const std::shared_ptr<void> work = ops.alloc(static_cast<size_t>(2 * in * in) * sizeof(double));
+    const double mean_diag = s.h.diagonal().mean().item<double>();
+    double p = rq.gptq.percdamp;
+    for (int attempt = 0;; ++attempt, p = next_percdamp(p)) {
+      if (ops.inverse_cholesky_upper(static_cast<const float*>(h.get()), in, p * mean_diag,
+                                     static_cast<double*>(work.get()), static_cast<float*>(u.get()))) {
+        if (attempt > 0) result.warning = damp_warning(rq.name, rq.gptq.percdamp, p);
+        break;
+      }
+      if (attempt == kDampRetries)
+        fail_input("{}: the Hessian is not positive definite even with percdamp {} (tried from {})", rq.name, p,
+                   rq.gptq.percdamp);
+    }
+  }
+
+  // 6. Grids given before the sweep (static groups, per tensor) or computed on the device at each group's start.
+  at::Tensor scale = at::ones({s.groups, out}), inv_scale = at::ones({s.groups, out}), zero = at::zeros({s.groups, out});
+  auto set_grid = [&](int64_t g, const GridTensors& grid) {
+    scale[g].copy_(grid.scale);
+    inv_scale[g].copy_(grid.inv_scale);
+    zero[g].copy_(grid.zero);
+  };
+  for (int64_t g = 0; g < static_cast<int64_t>(s.fixed.size()); ++g) set_grid(g, s.fixed[g]);
+  if (s.per_tensor) set_grid(0, per_tensor_grid(s, spec));
+  std::vector<int32_t> column_group(static_cast<size_t>(in));
+  for (int64_t i = 0; i < in; ++i)
+    column_group[i] = static_cast<int32_t>((s.static_groups ? s.perm[i] : i) / s.width);
+
+  kernels::GptqSweepBuffers b = kernels::alloc_gptq_sweep(ops, in, out, s.groups);
+  kernels::GptqSweep& v = b.view;
+  ops.to_device(v.wt, s.wt.data_ptr(), s.wt.nbytes());
+  ops.to_device(v.scale, scale.data_ptr(), scale.nbytes());
+  ops.to_device(v.inv_scale, inv_scale.data_ptr(), inv_scale.nbytes());
+  ops.to_device(v.zero, zero.data_ptr(), zero.nbytes());
+  ops.to_device(b.column_group.get(), column_group.data(), column_group.size() * sizeof(int32_t));
+  v.u = static_cast<const float*>(u.get());
+  v.width = s.width;
+  v.bits = spec.bits;
+  v.sym = spec.sym;
+  v.mse = spec.mse;
+  v.grids_at_starts = !s.static_groups && !s.per_tensor;
+  kernels::gptq_sweep(ops, v);
+
+  result.loss = download(b.loss, at::empty({out}, at::kDouble)).sum().item<double>();
+  result.weight = finish_sweep(s, spec, download(b.codes, at::empty({in, out}, at::kByte)),
+                               download(b.scale, scale), download(b.zero, zero));
+  return result;
+}
+
+std::shared_ptr<kernels::GptqOps> gptq_ops(GptqDevice device) {
+  switch (device) {
+    case GptqDevice::Cpu: return nullptr;
+    case GptqDevice::Cuda: return kernels::cuda_gptq_ops();
+    case GptqDevice::CudaHostEmulation: return kernels::cuda_gptq_host_emulation();
+  }
+  throw std::logic_error("gptq_ops: unknown device");
+}
+
+LinearQuantResult gptq_quantize(const LinearQuantRequest& rq) {
+  if (rq.gptq.device == GptqDevice::Cpu) return gptq_quantize_cpu(rq);
+  return gptq_quantize_on(*gptq_ops(rq.gptq.device), rq);
 }
 
 GgmlQuantResult gptq_ggml_quantize(const LinearQuantRequest& rq, GgmlType type) {
@@ -209,6 +319,9 @@ GgmlQuantResult gptq_ggml_quantize(const LinearQuantRequest& rq, GgmlType type) 
   if (in % ggml_type_traits(type).block_size != 0)
     fail_input("{}: rows of {} are not a multiple of {}'s block {}", rq.name, in, ggml_type_name(type),
                ggml_type_traits(type).block_size);
+  if (rq.gptq.device != GptqDevice::Cpu)
+    fail_input("{}: GPTQ on a GGUF block grid ({}) runs on the CPU only; drop --device cuda", rq.name,
+               ggml_type_name(type));
   if (rq.gptq.act_order)
     fail_input("{}: GGUF blocks hold columns in natural order; GPTQ on {} cannot use act_order", rq.name,
                ggml_type_name(type));

@@ -4,6 +4,7 @@
 #include <new>
 
 #include "kernels/backend.h"
+#include "kernels/host_memory.h"
 #include "kernels/linear.h"
 
 namespace ptq::kernels {
@@ -20,11 +21,7 @@ class CpuWeights final : public Backend::Weights {
 class CpuReferenceBackend final : public Backend {
  public:
   const char* name() const override { return "cpu-reference"; }
-  std::shared_ptr<void> alloc(size_t bytes) override {
-    void* p = std::calloc(bytes > 0 ? bytes : 1, 1);
-    if (p == nullptr) throw std::bad_alloc();
-    return std::shared_ptr<void>(p, std::free);
-  }
+  std::shared_ptr<void> alloc(size_t bytes) override { return host_alloc_zeroed(bytes); }
   void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void synchronize() override {}

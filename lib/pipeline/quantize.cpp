@@ -265,6 +265,7 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
     // RTN without calibration packs each module straight from its stored weight (quant/rtn_packed.h): the layer is
     // loaded (as fp32 tensors) only for a module that path does not take.
     const bool direct_rtn = recipe.method == "rtn" && !streamer;
+    const std::shared_ptr<kernels::GptqOps> gptq_device = gptq_ops(recipe.gptq.device);  // null: the CPU
     for (int64_t i = resume.layers_done(); i < cfg.n_layers; ++i) {
       std::optional<LayerWeights> layer;
       auto weights = [&]() -> LayerWeights& {
@@ -282,7 +283,8 @@ QuantizeReport quantize_model(Model& model, const QuantizeOptions& opts) {
           for (LinearId id : members) {
             const ActPoint point = act_point_of(id);
             if (!hessians.count(point))
-              hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input"));
+              hessians.emplace(point, HessianAccumulator(w[id].weight.size(1), plan[i].at(id).path + ".input",
+                                                        gptq_device));
           }
           LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x) {
             if (!is_first_consumer(cfg, id)) return;

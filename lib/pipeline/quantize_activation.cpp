@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "algorithms/gptq.h"
 #include "algorithms/migration.h"
 #include "calibration/calibrate.h"
 #include "calibration/data.h"
@@ -47,9 +48,10 @@ struct Collector {
 };
 
 // Runs layer `layer` with weights `w` over the calibration windows and returns the statistics of its inputs
-// (and, with `hessians`, their Hessians: out_h[point]).
+// (and, with `hessians`, their Hessians: out_h[point], accumulated on `device`, null for the CPU).
 LayerStats collect(const ModelConfig& cfg, LayerStreamer& streamer, int64_t layer, const LayerWeights& w,
-                   bool hessians, std::array<at::Tensor, kNumActPoints>* out_h) {
+                   bool hessians, std::array<at::Tensor, kNumActPoints>* out_h,
+                   const std::shared_ptr<kernels::GptqOps>& device = nullptr) {
   Collector c;
   const int64_t stride = std::max<int64_t>(1, streamer.tokens() / kSampleTokens);
   LinearInputHook hook = [&](int64_t, LinearId id, const at::Tensor& x3) {
@@ -72,7 +74,8 @@ LayerStats collect(const ModelConfig& cfg, LayerStreamer& streamer, int64_t laye
       c.samples[p].push_back(flat.index_select(0, at::arange(first, flat.size(0), stride, at::kLong)).clone());
     c.seen[p] += flat.size(0);
     if (hessians) {
-      if (!c.hessians[p]) c.hessians[p] = std::make_unique<HessianAccumulator>(in, act_point_name(act_point_of(id)));
+      if (!c.hessians[p])
+        c.hessians[p] = std::make_unique<HessianAccumulator>(in, act_point_name(act_point_of(id)), device);
       c.hessians[p]->add(x);
     }
   };
@@ -160,6 +163,7 @@ QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& op
     LayerStreamer streamer(model, calib, opts.batch);
 
     at::NoGradGuard no_grad;
+    const std::shared_ptr<kernels::GptqOps> gptq_device = gptq_ops(recipe.gptq.device);  // null: the CPU
     at::Tensor Q, H;
     const uint64_t down_seed = recipe.rotation.seed + 1;
     if (recipe.rotation.enabled) Q = random_hadamard(cfg.hidden, recipe.rotation.seed);
@@ -202,7 +206,9 @@ QuantizeReport quantize_model_activation(Model& model, const QuantizeOptions& op
       // needs Hessians, which the first pass does not collect).
       std::array<at::Tensor, kNumActPoints> hess;
       const bool rewritten = std::string(method.name) != "none";
-      const LayerStats st = rewritten || algo.needs_hessian ? collect(cfg, streamer, i, w, algo.needs_hessian, &hess) : before;
+      const LayerStats st = rewritten || algo.needs_hessian
+                                ? collect(cfg, streamer, i, w, algo.needs_hessian, &hess, gptq_device)
+                                : before;
 
       // Weights.
       std::array<std::vector<QuantizedModule>, kNumActPoints> by_point;

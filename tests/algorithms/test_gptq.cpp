@@ -16,44 +16,11 @@
 #include "io/gguf_kquants.h"
 #include "quant/hessian.h"
 #include "quant/metrics.h"
+#include "tests/algorithms/gptq_problem.h"
 
 using namespace ptq;
+using namespace ptq::test;
 
-namespace {
-
-struct Problem {
-  at::Tensor x;  // [tokens, in] calibration inputs
-  at::Tensor w;  // [out, in]
-  at::Tensor h;  // [in, in] from HessianAccumulator
-};
-
-// Correlated inputs, as a transformer's are: 16 latent factors mixed into every channel plus independent
-// noise, with per-channel scales spread over e^(+-1) so act-order has an order to find. Fed to the accumulator
-// as sequences of 64 tokens.
-Problem make_problem(int64_t out, int64_t in, int64_t tokens, uint64_t seed, int64_t dead_column = -1) {
-  at::manual_seed(seed);
-  at::Tensor x = (at::randn({tokens, 16}).mm(at::randn({16, in})) + at::randn({tokens, in})) *
-                 at::exp(0.5 * at::randn({1, in}));
-  if (dead_column >= 0) x.select(1, dead_column).zero_();
-  HessianAccumulator acc(in, "test");
-  for (int64_t t = 0; t < tokens; t += 64) acc.add(x.slice(0, t, std::min(t + 64, tokens)));
-  return {x, 0.1 * at::randn({out, in}), acc.hessian()};
-}
-
-LinearQuantRequest request(const Problem& p, WeightQuantSpec spec, GptqOptions opt = {}) {
-  return {"layers.0.mlp.up_proj", p.w, p.h, spec, opt};
-}
-
-// ||X W^T - X W_hat^T||^2, the quantity GPTQ minimises (up to the damping term).
-double output_error(const Problem& p, const QuantizedWeight& qw) {
-  return (p.x.to(at::kDouble).mm((dequantize(qw) - p.w).t().to(at::kDouble))).square().sum().item<double>();
-}
-
-double code_agreement(const QuantizedWeight& a, const QuantizedWeight& b) {
-  return a.q.eq(b.q).to(at::kDouble).mean().item<double>();
-}
-
-}  // namespace
 
 TEST_CASE("GPTQ's output error is below RTN's on correlated inputs", "[gptq]") {
   const Problem p = make_problem(64, 256, 2048, 1);
@@ -86,23 +53,8 @@ TEST_CASE("GPTQ's loss is 1/2 tr(dW H dW^T) with the damped Hessian", "[gptq]") 
 }
 
 TEST_CASE("GPTQ agrees with the unblocked double-precision reference", "[gptq]") {
-  // in = 288 with B = 128 gives blocks [0,128) [128,256) [256,288); groups of 96 start inside blocks and run
-  // past their ends, exercising the pending lazy update in the group grids.
   const Problem p = make_problem(32, 288, 1536, 3);
-  struct Case {
-    WeightQuantSpec spec;
-    GptqOptions opt;
-  };
-  const std::vector<Case> cases = {
-      {{4, kPerChannel, false, false}, {}},
-      {{4, 96, true, false}, {}},
-      {{4, 32, false, false}, {0.01, true, false, 128}},
-      {{3, 96, true, false}, {0.01, true, true, 128}},
-      {{4, 96, false, true}, {0.01, false, false, 64}},
-      {{8, kPerTensor, true, false}, {}},
-      {{2, 32, false, false}, {0.01, false, false, 5}},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : reference_cases()) {
     const LinearQuantResult fast = gptq_quantize(request(p, c.spec, c.opt));
     const LinearQuantResult ref = gptq_ref(request(p, c.spec, c.opt));
     const double agree = code_agreement(fast.weight, ref.weight);

@@ -64,6 +64,17 @@ expect_fail "quantize a quantized checkpoint" "already quantized" "$ptq" quantiz
 expect_fail "quantize impossible grid" "--bits/--group-size: 9 weight bits; expected 2 to 8" \
   "$ptq" quantize "$model" --recipe "$root/configs/w4a16-rtn.yaml" --bits 9 -o "$tmp/q3"
 [[ ! -e "$tmp/q3" ]] && ok || bad "a failed quantize left an output behind"
+expect_fail "quantize --device cuda with rtn" "method rtn has none" \
+  "$ptq" quantize "$model" --recipe w4a16-rtn --device cuda -o "$tmp/q3"
+expect_fail "quantize --device cuda on a GGUF grid" "GGUF block grid runs on the CPU only" \
+  "$ptq" quantize "$model" --recipe gguf-q4_k_m-gptq --device cuda -o "$tmp/q3"
+if [[ -z "$("$ptq" quantize --help | grep -e '--device')" ]]; then bad "quantize --help does not list --device"; else ok; fi
+# Without a GPU (every CI machine) GPTQ on the device stops with the reason before any work, writing nothing.
+if ! "$ptq" bench "$model" --device cuda --prompt 4 --gen 2 --repeats 1 >/dev/null 2>&1; then
+  expect_fail "quantize --device cuda without a device" "no CUDA device" \
+    "$ptq" quantize "$model" --recipe w4a16-gptq --device cuda -o "$tmp/q3"
+  [[ ! -e "$tmp/q3" ]] && ok || bad "a refused quantize --device cuda left an output behind"
+fi
 expect_fail "quantize malformed --grid" '--grid: "q4_0" is not a weight grid; expected w<bits 2..8>' \
   "$ptq" quantize "$model" --recipe w4a16-rtn --grid q4_0 -o "$tmp/q3"
 # Any grid the quantizer supports is accepted (issue 13: these were refused as "no weight format has ...").

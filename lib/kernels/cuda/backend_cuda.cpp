@@ -19,11 +19,7 @@ class CudaWeights final : public Backend::Weights {
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
-  std::shared_ptr<void> alloc(size_t bytes) override {
-    auto b = std::make_shared<cuda::Buffer>(bytes > 0 ? bytes : 1);
-    b->zero();
-    return std::shared_ptr<void>(b, b->data());
-  }
+  std::shared_ptr<void> alloc(size_t bytes) override { return cuda::alloc_zeroed(bytes); }
   void to_device(void* dst, const void* src, size_t bytes) override { cuda::copy_to_device(dst, src, bytes); }
   void to_host(void* dst, const void* src, size_t bytes) override { cuda::copy_to_host(dst, src, bytes); }
   void synchronize() override { cuda::synchronize(); }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -88,6 +89,14 @@ Buffer to_device(const T* src, size_t n) {
   Buffer b(n * sizeof(T));
   if (n > 0) b.upload(src, n * sizeof(T));
   return b;
+}
+
+// Zero-filled device memory of `bytes` bytes (at least 1) held by the returned pointer: the memory the backends
+// (backend.h, gptq_ops.h) hand out.
+inline std::shared_ptr<void> alloc_zeroed(size_t bytes) {
+  auto b = std::make_shared<Buffer>(bytes > 0 ? bytes : 1);
+  b->zero();
+  return std::shared_ptr<void>(b, b->data());
 }
 
 // Copies between host memory and device memory at raw device addresses (inside Buffers), synchronously.
