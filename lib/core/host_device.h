@@ -5,8 +5,10 @@
 
 #if defined(__CUDACC__)
 #define PTQ_HD __host__ __device__ __forceinline__
+#define PTQ_UNROLL _Pragma("unroll")  // before a loop of constant trip count whose arrays must stay in registers
 #else
 #define PTQ_HD inline
+#define PTQ_UNROLL
 #endif
 
 // a * b rounded once, never fused with a following add: nvcc contracts a * b + c into an FMA by default, the host

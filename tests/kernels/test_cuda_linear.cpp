@@ -7,7 +7,9 @@
 //    no CUDA device" where there is none.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
@@ -85,16 +87,29 @@ double tolerance(int64_t k, double abs_terms) {
   return 2.0 * (double(k) / 32 + 37) * std::ldexp(1.0, -24) * abs_terms + 1e-6;
 }
 
+// The tensor-core GEMM rounds both operands to fp16 first: each product is then off by at most 2 · 2^-11 + 2^-22 of
+// itself (fp16's unit roundoff 2^-11 per operand), or for an operand under fp16's normal range (2^-14) by its absolute
+// rounding 2^-25 times the other operand; the fp32 sum adds (k + 2) u as above.
+double fp16_operand_tolerance(int64_t k, double abs_terms, double abs_cross) {
+  return (2 * std::ldexp(1.0, -11) + std::ldexp(1.0, -22)) * abs_terms + std::ldexp(1.0, -25) * abs_cross +
+         double(k + 2) * std::ldexp(1.0, -24) * abs_terms + 1e-6;
+}
+
+// `fp16_operands`: got came from the tensor-core GEMM (F16, BF16 and quantized weights at more than 4 tokens).
 void compare_linear(const PackedWeights& w, const std::vector<float>& x, int64_t m, const std::vector<float>& got,
-                    const std::vector<float>& bias) {
+                    const std::vector<float>& bias, bool fp16_operands = false) {
   std::vector<float> want(size_t(m * w.n));
   linear_ref(w, x.data(), m, want.data(), bias.data());
   for (int64_t t = 0; t < m; ++t)
     for (int64_t r = 0; r < w.n; ++r) {
-      double abs_terms = 0;
-      for (int64_t c = 0; c < w.k; ++c) abs_terms += std::fabs(double(x[t * w.k + c]) * w.at(r, c));
-      INFO("token " << t << " row " << r << " of [" << w.n << ", " << w.k << "]");
-      REQUIRE(std::fabs(double(got[t * w.n + r]) - double(want[t * w.n + r])) <= tolerance(w.k, abs_terms));
+      double abs_terms = 0, abs_cross = 0;
+      for (int64_t c = 0; c < w.k; ++c) {
+        abs_terms += std::fabs(double(x[t * w.k + c]) * w.at(r, c));
+        abs_cross += std::fabs(double(x[t * w.k + c])) + std::fabs(double(w.at(r, c)));
+      }
+      INFO("token " << t << " row " << r << " of [" << w.n << ", " << w.k << "]" << (fp16_operands ? ", fp16" : ""));
+      const double tol = fp16_operands ? fp16_operand_tolerance(w.k, abs_terms, abs_cross) : tolerance(w.k, abs_terms);
+      REQUIRE(std::fabs(double(got[t * w.n + r]) - double(want[t * w.n + r])) <= tol);
     }
 }
 
@@ -127,8 +142,11 @@ struct IntCase {
   int64_t n, k, groups, m;
   bool per_token;
 };
-const IntCase kIntCases[] = {{37, 96, 3, 1, true}, {29, 200, 5, 3, false}, {70, 128, 1, 4, true},
-                             {65, 24, 2, 7, true}, {130, 264, 11, 70, false}};
+// GEMV (m <= 4), the dp4a GEMM (groups not whole 32-column steps) and the tensor-core GEMM (whole steps: 37 tokens of
+// groups of 32, 70 tokens of groups of 128, 5 tokens per channel), odd row and token counts.
+const IntCase kIntCases[] = {{37, 96, 3, 1, true},    {29, 200, 5, 3, false},  {70, 128, 1, 4, true},
+                             {65, 24, 2, 7, true},    {130, 264, 11, 70, false}, {70, 160, 5, 37, true},
+                             {130, 256, 2, 70, false}, {33, 64, 1, 5, true}};
 
 struct IntData {
   std::vector<int16_t> w, c;
@@ -149,6 +167,23 @@ IntData make_int(const IntCase& ic, std::mt19937& rng) {
   for (auto& v : d.s) v = step(rng);
   for (auto& v : d.a) v = step(rng);
   return d;
+}
+
+// mma.sync m16n8k32 (s8) on the CPU: A, B read back from the 32 lanes' fragments through the layout of
+// int_linear_common.h, d[lane][reg] += Σ_k A[row][k] · B[k][col] for the lane's C element.
+void mma_emulated(int32_t (&d)[32][4], const uint32_t (&a)[32][4], const uint32_t (&b)[32][2]) {
+  int8_t am[16][32] = {}, bm[32][8] = {};
+  for (int lane = 0; lane < 32; ++lane)
+    for (int byte = 0; byte < 4; ++byte) {
+      for (int reg = 0; reg < 4; ++reg)
+        am[cu::mma_a_row(lane, reg)][cu::mma_a_col(lane, reg) + byte] = int8_t(uint8_t(a[lane][reg] >> (8 * byte)));
+      for (int reg = 0; reg < 2; ++reg)
+        bm[cu::mma_b_row(lane, reg) + byte][cu::mma_b_col(lane)] = int8_t(uint8_t(b[lane][reg] >> (8 * byte)));
+    }
+  for (int lane = 0; lane < 32; ++lane)
+    for (int reg = 0; reg < 4; ++reg)
+      for (int k = 0; k < 32; ++k)
+        d[lane][reg] += int32_t(am[cu::mma_c_row(lane, reg)][k]) * int32_t(bm[k][cu::mma_c_col(lane, reg)]);
 }
 
 }  // namespace
@@ -206,6 +241,75 @@ TEST_CASE("cuda linear, host emulation: the GEMV's lanes and the GEMM's tiles su
   }
 }
 
+TEST_CASE("cuda linear, host emulation: the tensor-core GEMM's tiles and fragments sum to linear_ref", "[cuda-host]") {
+  std::mt19937 rng(15);
+  const auto all = all_weights(rng);
+  for (const PackedWeights& w : all->weights) {
+    const cu::WeightsView v = host_view(w);
+    if (!cu::hmma_takes(v)) continue;
+    const std::vector<float> bias = random_vec(size_t(w.n), rng);
+    for (int64_t m : {5, 70}) {
+      const std::vector<float> x = random_vec(size_t(m * w.k), rng), xp = gather(w, v, x, m);
+      const int64_t xw = cu::xp_width(v);
+      std::vector<float> y(size_t(m * w.n), NAN);
+      // hmma_kernel's grid, staging loop and warps; the lanes of a warp side by side around each mma, which the
+      // emulation computes from the matrices rebuilt out of the fragments (sums in double: the device's fp32
+      // accumulation is within the tolerance's (k + 2) u of it).
+      for (int64_t rb = 0; rb < w.n; rb += cu::kMmaBlockRows)
+        for (int64_t tb = 0; tb < m; tb += cu::kMmaBlockTokens) {
+          static double acc[4][32][2][4][4];
+          std::memset(acc, 0, sizeof acc);
+          std::vector<uint16_t> ws(size_t(cu::kMmaBlockRows * cu::kHmmaStride)), xs(ws.size());
+          for (int64_t j0 = 0; j0 < xw; j0 += cu::kHmmaTileK) {
+            for (int e = 0; e < cu::kMmaBlockRows * cu::kHmmaTileK; ++e) {
+              const int row = e / cu::kHmmaTileK, jj = e % cu::kHmmaTileK;
+              ws[row * cu::kHmmaStride + jj] = cu::hmma_weight(v, rb + row, j0 + jj, xw);
+              xs[row * cu::kHmmaStride + jj] = cu::hmma_x(xp.data(), m, xw, tb + row, j0 + jj);
+            }
+            for (int warp = 0; warp < cu::kMmaThreads / 32; ++warp) {
+              const int wr = (warp % 2) * cu::kMmaWarpRows, wt = (warp / 2) * cu::kMmaWarpTokens;
+              for (int kk = 0; kk < cu::kHmmaTileK; kk += 16) {
+                std::vector<cu::HmmaFragments> f(32);
+                for (int lane = 0; lane < 32; ++lane)
+                  cu::load_hmma_fragments(ws.data(), xs.data(), wr, wt, kk, lane, f[lane]);
+                for (int i = 0; i < 2; ++i)
+                  for (int j = 0; j < 4; ++j) {
+                    float am[16][16], bm[16][8];
+                    for (int lane = 0; lane < 32; ++lane)
+                      for (int half = 0; half < 2; ++half) {
+                        for (int reg = 0; reg < 4; ++reg)
+                          am[cu::mma_a_row(lane, reg)][cu::hmma_a_col(lane, reg) + half] =
+                              ptq::fp16_to_f32(uint16_t(f[lane].a[i][reg] >> (16 * half)));
+                        for (int reg = 0; reg < 2; ++reg)
+                          bm[cu::hmma_b_row(lane, reg) + half][cu::mma_b_col(lane)] =
+                              ptq::fp16_to_f32(uint16_t(f[lane].b[j][reg] >> (16 * half)));
+                      }
+                    for (int lane = 0; lane < 32; ++lane)
+                      for (int reg = 0; reg < 4; ++reg)
+                        for (int k = 0; k < 16; ++k)
+                          acc[warp][lane][i][j][reg] +=
+                              double(am[cu::mma_c_row(lane, reg)][k]) * bm[k][cu::mma_c_col(lane, reg)];
+                  }
+              }
+            }
+          }
+          for (int warp = 0; warp < cu::kMmaThreads / 32; ++warp) {
+            const int wr = (warp % 2) * cu::kMmaWarpRows, wt = (warp / 2) * cu::kMmaWarpTokens;
+            for (int lane = 0; lane < 32; ++lane) {
+              float a32[2][4][4];
+              for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 4; ++j)
+                  for (int reg = 0; reg < 4; ++reg) a32[i][j][reg] = float(acc[warp][lane][i][j][reg]);
+              cu::store_hmma_tile(a32, w.n, m, rb + wr, tb + wt, bias.data(), lane, y.data());
+            }
+          }
+        }
+      INFO("tensor-core GEMM, kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
+      compare_linear(w, x, m, y, bias, /*fp16_operands=*/true);
+    }
+  }
+}
+
 TEST_CASE("cuda int_linear, host emulation: dp4a group sums and the epilogue equal int_linear_ref bit for bit",
           "[cuda-host]") {
   std::mt19937 rng(13);
@@ -236,6 +340,91 @@ TEST_CASE("cuda int_linear, host emulation: dp4a group sums and the epilogue equ
     REQUIRE(got == want);
   }
 }
+
+
+TEST_CASE("cuda mma fragment layouts (s8 m16n8k32, f16 m16n8k16) cover each matrix element exactly once",
+          "[cuda-host]") {
+  int a[16][32] = {}, b[32][8] = {}, c[16][8] = {}, ha[16][16] = {}, hb[16][8] = {};
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int reg = 0; reg < 4; ++reg) {
+      for (int byte = 0; byte < 4; ++byte) ++a[cu::mma_a_row(lane, reg)][cu::mma_a_col(lane, reg) + byte];
+      for (int half = 0; half < 2; ++half) ++ha[cu::mma_a_row(lane, reg)][cu::hmma_a_col(lane, reg) + half];
+      ++c[cu::mma_c_row(lane, reg)][cu::mma_c_col(lane, reg)];
+    }
+    for (int reg = 0; reg < 2; ++reg) {
+      for (int byte = 0; byte < 4; ++byte) ++b[cu::mma_b_row(lane, reg) + byte][cu::mma_b_col(lane)];
+      for (int half = 0; half < 2; ++half) ++hb[cu::hmma_b_row(lane, reg) + half][cu::mma_b_col(lane)];
+    }
+  }
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 32; ++k) REQUIRE(a[r][k] == 1);
+  for (int k = 0; k < 32; ++k)
+    for (int t = 0; t < 8; ++t) REQUIRE(b[k][t] == 1);
+  for (int r = 0; r < 16; ++r)
+    for (int t = 0; t < 8; ++t) REQUIRE(c[r][t] == 1);
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) REQUIRE(ha[r][k] == 1);
+  for (int k = 0; k < 16; ++k)
+    for (int t = 0; t < 8; ++t) REQUIRE(hb[k][t] == 1);
+}
+
+TEST_CASE("cuda int_linear, host emulation: the tensor-core GEMM's warps equal int_linear_ref bit for bit",
+          "[cuda-host]") {
+  std::mt19937 rng(14);
+  int tested = 0;
+  for (const IntCase& ic : kIntCases) {
+    const int64_t kd = ic.k / 4;
+    if (ic.m <= 4 || !cu::int_mma_supports(kd, ic.groups)) continue;
+    ++tested;
+    const IntData d = make_int(ic, rng);
+    const IntWeights w{d.w.data(), d.s.data(), ic.n, ic.k, ic.groups};
+    const IntActivations x{d.c.data(), d.a.data(), ic.m, ic.per_token};
+    std::vector<float> bias = random_vec(size_t(ic.n), rng), want(size_t(ic.m * ic.n)), got(want.size(), NAN);
+    int_linear_ref(w, x, want.data(), bias.data());
+    std::vector<int8_t> wb(d.w.begin(), d.w.end()), cb(d.c.begin(), d.c.end());
+    const auto* ww = reinterpret_cast<const uint32_t*>(wb.data());
+    const auto* cw = reinterpret_cast<const uint32_t*>(cb.data());
+    const int64_t gd = kd / ic.groups;
+    // int_mma_kernel's grid, warps and loops, the lanes of a warp side by side around each mma.
+    for (int64_t bx = 0; bx * cu::kMmaBlockRows < ic.n; ++bx)
+      for (int64_t by = 0; by * cu::kMmaBlockTokens < ic.m; ++by)
+        for (int warp = 0; warp < cu::kMmaThreads / 32; ++warp) {
+          const int64_t r0 = bx * cu::kMmaBlockRows + (warp % 2) * cu::kMmaWarpRows;
+          const int64_t t0 = by * cu::kMmaBlockTokens + (warp / 2) * cu::kMmaWarpTokens;
+          static int32_t acc[32][2][4][4];
+          static double sum[32][2][4][4];
+          std::memset(acc, 0, sizeof acc);
+          std::memset(sum, 0, sizeof sum);
+          std::vector<cu::MmaFragments> f(32);
+          for (int64_t g = 0; g < ic.groups; ++g) {
+            for (int64_t d0 = g * gd; d0 < (g + 1) * gd; d0 += 8) {
+              for (int lane = 0; lane < 32; ++lane)
+                cu::load_mma_fragments(ww, ic.n, cw, ic.m, kd, r0, t0, 4 * d0, lane, f[lane]);
+              for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 4; ++j) {
+                  uint32_t a[32][4], b[32][2];
+                  int32_t dd[32][4];
+                  for (int lane = 0; lane < 32; ++lane) {
+                    std::copy_n(f[lane].a[i], 4, a[lane]);
+                    std::copy_n(f[lane].b[j], 2, b[lane]);
+                    std::copy_n(acc[lane][i][j], 4, dd[lane]);
+                  }
+                  mma_emulated(dd, a, b);
+                  for (int lane = 0; lane < 32; ++lane) std::copy_n(dd[lane], 4, acc[lane][i][j]);
+                }
+            }
+            for (int lane = 0; lane < 32; ++lane)
+              cu::fold_mma_group(acc[lane], sum[lane], d.s.data(), ic.n, ic.groups, g, r0, lane);
+          }
+          for (int lane = 0; lane < 32; ++lane)
+            cu::store_mma_tile(sum[lane], ic.n, ic.m, r0, t0, d.a.data(), ic.per_token, bias.data(), lane, got.data());
+        }
+    INFO("n " << ic.n << " k " << ic.k << " groups " << ic.groups << " m " << ic.m);
+    REQUIRE(got == want);
+  }
+  REQUIRE(tested == 3);
+}
+
 
 TEST_CASE("cuda int_linear refuses weights that do not fit a byte or a dword group", "[cuda-host]") {
   std::vector<int16_t> w(8 * 12, 1);
@@ -272,7 +461,7 @@ TEST_CASE("cuda linear equals linear_ref on odd sizes, every grid, float kinds, 
       std::vector<float> y(size_t(m * w.n));
       cu::linear_host(dw, x.data(), m, y.data(), bias.data());
       INFO("kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
-      compare_linear(w, x, m, y, bias);
+      compare_linear(w, x, m, y, bias, m > 4 && w.kind != WeightKind::F32);
     }
   }
 }

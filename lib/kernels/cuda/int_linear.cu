@@ -84,6 +84,36 @@ __global__ void int_gemm_kernel(const uint32_t* w, const float* s, int64_t n, in
     }
 }
 
+__device__ __forceinline__ void mma_s8(int32_t (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// int_linear_common.h's tensor-core GEMM: each warp 32 rows x 32 tokens, fragments loaded from global memory (the
+// L1 serves the block's reuse), every group's int32 sums exact, the double epilogue as the reference's.
+__global__ void __launch_bounds__(kMmaThreads) int_mma_kernel(const uint32_t* w, const float* s, int64_t n, int64_t kd,
+                                                              int64_t groups, const uint32_t* c, const float* a,
+                                                              int64_t m, bool per_token, float* y, const float* bias) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t r0 = int64_t(blockIdx.x) * kMmaBlockRows + (warp % 2) * kMmaWarpRows;
+  const int64_t t0 = int64_t(blockIdx.y) * kMmaBlockTokens + (warp / 2) * kMmaWarpTokens;
+  const int64_t gd = kd / groups;
+  int32_t acc[2][4][4] = {};
+  double sum[2][4][4] = {};
+  MmaFragments f;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t d0 = g * gd; d0 < (g + 1) * gd; d0 += 8) {
+      load_mma_fragments(w, n, c, m, kd, r0, t0, 4 * d0, lane, f);
+      PTQ_UNROLL for (int i = 0; i < 2; ++i)
+        PTQ_UNROLL for (int j = 0; j < 4; ++j) mma_s8(acc[i][j], f.a[i], f.b[j]);
+    }
+    fold_mma_group(acc, sum, s, n, groups, g, r0, lane);
+  }
+  store_mma_tile(sum, n, m, r0, t0, a, per_token, bias, lane, y);
+}
+
 }  // namespace
 
 DeviceIntWeights upload(const IntWeights& w) {
@@ -117,6 +147,13 @@ void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int6
                                                                           y, bias);
     });
     check_launch("int_gemv");
+    return;
+  }
+  if (int_mma_supports(kd, w.groups)) {
+    const dim3 grid(unsigned((w.n + kMmaBlockRows - 1) / kMmaBlockRows),
+                    unsigned((m + kMmaBlockTokens - 1) / kMmaBlockTokens));
+    int_mma_kernel<<<grid, kMmaThreads, 0, st>>>(wd, sd, w.n, kd, w.groups, cd, a, m, per_token, y, bias);
+    check_launch("int_mma");
     return;
   }
   const dim3 grid(unsigned((w.n + kTileN - 1) / kTileN), unsigned((m + kTileM - 1) / kTileM));

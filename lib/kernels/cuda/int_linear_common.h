@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/host_device.h"
+#include "kernels/cuda/mma_layout.h"
 
 namespace ptq::kernels::cuda {
 
@@ -47,5 +48,56 @@ PTQ_HD float epilogue_finish(double sum, float a, const float* bias, int64_t r) 
 #endif
   return bias != nullptr ? v + bias[r] : v;
 }
+
+// ---- tensor cores: mma.sync m16n8k32, s8 x s8 -> s32 (sm_80 and later) --------------------------------------------
+//
+// The int_linear GEMM on tensor cores multiplies weight rows (A, 16 x 32, row-major) by token codes (B, 32 x 8,
+// "col": column t is token t's 32 codes), both read as dwords straight from their row-major byte layouts (fragment
+// layouts: mma_layout.h).
+
+// Dword k / 4 of row `row` of a [rows, kd dwords] matrix (columns k .. k + 3), 0 past the last row.
+PTQ_HD uint32_t fragment_dword(const uint32_t* m, int64_t kd, int64_t rows, int64_t row, int64_t k) {
+  return row < rows ? m[row * kd + k / 4] : 0u;
+}
+
+// A warp's fragments for one 32-column step at column k0: rows r0 .. r0 + 31 (two A tiles), tokens t0 .. t0 + 31
+// (four B tiles).
+struct MmaFragments {
+  uint32_t a[2][4], b[4][2];
+};
+PTQ_HD void load_mma_fragments(const uint32_t* w, int64_t n, const uint32_t* c, int64_t m, int64_t kd, int64_t r0,
+                               int64_t t0, int64_t k0, int lane, MmaFragments& f) {
+  PTQ_UNROLL for (int i = 0; i < 2; ++i)
+    PTQ_UNROLL for (int reg = 0; reg < 4; ++reg)
+      f.a[i][reg] = fragment_dword(w, kd, n, r0 + 16 * i + mma_a_row(lane, reg), k0 + mma_a_col(lane, reg));
+  PTQ_UNROLL for (int j = 0; j < 4; ++j)
+    PTQ_UNROLL for (int reg = 0; reg < 2; ++reg)
+      f.b[j][reg] = fragment_dword(c, kd, m, t0 + 8 * j + mma_b_col(lane), k0 + mma_b_row(lane, reg));
+}
+
+// At a group's end: each accumulator's exact int32 sum folded into its double sum with the row's step, then zeroed.
+PTQ_HD void fold_mma_group(int32_t (&acc)[2][4][4], double (&sum)[2][4][4], const float* s, int64_t n, int64_t groups,
+                           int64_t g, int64_t r0, int lane) {
+  PTQ_UNROLL for (int i = 0; i < 2; ++i)
+    PTQ_UNROLL for (int j = 0; j < 4; ++j)
+      PTQ_UNROLL for (int reg = 0; reg < 4; ++reg) {
+        const int64_t r = r0 + 16 * i + mma_c_row(lane, reg);
+        sum[i][j][reg] = epilogue_add(sum[i][j][reg], r < n ? s[r * groups + g] : 0.0f, acc[i][j][reg]);
+        acc[i][j][reg] = 0;
+      }
+}
+
+PTQ_HD void store_mma_tile(const double (&sum)[2][4][4], int64_t n, int64_t m, int64_t r0, int64_t t0, const float* a,
+                           bool per_token, const float* bias, int lane, float* y) {
+  PTQ_UNROLL for (int i = 0; i < 2; ++i)
+    PTQ_UNROLL for (int j = 0; j < 4; ++j)
+      PTQ_UNROLL for (int reg = 0; reg < 4; ++reg) {
+        const int64_t r = r0 + 16 * i + mma_c_row(lane, reg), t = t0 + 8 * j + mma_c_col(lane, reg);
+        if (r < n && t < m) y[t * n + r] = epilogue_finish(sum[i][j][reg], per_token ? a[t] : a[0], bias, r);
+      }
+}
+
+// Whether the tensor-core GEMM takes a weight of kd dwords in `groups` groups: whole 32-column steps per group.
+PTQ_HD bool int_mma_supports(int64_t kd, int64_t groups) { return (kd / groups) % 8 == 0; }
 
 }  // namespace ptq::kernels::cuda

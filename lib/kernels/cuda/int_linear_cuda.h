@@ -5,8 +5,11 @@
 // [m] (per token) or [1]. Groups are whole dwords (k / groups a multiple of 4). Kernels (int_linear.cu):
 //   gemv  m <= 4: one warp per output row; for each group the lanes take its dwords in turn (group_partial), the warp
 //         sums them with shuffles (exact), lane 0 runs the epilogue
-//   gemm  m > 4: 64 x 64 output tiles over 8-dword slices in shared memory; each thread keeps 4 x 4 int32 group sums
-//         and folds them into its double sums at every group boundary
+//   mma   m > 4, groups of whole 32-column steps: tensor cores (mma.sync m16n8k32 s8); a warp 32 rows x 32 tokens
+//         (2 x 4 mma tiles), fragments read as dwords from the row-major bytes, each group's int32 sums folded into
+//         double sums at its end (layout and helpers in int_linear_common.h)
+//   gemm  m > 4, other groups: 64 x 64 output tiles over 8-dword slices in shared memory; each thread keeps 4 x 4
+//         int32 group sums (dp4a) and folds them into its double sums at every group boundary
 #pragma once
 
 #include <cstdint>

@@ -76,6 +76,41 @@ __global__ void gemm_kernel(WeightsView w, const float* xp, int64_t m, float* y,
     }
 }
 
+__device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// linear_common.h's tensor-core GEMM.
+__global__ void __launch_bounds__(kMmaThreads) hmma_kernel(WeightsView w, const float* xp, int64_t m, float* y,
+                                                           const float* bias) {
+  __shared__ __align__(16) uint16_t ws[kMmaBlockRows * kHmmaStride];
+  __shared__ __align__(16) uint16_t xs[kMmaBlockTokens * kHmmaStride];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t rb = int64_t(blockIdx.x) * kMmaBlockRows, tb = int64_t(blockIdx.y) * kMmaBlockTokens;
+  const int wr = (warp % 2) * kMmaWarpRows, wt = (warp / 2) * kMmaWarpTokens;
+  const int64_t xw = xp_width(w);
+  float acc[2][4][4] = {};
+  HmmaFragments f;
+  for (int64_t j0 = 0; j0 < xw; j0 += kHmmaTileK) {
+    for (int e = threadIdx.x; e < kMmaBlockRows * kHmmaTileK; e += kMmaThreads) {
+      const int row = e / kHmmaTileK, jj = e % kHmmaTileK;
+      ws[row * kHmmaStride + jj] = hmma_weight(w, rb + row, j0 + jj, xw);
+      xs[row * kHmmaStride + jj] = hmma_x(xp, m, xw, tb + row, j0 + jj);
+    }
+    __syncthreads();
+    PTQ_UNROLL for (int kk = 0; kk < kHmmaTileK; kk += 16) {
+      load_hmma_fragments(ws, xs, wr, wt, kk, lane, f);
+      PTQ_UNROLL for (int i = 0; i < 2; ++i)
+        PTQ_UNROLL for (int j = 0; j < 4; ++j) mma_f16(acc[i][j], f.a[i], f.b[j]);
+    }
+    __syncthreads();
+  }
+  store_hmma_tile(acc, w.n, m, rb + wr, tb + wt, bias, lane, y);
+}
+
 // Per-thread scratch for the gathered activations (grown, never shrunk).
 float* workspace(size_t floats) {
   thread_local Buffer buf;
@@ -134,6 +169,13 @@ void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const f
     });
     static_assert(kGemvMaxTokens == 4, "one gemv instance per token count");
     check_launch("gemv");
+    return;
+  }
+  if (hmma_takes(v)) {
+    const dim3 grid(unsigned((w.n + kMmaBlockRows - 1) / kMmaBlockRows),
+                    unsigned((m + kMmaBlockTokens - 1) / kMmaBlockTokens));
+    hmma_kernel<<<grid, kMmaThreads, 0, s>>>(v, xp, m, y, bias);
+    check_launch("hmma");
     return;
   }
   const dim3 grid(unsigned((w.n + kTileN - 1) / kTileN), unsigned((m + kTileM - 1) / kTileM));

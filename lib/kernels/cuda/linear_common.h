@@ -15,6 +15,7 @@
 
 #include "core/half.h"
 #include "core/host_device.h"
+#include "kernels/cuda/mma_layout.h"
 #include "kernels/packed_weights.h"
 
 namespace ptq::kernels::cuda {
@@ -54,16 +55,6 @@ WeightsView make_view(const W& w, const uint32_t* codes, const float* scales, co
   v.offsets = offsets;
   v.data = data;
   return v;
-}
-
-// Products that must not be contracted into a fused multiply-add, so the device and the host decode the same
-// weights bit for bit (nvcc contracts a * b - c by default).
-PTQ_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
 }
 
 // Columns of x as the kernels read it: kpad for quantized weights, k rounded up to kFloatChunk for float ones.
@@ -148,6 +139,60 @@ PTQ_HD void gemv_lane(const WeightsView& w, const float* xp, int m, int64_t r, i
       acc[t] += s;
     }
   }
+}
+
+// ---- tensor cores: the GEMM (m > 4 tokens) of F16, BF16 and quantized weights -----------------------------------------
+//
+// A block stages a 64-row weight tile and a 64-token activation tile, kHmmaTileK kernel columns at a time, in shared
+// memory as fp16: weights decoded by weight_at and rounded to nearest fp16, activations rounded likewise (the one
+// precision loss of this path: 2^-11 relative per operand; F32 weights keep the fp32 GEMM). Rows are padded to
+// kHmmaStride halves, so the fragment reads of a warp hit 32 different banks. Each warp runs mma.sync m16n8k16
+// (fp32 accumulation) over its 32 x 32 outputs (mma_layout.h).
+constexpr int kHmmaTileK = 32, kHmmaStride = kHmmaTileK + 8;
+static_assert(kMmaBlockRows == kMmaBlockTokens, "one staging loop fills both tiles");
+
+PTQ_HD bool hmma_takes(const WeightsView& w) { return w.kind != kKindF32; }
+
+// The staged tiles' elements: weight row r / token t at kernel column j, 0 past the matrix.
+PTQ_HD uint16_t hmma_weight(const WeightsView& w, int64_t r, int64_t j, int64_t xw) {
+  return r < w.n && j < xw ? f32_to_fp16(weight_at(w, r, j)) : uint16_t(0);
+}
+PTQ_HD uint16_t hmma_x(const float* xp, int64_t m, int64_t xw, int64_t t, int64_t j) {
+  return t < m && j < xw ? f32_to_fp16(xp[t * xw + j]) : uint16_t(0);
+}
+
+// The halves at tile[row][col] and [col + 1] (col even) as one fragment register, the first in the low 16 bits.
+PTQ_HD uint32_t tile_pair(const uint16_t* tile, int row, int col) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint32_t*>(tile + row * kHmmaStride + col);
+#else
+  return uint32_t(tile[row * kHmmaStride + col]) | (uint32_t(tile[row * kHmmaStride + col + 1]) << 16);
+#endif
+}
+
+struct HmmaFragments {
+  uint32_t a[2][4], b[4][2];
+};
+// A warp's fragments for the 16 columns from kk of the staged tiles; its rows start at tile row wr, its tokens at wt.
+PTQ_HD void load_hmma_fragments(const uint16_t* ws, const uint16_t* xs, int wr, int wt, int kk, int lane,
+                                HmmaFragments& f) {
+  PTQ_UNROLL for (int i = 0; i < 2; ++i)
+    PTQ_UNROLL for (int reg = 0; reg < 4; ++reg)
+      f.a[i][reg] = tile_pair(ws, wr + 16 * i + mma_a_row(lane, reg), kk + hmma_a_col(lane, reg));
+  PTQ_UNROLL for (int j = 0; j < 4; ++j)
+    PTQ_UNROLL for (int reg = 0; reg < 2; ++reg)
+      f.b[j][reg] = tile_pair(xs, wt + 8 * j + mma_b_col(lane), kk + hmma_b_row(lane, reg));
+}
+
+// y for the warp's outputs: rows r0 .., tokens t0 .. (global), plus the bias.
+PTQ_HD void store_hmma_tile(const float (&acc)[2][4][4], int64_t n, int64_t m, int64_t r0, int64_t t0,
+                            const float* bias, int lane, float* y) {
+  PTQ_UNROLL for (int i = 0; i < 2; ++i)
+    PTQ_UNROLL for (int j = 0; j < 4; ++j)
+      PTQ_UNROLL for (int reg = 0; reg < 4; ++reg) {
+        const int64_t r = r0 + 16 * i + mma_c_row(lane, reg), t = t0 + 8 * j + mma_c_col(lane, reg);
+        if (r < n && t < m) y[t * n + r] = acc[i][j][reg] + (bias != nullptr ? bias[r] : 0.0f);
+      }
 }
 
 // Calls f(std::integral_constant<int, chunk_width(w)>{}): one instantiation per chunk width (host code: the kernel

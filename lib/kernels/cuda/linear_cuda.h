@@ -1,5 +1,6 @@
 // The linear op on a CUDA device: y = x Wᵀ (+ b) for the weights of packed_weights.h, fp32 activations, fp32
-// accumulation; the device twin of linear.h (same arguments, device pointers). Weights are copied to the device in
+// accumulation (above 4 tokens, F16/BF16/quantized weights and the activations enter the tensor cores as fp16); the
+// device twin of linear.h (same arguments, device pointers). Weights are copied to the device in
 // the CPU layout unchanged (upload), so one packing serves both.
 //
 // Kernels (linear.cu; per-thread work in linear_common.h, shared with the host emulation in the tests):
@@ -7,8 +8,11 @@
 //   gemv      m <= kGemvMaxTokens: one warp per output row; each lane decodes 16-byte chunks of the row into registers
 //             (dequantized w = scale * q - offset, float weights converted) and multiplies them with every token,
 //             so the weights are read once per call; the warp's lanes are summed with shuffles
-//   gemm      m > kGemvMaxTokens: 64 x 64 output tiles, weights dequantized into shared memory 32 columns at a time
-//             and reused by 64 tokens, 4 x 4 outputs per thread
+//   hmma      m > kGemvMaxTokens, F16, BF16 and quantized weights: 64 x 64 output tiles, weights dequantized and
+//             activations rounded to fp16 into shared memory 32 columns at a time, tensor cores (mma.sync m16n8k16,
+//             fp32 accumulation), a warp 32 x 32 outputs (linear_common.h)
+//   gemm      m > kGemvMaxTokens, F32 weights: 64 x 64 output tiles, weights into shared memory 32 columns at a time
+//             and reused by 64 tokens, 4 x 4 fp32 outputs per thread
 #pragma once
 
 #include <cstdint>
