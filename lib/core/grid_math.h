@@ -1,5 +1,5 @@
 // The scalar math of one b-bit weight grid: its scale and zero from a range, the clip search, quantize and dequantize
-// one value. PTQ_HD, so the CUDA GPTQ sweep (kernels/cuda/gptq_common.h) computes exactly what the CPU references of
+// one value; and of an activation grid (act_grid, act_code). PTQ_HD, so the CUDA GPTQ sweep (kernels/cuda/gptq_common.h) computes exactly what the CPU references of
 // quant/quantizer.h compute (they are these functions); ALGORITHMS.md "Weight grids" gives the math.
 //
 // No multiply here may fuse with an add under nvcc's default contraction (mul_rn), so device and host round alike.
@@ -97,6 +97,36 @@ PTQ_HD GridParams find_grid(const Value& value, int64_t n, int bits, bool sym, b
     }
   }
   return best;
+}
+
+// ---- activation grids (quant/act_quant.h: its scalar twin and the integer runners' codes) --------------------------
+
+// One activation unit's grid: a tensor (static) or a token (dynamic).
+struct ActGrid {
+  float scale = 1, inv = 1, zero = 0;
+};
+
+// The grid of an input range [mn, max] (extended to contain 0) for codes in [qmin, qmax]: symmetric scale =
+// clip · max(-mn, mx) / qmax, asymmetric scale = clip · (mx - mn) / qmax with zero = round(-clip · mn / scale); the
+// quotient in double, then fp32; a scale below FLT_MIN (all-zero data) becomes 1.
+PTQ_HD ActGrid act_grid(float mn, float mx, bool sym, double clip, int qmax) {
+  mn = 0.0f < mn ? 0.0f : mn;  // std::min(mn, 0) and std::max(mx, 0), NaN kept as they keep it
+  mx = mx < 0.0f ? 0.0f : mx;
+  const double num = sym ? double(-mn < mx ? mx : -mn) * clip : (double(mx) - double(mn)) * clip;
+  ActGrid g;
+  g.scale = float(num / double(qmax));
+  if (!(g.scale >= FLT_MIN)) g.scale = 1.0f;
+  g.inv = 1.0f / g.scale;
+  g.zero = sym ? 0.0f : rintf(-float(double(mn) * clip) / g.scale);
+  return g;
+}
+
+// The code c = q - zero of x: q = clamp(round_half_even(x · inv) + zero, qmin, qmax), as a float holding an integer
+// (NaN for a NaN input: callers that need an integer check first).
+PTQ_HD float act_code(float x, const ActGrid& g, int qmin, int qmax) {
+  float q = rintf(mul_rn(x, g.inv)) + g.zero;
+  q = q < float(qmin) ? float(qmin) : q > float(qmax) ? float(qmax) : q;  // std::min(std::max(q, qmin), qmax)
+  return q - g.zero;
 }
 
 }  // namespace grid_math

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "kernels/int_linear.h"
 #include "kernels/layer_ops.h"
 #include "kernels/packed_weights.h"
 
@@ -35,8 +36,20 @@ class Backend {
   };
   virtual std::unique_ptr<Weights> upload(const PackedWeights& w) = 0;
 
+  // An activation-quantized module (quant/act_linear.h): x's codes (int_linear.h's act_codes_ref, columns in group
+  // order), then the integer linear op (int_linear.h) with the module's bias; the backend copies what it needs.
+  struct ActLinearWeights {
+    IntWeights w;                    // q - zero in group order, steps [n, groups] (host memory)
+    const int32_t* perm = nullptr;   // [k] group-order column -> input column; null: natural order
+    const float* bias = nullptr;     // [n] or null (host memory)
+    ActCodes codes;
+  };
+  virtual std::unique_ptr<Weights> upload(const ActLinearWeights& w) = 0;
+
   // y [m, n] = x [m, k] Wᵀ + bias; bias [n] in this backend's memory or null.
   virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
+  // y [m, n] of an activation-quantized module (weights from upload(ActLinearWeights)) on x [m, k].
+  virtual void act_linear(const Weights& w, const float* x, int64_t m, float* y) = 0;
   virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) = 0;
   // Rotary embedding of x [m, heads * head_dim], token t at positions[t] (int64, this backend's memory).
   virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) = 0;

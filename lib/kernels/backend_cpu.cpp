@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/host_memory.h"
@@ -18,6 +19,26 @@ class CpuWeights final : public Backend::Weights {
   PackedWeights w;  // a copy: codes and scales are copied, float data stays a view (kept alive by its owner)
 };
 
+// An activation-quantized module's copies: weight integers, steps, column order, bias.
+class CpuActWeights final : public Backend::Weights {
+ public:
+  explicit CpuActWeights(const Backend::ActLinearWeights& a)
+      : w(a.w.w, a.w.w + a.w.n * a.w.k), s(a.w.s, a.w.s + a.w.n * a.w.groups),
+        perm(a.perm != nullptr ? std::vector<int32_t>(a.perm, a.perm + a.w.k) : std::vector<int32_t>()),
+        bias(a.bias != nullptr ? std::vector<float>(a.bias, a.bias + a.w.n) : std::vector<float>()), codes(a.codes),
+        view(a.w) {
+    view.w = w.data();
+    view.s = s.data();
+  }
+  int64_t bytes() const override { return int64_t(w.size() * sizeof(int16_t) + s.size() * sizeof(float)); }
+  std::vector<int16_t> w;
+  std::vector<float> s;
+  std::vector<int32_t> perm;
+  std::vector<float> bias;
+  ActCodes codes;
+  IntWeights view;
+};
+
 class CpuReferenceBackend final : public Backend {
  public:
   const char* name() const override { return "cpu-reference"; }
@@ -26,8 +47,16 @@ class CpuReferenceBackend final : public Backend {
   void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void synchronize() override {}
   std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CpuWeights>(w); }
+  std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return std::make_unique<CpuActWeights>(w); }
   void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {
     kernels::linear(static_cast<const CpuWeights&>(w).w, x, m, y, bias);
+  }
+  void act_linear(const Weights& weights, const float* x, int64_t m, float* y) override {
+    const auto& w = static_cast<const CpuActWeights&>(weights);
+    std::vector<int16_t> codes(size_t(m * w.view.k));
+    std::vector<float> a(static_cast<size_t>(m));
+    act_codes_ref(w.codes, x, m, w.view.k, w.perm.empty() ? nullptr : w.perm.data(), codes.data(), a.data());
+    int_linear(w.view, IntActivations{codes.data(), a.data(), m, true}, y, w.bias.empty() ? nullptr : w.bias.data());
   }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
     rms_norm_ref(x, m, d, gamma, eps, y);

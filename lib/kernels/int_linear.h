@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/grid_math.h"
 #include "kernels/cpu_features.h"
 
 namespace ptq::kernels {
@@ -51,6 +52,21 @@ struct IntActivations {
   int64_t m = 0;
   bool per_token = true;
 };
+
+// How an activation-quantized module makes its input codes (quant/act_quant.h's integer semantics, in
+// core/grid_math.h's act_grid / act_code): on `grid` (static per tensor), or per token on the grid of the row's range.
+struct ActCodes {
+  bool per_token = true;
+  bool sym = true;
+  double clip = 1;
+  int qmin = -128, qmax = 127;
+  grid_math::ActGrid grid;  // static per tensor; unused per token
+};
+
+// codes [m, k] of x [m, k] (fp32) with columns in group order (column j reads x[t, perm[j]]; perm null: natural) and
+// the steps a [m] (a[t] = the scale of token t's grid): the codes int_linear's IntActivations carry, per token.
+void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int16_t* codes,
+                   float* a);
 
 // max |w| over the n · k weight integers (call once per module; IntWeights::max_abs).
 int32_t int_weights_max_abs(const IntWeights& w);

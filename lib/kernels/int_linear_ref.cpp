@@ -1,3 +1,7 @@
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/int_linear.h"
@@ -19,6 +23,32 @@ void group_sums(const IntWeights& w, const IntActivations& x, int64_t t, int64_t
 }
 
 }  // namespace
+
+void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int16_t* codes,
+                   float* a) {
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xr = x + t * k;
+    grid_math::ActGrid g = p.grid;
+    if (p.per_token) {
+      float mn = xr[0], mx = xr[0];
+      for (int64_t j = 1; j < k; ++j) {
+        mn = std::min(mn, xr[j]);
+        mx = std::max(mx, xr[j]);
+      }
+      g = grid_math::act_grid(mn, mx, p.sym, p.clip, p.qmax);
+    }
+    a[t] = g.scale;
+    bool finite = std::isfinite(g.scale);
+    for (int64_t j = 0; j < k; ++j) {
+      const float c = grid_math::act_code(xr[perm != nullptr ? perm[j] : j], g, p.qmin, p.qmax);
+      finite = finite && std::isfinite(c);
+      codes[t * k + j] = finite ? int16_t(c) : int16_t(0);
+    }
+    if (!finite)
+      throw std::invalid_argument("activation-quantized linear: its input holds NaN or Inf (token " +
+                                  std::to_string(t) + ")");
+  }
+}
 
 void int_linear_acc_ref(const IntWeights& w, const IntActivations& x, int64_t* acc) {
   check_int_linear_args(w, x, false);

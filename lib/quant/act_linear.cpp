@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include "core/error.h"
+#include "kernels/cuda/int_linear_cuda.h"
 #include "kernels/int_linear.h"
 
 namespace ptq {
@@ -151,6 +152,42 @@ at::Tensor ActQuantLinear::weight_integers() const {
   at::Tensor w = at::empty({out_, in_}, at::TensorOptions().dtype(at::kShort));
   kernels::unpack_int_weights8(*w8_, w.data_ptr<int16_t>());
   return w;
+}
+
+std::string ActQuantLinear::device_unsupported() const {
+  if (act_.granularity == ActGranularity::PerChannel) return "per-channel static activation scales (simulated in fp64)";
+  if (!int_kernel_) return fmt::format("groups of {} columns, too wide for int32 sums", width_);
+  if (!act_.sym && act_.bits > 7) return "asymmetric 8-bit activation codes (outside a signed byte)";
+  const at::Tensor w = weight_integers();
+  if (!kernels::cuda::int_linear_supports(int_weights(w)))
+    return fmt::format("weight integers outside a signed byte or groups of {} columns (not whole dwords)", width_);
+  return "";
+}
+
+ActQuantLinear::DeviceView ActQuantLinear::device_view() const {
+  DeviceView d;
+  d.w = weight_integers().contiguous();
+  d.steps = scales_;
+  d.bias = bias_;
+  if (perm_.defined()) {
+    const at::Tensor p = perm_.to(at::kInt).contiguous();
+    d.perm.assign(p.data_ptr<int32_t>(), p.data_ptr<int32_t>() + p.numel());
+  }
+  kernels::Backend::ActLinearWeights& v = d.view;
+  v.w = int_weights(d.w);
+  v.perm = d.perm.empty() ? nullptr : d.perm.data();
+  v.bias = d.bias.defined() ? d.bias.data_ptr<float>() : nullptr;
+  kernels::ActCodes& c = v.codes;
+  c.per_token = act_.granularity == ActGranularity::PerToken;
+  c.sym = act_.sym;
+  c.clip = act_.clip;
+  c.qmin = act_.qmin();
+  c.qmax = act_.qmax();
+  if (!c.per_token) {
+    const float scale = params_.scale.to(at::kFloat).reshape({-1})[0].item<float>();
+    c.grid = {scale, 1.0f / scale, params_.zero.to(at::kFloat).reshape({-1})[0].item<float>()};
+  }
+  return d;
 }
 
 kernels::IntWeights ActQuantLinear::int_weights(const at::Tensor& w_int) const {

@@ -21,9 +21,12 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/backend.h"
 #include "kernels/int_linear.h"
 #include "model/model.h"
 #include "quant/act_quant.h"
@@ -48,6 +51,17 @@ class ActQuantLinear final : public LinearKernel {
   // Whether forward() runs on kernels::int_linear (per-tensor/per-token modules whose groups fit int32 for every
   // code the grids make; otherwise the fp64 accumulators).
   bool integer_kernel() const { return int_kernel_ && act_.granularity != ActGranularity::PerChannel; }
+
+  // The module as the device runner uploads it (kernels/backend.h): `view` points into w, steps, bias and perm.
+  struct DeviceView {
+    at::Tensor w, steps, bias;
+    std::vector<int32_t> perm;
+    kernels::Backend::ActLinearWeights view;
+  };
+  // Why the device runner cannot run this module, or empty: it runs the integer path on bytes (per-tensor static or
+  // per-token codes within a signed byte, weight integers within a signed byte, groups of whole dwords).
+  std::string device_unsupported() const;
+  DeviceView device_view() const;
 
  private:
   // The weight integers [out, K] int16 in group order: w_int_, or unpacked from w8_ where only that is kept.

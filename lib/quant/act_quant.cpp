@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/grid_math.h"
 
 namespace ptq {
 
@@ -20,21 +21,9 @@ constexpr GranularityName kGranularities[] = {
     {ActGranularity::PerTensor, "per_tensor"}, {ActGranularity::PerChannel, "per_channel"},
     {ActGranularity::PerToken, "per_token"}};
 
-// Range -> (scale, zero) of one unit, in the order both twins use: the quotient in double, then fp32;
-// a scale below FLT_MIN (all-zero data) becomes 1.
-struct Grid {
-  float scale, inv, zero;
-};
-Grid grid_ref(float mn, float mx, const ActQuantSpec& s) {
-  mn = std::min(mn, 0.0f);
-  mx = std::max(mx, 0.0f);
-  const double num = s.sym ? double(std::max(-mn, mx)) * s.clip : (double(mx) - double(mn)) * s.clip;
-  float scale = static_cast<float>(num / double(s.sym ? s.qmax() : s.qmax()));
-  if (!(scale >= FLT_MIN)) scale = 1.0f;
-  const float inv = 1.0f / scale;
-  const float zero = s.sym ? 0.0f : std::nearbyint(-static_cast<float>(double(mn) * s.clip) / scale);
-  return {scale, inv, zero};
-}
+// Range -> (scale, zero) of one unit (core/grid_math.h, which the integer runners share).
+using Grid = grid_math::ActGrid;
+Grid grid_ref(float mn, float mx, const ActQuantSpec& s) { return grid_math::act_grid(mn, mx, s.sym, s.clip, s.qmax()); }
 
 // Tensor twin of grid_ref over units (any shape): scale, inv, zero tensors of the same shape.
 void grid(const at::Tensor& mn_in, const at::Tensor& mx_in, const ActQuantSpec& s, at::Tensor& scale,
@@ -168,9 +157,7 @@ QuantizedActivation quantize_activation_ref(const at::Tensor& x_in, const ActQua
       const Grid& g = spec.granularity == ActGranularity::PerToken     ? grids[t]
                       : spec.granularity == ActGranularity::PerChannel ? grids[k]
                                                                        : grids[0];
-      float q = std::nearbyint(px[t * K + k] * g.inv) + g.zero;
-      q = std::min(std::max(q, float(spec.qmin())), float(spec.qmax()));
-      pc[t * K + k] = q - g.zero;
+      pc[t * K + k] = grid_math::act_code(px[t * K + k], g, spec.qmin(), spec.qmax());
     }
   return qa;
 }

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "quant/act_linear.h"
 
 namespace ptq {
 
@@ -11,6 +12,7 @@ struct DecoderRunner::Layer {
   std::shared_ptr<void> attn_gamma, mlp_gamma;
   std::unique_ptr<kernels::Backend::Weights> linear[kNumLinear];
   std::shared_ptr<void> bias[kNumLinear];
+  bool act[kNumLinear] = {};  // activation-quantized (Backend::act_linear; the bias is inside)
 };
 
 struct DecoderRunner::Sequence {
@@ -70,9 +72,18 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
     for (int j = 0; j < kNumLinear; ++j) {
       const Linear& lin = w.linear[j];
       const std::string name = linear_module_name(cfg, LinearId(j));
-      if (lin.kernel != nullptr)
-        fail_input("--device {}: layer {} {} is activation-quantized; those run on the CPU integer kernels only",
-                   backend_->name(), i, name);
+      if (lin.kernel != nullptr) {
+        const auto* act = dynamic_cast<const ActQuantLinear*>(lin.kernel.get());
+        const std::string why = act != nullptr ? act->device_unsupported() : "a kernel the device runner does not know";
+        if (!why.empty())
+          fail_input("--device {}: layer {} {} is activation-quantized with {}; run it on the CPU (the default)",
+                     backend_->name(), i, name, why);
+        const ActQuantLinear::DeviceView v = act->device_view();
+        l.linear[j] = backend_->upload(v.view);
+        l.act[j] = true;
+        weight_bytes_ += l.linear[j]->bytes();
+        continue;
+      }
       if (!lin.defined()) fail_input("--device {}: layer {} has no {}", backend_->name(), i, name);
       // A module without a packed form (kept in fp32) is viewed; the view keeps it alive past release_layer.
       l.linear[j] = backend_->upload(lin.packed != nullptr ? *lin.packed : *view_float_tensor(lin.weight));
@@ -130,7 +141,10 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
   const float eps = float(cfg.norm_eps);
   auto lin = [&](const Layer& l, LinearId id, const float* in, float* o) {
     const int j = int(id);
-    backend_->linear(*l.linear[j], in, m, o, static_cast<const float*>(l.bias[j].get()));
+    if (l.act[j])
+      backend_->act_linear(*l.linear[j], in, m, o);
+    else
+      backend_->linear(*l.linear[j], in, m, o, static_cast<const float*>(l.bias[j].get()));
   };
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];

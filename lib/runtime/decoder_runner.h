@@ -10,8 +10,10 @@
 // then the final norm and the lm_head (only on the last token for forward_last).
 //
 // Takes Llama-family decoders (RMSNorm without folds' bias or channel index, RoPE, gated SiLU MLP, pre-norm, no
-// learned positions or embedding projections) with float or weight-only quantized modules; refuses, naming what the
-// model has, activation-quantized modules, online rotations and other KV cache types than f16.
+// learned positions or embedding projections) with float, weight-only quantized and activation-quantized modules (the
+// latter on the backend's integer path, Backend::act_linear, where ActQuantLinear::device_unsupported() is empty:
+// codes and weight integers within a signed byte, per-tensor static or per-token codes); refuses, naming what the
+// model has, other activation-quantized modules, online rotations and other KV cache types than f16.
 #pragma once
 
 #include <memory>

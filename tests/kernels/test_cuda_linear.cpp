@@ -426,6 +426,67 @@ TEST_CASE("cuda int_linear, host emulation: the tensor-core GEMM's warps equal i
 }
 
 
+namespace {
+
+// Activations with a wide range and their code settings: 8-bit symmetric per tensor, 4-bit symmetric per token,
+// 7-bit asymmetric per token with clipping, and a column order.
+struct ActCase {
+  ActCodes codes;
+  bool perm;
+};
+std::vector<ActCase> act_cases() {
+  std::vector<ActCase> cases(4);
+  cases[0].codes.per_token = false;
+  cases[0].codes.grid = ptq::grid_math::act_grid(-3.0f, 2.5f, true, 1.0, 127);
+  cases[1].codes.qmin = -8, cases[1].codes.qmax = 7;
+  cases[2].codes.sym = false, cases[2].codes.clip = 0.9, cases[2].codes.qmin = 0, cases[2].codes.qmax = 127;
+  cases[3] = cases[1];
+  cases[3].perm = true;
+  return cases;
+}
+
+// act_codes_kernel on the CPU: each lane's range, the block's tree in its order, then every column's code.
+void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c,
+                        float* a) {
+  constexpr int kT = cu::kActCodeThreads;
+  for (int64_t t = 0; t < m; ++t) {
+    float mn[kT], mx[kT];
+    for (int lane = 0; lane < kT; ++lane) cu::act_row_range(x + t * k, k, lane, kT, mn[lane], mx[lane]);
+    for (int s = kT / 2; s > 0; s /= 2)
+      for (int lane = 0; lane < s; ++lane) {
+        mn[lane] = std::fmin(mn[lane], mn[lane + s]);
+        mx[lane] = std::fmax(mx[lane], mx[lane + s]);
+      }
+    const ptq::grid_math::ActGrid g = p.per_token ? ptq::grid_math::act_grid(mn[0], mx[0], p.sym, p.clip, p.qmax)
+                                                  : p.grid;
+    a[t] = g.scale;
+    for (int64_t j = 0; j < k; ++j) c[t * k + j] = cu::act_code_byte(p, g, x + t * k, perm, j);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda act_codes, host emulation: the blocks' ranges and codes equal act_codes_ref bit for bit",
+          "[cuda-host]") {
+  std::mt19937 rng(16);
+  for (const ActCase& ac : act_cases())
+    for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 7}, {5, 300}, {3, 1000}}) {
+      std::vector<float> x = random_vec(size_t(m * k), rng);
+      for (auto& v : x) v *= 2.0f;
+      std::vector<int32_t> perm(static_cast<size_t>(k));
+      for (int64_t j = 0; j < k; ++j) perm[j] = int32_t(k - 1 - j);
+      const int32_t* p = ac.perm ? perm.data() : nullptr;
+      std::vector<int16_t> want(size_t(m * k));
+      std::vector<float> a_want(static_cast<size_t>(m)), a_got(static_cast<size_t>(m));
+      act_codes_ref(ac.codes, x.data(), m, k, p, want.data(), a_want.data());
+      std::vector<int8_t> got(size_t(m * k));
+      act_codes_emulated(ac.codes, x.data(), m, k, p, got.data(), a_got.data());
+      INFO("m " << m << " k " << k << " per_token " << ac.codes.per_token << " sym " << ac.codes.sym);
+      REQUIRE(std::vector<int16_t>(got.begin(), got.end()) == want);
+      REQUIRE(a_got == a_want);
+    }
+}
+
 TEST_CASE("cuda int_linear refuses weights that do not fit a byte or a dword group", "[cuda-host]") {
   std::vector<int16_t> w(8 * 12, 1);
   std::vector<float> s(8 * 3, 0.1f);
@@ -464,6 +525,30 @@ TEST_CASE("cuda linear equals linear_ref on odd sizes, every grid, float kinds, 
       compare_linear(w, x, m, y, bias, m > 4 && w.kind != WeightKind::F32);
     }
   }
+}
+
+TEST_CASE("cuda act_codes equals act_codes_ref bit for bit", "[.cuda]") {
+  std::mt19937 rng(23);
+  for (const ActCase& ac : act_cases())
+    for (auto [m, k] : {std::pair<int64_t, int64_t>{1, 7}, {5, 300}, {70, 1000}}) {
+      const std::vector<float> x = random_vec(size_t(m * k), rng);
+      std::vector<int32_t> perm(static_cast<size_t>(k));
+      for (int64_t j = 0; j < k; ++j) perm[j] = int32_t(k - 1 - j);
+      std::vector<int16_t> want(size_t(m * k));
+      std::vector<float> a_want(static_cast<size_t>(m)), a_got(static_cast<size_t>(m));
+      act_codes_ref(ac.codes, x.data(), m, k, ac.perm ? perm.data() : nullptr, want.data(), a_want.data());
+      cu::Buffer dx = cu::to_device(x.data(), x.size()), dp = cu::to_device(perm.data(), perm.size());
+      cu::Buffer dc(size_t(m * k)), da(size_t(m) * sizeof(float));
+      cu::act_codes(ac.codes, dx.as<float>(), m, k, ac.perm ? dp.as<int32_t>() : nullptr, dc.as<int8_t>(),
+                    da.as<float>());
+      cu::synchronize();
+      std::vector<int8_t> got(size_t(m * k));
+      dc.download(got.data(), got.size());
+      da.download(a_got.data(), a_got.size() * sizeof(float));
+      INFO("m " << m << " k " << k << " per_token " << ac.codes.per_token << " sym " << ac.codes.sym);
+      CHECK(std::vector<int16_t>(got.begin(), got.end()) == want);
+      CHECK(a_got == a_want);
+    }
 }
 
 TEST_CASE("cuda int_linear equals int_linear_ref bit for bit, GEMV and GEMM", "[.cuda]") {

@@ -12,6 +12,9 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/device.h"
 #include "model/tokenizer.h"
+#include "quant/act_linear.h"
+#include "pipeline/quantize.h"
+#include "pipeline/recipe.h"
 #include "runtime/decoder_runner.h"
 #include "runtime/open_model.h"
 #include "tests/test_model.h"
@@ -77,6 +80,32 @@ void check_runner(const std::string& dir, int64_t vocab) {
   CHECK(cache.length == 37);
 }
 
+// The first 20000 characters of sotu-test.txt as sotu-llama-8m's tokens, and 3 windows of 128 for their perplexity.
+std::vector<int32_t> sotu_ids() {
+  return load_tokenizer(test::repo_path(kSotu))
+      ->encode(read_text_file(test::repo_path("data/sotu-test.txt")).substr(0, 20000));
+}
+PerplexityOptions three_windows() {
+  PerplexityOptions po;
+  po.seqlen = 128;
+  po.max_windows = 3;
+  return po;
+}
+
+// sotu-llama-8m quantized with a bundled recipe (or `r` as given) on a little calibration data, into `out`.
+std::string quantize_sotu(Recipe r, const std::string& out, int64_t nsamples) {
+  r.calibration.nsamples = nsamples;
+  r.calibration.seqlen = 64;
+  r.calibration.files = {test::repo_path("data/sotu-test.txt")};
+  Model model(test::repo_path(kSotu));
+  QuantizeOptions o;
+  o.recipe = r;
+  o.out_dir = out;
+  quantize_model(model, o);
+  return out;
+}
+Recipe bundled(const std::string& name) { return load_recipe(test::repo_path("configs/" + name + ".yaml")); }
+
 }  // namespace
 
 TEST_CASE("decoder runner (CPU reference backend) equals the packed LibTorch forward: FP checkpoints", "[runtime]") {
@@ -90,11 +119,8 @@ TEST_CASE("decoder runner (CPU reference backend) equals the packed LibTorch for
 
 TEST_CASE("decoder runner (CPU reference backend): quantized checkpoints, logits and perplexity", "[runtime]") {
   const std::string dir = test::make_temp_dir("decoder-runner-q");
-  auto tok = load_tokenizer(test::repo_path(kSotu));
-  const auto ids = tok->encode(read_text_file(test::repo_path("data/sotu-test.txt")).substr(0, 20000));
-  PerplexityOptions po;
-  po.seqlen = 128;
-  po.max_windows = 3;
+  const auto ids = sotu_ids();
+  const PerplexityOptions po = three_windows();
   for (auto [bits, group, sym] : {std::tuple<int, int64_t, bool>{4, 32, true}, {4, 128, false}, {8, -1, true}}) {
     const std::string out = test::quantize_rtn(kSotu, dir + "/w" + std::to_string(bits) + "g" + std::to_string(group),
                                                bits, group, sym);
@@ -105,6 +131,50 @@ TEST_CASE("decoder runner (CPU reference backend): quantized checkpoints, logits
     INFO("ppl runner " << pa << " packed " << pb);
     // Mean NLL moves by at most the logit noise above (1e-4 relative): the ppl ratio within 1e-3.
     CHECK(std::abs(pa / pb - 1) < 1e-3);
+  }
+}
+
+TEST_CASE("decoder runner (CPU reference backend): activation-quantized checkpoints on the integer path",
+          "[runtime][activation]") {
+  const std::string dir = test::make_temp_dir("decoder-runner-act");
+  const auto ids = sotu_ids();
+  const PerplexityOptions po = three_windows();
+  for (const char* recipe : {"w8a8-rtn-static", "w8a8-smoothquant", "w4a8-fptq", "w4a4-rtn-dynamic"}) {
+    const std::string out = quantize_sotu(bundled(recipe), dir + "/" + recipe, 4);
+    auto ref = open_packed(out), run = open_on_reference_backend(out);
+    // Module by module, the backend's integer path equals ActQuantLinear::forward (the CPU runner's) bit for bit on
+    // the same input: the same codes, the same exact group sums, the same epilogue.
+    auto fresh = open_packed(out);
+    at::manual_seed(7);
+    for (int64_t layer : {int64_t(0), fresh->config().n_layers - 1}) {
+      const LayerWeights& w = fresh->layer(layer);
+      for (int j = 0; j < kNumLinear; ++j) {
+        const auto* act = dynamic_cast<const ActQuantLinear*>(w.linear[j].kernel.get());
+        REQUIRE(act != nullptr);  // the modules really are activation-quantized
+        REQUIRE(act->device_unsupported().empty());
+        const at::Tensor xm = at::randn({5, act->in_features()}) * 3;
+        const at::Tensor want = act->forward(xm);
+        auto backend = kernels::cpu_reference_backend();
+        const ActQuantLinear::DeviceView v = act->device_view();
+        const auto uploaded = backend->upload(v.view);
+        at::Tensor got = at::empty({5, act->out_features()});
+        backend->act_linear(*uploaded, xm.data_ptr<float>(), 5, got.data_ptr<float>());
+        INFO(recipe << " layer " << layer << " module " << j);
+        CHECK(got.equal(want));
+      }
+    }
+    const at::Tensor x = seeded_ids(8000, 2, 37, 4);
+    auto ref_cache = ref->new_cache(2, 37);
+    const at::Tensor a = run->forward(x), b = ref->forward(x, &ref_cache);
+    const double pa = evaluate_perplexity(*run, ids, po).ppl, pb = evaluate_perplexity(*ref, ids, po).ppl;
+    INFO(recipe << ": max rel logit diff " << rel_diff(a, b) << ", ppl runner " << pa << " packed " << pb);
+    // End to end the inputs of each module differ by the float noise of kTol's comment, and a code whose input lies
+    // that close to a rounding boundary flips: its module's output moves by one activation step (1/127 of the range
+    // for 8-bit codes, 1/7 for 4-bit) times a weight row. Measured: logits within 4e-7 (W8A8) to 6.2e-3 (FPTQ W4A8)
+    // of their scale, perplexity ratios 0.9993 to 1.0010; the bounds are about 5x those, and a wrong position, head
+    // or mask moves logits by O(1).
+    CHECK(rel_diff(a, b) < 3e-2);
+    CHECK(std::abs(pa / pb - 1) < 5e-3);
   }
 }
 
@@ -120,6 +190,12 @@ TEST_CASE("decoder runner refuses what it does not run, naming it", "[runtime]")
   REQUIRE_THROWS_WITH(run->forward(seeded_ids(8000, 1, 4, 1), &cpu_cache), Catch::Contains("not made by"));
   auto c = run->new_cache(1, 4);
   REQUIRE_THROWS_WITH(run->forward(seeded_ids(8000, 1, 5, 1), &c), Catch::Contains("do not fit"));
+  // Activation codes beyond a signed byte (asymmetric 8-bit) have no byte path: refused by module, with the reason.
+  Recipe r = bundled("w8a8-rtn-static");
+  r.activations.sym = false;
+  auto asym = open_packed(quantize_sotu(r, test::make_temp_dir("decoder-runner-refuse") + "/a8asym", 2));
+  REQUIRE_THROWS_WITH(DecoderRunner(*asym, kernels::cpu_reference_backend()),
+                      Catch::Contains("layer 0") && Catch::Contains("asymmetric 8-bit activation codes"));
 }
 
 TEST_CASE("the CUDA backend says why it cannot start where there is no device", "[runtime]") {

@@ -2,6 +2,7 @@
 // C++ over the cuda:: API, so it compiles in every build; without CUDA, cuda_backend() throws saying why.
 #include "kernels/backend.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/int_linear_cuda.h"
 #include "kernels/cuda/layer_ops_cuda.h"
 #include "kernels/cuda/linear_cuda.h"
 
@@ -16,6 +17,29 @@ class CudaWeights final : public Backend::Weights {
   cuda::DeviceWeights w;
 };
 
+class CudaActWeights final : public Backend::Weights {
+ public:
+  explicit CudaActWeights(const Backend::ActLinearWeights& a)
+      : w(cuda::upload(a.w)), codes(a.codes), k(a.w.k) {
+    if (a.perm != nullptr) perm = cuda::to_device(a.perm, size_t(a.w.k));
+    if (a.bias != nullptr) bias = cuda::to_device(a.bias, size_t(a.w.n));
+  }
+  int64_t bytes() const override { return int64_t(w.w.bytes() + w.s.bytes()); }
+  cuda::DeviceIntWeights w;
+  cuda::Buffer perm, bias;
+  ActCodes codes;
+  int64_t k;
+};
+
+// Per-thread scratch (grown, never shrunk): an activation-quantized module's codes and steps.
+template <class T>
+T* act_scratch(int slot, size_t count) {
+  thread_local cuda::Buffer bufs[2];
+  cuda::Buffer& b = bufs[slot];
+  if (b.bytes() < count * sizeof(T)) b = cuda::Buffer(count * sizeof(T));
+  return b.as<T>();
+}
+
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
@@ -24,8 +48,16 @@ class CudaBackend final : public Backend {
   void to_host(void* dst, const void* src, size_t bytes) override { cuda::copy_to_host(dst, src, bytes); }
   void synchronize() override { cuda::synchronize(); }
   std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CudaWeights>(w); }
+  std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return std::make_unique<CudaActWeights>(w); }
   void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {
     cuda::linear(static_cast<const CudaWeights&>(w).w, x, m, y, bias);
+  }
+  void act_linear(const Weights& weights, const float* x, int64_t m, float* y) override {
+    const auto& w = static_cast<const CudaActWeights&>(weights);
+    int8_t* c = act_scratch<int8_t>(0, size_t(m * w.k));
+    float* a = act_scratch<float>(1, size_t(m));
+    cuda::act_codes(w.codes, x, m, w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a);
+    cuda::int_linear(w.w, c, a, m, true, y, w.bias.empty() ? nullptr : w.bias.as<float>());
   }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
     cuda::rms_norm(x, m, d, gamma, eps, y);

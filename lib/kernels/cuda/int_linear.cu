@@ -114,7 +114,43 @@ __global__ void __launch_bounds__(kMmaThreads) int_mma_kernel(const uint32_t* w,
   store_mma_tile(sum, n, m, r0, t0, a, per_token, bias, lane, y);
 }
 
+__global__ void act_codes_kernel(ActCodes p, const float* x, int64_t k, const int32_t* perm, int8_t* c, float* a) {
+  __shared__ float smn[kActCodeThreads], smx[kActCodeThreads], grid[3];
+  const int tid = threadIdx.x;
+  const int64_t t = blockIdx.x;
+  const float* xr = x + t * k;
+  if (p.per_token) {
+    act_row_range(xr, k, tid, kActCodeThreads, smn[tid], smx[tid]);
+    __syncthreads();
+    for (int s = kActCodeThreads / 2; s > 0; s /= 2) {
+      if (tid < s) {
+        smn[tid] = fminf(smn[tid], smn[tid + s]);
+        smx[tid] = fmaxf(smx[tid], smx[tid + s]);
+      }
+      __syncthreads();
+    }
+  }
+  if (tid == 0) {
+    const grid_math::ActGrid g = p.per_token ? grid_math::act_grid(smn[0], smx[0], p.sym, p.clip, p.qmax) : p.grid;
+    grid[0] = g.scale, grid[1] = g.inv, grid[2] = g.zero;
+    a[t] = g.scale;
+  }
+  __syncthreads();
+  grid_math::ActGrid g;
+  g.scale = grid[0], g.inv = grid[1], g.zero = grid[2];
+  for (int64_t j = tid; j < k; j += kActCodeThreads) c[t * k + j] = act_code_byte(p, g, xr, perm, j);
+}
+
 }  // namespace
+
+void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c, float* a,
+               const Stream* stream) {
+  if (m < 0 || k <= 0) throw std::invalid_argument("cuda::act_codes: bad shape");
+  if (m == 0) return;
+  if (m > int64_t(0x7fffffff)) throw std::invalid_argument("cuda::act_codes: too many tokens for one launch");
+  act_codes_kernel<<<unsigned(m), kActCodeThreads, 0, stream_of(stream)>>>(p, x, k, perm, c, a);
+  check_launch("act_codes");
+}
 
 DeviceIntWeights upload(const IntWeights& w) {
   std::string why;

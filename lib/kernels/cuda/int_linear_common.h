@@ -3,10 +3,12 @@
 // consecutive columns per 32-bit word (dword d holds columns 4d .. 4d+3, byte b = column 4d + b).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/host_device.h"
 #include "kernels/cuda/mma_layout.h"
+#include "kernels/int_linear.h"
 
 namespace ptq::kernels::cuda {
 
@@ -47,6 +49,28 @@ PTQ_HD float epilogue_finish(double sum, float a, const float* bias, int64_t r) 
   float v = float(sum * double(a));
 #endif
   return bias != nullptr ? v + bias[r] : v;
+}
+
+// ---- activation codes (act_codes): one block of kActCodeThreads per token --------------------------------------------
+
+constexpr int kActCodeThreads = 256;
+
+// The lane's minimum and maximum over columns lane, lane + lanes, ... of a row (+inf / -inf where it has none; a NaN
+// is skipped, where act_codes_ref throws): their reduction over the lanes is the row's, in any order.
+PTQ_HD void act_row_range(const float* xr, int64_t k, int lane, int lanes, float& mn, float& mx) {
+  mn = HUGE_VALF;
+  mx = -HUGE_VALF;
+  for (int64_t j = lane; j < k; j += lanes) {
+    mn = fminf(mn, xr[j]);
+    mx = fmaxf(mx, xr[j]);
+  }
+}
+
+// The byte of column j's code (columns in group order through perm); 0 for a NaN input.
+PTQ_HD int8_t act_code_byte(const ActCodes& p, const grid_math::ActGrid& g, const float* xr, const int32_t* perm,
+                            int64_t j) {
+  const float c = grid_math::act_code(xr[perm != nullptr ? perm[j] : j], g, p.qmin, p.qmax);
+  return c == c ? int8_t(c) : int8_t(0);
 }
 
 // ---- tensor cores: mma.sync m16n8k32, s8 x s8 -> s32 (sm_80 and later) --------------------------------------------

@@ -35,6 +35,12 @@ DeviceIntWeights upload(const IntWeights& w);
 // y [m, n] from device codes c [m, k] (int8) and steps a; bias [n] or null (device pointers). Runs on `stream`.
 void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int64_t m, bool per_token, float* y,
                 const float* bias = nullptr, const Stream* stream = nullptr);
+// Codes c [m, k] (int8) and steps a [m] of x [m, k] (device pointers; perm [k] int32 or null): act_codes_ref's, bit
+// for bit, except that a NaN or Inf input is not reported (a NaN gives code 0). One block per token; per token the
+// block reduces the row's range first. Runs on `stream`.
+void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c, float* a,
+               const Stream* stream = nullptr);
+
 // The same from host int16 codes (each in [-128, 127], else std::invalid_argument) and host y: tests, benchmarks.
 void int_linear_host(const DeviceIntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);
 
