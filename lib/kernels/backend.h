@@ -50,7 +50,9 @@ class Backend {
   virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
   // y [m, n] of an activation-quantized module (weights from upload(ActLinearWeights)) on x [m, k].
   virtual void act_linear(const Weights& w, const float* x, int64_t m, float* y) = 0;
-  virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) = 0;
+  // y = x̂ · gamma (+ beta: a fold's shift, OutlierTune's; null: none).
+  virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
+                        float* y) = 0;
   // Rotary embedding of x [m, heads * head_dim], token t at positions[t] (int64, this backend's memory).
   virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) = 0;
   virtual void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,

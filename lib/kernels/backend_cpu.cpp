@@ -58,8 +58,9 @@ class CpuReferenceBackend final : public Backend {
     act_codes_ref(w.codes, x, m, w.view.k, w.perm.empty() ? nullptr : w.perm.data(), codes.data(), a.data());
     int_linear(w.view, IntActivations{codes.data(), a.data(), m, true}, y, w.bias.empty() ? nullptr : w.bias.data());
   }
-  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
-    rms_norm_ref(x, m, d, gamma, eps, y);
+  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
+                float* y) override {
+    rms_norm_ref(x, m, d, gamma, eps, y, beta);
   }
   void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
     rope_ref(x, m, heads, head_dim, positions, theta);

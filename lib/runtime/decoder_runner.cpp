@@ -9,7 +9,7 @@
 namespace ptq {
 
 struct DecoderRunner::Layer {
-  std::shared_ptr<void> attn_gamma, mlp_gamma;
+  std::shared_ptr<void> attn_gamma, mlp_gamma, attn_beta, mlp_beta;  // beta: a fold's shift, or null
   std::unique_ptr<kernels::Backend::Weights> linear[kNumLinear];
   std::shared_ptr<void> bias[kNumLinear];
   bool act[kNumLinear] = {};  // activation-quantized (Backend::act_linear; the bias is inside)
@@ -33,8 +33,8 @@ std::string unsupported_config(const ModelConfig& cfg) {
 }
 
 void check_norm(const Norm& n, const std::string& what) {
-  if (n.bias.defined() || n.index.defined())
-    fail_input("--device: {} carries a folded shift or channel split, which only the CPU runner runs", what);
+  if (n.index.defined())
+    fail_input("--device: {} carries a channel split (MergeQuant), which only the CPU runner runs", what);
 }
 
 }  // namespace
@@ -69,6 +69,8 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
     Layer& l = layers_[size_t(i)];
     l.attn_gamma = upload_floats(w.attn_norm.weight);
     l.mlp_gamma = upload_floats(w.mlp_norm.weight);
+    if (w.attn_norm.bias.defined()) l.attn_beta = upload_floats(w.attn_norm.bias);
+    if (w.mlp_norm.bias.defined()) l.mlp_beta = upload_floats(w.mlp_norm.bias);
     for (int j = 0; j < kNumLinear; ++j) {
       const Linear& lin = w.linear[j];
       const std::string name = linear_module_name(cfg, LinearId(j));
@@ -97,6 +99,7 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
   const Norm& fn = model.final_norm();
   check_norm(fn, "the final norm");
   final_gamma_ = upload_floats(fn.weight);
+  if (fn.bias.defined()) final_beta_ = upload_floats(fn.bias);
   head_ = backend_->upload(*model.packed_head());
   weight_bytes_ += head_->bytes();
   backend_->synchronize();
@@ -150,7 +153,8 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     const Layer& l = layers_[i];
     auto* kc = static_cast<uint16_t*>(seq.k[i].get());
     auto* vc = static_cast<uint16_t*>(seq.v[i].get());
-    backend_->rms_norm(h, m, D, static_cast<const float*>(l.attn_gamma.get()), eps, x);
+    backend_->rms_norm(h, m, D, static_cast<const float*>(l.attn_gamma.get()),
+                       static_cast<const float*>(l.attn_beta.get()), eps, x);
     lin(l, LinearId::Q, x, q);
     lin(l, LinearId::K, x, k);
     lin(l, LinearId::V, x, v);
@@ -160,14 +164,16 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     backend_->attention(dims, q, m, pos0, kc, vc, att);
     lin(l, LinearId::O, att, tmp);
     backend_->add(h, tmp, m * D);
-    backend_->rms_norm(h, m, D, static_cast<const float*>(l.mlp_gamma.get()), eps, x);
+    backend_->rms_norm(h, m, D, static_cast<const float*>(l.mlp_gamma.get()), static_cast<const float*>(l.mlp_beta.get()),
+                       eps, x);
     lin(l, LinearId::Gate, x, g);
     lin(l, LinearId::Up, x, u);
     backend_->swiglu(g, u, m * cfg.ffn, g);
     lin(l, LinearId::Down, g, tmp);
     backend_->add(h, tmp, m * D);
   }
-  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_gamma_.get()), eps, x);
+  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_gamma_.get()),
+                     static_cast<const float*>(final_beta_.get()), eps, x);
   backend_->linear(*head_, x, rows, logits, nullptr);
   backend_->to_host(out, logits, size_t(rows * cfg.vocab) * sizeof(float));
   seq.length = pos0 + m;

@@ -9,7 +9,7 @@
 //   x = rms_norm(h) · γ_mlp;  h += (silu(x Wgᵀ) · x Wuᵀ) Wdᵀ
 // then the final norm and the lm_head (only on the last token for forward_last).
 //
-// Takes Llama-family decoders (RMSNorm without folds' bias or channel index, RoPE, gated SiLU MLP, pre-norm, no
+// Takes Llama-family decoders (RMSNorm, with a fold's shift but no channel index, RoPE, gated SiLU MLP, pre-norm, no
 // learned positions or embedding projections) with float, weight-only quantized and activation-quantized modules (the
 // latter on the backend's integer path, Backend::act_linear, where ActQuantLinear::device_unsupported() is empty:
 // codes and weight integers within a signed byte, per-tensor static or per-token codes); refuses, naming what the
@@ -52,7 +52,7 @@ class DecoderRunner final : public ForwardRunner {
   Model& model_;
   std::unique_ptr<kernels::Backend> backend_;
   std::vector<Layer> layers_;
-  std::shared_ptr<void> final_gamma_;
+  std::shared_ptr<void> final_gamma_, final_beta_;
   std::unique_ptr<kernels::Backend::Weights> head_;
   int64_t weight_bytes_ = 0;
   std::vector<std::pair<size_t, std::shared_ptr<void>>> scratch_;

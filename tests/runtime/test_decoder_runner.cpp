@@ -139,9 +139,12 @@ TEST_CASE("decoder runner (CPU reference backend): activation-quantized checkpoi
   const std::string dir = test::make_temp_dir("decoder-runner-act");
   const auto ids = sotu_ids();
   const PerplexityOptions po = three_windows();
-  for (const char* recipe : {"w8a8-rtn-static", "w8a8-smoothquant", "w4a8-fptq", "w4a4-rtn-dynamic"}) {
+  for (const char* recipe :
+       {"w8a8-rtn-static", "w8a8-smoothquant", "w4a8-fptq", "w4a4-rtn-dynamic", "w8a8-outliertune", "w6a6-outliertune"}) {
     const std::string out = quantize_sotu(bundled(recipe), dir + "/" + recipe, 4);
     auto ref = open_packed(out), run = open_on_reference_backend(out);
+    if (std::string(recipe).find("outliertune") != std::string::npos)  // its shift is folded into the norms' bias
+      REQUIRE(ref->layer(0).attn_norm.bias.defined());
     // Module by module, the backend's integer path equals ActQuantLinear::forward (the CPU runner's) bit for bit on
     // the same input: the same codes, the same exact group sums, the same epilogue.
     auto fresh = open_packed(out);
@@ -171,7 +174,7 @@ TEST_CASE("decoder runner (CPU reference backend): activation-quantized checkpoi
     // End to end the inputs of each module differ by the float noise of kTol's comment, and a code whose input lies
     // that close to a rounding boundary flips: its module's output moves by one activation step (1/127 of the range
     // for 8-bit codes, 1/7 for 4-bit) times a weight row. Measured: logits within 4e-7 (W8A8) to 6.2e-3 (FPTQ W4A8)
-    // of their scale, perplexity ratios 0.9993 to 1.0010; the bounds are about 5x those, and a wrong position, head
+    // of their scale (OutlierTune, its shift in the norms' bias: 1.0e-3), perplexity ratios 0.9993 to 1.0010; the bounds are about 5x those, and a wrong position, head
     // or mask moves logits by O(1).
     CHECK(rel_diff(a, b) < 3e-2);
     CHECK(std::abs(pa / pb - 1) < 5e-3);

@@ -59,8 +59,9 @@ class CudaBackend final : public Backend {
     cuda::act_codes(w.codes, x, m, w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a);
     cuda::int_linear(w.w, c, a, m, true, y, w.bias.empty() ? nullptr : w.bias.as<float>());
   }
-  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y) override {
-    cuda::rms_norm(x, m, d, gamma, eps, y);
+  void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
+                float* y) override {
+    cuda::rms_norm(x, m, d, gamma, eps, y, beta);
   }
   void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
     cuda::rope(x, m, heads, head_dim, positions, theta);
