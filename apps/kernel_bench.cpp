@@ -5,6 +5,9 @@
 //   ptq_kernel_bench [--quick] [--repeats N] [--cpu-only]
 //     {"bench":"machine"}        CPU instruction set, OpenMP threads, measured read bandwidth; the CUDA device if any
 //     {"bench":"cpu_gemv"}       linear() at one token per weight kind: GB/s of weights and the share of bandwidth
+//     {"bench":"cpu_act_module"} an activation-quantized module of a 1.1B shape (TinyLlama: hidden 2048, ffn 5632) on
+//                                the byte kernels, static per-tensor codes against per-token dynamic codes, at 1 and
+//                                64 tokens: what static codes can save (AVX-512 VNNI only; a "skipped" line elsewhere)
 //     {"bench":"cuda_gemv"}      the same on the device, against the device's peak bandwidth
 //     {"bench":"cuda_gemm"}      linear / int_linear at 512 tokens: TFLOP/s (2·m·n·k / s)
 //     {"bench":"cuda_layer"}     the seven linear modules of one 7B-shaped decoder layer (Llama-2-7B: hidden 4096,
@@ -122,6 +125,64 @@ void cpu_gemv(const Options& o) {
   }
 }
 
+// Weight integers of a module on a grid of `bits` (symmetric, per output channel), as int_linear8 takes them.
+struct IntModuleHost {
+  std::vector<int16_t> w;
+  std::vector<float> s;
+  k::IntWeights view;
+};
+IntModuleHost make_int_host(int64_t n, int64_t kk, int bits, std::mt19937& rng) {
+  IntModuleHost h;
+  const int qmax = (1 << (bits - 1)) - 1;
+  std::uniform_int_distribution<int> code(-qmax - 1, qmax);
+  h.w.resize(size_t(n * kk));
+  for (auto& v : h.w) v = int16_t(code(rng));
+  h.s.assign(size_t(n), 0.01f);
+  h.view = k::IntWeights{h.w.data(), h.s.data(), n, kk, 1, qmax + 1};
+  return h;
+}
+
+void cpu_act_module(const Options& o) {
+  if (!k::has_avx512_vnni() || k::best_isa() != k::Isa::Avx512) {
+    std::printf("{\"bench\":\"cpu_act_module\",\"skipped\":\"the byte kernels need AVX-512 VNNI\"}\n");
+    return;
+  }
+  std::mt19937 rng(3);
+  struct Shape {
+    const char* module;
+    int64_t n, k;
+  };
+  const Shape shapes[] = {{"q_proj", 2048, 2048}, {"gate_proj", 5632, 2048}, {"down_proj", 2048, 5632}};
+  for (const Shape& sh : shapes)
+    for (int bits : {4, 8}) {
+      const int64_t n = o.quick ? 64 : sh.n, kk = o.quick ? 256 : sh.k;
+      const IntModuleHost h = make_int_host(n, kk, bits, rng);
+      const k::IntWeights8 w8 = k::pack_int_weights8(h.view);
+      // A 16-row module of the same width: the same rounding pass and one row tile, a bound on the pass alone.
+      const IntModuleHost h16 = make_int_host(16, kk, bits, rng);
+      const k::IntWeights8 w16 = k::pack_int_weights8(h16.view);
+      const int qmax = bits == 4 ? 7 : 127;
+      for (int64_t m : {int64_t(1), int64_t(64)}) {
+        const std::vector<float> x = random_x(m, kk, rng);
+        std::vector<float> y(size_t(m * n));
+        const float a = 3.0f / float(qmax);
+        const int inner = o.quick ? 2 : (m == 1 ? 200 : 10);
+        const double st = time_call([&] { k::int_linear8_static(w8, x.data(), m, 1.0f / a, a, -qmax - 1, qmax, y.data()); },
+                                    [] {}, o.repeats, inner);
+        const double dy = time_call([&] { k::int_linear8_dynamic(w8, x.data(), m, 1.0, qmax, y.data()); }, [] {},
+                                    o.repeats, inner);
+        const double pass = time_call(
+            [&] { k::int_linear8_static(w16, x.data(), m, 1.0f / a, a, -qmax - 1, qmax, y.data()); }, [] {}, o.repeats,
+            inner);
+        std::printf("{\"bench\":\"cpu_act_module\",\"module\":\"%s\",\"n\":%lld,\"k\":%lld,\"weight_bits\":%d,"
+                    "\"act_bits\":%d,\"tokens\":%lld,\"threads\":%d,\"static_us\":%.1f,\"dynamic_us\":%.1f,"
+                    "\"dynamic_over_static\":%.3f,\"codes_pass_bound_us\":%.1f,\"codes_pass_share\":%.3f}\n",
+                    sh.module, (long long)n, (long long)kk, bits, bits, (long long)m, omp_get_max_threads(), st * 1e6,
+                    dy * 1e6, dy / st, pass * 1e6, pass / st);
+      }
+    }
+}
+
 // ---- CUDA ----------------------------------------------------------------------------------------------------
 
 void cuda_gemv(const Options& o, const cu::DeviceInfo& dev) {
@@ -141,20 +202,15 @@ void cuda_gemv(const Options& o, const cu::DeviceInfo& dev) {
   }
 }
 
-// Integer weights of a b-bit symmetric grid as bytes (q - zero in [-2^(b-1), 2^(b-1) - 1]), per-row steps.
+// make_int_host's weights, uploaded.
 struct IntModule {
-  std::vector<int16_t> w;
-  std::vector<float> s;
+  IntModuleHost host;
   cu::DeviceIntWeights dw;
 };
 
 IntModule make_int_module(int64_t n, int64_t kk, int bits, std::mt19937& rng) {
-  IntModule mod;
-  std::uniform_int_distribution<int> code(-(1 << (bits - 1)), (1 << (bits - 1)) - 1);
-  mod.w.resize(size_t(n * kk));
-  for (auto& v : mod.w) v = int16_t(code(rng));
-  mod.s.assign(size_t(n), 0.01f);
-  mod.dw = cu::upload(k::IntWeights{mod.w.data(), mod.s.data(), n, kk, 1});
+  IntModule mod{make_int_host(n, kk, bits, rng), {}};
+  mod.dw = cu::upload(mod.host.view);
   return mod;
 }
 
@@ -303,7 +359,7 @@ int usage() {
                "usage: ptq_kernel_bench --cuda-check\n"
                "       ptq_kernel_bench [--quick] [--cpu-only] [--repeats N]\n"
                "       ptq_kernel_bench --quick --gptq-host-emulation   (cuda_gptq on the CPU emulation: checks it runs)\n"
-               "JSON lines on stdout: machine, cpu_gemv, and where a CUDA device is present cuda_gemv, cuda_gemm,\n"
+               "JSON lines on stdout: machine, cpu_gemv, cpu_act_module, and where a CUDA device is present cuda_gemv, cuda_gemm,\n"
                "cuda_layer, cuda_gptq, cuda_gptq_layer (see apps/kernel_bench.cpp).\n");
   return 2;
 }
@@ -335,6 +391,7 @@ int main(int argc, char** argv) {
     }
     machine(o);
     cpu_gemv(o);
+    cpu_act_module(o);
     if (!o.cpu_only && cu::device_count() > 0) {
       const cu::DeviceInfo dev = cu::device_info(0);
       cuda_gemv(o, dev);

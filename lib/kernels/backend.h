@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "kernels/hadamard.h"
 #include "kernels/int_linear.h"
 #include "kernels/layer_ops.h"
 #include "kernels/packed_weights.h"
@@ -50,9 +51,14 @@ class Backend {
   virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
   // y [m, n] of an activation-quantized module (weights from upload(ActLinearWeights)) on x [m, k].
   virtual void act_linear(const Weights& w, const float* x, int64_t m, float* y) = 0;
-  // y = x̂ · gamma (+ beta: a fold's shift, OutlierTune's; null: none).
+  // y = x̂ · gamma (+ beta: a fold's shift, OutlierTune's; null: none); with a channel split (MergeQuant's;
+  // layer_ops.h's NormSplit, its index in this backend's memory) y has split.width columns.
   virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
-                        float* y) = 0;
+                        const NormSplit& split, float* y) = 0;
+  // The online rotation before down_proj (QuaRot-style; kernels/hadamard.h): factors as this backend runs them, and
+  // x [rows, f.n()] ← x · Q in place, bit for bit as kernels::hadamard_rotate (the CPU runner's).
+  virtual std::unique_ptr<Weights> upload(const HadamardFactors& f) = 0;
+  virtual void hadamard(const Weights& f, float* x, int64_t rows) = 0;
   // Rotary embedding of x [m, heads * head_dim], token t at positions[t] (int64, this backend's memory).
   virtual void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) = 0;
   virtual void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, int64_t m, int64_t past,

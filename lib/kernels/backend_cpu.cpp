@@ -39,6 +39,13 @@ class CpuActWeights final : public Backend::Weights {
   IntWeights view;
 };
 
+class CpuHadamard final : public Backend::Weights {
+ public:
+  explicit CpuHadamard(const HadamardFactors& f) : f(f) { check_hadamard_factors(f); }
+  int64_t bytes() const override { return int64_t((f.signs.size() + f.r.size()) * sizeof(float)); }
+  HadamardFactors f;
+};
+
 class CpuReferenceBackend final : public Backend {
  public:
   const char* name() const override { return "cpu-reference"; }
@@ -55,12 +62,16 @@ class CpuReferenceBackend final : public Backend {
     const auto& w = static_cast<const CpuActWeights&>(weights);
     std::vector<int16_t> codes(size_t(m * w.view.k));
     std::vector<float> a(static_cast<size_t>(m));
-    act_codes_ref(w.codes, x, m, w.view.k, w.perm.empty() ? nullptr : w.perm.data(), codes.data(), a.data());
+    act_codes_ref(w.codes, x, m, w.view.k, w.view.k, w.perm.empty() ? nullptr : w.perm.data(), codes.data(), a.data());
     int_linear(w.view, IntActivations{codes.data(), a.data(), m, true}, y, w.bias.empty() ? nullptr : w.bias.data());
   }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
-                float* y) override {
-    rms_norm_ref(x, m, d, gamma, eps, y, beta);
+                const NormSplit& split, float* y) override {
+    rms_norm_ref(x, m, d, gamma, eps, y, beta, split);
+  }
+  std::unique_ptr<Weights> upload(const HadamardFactors& f) override { return std::make_unique<CpuHadamard>(f); }
+  void hadamard(const Weights& f, float* x, int64_t rows) override {
+    hadamard_rotate(static_cast<const CpuHadamard&>(f).f, x, rows);
   }
   void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
     rope_ref(x, m, heads, head_dim, positions, theta);

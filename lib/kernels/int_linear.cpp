@@ -129,25 +129,32 @@ inline TileSlot tile_slot(int64_t r, int64_t c, int64_t k, int bits) {
   return {((r / 16) * (k / 8) + c / 8) * 64 + 4 * (r % 16) + c % 4, (c % 8) < 4 ? 0 : 4};
 }
 
-// The byte kernel on m tokens whose codes are made row by row: code_row(t, c8, csum) writes token t's k codes and its
-// group sums and returns false when a code is missing (outside a signed byte, or an input that is not finite). Rows
-// run on the OpenMP threads when there are many. False (y untouched) when a row failed.
+// Codes of m tokens made row by row into `out` (k columns in `groups` groups): code_row(t, c8, csum, a) writes token
+// t's k codes, its group sums and (per token) its step, and returns false when a code is missing (outside a signed
+// byte, or an input that is not finite). Rows run on the OpenMP threads when there are many. False when a row failed.
 template <class CodeRow>
-bool run_int_linear8(const IntWeights8& w, int64_t m, const CodeRow& code_row, const IntActivations& x, float* y,
-                     const float* bias) {
+bool make_codes8(int64_t m, int64_t k, int64_t groups, bool per_token, const CodeRow& code_row, Codes8& out) {
   if (!has_avx512_vnni()) throw std::runtime_error("int_linear8: this CPU has no AVX-512 VNNI");
-  thread_local std::vector<int8_t> c8;
-  thread_local std::vector<int32_t> csum;
-  c8.resize(m * w.k);
-  csum.resize(m * w.groups);
-  int8_t* pc = c8.data();
-  int32_t* ps = csum.data();
+  out.m = m;
+  out.k = k;
+  out.groups = groups;
+  out.per_token = per_token;
+  out.c.resize(size_t(m * k));
+  out.csum.resize(size_t(m * groups));
+  out.a.resize(per_token ? size_t(m) : size_t(1));
+  int8_t* pc = out.c.data();
+  int32_t* ps = out.csum.data();
+  float* pa = out.a.data();
   int failed = 0;
-#pragma omp parallel for schedule(static) reduction(| : failed) if (m * w.k >= (int64_t(1) << 16))
-  for (int64_t t = 0; t < m; ++t) failed |= code_row(t, pc + t * w.k, ps + t * w.groups) ? 0 : 1;
-  if (failed != 0) return false;
-  int_linear8_avx512_vnni(w, pc, ps, x, y, bias);
-  return true;
+#pragma omp parallel for schedule(static) reduction(| : failed) if (m * k >= (int64_t(1) << 16))
+  for (int64_t t = 0; t < m; ++t) failed |= code_row(t, pc + t * k, ps + t * groups, pa) ? 0 : 1;
+  return failed == 0;
+}
+
+// The codes' buffers of the one-call forms (int_linear8, _static, _dynamic), reused per thread.
+Codes8& scratch_codes() {
+  thread_local Codes8 c;
+  return c;
 }
 
 // quantize_activation's per-token symmetric step of a row with range [mn, mx] (act_quant.cpp's grid_ref): the
@@ -194,12 +201,27 @@ void unpack_int_weights8(const IntWeights8& w, int16_t* out) {
     }
 }
 
+void int_linear8_codes(const IntWeights8& w, const Codes8& codes, float* y, const float* bias) {
+  if (codes.k != w.k || codes.groups != w.groups || codes.m < 0 || int64_t(codes.c.size()) != codes.m * codes.k ||
+      int64_t(codes.csum.size()) != codes.m * codes.groups ||
+      int64_t(codes.a.size()) != (codes.per_token ? codes.m : int64_t(1)))
+    throw std::invalid_argument("int_linear8_codes: codes of " + std::to_string(codes.k) + " columns in " +
+                                std::to_string(codes.groups) + " groups for weights of " + std::to_string(w.k) +
+                                " in " + std::to_string(w.groups));
+  if (codes.m == 0) return;
+  if (y == nullptr) throw std::invalid_argument("int_linear8_codes: null output");
+  const IntActivations x{nullptr, codes.a.data(), codes.m, codes.per_token};
+  int_linear8_avx512_vnni(w, codes.c.data(), codes.csum.data(), x, y, bias);
+}
+
 bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const float* bias) {
   if (x.m < 0 || (x.m > 0 && (x.c == nullptr || x.a == nullptr || y == nullptr)))
     throw std::invalid_argument("int_linear8: null activations, steps or output");
   if (x.m == 0) return true;
   const int64_t width = w.k / w.groups;
-  return run_int_linear8(w, x.m, [&](int64_t t, int8_t* c8, int32_t* csum) {
+  Codes8& codes = scratch_codes();
+  const bool ok = make_codes8(x.m, w.k, w.groups, x.per_token, [&](int64_t t, int8_t* c8, int32_t* csum, float* a) {
+    if (x.per_token || t == 0) a[x.per_token ? t : 0] = x.a[x.per_token ? t : 0];
     const int16_t* c = x.c + t * w.k;
     for (int64_t g = 0; g < w.groups; ++g) {
       int32_t sum = 0;
@@ -211,7 +233,34 @@ bool int_linear8(const IntWeights8& w, const IntActivations& x, float* y, const 
       csum[g] = sum;
     }
     return true;
-  }, x, y, bias);
+  }, codes);
+  if (ok) int_linear8_codes(w, codes, y, bias);
+  return ok;
+}
+
+bool codes8_static(const float* x, int64_t m, int64_t k, int64_t groups, float inv, float a, int qmin, int qmax,
+                   Codes8& out) {
+  if (m < 0 || k <= 0 || groups <= 0 || k % groups != 0 || (m > 0 && x == nullptr) || qmin < -128 || qmax > 127 ||
+      qmin > qmax)
+    throw std::invalid_argument("codes8_static: bad arguments");
+  if (!std::isfinite(a) || !std::isfinite(inv)) return false;
+  return make_codes8(m, k, groups, false, [&](int64_t t, int8_t* c8, int32_t* csum, float* steps) {
+    if (t == 0) steps[0] = a;
+    return quantize_row8_avx512_vnni(x + t * k, k, groups, inv, qmin, qmax, c8, csum);
+  }, out);
+}
+
+bool codes8_dynamic(const float* x, int64_t m, int64_t k, int64_t groups, double clip, int qmax, Codes8& out) {
+  if (m < 0 || k <= 0 || groups <= 0 || k % groups != 0 || (m > 0 && x == nullptr) || qmax < 1 || qmax > 127 ||
+      !(clip > 0.0 && clip <= 1.0))
+    throw std::invalid_argument("codes8_dynamic: bad arguments");
+  return make_codes8(m, k, groups, true, [&](int64_t t, int8_t* c8, int32_t* csum, float* steps) {
+    const float* row = x + t * k;
+    float mn = 0, mx = 0;
+    if (!row_min_max_avx512_vnni(row, k, &mn, &mx)) return false;
+    steps[t] = dynamic_step(mn, mx, clip, qmax);
+    return quantize_row8_avx512_vnni(row, k, groups, 1.0f / steps[t], -qmax - 1, qmax, c8, csum);
+  }, out);
 }
 
 bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float inv, float a, int qmin, int qmax,
@@ -219,11 +268,10 @@ bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float i
   if (m < 0 || (m > 0 && (x == nullptr || y == nullptr)) || qmin < -128 || qmax > 127 || qmin > qmax)
     throw std::invalid_argument("int_linear8_static: bad arguments");
   if (m == 0) return true;
-  if (!std::isfinite(a) || !std::isfinite(inv)) return false;
-  const IntActivations xa{nullptr, &a, m, false};
-  return run_int_linear8(w, m, [&](int64_t t, int8_t* c8, int32_t* csum) {
-    return quantize_row8_avx512_vnni(x + t * w.k, w.k, w.groups, inv, qmin, qmax, c8, csum);
-  }, xa, y, bias);
+  Codes8& codes = scratch_codes();
+  if (!codes8_static(x, m, w.k, w.groups, inv, a, qmin, qmax, codes)) return false;
+  int_linear8_codes(w, codes, y, bias);
+  return true;
 }
 
 bool int_linear8_dynamic(const IntWeights8& w, const float* x, int64_t m, double clip, int qmax, float* y,
@@ -231,17 +279,10 @@ bool int_linear8_dynamic(const IntWeights8& w, const float* x, int64_t m, double
   if (m < 0 || (m > 0 && (x == nullptr || y == nullptr)) || qmax < 1 || qmax > 127 || !(clip > 0.0 && clip <= 1.0))
     throw std::invalid_argument("int_linear8_dynamic: bad arguments");
   if (m == 0) return true;
-  thread_local std::vector<float> steps;
-  steps.resize(m);
-  float* ps = steps.data();
-  const IntActivations xa{nullptr, ps, m, true};
-  return run_int_linear8(w, m, [&](int64_t t, int8_t* c8, int32_t* csum) {
-    const float* row = x + t * w.k;
-    float mn = 0, mx = 0;
-    if (!row_min_max_avx512_vnni(row, w.k, &mn, &mx)) return false;
-    ps[t] = dynamic_step(mn, mx, clip, qmax);
-    return quantize_row8_avx512_vnni(row, w.k, w.groups, 1.0f / ps[t], -qmax - 1, qmax, c8, csum);
-  }, xa, y, bias);
+  Codes8& codes = scratch_codes();
+  if (!codes8_dynamic(x, m, w.k, w.groups, clip, qmax, codes)) return false;
+  int_linear8_codes(w, codes, y, bias);
+  return true;
 }
 
 }  // namespace ptq::kernels

@@ -63,10 +63,12 @@ struct ActCodes {
   grid_math::ActGrid grid;  // static per tensor; unused per token
 };
 
-// codes [m, k] of x [m, k] (fp32) with columns in group order (column j reads x[t, perm[j]]; perm null: natural) and
-// the steps a [m] (a[t] = the scale of token t's grid): the codes int_linear's IntActivations carry, per token.
-void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int16_t* codes,
-                   float* a);
+// codes [m, k] of x [m, x_cols] (fp32) with columns in group order (column j reads x[t, perm[j]], each perm[j] in
+// [0, x_cols); perm null: natural order, k == x_cols) and the steps a [m] (a[t] = the scale of token t's grid, whose
+// range is that of x's row): the codes int_linear's IntActivations carry, per token. k may exceed x_cols where the
+// weights were padded (cuda::pad_groups_to_dwords: the padding columns read some column and meet zero weights).
+void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
+                   int16_t* codes, float* a);
 
 // max |w| over the n · k weight integers (call once per module; IntWeights::max_abs).
 int32_t int_weights_max_abs(const IntWeights& w);
@@ -125,5 +127,24 @@ bool int_linear8_static(const IntWeights8& w, const float* x, int64_t m, float i
 // Returns false (y untouched) when an input is not finite.
 bool int_linear8_dynamic(const IntWeights8& w, const float* x, int64_t m, double clip, int qmax, float* y,
                          const float* bias = nullptr);
+
+// The same two steps apart, so that modules reading one input on one grid (q, k and v of a norm's output; gate and
+// up) make its codes once: the byte codes c [m, k], each group's code sum csum [m, groups] (the offset the byte
+// weights need; groups: those of the modules that consume them) and the steps a ([m] per token, else [1]).
+struct Codes8 {
+  std::vector<int8_t> c;
+  std::vector<int32_t> csum;
+  std::vector<float> a;
+  int64_t m = 0, k = 0, groups = 1;
+  bool per_token = false;
+};
+// int_linear8_static's and int_linear8_dynamic's codes (arguments as theirs); false (out unusable) where an input is
+// not finite.
+bool codes8_static(const float* x, int64_t m, int64_t k, int64_t groups, float inv, float a, int qmin, int qmax,
+                   Codes8& out);
+bool codes8_dynamic(const float* x, int64_t m, int64_t k, int64_t groups, double clip, int qmax, Codes8& out);
+// y [m, n] from codes made for w's columns and groups (std::invalid_argument otherwise): int_linear8_static's or
+// int_linear8_dynamic's y on the same input, bit for bit.
+void int_linear8_codes(const IntWeights8& w, const Codes8& codes, float* y, const float* bias = nullptr);
 
 }  // namespace ptq::kernels

@@ -24,14 +24,17 @@ void group_sums(const IntWeights& w, const IntActivations& x, int64_t t, int64_t
 
 }  // namespace
 
-void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int16_t* codes,
-                   float* a) {
+void act_codes_ref(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
+                   int16_t* codes, float* a) {
+  if (x_cols <= 0 || k <= 0 || (perm == nullptr && k != x_cols))
+    throw std::invalid_argument("act_codes_ref: " + std::to_string(k) + " codes of rows of " + std::to_string(x_cols) +
+                                " columns without a column map");
   for (int64_t t = 0; t < m; ++t) {
-    const float* xr = x + t * k;
+    const float* xr = x + t * x_cols;
     grid_math::ActGrid g = p.grid;
     if (p.per_token) {
       float mn = xr[0], mx = xr[0];
-      for (int64_t j = 1; j < k; ++j) {
+      for (int64_t j = 1; j < x_cols; ++j) {
         mn = std::min(mn, xr[j]);
         mx = std::max(mx, xr[j]);
       }

@@ -11,8 +11,7 @@
 //   attention out   [m, heads * head_dim]        the o_proj input
 // Token t of a call is at position past + t (attention) or positions[t] (RoPE).
 //
-// Left out (model.cpp has them, these ops do not): a norm's channel index (folds' channel split), the ReLU and GELU
-// activations and ungated MLPs, the F32 and int8 KV caches, batches of several sequences. model.cpp has no partial
+// Left out (model.cpp has them, these ops do not): the ReLU and GELU activations and ungated MLPs, the F32 and int8 KV caches, batches of several sequences. model.cpp has no partial
 // rotary dimensions and no rope scaling (config.cpp refuses rope_scaling), so neither is here.
 #pragma once
 
@@ -31,10 +30,19 @@ struct AttentionDims {
 // head_dim is positive and even, m >= 0, past >= 0, past + m <= capacity and window >= 0.
 void check_attention_dims(const AttentionDims& a, int64_t m, int64_t past, const char* who);
 
+// A norm's channel split (a fold's, lib/transforms/fold.h; MergeQuant's): the norm emits `width` columns, column j
+// being normalized input column index[j] (int64, each in [0, d)), times gamma[j] (+ beta[j]); the statistics stay
+// those of the d input columns (model.cpp's index_select before the weight). index null: no split, width d.
+struct NormSplit {
+  const int64_t* index = nullptr;
+  int64_t width = 0;
+};
+
 // RMSNorm, y = float(x · 1/√(mean(x²) + eps)) · gamma (+ beta), per row; beta may be null (only folds give an RMSNorm
-// a bias). x == y is allowed.
+// a bias). y [m, d], or [m, split.width] with a split (gamma, beta then have split.width entries). x == y is allowed
+// without a split.
 void rms_norm_ref(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y,
-                  const float* beta = nullptr);
+                  const float* beta = nullptr, const NormSplit& split = {});
 // LayerNorm, y = float((x - mean) · 1/√(var + eps)) · gamma + beta, var the biased variance; beta may be null.
 void layer_norm_ref(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps, float* y);
 

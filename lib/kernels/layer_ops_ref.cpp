@@ -16,10 +16,13 @@ void require(bool ok, const char* who, const std::string& what) {
   if (!ok) throw std::invalid_argument(std::string(who) + ": " + what);
 }
 
-// y = float(x · r) · gamma (+ beta) for one row (x already centred by the caller's `shift`).
-void scale_row(const float* x, int64_t d, double shift, double r, const float* gamma, const float* beta, float* y) {
-  for (int64_t j = 0; j < d; ++j) {
-    const float v = float((double(x[j]) - shift) * r) * gamma[j];
+// y = float(x · r) · gamma (+ beta) for one row (x already centred by the caller's `shift`); with a split, column j
+// reads x[index[j]].
+void scale_row(const float* x, int64_t d, double shift, double r, const float* gamma, const float* beta, float* y,
+               const NormSplit& split = {}) {
+  const int64_t width = split.index != nullptr ? split.width : d;
+  for (int64_t j = 0; j < width; ++j) {
+    const float v = float((double(x[split.index != nullptr ? split.index[j] : j]) - shift) * r) * gamma[j];
     y[j] = beta != nullptr ? v + beta[j] : v;
   }
 }
@@ -49,12 +52,24 @@ void check_attention_dims(const AttentionDims& a, int64_t m, int64_t past, const
   require(a.window >= 0, who, "negative sliding window");
 }
 
-void rms_norm_ref(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y, const float* beta) {
+void check_norm_split(const NormSplit& split, int64_t d, const char* who) {
+  if (split.index == nullptr) return;
+  require(split.width > 0, who, "a channel split of no columns");
+  for (int64_t j = 0; j < split.width; ++j)
+    require(split.index[j] >= 0 && split.index[j] < d, who,
+            "split column " + std::to_string(j) + " reads input column " + std::to_string(split.index[j]) +
+                ", outside 0.." + std::to_string(d - 1));
+}
+
+void rms_norm_ref(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y, const float* beta,
+                  const NormSplit& split) {
   check_norm_args(x, m, d, gamma, y, "rms_norm_ref");
+  check_norm_split(split, d, "rms_norm_ref");
+  const int64_t width = split.index != nullptr ? split.width : d;
   for (int64_t t = 0; t < m; ++t) {
     double ss = 0;
     for (int64_t j = 0; j < d; ++j) ss += double(x[t * d + j]) * double(x[t * d + j]);
-    scale_row(x + t * d, d, 0.0, 1.0 / std::sqrt(ss / double(d) + double(eps)), gamma, beta, y + t * d);
+    scale_row(x + t * d, d, 0.0, 1.0 / std::sqrt(ss / double(d) + double(eps)), gamma, beta, y + t * width, split);
   }
 }
 

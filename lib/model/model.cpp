@@ -58,6 +58,18 @@ at::Tensor linear(const Linear& l, const at::Tensor& x, bool int8_activations) {
   return l.bias.defined() ? at::linear(x, l.weight, l.bias) : at::matmul(x, l.weight.t());
 }
 
+// Modules reading the same x: through their kernels' forward_siblings where every one has a kernel, else one by one.
+std::vector<at::Tensor> linear_siblings(const std::vector<const Linear*>& ls, const at::Tensor& x,
+                                        bool int8_activations) {
+  std::vector<const LinearKernel*> kernels;
+  for (const Linear* l : ls)
+    if (l->kernel) kernels.push_back(l->kernel.get());
+  if (kernels.size() == ls.size()) return kernels[0]->forward_siblings(x, kernels);
+  std::vector<at::Tensor> out;
+  for (const Linear* l : ls) out.push_back(linear(*l, x, int8_activations));
+  return out;
+}
+
 // Writes this call's keys/values [B, Hkv, T, hd] at positions pos0.. of the cache, in its storage type.
 void kv_store(KVCache& c, int64_t layer, int64_t pos0, const at::Tensor& k, const at::Tensor& v) {
   const int64_t T = k.size(2);
@@ -156,6 +168,13 @@ void expect_shape(const std::string& name, const at::Tensor& t, std::vector<int6
 
 }  // namespace
 
+std::vector<at::Tensor> LinearKernel::forward_siblings(const at::Tensor& x,
+                                                       const std::vector<const LinearKernel*>& siblings) const {
+  std::vector<at::Tensor> out;
+  for (const LinearKernel* k : siblings) out.push_back(k->forward(x));
+  return out;
+}
+
 const char* linear_module_name(const ModelConfig& cfg, LinearId id) { return linear_field(cfg.traits(), id); }
 
 at::Tensor dequantize_packed(const kernels::PackedWeights& w) {
@@ -253,12 +272,21 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
     if (hook != nullptr) (*hook)(layer, id, x);
     return linear(w[id], x, ctx.int8_activations);
   };
+  auto run_siblings = [&](std::initializer_list<LinearId> ids, const at::Tensor& x) {
+    std::vector<const Linear*> ls;
+    for (LinearId id : ids) {
+      if (hook != nullptr) (*hook)(layer, id, x);
+      ls.push_back(&w[id]);
+    }
+    return linear_siblings(ls, x, ctx.int8_activations);
+  };
 
   // Attention block.
   at::Tensor x = cfg.pre_norm ? apply_norm(cfg, w.attn_norm, h) : h;
-  at::Tensor q = run(LinearId::Q, x).view({B, T, H, hd}).transpose(1, 2);
-  at::Tensor k = run(LinearId::K, x).view({B, T, Hkv, hd}).transpose(1, 2);
-  at::Tensor v = run(LinearId::V, x).view({B, T, Hkv, hd}).transpose(1, 2);
+  const std::vector<at::Tensor> qkv = run_siblings({LinearId::Q, LinearId::K, LinearId::V}, x);
+  at::Tensor q = qkv[0].view({B, T, H, hd}).transpose(1, 2);
+  at::Tensor k = qkv[1].view({B, T, Hkv, hd}).transpose(1, 2);
+  at::Tensor v = qkv[2].view({B, T, Hkv, hd}).transpose(1, 2);
   if (cfg.use_rope) {
     q = apply_rope(q, ctx);
     k = apply_rope(k, ctx);
@@ -278,8 +306,13 @@ at::Tensor decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, 
 
   // MLP block.
   x = cfg.pre_norm ? apply_norm(cfg, w.mlp_norm, out) : out;
-  at::Tensor mid = cfg.gated_mlp ? activation(cfg, run(LinearId::Gate, x)) * run(LinearId::Up, x)
-                                 : activation(cfg, run(LinearId::Up, x));
+  at::Tensor mid;
+  if (cfg.gated_mlp) {
+    const std::vector<at::Tensor> gate_up = run_siblings({LinearId::Gate, LinearId::Up}, x);
+    mid = activation(cfg, gate_up[0]) * gate_up[1];
+  } else {
+    mid = activation(cfg, run(LinearId::Up, x));
+  }
   if (w.down_hadamard != nullptr) {
     mid = mid.to(at::kFloat).contiguous();  // this layer's own temporary (silu(gate) · up): rotated in place
     kernels::hadamard_rotate(*w.down_hadamard, mid.data_ptr<float>(), mid.numel() / w.down_hadamard->n());

@@ -34,6 +34,11 @@ class LinearKernel {
   virtual int64_t out_features() const = 0;
   // Bytes of weights one forward reads (Model::packed_weight_bytes).
   virtual int64_t weight_bytes() const = 0;
+  // The outputs of sibling modules that read the same x (q, k and v of a norm's output; gate and up), called on
+  // siblings[0] with every sibling's kernel (this one first), in that order. The default runs each one's forward; a
+  // kernel may share work between siblings of its own kind (ActQuantLinear: the activation codes, made once).
+  virtual std::vector<at::Tensor> forward_siblings(const at::Tensor& x,
+                                                   const std::vector<const LinearKernel*>& siblings) const;
 };
 
 // A linear module runs, in this order of preference, through `kernel` (activation quantization), through the

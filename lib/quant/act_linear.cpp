@@ -84,25 +84,68 @@ at::Tensor ActQuantLinear::accumulators(const QuantizedActivation& qa) const {
   return acc;
 }
 
+namespace {
+
+// The codes of the last input this thread rounded for byte kernels (grown, reused).
+kernels::Codes8& codes_scratch() {
+  thread_local kernels::Codes8 c;
+  return c;
+}
+
+}  // namespace
+
+bool ActQuantLinear::same_codes(const ActQuantLinear& o) const {
+  if (!codes_from_floats() || !o.codes_from_floats()) return false;
+  if (act_.granularity != o.act_.granularity || act_.qmin() != o.act_.qmin() || act_.qmax() != o.act_.qmax() ||
+      in_ != o.in_ || groups_ != o.groups_)
+    return false;
+  return act_.granularity == ActGranularity::PerTensor ? step_ == o.step_ : act_.clip == o.act_.clip;
+}
+
+bool ActQuantLinear::make_codes(const at::Tensor& xf, kernels::Codes8& codes) const {
+  // quantize_activation's grid and rounding: static per-tensor with the stored step, or per-token dynamic from each
+  // row's range (w8_ is never built for per-channel modules).
+  return act_.granularity == ActGranularity::PerTensor
+             ? kernels::codes8_static(xf.data_ptr<float>(), xf.size(0), in_, groups_, 1.0f / step_, step_,
+                                      act_.qmin(), act_.qmax(), codes)
+             : kernels::codes8_dynamic(xf.data_ptr<float>(), xf.size(0), in_, groups_, act_.clip, act_.qmax(), codes);
+}
+
+at::Tensor ActQuantLinear::forward_codes(const kernels::Codes8& codes, const at::Tensor& x) const {
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = out_;
+  at::Tensor y = at::empty({codes.m, out_}, at::kFloat);
+  kernels::int_linear8_codes(*w8_, codes, y.data_ptr<float>(), bias_.defined() ? bias_.data_ptr<float>() : nullptr);
+  return y.view(out_shape);
+}
+
+std::vector<at::Tensor> ActQuantLinear::forward_siblings(const at::Tensor& x,
+                                                         const std::vector<const LinearKernel*>& siblings) const {
+  std::vector<const ActQuantLinear*> mods;
+  for (const LinearKernel* k : siblings) {
+    const auto* a = dynamic_cast<const ActQuantLinear*>(k);
+    if (a == nullptr || !same_codes(*a)) return LinearKernel::forward_siblings(x, siblings);
+    mods.push_back(a);
+  }
+  kernels::Codes8& codes = codes_scratch();
+  // A non-finite input: each forward reports it.
+  if (!make_codes(x.reshape({-1, in_}).to(at::kFloat).contiguous(), codes))
+    return LinearKernel::forward_siblings(x, siblings);
+  std::vector<at::Tensor> out;
+  for (const ActQuantLinear* m : mods) out.push_back(m->forward_codes(codes, x));
+  return out;
+}
+
 at::Tensor ActQuantLinear::forward(const at::Tensor& x) const {
   const int64_t K = in_, N = out_;
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
   const at::Tensor x2 = x.reshape({-1, K});
-  if (w8_ != nullptr && act_.sym && !perm_.defined()) {
-    // Symmetric codes made and consumed by the byte kernel in one pass, quantize_activation's grid and rounding:
-    // static per-tensor with the stored step, or per-token dynamic from each row's range (w8_ is never built for
-    // per-channel modules). A non-finite input falls through to the path below, which reports it.
-    const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    at::Tensor y = at::empty({xf.size(0), N}, at::kFloat);
-    const float* bias = bias_.defined() ? bias_.data_ptr<float>() : nullptr;
-    const bool done =
-        act_.granularity == ActGranularity::PerTensor
-            ? kernels::int_linear8_static(*w8_, xf.data_ptr<float>(), xf.size(0), 1.0f / step_, step_, act_.qmin(),
-                                          act_.qmax(), y.data_ptr<float>(), bias)
-            : kernels::int_linear8_dynamic(*w8_, xf.data_ptr<float>(), xf.size(0), act_.clip, act_.qmax(),
-                                           y.data_ptr<float>(), bias);
-    if (done) return y.view(out_shape);
+  if (codes_from_floats()) {
+    // Symmetric codes made and consumed by the byte kernel in one pass. A non-finite input falls through to the path
+    // below, which reports it.
+    kernels::Codes8& codes = codes_scratch();
+    if (make_codes(x2.to(at::kFloat).contiguous(), codes)) return forward_codes(codes, x);
   }
   const QuantizedActivation qa = quantize_activation(x2, act_, &params_);
   if (act_.granularity == ActGranularity::PerChannel) {
@@ -159,8 +202,9 @@ std::string ActQuantLinear::device_unsupported() const {
   if (!int_kernel_) return fmt::format("groups of {} columns, too wide for int32 sums", width_);
   if (!act_.sym && act_.bits > 7) return "asymmetric 8-bit activation codes (outside a signed byte)";
   const at::Tensor w = weight_integers();
-  if (!kernels::cuda::int_linear_supports(int_weights(w)))
-    return fmt::format("weight integers outside a signed byte or groups of {} columns (not whole dwords)", width_);
+  if (!kernels::cuda::int_linear_supports_padded(int_weights(w)))
+    return fmt::format("weight integers outside a signed byte, or groups of {} columns too wide for int32 sums",
+                       width_);
   return "";
 }
 

@@ -39,6 +39,10 @@ class ActQuantLinear final : public LinearKernel {
   // `params` for static specs (ignored for dynamic). bias [out] or undefined.
   ActQuantLinear(const QuantizedWeight& qw, const at::Tensor& bias, const ActQuantSpec& act, ActQuantParams params);
   at::Tensor forward(const at::Tensor& x) const override;
+  // Siblings that make the same byte codes from the same input (same grid, columns and groups: q, k and v after one
+  // norm, gate and up) share them: the input is rounded once, then each module's GEMM; bit for bit their forwards.
+  std::vector<at::Tensor> forward_siblings(const at::Tensor& x,
+                                           const std::vector<const LinearKernel*>& siblings) const override;
   int64_t in_features() const override { return in_; }
   int64_t out_features() const override { return out_; }
   int64_t weight_bytes() const override;
@@ -59,15 +63,25 @@ class ActQuantLinear final : public LinearKernel {
     kernels::Backend::ActLinearWeights view;
   };
   // Why the device runner cannot run this module, or empty: it runs the integer path on bytes (per-tensor static or
-  // per-token codes within a signed byte, weight integers within a signed byte, groups of whole dwords).
+  // per-token codes within a signed byte, weight integers within a signed byte; groups that are not whole dwords are
+  // padded by the CUDA backend).
   std::string device_unsupported() const;
   DeviceView device_view() const;
+  // Whether forward() rounds fp32 inputs straight to byte codes (kernels::Codes8: symmetric codes, byte weights,
+  // natural column order).
+  bool codes_from_floats() const { return w8_ != nullptr && act_.sym && !perm_.defined(); }
+  // Whether `o` makes the same byte codes from the same input (forward_siblings shares them).
+  bool same_codes(const ActQuantLinear& o) const;
 
  private:
   // The weight integers [out, K] int16 in group order: w_int_, or unpacked from w8_ where only that is kept.
   at::Tensor weight_integers() const;
   // The weight integers and steps as the integer kernel takes them (views into w_int and this object).
   kernels::IntWeights int_weights(const at::Tensor& w_int) const;
+  // x [T, in] fp32 contiguous to codes on this module's grid; false where an input is not finite.
+  bool make_codes(const at::Tensor& xf, kernels::Codes8& codes) const;
+  // y [..., out] (x's leading shape) from codes made by make_codes of this module or a same_codes sibling.
+  at::Tensor forward_codes(const kernels::Codes8& codes, const at::Tensor& x) const;
 
   ActQuantSpec act_;
   ActQuantParams params_;

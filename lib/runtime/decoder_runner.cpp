@@ -9,7 +9,9 @@
 namespace ptq {
 
 struct DecoderRunner::Layer {
-  std::shared_ptr<void> attn_gamma, mlp_gamma, attn_beta, mlp_beta;  // beta: a fold's shift, or null
+  NormWeights attn_norm, mlp_norm;
+  std::unique_ptr<kernels::Backend::Weights> down_hadamard;  // the online rotation of down_proj's input, or null
+  int64_t ffn = 0;  // gate/up outputs, down_proj's input: the config's, or wider where a fold split channels
   std::unique_ptr<kernels::Backend::Weights> linear[kNumLinear];
   std::shared_ptr<void> bias[kNumLinear];
   bool act[kNumLinear] = {};  // activation-quantized (Backend::act_linear; the bias is inside)
@@ -32,20 +34,29 @@ std::string unsupported_config(const ModelConfig& cfg) {
   return "";
 }
 
-void check_norm(const Norm& n, const std::string& what) {
-  if (n.index.defined())
-    fail_input("--device: {} carries a channel split (MergeQuant), which only the CPU runner runs", what);
-}
-
 }  // namespace
 
 DecoderRunner::~DecoderRunner() = default;
 
-std::shared_ptr<void> DecoderRunner::upload_floats(const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kFloat).contiguous();
-  std::shared_ptr<void> p = backend_->alloc(size_t(c.numel()) * sizeof(float));
-  backend_->to_device(p.get(), c.data_ptr<float>(), size_t(c.numel()) * sizeof(float));
+std::shared_ptr<void> DecoderRunner::upload_tensor(const at::Tensor& t, at::ScalarType type) {
+  const at::Tensor c = t.to(type).contiguous();
+  const size_t bytes = size_t(c.numel()) * c.element_size();
+  std::shared_ptr<void> p = backend_->alloc(bytes);
+  backend_->to_device(p.get(), c.data_ptr(), bytes);
   return p;
+}
+
+DecoderRunner::NormWeights DecoderRunner::upload_norm(const Norm& n) {
+  NormWeights w;
+  w.gamma = upload_tensor(n.weight, at::kFloat);
+  if (n.bias.defined()) w.beta = upload_tensor(n.bias, at::kFloat);
+  w.width = model_.config().hidden;
+  if (n.index.defined()) {  // in range: the loader checks it (model.cpp)
+    w.index = upload_tensor(n.index, at::kLong);
+    w.width = n.index.numel();
+  }
+  max_norm_width_ = std::max(max_norm_width_, w.width);
+  return w;
 }
 
 DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend)
@@ -61,16 +72,20 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
   layers_.resize(size_t(cfg.n_layers));
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
     const LayerWeights& w = model.layer(i);
-    if (w.down_rotation.defined() || w.down_hadamard != nullptr)
-      fail_input("--device {}: layer {} has an online rotation before down_proj (QuaRot-style); run it on the CPU",
+    if (w.down_hadamard == nullptr && w.down_rotation.defined())
+      fail_input("--device {}: layer {} has a dense online rotation before down_proj (composed by a transform, not "
+                 "stored as a Hadamard seed); run it on the CPU",
                  backend_->name(), i);
-    check_norm(w.attn_norm, fmt::format("layer {}'s attention norm", i));
-    check_norm(w.mlp_norm, fmt::format("layer {}'s MLP norm", i));
     Layer& l = layers_[size_t(i)];
-    l.attn_gamma = upload_floats(w.attn_norm.weight);
-    l.mlp_gamma = upload_floats(w.mlp_norm.weight);
-    if (w.attn_norm.bias.defined()) l.attn_beta = upload_floats(w.attn_norm.bias);
-    if (w.mlp_norm.bias.defined()) l.mlp_beta = upload_floats(w.mlp_norm.bias);
+    l.attn_norm = upload_norm(w.attn_norm);
+    l.mlp_norm = upload_norm(w.mlp_norm);
+    l.ffn = w[LinearId::Gate].out_features();
+    if (w[LinearId::Up].out_features() != l.ffn || w[LinearId::Down].in_features() != l.ffn)
+      fail_input("--device {}: layer {}'s gate_proj, up_proj and down_proj disagree on the MLP width ({}, {}, {})",
+                 backend_->name(), i, l.ffn, w[LinearId::Up].out_features(),
+                 w[LinearId::Down].in_features());
+    max_ffn_ = std::max(max_ffn_, l.ffn);
+    if (w.down_hadamard != nullptr) l.down_hadamard = backend_->upload(*w.down_hadamard);
     for (int j = 0; j < kNumLinear; ++j) {
       const Linear& lin = w.linear[j];
       const std::string name = linear_module_name(cfg, LinearId(j));
@@ -90,16 +105,15 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
       // A module without a packed form (kept in fp32) is viewed; the view keeps it alive past release_layer.
       l.linear[j] = backend_->upload(lin.packed != nullptr ? *lin.packed : *view_float_tensor(lin.weight));
       weight_bytes_ += l.linear[j]->bytes();
-      if (lin.bias.defined()) l.bias[j] = upload_floats(lin.bias);
+      if (lin.bias.defined()) l.bias[j] = upload_tensor(lin.bias, at::kFloat);
     }
     model.release_layer(i);
     progress.update(i + 1);
   }
   progress.finish();
-  const Norm& fn = model.final_norm();
-  check_norm(fn, "the final norm");
-  final_gamma_ = upload_floats(fn.weight);
-  if (fn.bias.defined()) final_beta_ = upload_floats(fn.bias);
+  if (model.final_norm().index.defined())  // no fold splits it: the head is not activation-quantized
+    fail_input("--device {}: the final norm carries a channel split; run it on the CPU", backend_->name());
+  final_norm_ = upload_norm(model.final_norm());
   head_ = backend_->upload(*model.packed_head());
   weight_bytes_ += head_->bytes();
   backend_->synchronize();
@@ -123,14 +137,14 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
   const at::Tensor e =
       model_.embed(at::from_blob(const_cast<int64_t*>(ids), {1, m}, at::kLong), pos0).to(at::kFloat).contiguous();
   float* h = scratch<float>(0, size_t(m * D));
-  float* x = scratch<float>(1, size_t(m * D));
+  float* x = scratch<float>(1, size_t(m * max_norm_width_));
   float* q = scratch<float>(2, size_t(m * H * hd));
   float* k = scratch<float>(3, size_t(m * Hkv * hd));
   float* v = scratch<float>(4, size_t(m * Hkv * hd));
   float* att = scratch<float>(5, size_t(m * H * hd));
   float* tmp = scratch<float>(6, size_t(m * D));
-  float* g = scratch<float>(7, size_t(m * cfg.ffn));
-  float* u = scratch<float>(8, size_t(m * cfg.ffn));
+  float* g = scratch<float>(7, size_t(m * max_ffn_));
+  float* u = scratch<float>(8, size_t(m * max_ffn_));
   const int64_t rows = last_only ? 1 : m;
   float* logits = scratch<float>(9, size_t(rows * cfg.vocab));
   int64_t* positions = scratch<int64_t>(10, size_t(m));
@@ -153,8 +167,11 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     const Layer& l = layers_[i];
     auto* kc = static_cast<uint16_t*>(seq.k[i].get());
     auto* vc = static_cast<uint16_t*>(seq.v[i].get());
-    backend_->rms_norm(h, m, D, static_cast<const float*>(l.attn_gamma.get()),
-                       static_cast<const float*>(l.attn_beta.get()), eps, x);
+    auto norm = [&](const NormWeights& n, const float* in, int64_t rows, float* out) {
+      backend_->rms_norm(in, rows, D, static_cast<const float*>(n.gamma.get()), static_cast<const float*>(n.beta.get()),
+                         eps, n.split(), out);
+    };
+    norm(l.attn_norm, h, m, x);
     lin(l, LinearId::Q, x, q);
     lin(l, LinearId::K, x, k);
     lin(l, LinearId::V, x, v);
@@ -164,16 +181,16 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     backend_->attention(dims, q, m, pos0, kc, vc, att);
     lin(l, LinearId::O, att, tmp);
     backend_->add(h, tmp, m * D);
-    backend_->rms_norm(h, m, D, static_cast<const float*>(l.mlp_gamma.get()), static_cast<const float*>(l.mlp_beta.get()),
-                       eps, x);
+    norm(l.mlp_norm, h, m, x);
     lin(l, LinearId::Gate, x, g);
     lin(l, LinearId::Up, x, u);
-    backend_->swiglu(g, u, m * cfg.ffn, g);
+    backend_->swiglu(g, u, m * l.ffn, g);
+    if (l.down_hadamard != nullptr) backend_->hadamard(*l.down_hadamard, g, m);
     lin(l, LinearId::Down, g, tmp);
     backend_->add(h, tmp, m * D);
   }
-  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_gamma_.get()),
-                     static_cast<const float*>(final_beta_.get()), eps, x);
+  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_norm_.gamma.get()),
+                     static_cast<const float*>(final_norm_.beta.get()), eps, final_norm_.split(), x);
   backend_->linear(*head_, x, rows, logits, nullptr);
   backend_->to_host(out, logits, size_t(rows * cfg.vocab) * sizeof(float));
   seq.length = pos0 + m;

@@ -4,16 +4,19 @@
 // reference backend against the LibTorch forward (tests/runtime/test_decoder_runner.cpp).
 //
 // One layer, m tokens of one sequence at positions p .. p + m - 1 (h [m, hidden] in backend memory):
-//   x = rms_norm(h) · γ_attn;  q = x Wqᵀ (+b), k = x Wkᵀ (+b), v = x Wvᵀ (+b);  rope(q), rope(k)
+//   x = rms_norm(h) · γ_attn (+ β_attn) [, split];  q = x Wqᵀ (+b), k = x Wkᵀ (+b), v = x Wvᵀ (+b);  rope(q), rope(k)
 //   kv_append(k, v at p);  a = attention(q over cache 0 .. p + t);  h += a Woᵀ (+b)
-//   x = rms_norm(h) · γ_mlp;  h += (silu(x Wgᵀ) · x Wuᵀ) Wdᵀ
-// then the final norm and the lm_head (only on the last token for forward_last).
+//   x = rms_norm(h) · γ_mlp (+ β_mlp) [, split];  g = silu(x Wgᵀ) · x Wuᵀ [; g ← g · Q];  h += g Wdᵀ
+// then the final norm and the lm_head (only on the last token for forward_last). β is a fold's shift (OutlierTune),
+// the split a fold's channel split (MergeQuant: the norm emits copies of channels, x is wider than hidden), Q the
+// online Hadamard rotation before down_proj (QuaRot-style, stored as its seed; Backend::hadamard).
 //
-// Takes Llama-family decoders (RMSNorm, with a fold's shift but no channel index, RoPE, gated SiLU MLP, pre-norm, no
-// learned positions or embedding projections) with float, weight-only quantized and activation-quantized modules (the
-// latter on the backend's integer path, Backend::act_linear, where ActQuantLinear::device_unsupported() is empty:
-// codes and weight integers within a signed byte, per-tensor static or per-token codes); refuses, naming what the
-// model has, other activation-quantized modules, online rotations and other KV cache types than f16.
+// Takes Llama-family decoders (RMSNorm, RoPE, gated SiLU MLP, pre-norm, no learned positions or embedding
+// projections) with float, weight-only quantized and activation-quantized modules (the latter on the backend's
+// integer path, Backend::act_linear, where ActQuantLinear::device_unsupported() is empty: codes and weight integers
+// within a signed byte, per-tensor static or per-token codes); refuses, naming what the model has, other
+// activation-quantized modules, dense online rotations (composed by transforms), a split final norm and other KV
+// cache types than f16.
 #pragma once
 
 #include <memory>
@@ -37,6 +40,12 @@ class DecoderRunner final : public ForwardRunner {
   int64_t weight_bytes() const override { return weight_bytes_; }
 
  private:
+  // A norm on the backend: gamma, a fold's shift (beta, or null) and channel split (index [width] int64, or null).
+  struct NormWeights {
+    std::shared_ptr<void> gamma, beta, index;
+    int64_t width = 0;  // columns the norm emits: the index length, else hidden
+    kernels::NormSplit split() const { return {static_cast<const int64_t*>(index.get()), width}; }
+  };
   struct Layer;
   struct Sequence;
   // Logits of one sequence's m tokens at `seq`'s length (advanced), [rows, vocab] into `out` (host).
@@ -47,12 +56,15 @@ class DecoderRunner final : public ForwardRunner {
     return static_cast<T*>(scratch_bytes(slot, count * sizeof(T)));
   }
   void* scratch_bytes(int slot, size_t bytes);
-  std::shared_ptr<void> upload_floats(const at::Tensor& t);
+  std::shared_ptr<void> upload_tensor(const at::Tensor& t, at::ScalarType type);
+  NormWeights upload_norm(const Norm& n);
 
   Model& model_;
   std::unique_ptr<kernels::Backend> backend_;
   std::vector<Layer> layers_;
-  std::shared_ptr<void> final_gamma_, final_beta_;
+  NormWeights final_norm_;
+  int64_t max_norm_width_ = 0;  // the widest norm output: the scratch the q/k/v and gate/up inputs share
+  int64_t max_ffn_ = 0;         // the widest MLP (gate/up outputs)
   std::unique_ptr<kernels::Backend::Weights> head_;
   int64_t weight_bytes_ = 0;
   std::vector<std::pair<size_t, std::shared_ptr<void>>> scratch_;

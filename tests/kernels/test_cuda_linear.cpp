@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/half.h"
@@ -446,12 +448,12 @@ std::vector<ActCase> act_cases() {
 }
 
 // act_codes_kernel on the CPU: each lane's range, the block's tree in its order, then every column's code.
-void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c,
-                        float* a) {
+void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
+                        int8_t* c, float* a) {
   constexpr int kT = cu::kActCodeThreads;
   for (int64_t t = 0; t < m; ++t) {
     float mn[kT], mx[kT];
-    for (int lane = 0; lane < kT; ++lane) cu::act_row_range(x + t * k, k, lane, kT, mn[lane], mx[lane]);
+    for (int lane = 0; lane < kT; ++lane) cu::act_row_range(x + t * x_cols, x_cols, lane, kT, mn[lane], mx[lane]);
     for (int s = kT / 2; s > 0; s /= 2)
       for (int lane = 0; lane < s; ++lane) {
         mn[lane] = std::fmin(mn[lane], mn[lane + s]);
@@ -460,7 +462,7 @@ void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t k,
     const ptq::grid_math::ActGrid g = p.per_token ? ptq::grid_math::act_grid(mn[0], mx[0], p.sym, p.clip, p.qmax)
                                                   : p.grid;
     a[t] = g.scale;
-    for (int64_t j = 0; j < k; ++j) c[t * k + j] = cu::act_code_byte(p, g, x + t * k, perm, j);
+    for (int64_t j = 0; j < k; ++j) c[t * k + j] = cu::act_code_byte(p, g, x + t * x_cols, perm, j);
   }
 }
 
@@ -478,13 +480,51 @@ TEST_CASE("cuda act_codes, host emulation: the blocks' ranges and codes equal ac
       const int32_t* p = ac.perm ? perm.data() : nullptr;
       std::vector<int16_t> want(size_t(m * k));
       std::vector<float> a_want(static_cast<size_t>(m)), a_got(static_cast<size_t>(m));
-      act_codes_ref(ac.codes, x.data(), m, k, p, want.data(), a_want.data());
+      act_codes_ref(ac.codes, x.data(), m, k, k, p, want.data(), a_want.data());
       std::vector<int8_t> got(size_t(m * k));
-      act_codes_emulated(ac.codes, x.data(), m, k, p, got.data(), a_got.data());
+      act_codes_emulated(ac.codes, x.data(), m, k, k, p, got.data(), a_got.data());
       INFO("m " << m << " k " << k << " per_token " << ac.codes.per_token << " sym " << ac.codes.sym);
       REQUIRE(std::vector<int16_t>(got.begin(), got.end()) == want);
       REQUIRE(a_got == a_want);
     }
+}
+
+TEST_CASE("cuda act_linear's dword padding: zero weight columns and a column map leave y bit for bit", "[cuda-host]") {
+  std::mt19937 rng(17);
+  // (n, k, groups): odd widths (821: sotu-llama-8m's down_proj after MergeQuant's splits), widths 4j + 1, 2, 3, and
+  // whole dwords (a copy); natural and permuted columns; static and per-token codes.
+  for (auto [n, k, groups] : {std::tuple<int64_t, int64_t, int64_t>{9, 821, 1}, {5, 15, 3}, {7, 30, 5}, {6, 33, 3},
+                              {4, 16, 2}})
+    for (bool permuted : {false, true})
+      for (const ActCase& ac : act_cases()) {
+        std::vector<int16_t> w(size_t(n * k));
+        std::uniform_int_distribution<int> code(-128, 127);
+        for (auto& v : w) v = int16_t(code(rng));
+        const std::vector<float> s = random_vec(size_t(n * groups), rng), x = random_vec(size_t(3 * k), rng);
+        std::vector<int32_t> perm(static_cast<size_t>(k));
+        for (int64_t j = 0; j < k; ++j) perm[j] = int32_t((j * 7 + 3) % k);
+        if (k % 7 == 0) std::iota(perm.begin(), perm.end(), 0);  // (j·7 + 3) mod k is a permutation when gcd(7, k) = 1
+        const int32_t* p = permuted ? perm.data() : nullptr;
+        const IntWeights iw{w.data(), s.data(), n, k, groups};
+        // The unpadded module: its codes and int_linear_ref.
+        std::vector<int16_t> c(size_t(3 * k));
+        std::vector<float> a(3), want(size_t(3 * n)), got(size_t(3 * n));
+        act_codes_ref(ac.codes, x.data(), 3, k, k, p, c.data(), a.data());
+        int_linear_ref(iw, IntActivations{c.data(), a.data(), 3, true}, want.data());
+        // Padded: whole dwords per group, codes through the padded map (the device's act_codes, emulated).
+        const cu::DwordPadded d = cu::pad_groups_to_dwords(iw, p);
+        REQUIRE(cu::int_linear_supports(d.view));
+        REQUIRE(d.view.k % 4 == 0);
+        std::vector<int8_t> c8(size_t(3 * d.view.k));
+        std::vector<float> a8(3);
+        act_codes_emulated(ac.codes, x.data(), 3, k, d.view.k, d.perm.data(), c8.data(), a8.data());
+        const std::vector<int16_t> c16(c8.begin(), c8.end());
+        int_linear_ref(d.view, IntActivations{c16.data(), a8.data(), 3, true}, got.data());
+        INFO("n " << n << " k " << k << " groups " << groups << " permuted " << permuted << " per_token "
+                  << ac.codes.per_token);
+        REQUIRE(a8 == a);
+        REQUIRE(got == want);
+      }
 }
 
 TEST_CASE("cuda int_linear refuses weights that do not fit a byte or a dword group", "[cuda-host]") {
@@ -492,6 +532,7 @@ TEST_CASE("cuda int_linear refuses weights that do not fit a byte or a dword gro
   std::vector<float> s(8 * 3, 0.1f);
   REQUIRE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 3}));        // groups of 4 columns
   REQUIRE_FALSE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 2}));  // groups of 6: not whole dwords
+  REQUIRE(cu::int_linear_supports_padded(IntWeights{w.data(), s.data(), 8, 12, 2}));  // ... until padded to 8
   w[5 * 12 + 7] = 128;
   REQUIRE_FALSE(cu::int_linear_supports(IntWeights{w.data(), s.data(), 8, 12, 3}));  // 128 is not a signed byte
   w[5 * 12 + 7] = -128;
@@ -536,10 +577,10 @@ TEST_CASE("cuda act_codes equals act_codes_ref bit for bit", "[.cuda]") {
       for (int64_t j = 0; j < k; ++j) perm[j] = int32_t(k - 1 - j);
       std::vector<int16_t> want(size_t(m * k));
       std::vector<float> a_want(static_cast<size_t>(m)), a_got(static_cast<size_t>(m));
-      act_codes_ref(ac.codes, x.data(), m, k, ac.perm ? perm.data() : nullptr, want.data(), a_want.data());
+      act_codes_ref(ac.codes, x.data(), m, k, k, ac.perm ? perm.data() : nullptr, want.data(), a_want.data());
       cu::Buffer dx = cu::to_device(x.data(), x.size()), dp = cu::to_device(perm.data(), perm.size());
       cu::Buffer dc(size_t(m * k)), da(size_t(m) * sizeof(float));
-      cu::act_codes(ac.codes, dx.as<float>(), m, k, ac.perm ? dp.as<int32_t>() : nullptr, dc.as<int8_t>(),
+      cu::act_codes(ac.codes, dx.as<float>(), m, k, k, ac.perm ? dp.as<int32_t>() : nullptr, dc.as<int8_t>(),
                     da.as<float>());
       cu::synchronize();
       std::vector<int8_t> got(size_t(m * k));

@@ -305,4 +305,15 @@ TEST_CASE("int_linear8_static and int_linear8_dynamic quantize as the scalar rou
           CHECK(y[0] == 7.0f);
         }
   CHECK(checked == 36);
+  // Codes made for other columns or groups than the weights' are refused.
+  const std::vector<int16_t> wq = random_codes(16 * 64, -8, 7, rng);
+  const std::vector<float> s = random_steps(16 * 2, rng);
+  const IntWeights8 w8 = pack_int_weights8(IntWeights{wq.data(), s.data(), 16, 64, 2});
+  std::vector<float> x(3 * 64, 1.0f), y(3 * 16);
+  Codes8 codes;
+  REQUIRE(codes8_static(x.data(), 3, 64, 1, 2.0f, 0.5f, -8, 7, codes));
+  CHECK_THROWS_WITH(int_linear8_codes(w8, codes, y.data()), Catch::Contains("1 groups for weights of 64 in 2"));
+  REQUIRE(codes8_dynamic(x.data(), 3, 64, 2, 1.0, 7, codes));
+  int_linear8_codes(w8, codes, y.data());
+  CHECK(codes.a.size() == 3);
 }

@@ -12,12 +12,14 @@
 #include <iterator>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "core/half.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/layer_ops_common.h"
 #include "kernels/cuda/layer_ops_cuda.h"
+#include "kernels/hadamard.h"
 #include "kernels/layer_ops.h"
 
 using namespace ptq::kernels;
@@ -90,9 +92,97 @@ std::vector<float> norm_host(const NormData& n, bool centre, bool with_beta, flo
     const double r = cu::norm_scale(ss, n.d, eps);
     const float* beta = with_beta ? n.beta.data() : nullptr;
     float* yr = y.data() + t * n.d;
-    for (int lane = 0; lane < lanes; ++lane) cu::norm_write(x, n.d, mean, r, n.gamma.data(), beta, lane, lanes, yr);
+    for (int lane = 0; lane < lanes; ++lane)
+      cu::norm_write(x, n.d, mean, r, n.gamma.data(), beta, NormSplit{}, lane, lanes, yr);
   }
   return y;
+}
+
+// A channel split of d columns into d + d/3 + 1: every column once, then copies of every third, and column d - 1
+// again (an odd width); gamma and beta of that width.
+struct SplitNorm {
+  NormData n;
+  std::vector<int64_t> index;
+  std::vector<float> gamma, beta;
+};
+SplitNorm make_split(int64_t m, int64_t d, std::mt19937& rng) {
+  SplitNorm s{make_norm(m, d, 0.0f, rng), {}, {}, {}};
+  for (int64_t j = 0; j < d; ++j) s.index.push_back(j);
+  for (int64_t j = 0; j < d; j += 3) s.index.push_back(j);
+  s.index.push_back(d - 1);
+  s.gamma = random_vec(s.index.size(), rng, 1.0f, 0.5f);
+  s.beta = random_vec(s.index.size(), rng);
+  return s;
+}
+
+// The split against rms_norm_ref with the split; the same tolerance as compare_norm (RMSNorm: no mean), the
+// column's gamma and beta those of the emitted column.
+void compare_split(const SplitNorm& s, float eps, const std::vector<float>& got) {
+  const int64_t w = int64_t(s.index.size()), d = s.n.d;
+  std::vector<float> want(size_t(s.n.m * w));
+  rms_norm_ref(s.n.x.data(), s.n.m, d, s.gamma.data(), eps, want.data(), s.beta.data(), NormSplit{s.index.data(), w});
+  for (int64_t t = 0; t < s.n.m; ++t) {
+    const float* x = s.n.x.data() + t * d;
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += double(x[j]) * x[j];
+    const double r = 1.0 / std::sqrt(ss / double(d) + eps);
+    for (int64_t j = 0; j < w; ++j) {
+      const double tol = 4 * kU * (std::fabs(x[s.index[size_t(j)]]) * r * std::fabs(s.gamma[size_t(j)]) +
+                                   std::fabs(s.beta[size_t(j)]));
+      INFO("row " << t << ", emitted column " << j << " of " << w << " (input column " << s.index[size_t(j)] << ")");
+      REQUIRE(std::fabs(double(got[size_t(t * w + j)]) - double(want[size_t(t * w + j)])) <= tol);
+    }
+  }
+}
+
+std::vector<float> split_host(const SplitNorm& s, float eps) {
+  const int64_t w = int64_t(s.index.size()), d = s.n.d;
+  std::vector<float> y(size_t(s.n.m * w), NAN);
+  const int lanes = cu::kNormThreads;
+  for (int64_t t = 0; t < s.n.m; ++t) {
+    const float* x = s.n.x.data() + t * d;
+    double ss = 0;
+    for (int lane = 0; lane < lanes; ++lane) ss += cu::norm_partial(x, d, 0.0, true, lane, lanes);
+    for (int lane = 0; lane < lanes; ++lane)
+      cu::norm_write(x, d, 0.0, cu::norm_scale(ss, d, eps), s.gamma.data(), s.beta.data(), NormSplit{s.index.data(), w},
+                     lane, lanes, y.data() + t * w);
+  }
+  return y;
+}
+
+// ---- the online Hadamard -------------------------------------------------------------------------------------
+
+// Factors of n = p·m with random signs and a random orthogonal-ish R (any matrix serves: the kernels must agree
+// with hadamard_rotate whatever R is).
+HadamardFactors make_factors(int64_t p, int64_t m, std::mt19937& rng) {
+  HadamardFactors f;
+  f.p = p;
+  f.m = m;
+  for (int64_t i = 0; i < p; ++i) f.signs.push_back(rng() % 2 != 0 ? 1.0f : -1.0f);
+  std::normal_distribution<double> nd(0.0, 1.0 / std::sqrt(double(m)));
+  for (int64_t i = 0; i < m * m; ++i) f.r.push_back(m == 1 ? (rng() % 2 != 0 ? 1.0 : -1.0) : nd(rng));
+  return f;
+}
+
+// (p, m, rows): one block, odd block counts (11008 = 256 · 43 is Llama-2-7B's ffn), more lanes than butterflies, a
+// row past the 48 KiB of shared memory a block gets without opting in (16384 floats: 64 KiB).
+const std::tuple<int64_t, int64_t, int64_t> kHadamardShapes[] = {
+    {1, 1, 2}, {2, 1, 3}, {64, 1, 5}, {32, 3, 4}, {8, 43, 2}, {256, 43, 2}, {4096, 1, 1}, {16384, 1, 2}};
+
+// hadamard_kernel on the CPU: each step over every lane of the block, a barrier (the loop's end) between steps.
+std::vector<float> hadamard_host(const HadamardFactors& f, const std::vector<float>& x, int64_t rows) {
+  std::vector<float> out = x, r(f.r.begin(), f.r.end()), z(size_t(f.n()));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(f.p));
+  const int lanes = 256;
+  for (int64_t t = 0; t < rows; ++t) {
+    float* xr = out.data() + t * f.n();
+    for (int lane = 0; lane < lanes; ++lane) cu::hadamard_load(xr, f.signs.data(), f.p, f.n(), lane, lanes, z.data());
+    for (int64_t h = 1; h < f.p; h *= 2)
+      for (int lane = 0; lane < lanes; ++lane) cu::hadamard_stage(z.data(), f.p, f.n(), h, lane, lanes);
+    for (int lane = 0; lane < lanes; ++lane) cu::hadamard_scale(z.data(), f.n(), scale, lane, lanes);
+    for (int lane = 0; lane < lanes; ++lane) cu::hadamard_mix(z.data(), r.data(), f.p, f.m, lane, lanes, xr);
+  }
+  return out;
 }
 
 const std::pair<int64_t, int64_t> kNormShapes[] = {{1, 1}, {1, 64}, {7, 300}, {3, 4096}, {7, 1000}};
@@ -312,6 +402,18 @@ TEST_CASE("rms_norm_ref and layer_norm_ref on hand-computed rows", "[layer_ops]"
   CHECK(rows[1] == Approx(-2 / std::sqrt(2.5)).epsilon(1e-7));
   CHECK(rows[2] == rows[0]);
   CHECK(rows[3] == rows[1]);
+  // A channel split (MergeQuant's): columns [1, 0, 1] of x̂ = [0.6√2, 0.8√2], statistics of the 2 input columns,
+  // gamma and beta per emitted column.
+  const int64_t index[] = {1, 0, 1};
+  const float g3[] = {1, 2, 3}, b3[] = {0, 1, -1};
+  float ys[3];
+  rms_norm_ref(x, 1, 2, g3, 0.0f, ys, b3, NormSplit{index, 3});
+  CHECK(ys[0] == Approx(0.8 * std::sqrt(2.0)).epsilon(1e-7));
+  CHECK(ys[1] == Approx(2 * 0.6 * std::sqrt(2.0) + 1).epsilon(1e-7));
+  CHECK(ys[2] == Approx(3 * 0.8 * std::sqrt(2.0) - 1).epsilon(1e-7));
+  const int64_t outside[] = {0, 2};
+  CHECK_THROWS_WITH(rms_norm_ref(x, 1, 2, g3, 0.0f, ys, nullptr, NormSplit{outside, 2}),
+                    Catch::Contains("input column 2"));
   // LayerNorm of [1, 2, 3, 4]: mean 2.5, biased variance 1.25; gamma 2, beta 1.
   const float l[] = {1, 2, 3, 4}, g2[] = {2, 2, 2, 2}, b1[] = {1, 1, 1, 1};
   float z[4];
@@ -474,6 +576,10 @@ TEST_CASE("layer ops refuse bad shapes, and without CUDA the twins say so", "[la
     CHECK_THROWS_AS(cu::rope(x, 1, 1, 2, pos, 10000.0), cu::Error);
     CHECK_THROWS_AS(cu::swiglu(x, x, 1, x), cu::Error);
     CHECK_THROWS_AS(cu::kv_append(AttentionDims{1, 1, 2, 4}, x, x, 1, 0, c, c), cu::Error);
+    HadamardFactors f;
+    f.signs = {1.0f};
+    f.r = {1.0};
+    CHECK_THROWS_AS(cu::upload_hadamard(f), cu::Error);
   }
 }
 
@@ -487,6 +593,27 @@ TEST_CASE("layer ops, host emulation: the norm blocks' lanes equal rms_norm_ref 
         const NormData n = make_norm(m, d, centre ? 3.0f : 0.0f, rng);
         compare_norm(n, centre, with_beta, 1e-5f, norm_host(n, centre, with_beta, 1e-5f));
       }
+}
+
+TEST_CASE("layer ops, host emulation: a split norm's lanes emit the index's columns as rms_norm_ref", "[cuda-host]") {
+  std::mt19937 rng(36);
+  for (auto [m, d] : kNormShapes) {
+    const SplitNorm s = make_split(m, d, rng);
+    compare_split(s, 1e-5f, split_host(s, 1e-5f));
+  }
+}
+
+TEST_CASE("layer ops, host emulation: the Hadamard blocks equal hadamard_rotate bit for bit", "[cuda-host]") {
+  std::mt19937 rng(37);
+  for (auto [p, m, rows] : kHadamardShapes) {
+    const HadamardFactors f = make_factors(p, m, rng);
+    const std::vector<float> x = random_vec(size_t(rows * p * m), rng);
+    std::vector<float> want = x;
+    hadamard_rotate(f, want.data(), rows);
+    INFO("p " << p << " m " << m << " rows " << rows);
+    // The same fp32 operations on the same operands (signs, butterflies, 1/√p, the mix in increasing a).
+    REQUIRE(hadamard_host(f, x, rows) == want);
+  }
 }
 
 TEST_CASE("layer ops, host emulation: rope_pair over the launch's threads equals rope_ref", "[cuda-host]") {
@@ -551,13 +678,49 @@ TEST_CASE("cuda rms_norm and layer_norm equal the references", "[.cuda]") {
         if (centre)
           cu::layer_norm(x.as<float>(), m, d, g.as<float>(), beta, 1e-5f, y.as<float>(), &stream);
         else
-          cu::rms_norm(x.as<float>(), m, d, g.as<float>(), 1e-5f, y.as<float>(), beta, &stream);
+          cu::rms_norm(x.as<float>(), m, d, g.as<float>(), 1e-5f, y.as<float>(), beta, {}, &stream);
         stream.synchronize();
         compare_norm(n, centre, with_beta, 1e-5f, download<float>(y));
         cu::rms_norm(x.as<float>(), m, d, g.as<float>(), 1e-5f, x.as<float>(), beta);  // in place
         cu::synchronize();
         compare_norm(n, false, with_beta, 1e-5f, download<float>(x));
       }
+}
+
+TEST_CASE("cuda rms_norm with a channel split equals rms_norm_ref's", "[.cuda]") {
+  std::mt19937 rng(46);
+  for (auto [m, d] : kNormShapes) {
+    const SplitNorm s = make_split(m, d, rng);
+    const int64_t w = int64_t(s.index.size());
+    cu::Buffer x = cu::to_device(s.n.x.data(), s.n.x.size()), g = cu::to_device(s.gamma.data(), s.gamma.size());
+    cu::Buffer b = cu::to_device(s.beta.data(), s.beta.size()), idx = cu::to_device(s.index.data(), s.index.size());
+    cu::Buffer y(size_t(m * w) * sizeof(float));
+    cu::rms_norm(x.as<float>(), m, d, g.as<float>(), 1e-5f, y.as<float>(), b.as<float>(),
+                 NormSplit{idx.as<int64_t>(), w});
+    cu::synchronize();
+    compare_split(s, 1e-5f, download<float>(y));
+  }
+}
+
+TEST_CASE("cuda hadamard_rotate equals hadamard_rotate bit for bit", "[.cuda]") {
+  std::mt19937 rng(47);
+  for (auto [p, m, rows] : kHadamardShapes) {
+    const HadamardFactors f = make_factors(p, m, rng);
+    const std::vector<float> x = random_vec(size_t(rows * p * m), rng);
+    std::vector<float> want = x;
+    hadamard_rotate(f, want.data(), rows);
+    const cu::DeviceHadamard d = cu::upload_hadamard(f);
+    cu::Buffer xd = cu::to_device(x.data(), x.size());
+    cu::hadamard_rotate(d, xd.as<float>(), rows);
+    cu::synchronize();
+    INFO("p " << p << " m " << m << " rows " << rows);
+    REQUIRE(download<float>(xd) == want);  // mul_rn keeps the mix unfused: the same fp32 operations
+  }
+  // A row wider than a block's shared memory is refused, naming the width (2^24 floats, 64 MiB).
+  HadamardFactors wide = make_factors(int64_t(1) << 24, 1, rng);
+  const cu::DeviceHadamard d = cu::upload_hadamard(wide);
+  cu::Buffer xd(sizeof(float));
+  CHECK_THROWS_WITH(cu::hadamard_rotate(d, xd.as<float>(), 1), Catch::Contains("16777216 floats"));
 }
 
 TEST_CASE("cuda rope equals rope_ref", "[.cuda]") {

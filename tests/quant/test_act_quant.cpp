@@ -170,6 +170,45 @@ TEST_CASE("integer-semantics linear: the integer kernel gives the former fp64 ev
     }
 }
 
+TEST_CASE("integer-semantics linear: siblings on one grid share their codes, bit for bit their own forwards",
+          "[act_quant]") {
+  at::manual_seed(6);
+  const int64_t K = 128, T = 7;
+  const at::Tensor x = outlier_input(T, K, 8);
+  for (auto g : {ActGranularity::PerTensor, ActGranularity::PerToken})
+    for (const WeightQuantSpec& ws : {WeightQuantSpec{4, 32, true, false}, WeightQuantSpec{8, kPerChannel, true, false}})
+      for (int bits : {8, 4}) {
+        INFO("act " << act_granularity_name(g) << " a" << bits << " weights " << ws.bits << "/" << ws.group_size);
+        const ActQuantSpec as{bits, g, true, 1.0};
+        ActQuantParams p;
+        if (as.is_static()) p = static_act_params(as, std::get<0>(x.min(0)), std::get<0>(x.max(0)));
+        // q, k, v: one input point's grid, different widths (GQA's narrower k and v), biases or none.
+        const ActQuantLinear q(quantize_weight(at::randn({24, K}), ws), at::randn({24}), as, p);
+        const ActQuantLinear k(quantize_weight(at::randn({8, K}), ws), {}, as, p);
+        const ActQuantLinear v(quantize_weight(at::randn({8, K}), ws), at::randn({8}), as, p);
+        if (q.codes_from_floats()) {  // the byte kernels (AVX-512 VNNI): the codes are made once
+          CHECK(q.same_codes(k));
+          CHECK(q.same_codes(v));
+        } else {
+          WARN("no byte kernels on this CPU: forward_siblings runs each forward");
+        }
+        const std::vector<at::Tensor> out = q.forward_siblings(x, {&q, &k, &v});
+        REQUIRE(out.size() == 3);
+        CHECK(out[0].equal(q.forward(x)));
+        CHECK(out[1].equal(k.forward(x)));
+        CHECK(out[2].equal(v.forward(x)));
+        // Another grid (a static step twice as large, or a different clip) is not a sibling's: each forward.
+        ActQuantParams p2 = p;
+        if (as.is_static()) p2.scale = p.scale * 2;
+        const ActQuantLinear other(quantize_weight(at::randn({8, K}), ws), {},
+                                   ActQuantSpec{bits, g, true, as.is_static() ? 1.0 : 0.9}, p2);
+        CHECK_FALSE(q.same_codes(other));
+        const std::vector<at::Tensor> mixed = q.forward_siblings(x, {&q, &other});
+        CHECK(mixed[0].equal(q.forward(x)));
+        CHECK(mixed[1].equal(other.forward(x)));
+      }
+}
+
 TEST_CASE("integer-semantics linear: groups too wide for int32 in the worst case keep the fp64 accumulators",
           "[act_quant]") {
   // 70000 columns, one group: asymmetric 8-bit activation codes (|c| <= 255) times weights up to ±128 could pass

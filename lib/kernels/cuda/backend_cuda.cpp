@@ -17,18 +17,33 @@ class CudaWeights final : public Backend::Weights {
   cuda::DeviceWeights w;
 };
 
+// Groups that are not whole dwords (a MergeQuant split's odd widths) are padded with zero weight columns
+// (cuda::pad_groups_to_dwords); the codes then follow the padded column map.
 class CudaActWeights final : public Backend::Weights {
  public:
-  explicit CudaActWeights(const Backend::ActLinearWeights& a)
-      : w(cuda::upload(a.w)), codes(a.codes), k(a.w.k) {
-    if (a.perm != nullptr) perm = cuda::to_device(a.perm, size_t(a.w.k));
+  explicit CudaActWeights(const Backend::ActLinearWeights& a) : codes(a.codes), x_cols(a.w.k) {
+    if (a.w.groups > 0 && a.w.k % a.w.groups == 0 && (a.w.k / a.w.groups) % 4 != 0) {
+      const cuda::DwordPadded p = cuda::pad_groups_to_dwords(a.w, a.perm);
+      w = cuda::upload(p.view);
+      perm = cuda::to_device(p.perm.data(), p.perm.size());
+    } else {
+      w = cuda::upload(a.w);
+      if (a.perm != nullptr) perm = cuda::to_device(a.perm, size_t(a.w.k));
+    }
     if (a.bias != nullptr) bias = cuda::to_device(a.bias, size_t(a.w.n));
   }
   int64_t bytes() const override { return int64_t(w.w.bytes() + w.s.bytes()); }
-  cuda::DeviceIntWeights w;
+  cuda::DeviceIntWeights w;  // w.k: the codes' columns (padded)
   cuda::Buffer perm, bias;
   ActCodes codes;
-  int64_t k;
+  int64_t x_cols;  // the input's columns
+};
+
+class CudaHadamard final : public Backend::Weights {
+ public:
+  explicit CudaHadamard(const HadamardFactors& f) : f(cuda::upload_hadamard(f)) {}
+  int64_t bytes() const override { return int64_t(f.signs.bytes() + f.r.bytes()); }
+  cuda::DeviceHadamard f;
 };
 
 // Per-thread scratch (grown, never shrunk): an activation-quantized module's codes and steps.
@@ -54,14 +69,18 @@ class CudaBackend final : public Backend {
   }
   void act_linear(const Weights& weights, const float* x, int64_t m, float* y) override {
     const auto& w = static_cast<const CudaActWeights&>(weights);
-    int8_t* c = act_scratch<int8_t>(0, size_t(m * w.k));
+    int8_t* c = act_scratch<int8_t>(0, size_t(m * w.w.k));
     float* a = act_scratch<float>(1, size_t(m));
-    cuda::act_codes(w.codes, x, m, w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a);
+    cuda::act_codes(w.codes, x, m, w.x_cols, w.w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a);
     cuda::int_linear(w.w, c, a, m, true, y, w.bias.empty() ? nullptr : w.bias.as<float>());
   }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
-                float* y) override {
-    cuda::rms_norm(x, m, d, gamma, eps, y, beta);
+                const NormSplit& split, float* y) override {
+    cuda::rms_norm(x, m, d, gamma, eps, y, beta, split);
+  }
+  std::unique_ptr<Weights> upload(const HadamardFactors& f) override { return std::make_unique<CudaHadamard>(f); }
+  void hadamard(const Weights& f, float* x, int64_t rows) override {
+    cuda::hadamard_rotate(static_cast<const CudaHadamard&>(f).f, x, rows);
   }
   void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) override {
     cuda::rope(x, m, heads, head_dim, positions, theta);

@@ -6,15 +6,9 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/launch.h"
+
 namespace ptq::kernels::cuda {
-
-namespace {
-
-void check(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) throw Error(what + ": " + cudaGetErrorString(e));
-}
-
-}  // namespace
 
 bool built_with_cuda() { return true; }
 

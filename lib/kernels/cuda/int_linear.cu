@@ -114,13 +114,14 @@ __global__ void __launch_bounds__(kMmaThreads) int_mma_kernel(const uint32_t* w,
   store_mma_tile(sum, n, m, r0, t0, a, per_token, bias, lane, y);
 }
 
-__global__ void act_codes_kernel(ActCodes p, const float* x, int64_t k, const int32_t* perm, int8_t* c, float* a) {
+__global__ void act_codes_kernel(ActCodes p, const float* x, int64_t x_cols, int64_t k, const int32_t* perm, int8_t* c,
+                                 float* a) {
   __shared__ float smn[kActCodeThreads], smx[kActCodeThreads], grid[3];
   const int tid = threadIdx.x;
   const int64_t t = blockIdx.x;
-  const float* xr = x + t * k;
+  const float* xr = x + t * x_cols;
   if (p.per_token) {
-    act_row_range(xr, k, tid, kActCodeThreads, smn[tid], smx[tid]);
+    act_row_range(xr, x_cols, tid, kActCodeThreads, smn[tid], smx[tid]);
     __syncthreads();
     for (int s = kActCodeThreads / 2; s > 0; s /= 2) {
       if (tid < s) {
@@ -143,12 +144,13 @@ __global__ void act_codes_kernel(ActCodes p, const float* x, int64_t k, const in
 
 }  // namespace
 
-void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c, float* a,
-               const Stream* stream) {
-  if (m < 0 || k <= 0) throw std::invalid_argument("cuda::act_codes: bad shape");
+void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
+               int8_t* c, float* a, const Stream* stream) {
+  if (m < 0 || k <= 0 || x_cols <= 0 || (perm == nullptr && k != x_cols))
+    throw std::invalid_argument("cuda::act_codes: bad shape");
   if (m == 0) return;
   if (m > int64_t(0x7fffffff)) throw std::invalid_argument("cuda::act_codes: too many tokens for one launch");
-  act_codes_kernel<<<unsigned(m), kActCodeThreads, 0, stream_of(stream)>>>(p, x, k, perm, c, a);
+  act_codes_kernel<<<unsigned(m), kActCodeThreads, 0, stream_of(stream)>>>(p, x, x_cols, k, perm, c, a);
   check_launch("act_codes");
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cuda/device.h"
 #include "kernels/int_linear.h"
@@ -35,11 +36,24 @@ DeviceIntWeights upload(const IntWeights& w);
 // y [m, n] from device codes c [m, k] (int8) and steps a; bias [n] or null (device pointers). Runs on `stream`.
 void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int64_t m, bool per_token, float* y,
                 const float* bias = nullptr, const Stream* stream = nullptr);
-// Codes c [m, k] (int8) and steps a [m] of x [m, k] (device pointers; perm [k] int32 or null): act_codes_ref's, bit
-// for bit, except that a NaN or Inf input is not reported (a NaN gives code 0). One block per token; per token the
+// Codes c [m, k] (int8) and steps a [m] of x [m, x_cols] (device pointers; perm [k] int32 or null): act_codes_ref's,
+// bit for bit, except that a NaN or Inf input is not reported (a NaN gives code 0). One block per token; per token the
 // block reduces the row's range first. Runs on `stream`.
-void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t k, const int32_t* perm, int8_t* c, float* a,
-               const Stream* stream = nullptr);
+void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
+               int8_t* c, float* a, const Stream* stream = nullptr);
+
+// Weights whose groups are not whole dwords, each group padded with zero columns to whole dwords (what upload takes),
+// and the group-order column map of the codes that go with them: padded column j reads input column perm[j] (the
+// caller's perm, or the natural order), a padding column reads its group's first column, whose code then meets a zero
+// weight: the int32 group sums, hence y, are the unpadded module's exactly. Groups already whole dwords: a copy.
+struct DwordPadded {
+  std::vector<int16_t> w;     // [n, k'] with k' = groups · round_up(k / groups, 4)
+  std::vector<int32_t> perm;  // [k']
+  IntWeights view;            // over w (steps: the caller's)
+};
+DwordPadded pad_groups_to_dwords(const IntWeights& w, const int32_t* perm);
+// Whether upload takes these weights once padded: int_linear_supports but for the dword rule (no device needed).
+bool int_linear_supports_padded(const IntWeights& w);
 
 // The same from host int16 codes (each in [-128, 127], else std::invalid_argument) and host y: tests, benchmarks.
 void int_linear_host(const DeviceIntWeights& w, const IntActivations& x, float* y, const float* bias = nullptr);

@@ -9,7 +9,8 @@ void int_linear(const DeviceIntWeights&, const int8_t*, const float*, int64_t, b
                 const Stream*) {
   throw_built_without_cuda();
 }
-void act_codes(const ActCodes&, const float*, int64_t, int64_t, const int32_t*, int8_t*, float*, const Stream*) {
+void act_codes(const ActCodes&, const float*, int64_t, int64_t, int64_t, const int32_t*, int8_t*, float*,
+               const Stream*) {
   throw_built_without_cuda();
 }
 void int_linear_host(const DeviceIntWeights&, const IntActivations&, float*, const float*) {

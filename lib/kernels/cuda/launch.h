@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
 #include <type_traits>
 
 #include "kernels/cuda/device.h"
@@ -10,6 +11,11 @@
 namespace ptq::kernels::cuda {
 
 constexpr int kWarp = 32;
+
+// Throws Error "what: <the CUDA error string>" where e is not cudaSuccess.
+inline void check(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) throw Error(what + ": " + cudaGetErrorString(e));
+}
 
 inline cudaStream_t stream_of(const Stream* s) {
   return s != nullptr ? static_cast<cudaStream_t>(s->handle()) : nullptr;

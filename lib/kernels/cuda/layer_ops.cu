@@ -1,8 +1,10 @@
 // CUDA kernels of layer_ops_cuda.h.
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_ops_common.h"
@@ -46,13 +48,15 @@ __device__ double block_sum(double v, double* shared) {
 }
 
 __global__ void norm_kernel(const float* x, int64_t d, const float* gamma, const float* beta, float eps,
-                            bool centre, float* y) {
+                            bool centre, NormSplit split, float* y) {
   __shared__ double shared[kNormThreads];
   const int lane = threadIdx.x;
   const float* xr = x + int64_t(blockIdx.x) * d;
   const double mean = centre ? block_sum(norm_partial(xr, d, 0.0, false, lane, kNormThreads), shared) / double(d) : 0.0;
   const double sum_sq = block_sum(norm_partial(xr, d, mean, true, lane, kNormThreads), shared);
-  norm_write(xr, d, mean, norm_scale(sum_sq, d, eps), gamma, beta, lane, kNormThreads, y + int64_t(blockIdx.x) * d);
+  const int64_t width = split.index != nullptr ? split.width : d;
+  norm_write(xr, d, mean, norm_scale(sum_sq, d, eps), gamma, beta, split, lane, kNormThreads,
+             y + int64_t(blockIdx.x) * width);
 }
 
 __global__ void rope_kernel(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions,
@@ -119,26 +123,78 @@ __global__ void attention_kernel(AttentionDims a, const float* q, int64_t past, 
     out[(t * a.heads + h) * hd + tid + r * kAttnThreads] = acc[r] / st.sum;
 }
 
+constexpr int kHadamardThreads = 256;
+
+__global__ void hadamard_kernel(const float* signs, const float* r, int64_t p, int64_t m, float scale, float* x) {
+  extern __shared__ float z[];
+  const int64_t n = p * m;
+  const int lane = threadIdx.x;
+  float* xr = x + int64_t(blockIdx.x) * n;
+  hadamard_load(xr, signs, p, n, lane, kHadamardThreads, z);
+  for (int64_t h = 1; h < p; h *= 2) {
+    __syncthreads();
+    hadamard_stage(z, p, n, h, lane, kHadamardThreads);
+  }
+  __syncthreads();
+  hadamard_scale(z, n, scale, lane, kHadamardThreads);
+  __syncthreads();
+  hadamard_mix(z, r, p, m, lane, kHadamardThreads, xr);
+}
+
 // RMSNorm (centre false) or LayerNorm (centre true): one block per row.
 void launch_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps, bool centre,
-                 float* y, const Stream* stream, const char* who) {
+                 const NormSplit& split, float* y, const Stream* stream, const char* who) {
   check_norm_args(x, m, d, gamma, y, who);
+  if (split.index != nullptr && split.width <= 0)
+    throw std::invalid_argument(std::string(who) + ": a channel split of no columns");
   check_grid(m, who);
   if (m == 0) return;
-  norm_kernel<<<unsigned(m), kNormThreads, 0, stream_of(stream)>>>(x, d, gamma, beta, eps, centre, y);
+  norm_kernel<<<unsigned(m), kNormThreads, 0, stream_of(stream)>>>(x, d, gamma, beta, eps, centre, split, y);
   check_launch(who);
 }
 
 }  // namespace
 
 void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y, const float* beta,
-              const Stream* stream) {
-  launch_norm(x, m, d, gamma, beta, eps, false, y, stream, "cuda::rms_norm");
+              const NormSplit& split, const Stream* stream) {
+  launch_norm(x, m, d, gamma, beta, eps, false, split, y, stream, "cuda::rms_norm");
 }
 
 void layer_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps, float* y,
                 const Stream* stream) {
-  launch_norm(x, m, d, gamma, beta, eps, true, y, stream, "cuda::layer_norm");
+  launch_norm(x, m, d, gamma, beta, eps, true, NormSplit{}, y, stream, "cuda::layer_norm");
+}
+
+DeviceHadamard upload_hadamard(const HadamardFactors& f) {
+  check_hadamard_factors(f);
+  std::vector<float> r(f.r.size());
+  for (size_t i = 0; i < r.size(); ++i) r[i] = static_cast<float>(f.r[i]);  // hadamard.cpp mixes with float(R)
+  DeviceHadamard d;
+  d.signs = to_device(f.signs.data(), f.signs.size());
+  d.r = to_device(r.data(), r.size());
+  d.p = f.p;
+  d.m = f.m;
+  d.scale = 1.0f / std::sqrt(static_cast<float>(f.p));
+  return d;
+}
+
+void hadamard_rotate(const DeviceHadamard& f, float* x, int64_t rows, const Stream* stream) {
+  const char* who = "cuda::hadamard_rotate";
+  if (rows < 0 || (rows > 0 && x == nullptr)) throw std::invalid_argument(std::string(who) + ": bad rows or input");
+  check_grid(rows, who);
+  if (rows == 0) return;
+  const size_t bytes = size_t(f.n()) * sizeof(float);
+  int device = 0, optin = 0;
+  check(cudaGetDevice(&device), who);
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), who);
+  if (bytes > size_t(optin))
+    throw std::invalid_argument(std::string(who) + ": a row of " + std::to_string(f.n()) + " floats exceeds the " +
+                                std::to_string(optin) + " bytes of shared memory a block may have");
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(hadamard_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), who);
+  hadamard_kernel<<<unsigned(rows), kHadamardThreads, bytes, stream_of(stream)>>>(f.signs.as<float>(), f.r.as<float>(),
+                                                                                  f.p, f.m, f.scale, x);
+  check_launch(who);
 }
 
 void rope(float* x, int64_t m, int64_t heads, int64_t head_dim, const int64_t* positions, double theta,

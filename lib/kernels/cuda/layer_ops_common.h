@@ -36,11 +36,13 @@ PTQ_HD double norm_partial(const float* x, int64_t d, double shift, bool square,
 // 1 / √(sum_sq / d + eps): the row's scale from its (centred) sum of squares.
 PTQ_HD double norm_scale(double sum_sq, int64_t d, float eps) { return 1.0 / sqrt(sum_sq / double(d) + double(eps)); }
 
-// The lane's columns of y: float((x - shift) · r) · gamma (+ beta).
+// The lane's columns of y: float((x - shift) · r) · gamma (+ beta); with a split (layer_ops.h's NormSplit) y has
+// split.width columns, column j reading x[index[j]].
 PTQ_HD void norm_write(const float* x, int64_t d, double shift, double r, const float* gamma, const float* beta,
-                       int lane, int lanes, float* y) {
-  for (int64_t j = lane; j < d; j += lanes) {
-    const float v = float((double(x[j]) - shift) * r) * gamma[j];
+                       const NormSplit& split, int lane, int lanes, float* y) {
+  const int64_t width = split.index != nullptr ? split.width : d;
+  for (int64_t j = lane; j < width; j += lanes) {
+    const float v = float((double(x[split.index != nullptr ? split.index[j] : j]) - shift) * r) * gamma[j];
     y[j] = beta != nullptr ? v + beta[j] : v;
   }
 }
@@ -115,6 +117,46 @@ PTQ_HD float value_accumulate(float acc, float corr, const float* p, const uint1
   float s = 0.0f;
   for (int j = 0; j < n; ++j) s += p[j] * fp16_to_f32(v[j * head_dim + i]);
   return acc * corr + s;
+}
+
+// ---- the online Hadamard (kernels/hadamard.h): one block per row, z the row's copy in shared memory ----------------
+// Each step is kernels::hadamard_rotate's, element for element in the same fp32 operations (the butterflies are
+// independent within a stage, so their order is free; a barrier separates the steps), hence bit for bit its output.
+
+// z = x ⊙ signs, per block of p columns.
+PTQ_HD void hadamard_load(const float* x, const float* signs, int64_t p, int64_t n, int lane, int lanes, float* z) {
+  for (int64_t i = lane; i < n; i += lanes) z[i] = x[i] * signs[i % p];
+}
+
+// Stage h (1, 2, .., p/2) of every block's butterflies: (u, w) -> (u + w, u - w) across distance h; butterfly e of
+// the n / 2 is pair r = e mod p/2 of block e / (p/2).
+PTQ_HD void hadamard_stage(float* z, int64_t p, int64_t n, int64_t h, int lane, int lanes) {
+  const int64_t half = p / 2;
+  for (int64_t e = lane; e < n / 2; e += lanes) {
+    const int64_t r = e % half, i = (e / half) * p + (r / h) * 2 * h + r % h;
+    const float u = z[i], w = z[i + h];
+    z[i] = u + w;
+    z[i + h] = u - w;
+  }
+}
+
+// z ·= 1/√p.
+PTQ_HD void hadamard_scale(float* z, int64_t n, float scale, int lane, int lanes) {
+  for (int64_t i = lane; i < n; i += lanes) z[i] = mul_rn(z[i], scale);
+}
+
+// x_b = Σ_a float(R[a][b]) · z_a, in increasing a from 0 (one product when m = 1, as hadamard.cpp).
+PTQ_HD void hadamard_mix(const float* z, const float* r, int64_t p, int64_t m, int lane, int lanes, float* x) {
+  for (int64_t j = lane; j < p * m; j += lanes) {
+    if (m == 1) {
+      x[j] = mul_rn(r[0], z[j]);
+      continue;
+    }
+    const int64_t b = j / p, i = j % p;
+    float y = 0.0f;
+    for (int64_t a = 0; a < m; ++a) y = y + mul_rn(r[a * m + b], z[a * p + i]);
+    x[j] = y;
+  }
 }
 
 }  // namespace ptq::kernels::cuda

@@ -14,19 +14,24 @@
 //                         the score (lanes over head_dim, shuffle sum), then an online softmax (running maximum and
 //                         sum, rescaled per chunk) and each thread accumulates its output dims over the chunk's
 //                         values; all in fp32. head_dim at most kAttnMaxHeadDim.
+//   hadamard_rotate       one block per row, the row in shared memory: signs, log2(p) butterfly stages, 1/√p, the
+//                         m x m mix; the same fp32 operations as kernels::hadamard_rotate, so bit for bit its output
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/cuda/device.h"
+#include "kernels/hadamard.h"
 #include "kernels/layer_ops.h"
 
 namespace ptq::kernels::cuda {
 
 constexpr int64_t kAttnMaxHeadDim = 256;
 
+// split: a norm's channel split (layer_ops.h), its index in device memory (not read on the host: the caller checks
+// it, as the model loader does).
 void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, float eps, float* y,
-              const float* beta = nullptr, const Stream* stream = nullptr);
+              const float* beta = nullptr, const NormSplit& split = {}, const Stream* stream = nullptr);
 void layer_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps, float* y,
                 const Stream* stream = nullptr);
 // positions [m] int64 on the device.
@@ -39,5 +44,17 @@ void kv_append(const AttentionDims& a, const float* k_new, const float* v_new, i
 // Also throws std::invalid_argument where head_dim > kAttnMaxHeadDim.
 void attention(const AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* k_cache,
                const uint16_t* v_cache, float* out, const Stream* stream = nullptr);
+
+// kernels/hadamard.h's factors on the device (upload_hadamard): signs [p], float(R) [m, m].
+struct DeviceHadamard {
+  Buffer signs, r;
+  int64_t p = 1, m = 1;
+  float scale = 1;  // 1 / √p in fp32, as hadamard.cpp computes it
+  int64_t n() const { return p * m; }
+};
+DeviceHadamard upload_hadamard(const HadamardFactors& f);
+// x [rows, f.n()] ← x · Q in place (hadamard.h), bit for bit as kernels::hadamard_rotate. Throws
+// std::invalid_argument where a row does not fit the device's shared memory per block.
+void hadamard_rotate(const DeviceHadamard& f, float* x, int64_t rows, const Stream* stream = nullptr);
 
 }  // namespace ptq::kernels::cuda

@@ -3,7 +3,8 @@
 
 namespace ptq::kernels::cuda {
 
-void rms_norm(const float*, int64_t, int64_t, const float*, float, float*, const float*, const Stream*) {
+void rms_norm(const float*, int64_t, int64_t, const float*, float, float*, const float*, const NormSplit&,
+              const Stream*) {
   throw_built_without_cuda();
 }
 void layer_norm(const float*, int64_t, int64_t, const float*, const float*, float, float*, const Stream*) {
@@ -20,5 +21,8 @@ void attention(const AttentionDims&, const float*, int64_t, int64_t, const uint1
                const Stream*) {
   throw_built_without_cuda();
 }
+
+DeviceHadamard upload_hadamard(const HadamardFactors&) { throw_built_without_cuda(); }
+void hadamard_rotate(const DeviceHadamard&, float*, int64_t, const Stream*) { throw_built_without_cuda(); }
 
 }  // namespace ptq::kernels::cuda
