@@ -14,20 +14,15 @@
 #include "kernels/hadamard.h"
 #include "kernels/int_linear.h"
 #include "kernels/layer_ops.h"
+#include "kernels/memory.h"
 #include "kernels/packed_weights.h"
 
 namespace ptq::kernels {
 
-class Backend {
+// Memory (alloc, to_device, to_host, synchronize): memory.h.
+class Backend : public Memory {
  public:
-  virtual ~Backend() = default;
   virtual const char* name() const = 0;  // "cpu-reference", "cuda"
-
-  // Zero-filled memory of `bytes` bytes, freed with the last copy of the pointer.
-  virtual std::shared_ptr<void> alloc(size_t bytes) = 0;
-  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
-  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
-  virtual void synchronize() = 0;
 
   // A linear module's weights as this backend runs them.
   class Weights {

@@ -1,11 +1,7 @@
 // backend.h's CPU reference: host memory, the packed CPU linear kernels, the scalar layer ops.
-#include <cstdlib>
-#include <cstring>
-#include <new>
 #include <vector>
 
 #include "kernels/backend.h"
-#include "kernels/host_memory.h"
 #include "kernels/linear.h"
 
 namespace ptq::kernels {
@@ -46,13 +42,9 @@ class CpuHadamard final : public Backend::Weights {
   HadamardFactors f;
 };
 
-class CpuReferenceBackend final : public Backend {
+class CpuReferenceBackend final : public OnHost<Backend> {
  public:
   const char* name() const override { return "cpu-reference"; }
-  std::shared_ptr<void> alloc(size_t bytes) override { return host_alloc_zeroed(bytes); }
-  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void synchronize() override {}
   std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CpuWeights>(w); }
   std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return std::make_unique<CpuActWeights>(w); }
   void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "kernels/memory.h"
+
 namespace ptq::kernels {
 
 // One GPTQ sweep over W^T, the view gptq_sweep_block works on. Row r of the sweep is output channel r; column i is
@@ -33,15 +35,10 @@ struct GptqSweep {
   bool grids_at_starts = true;       // compute column i's grid when i % width == 0, from the current weights
 };
 
-class GptqOps {
+// Memory (alloc, to_device, to_host, synchronize): memory.h.
+class GptqOps : public Memory {
  public:
-  virtual ~GptqOps() = default;
   virtual const char* name() const = 0;  // "cuda", "cuda-host-emulation"
-
-  // Zero-filled memory of `bytes` bytes, freed with the last copy of the pointer.
-  virtual std::shared_ptr<void> alloc(size_t bytes) = 0;
-  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
-  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
 
   // C [m, n] = beta · C + alpha · Aᵀ B, A [k, m] and B [k, n]; leading dimensions (row strides) lda, ldb, ldc; fp32
   // with each dot product accumulated in k order by FMA. GPTQ's lazy batch update and the Hessian's xᵀx.

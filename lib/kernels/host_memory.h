@@ -1,5 +1,5 @@
-// Zero-filled host memory of `bytes` bytes (at least 1), freed with the last copy of the pointer: the memory the CPU
-// backends (backend_cpu.cpp, gptq_ops.cpp's host emulation) hand out; cuda::alloc_zeroed is the device's.
+// Zero-filled host memory of `bytes` bytes (at least 1), freed with the last copy of the pointer: memory.h's OnHost hands
+// it out; cuda::alloc_zeroed is the device's.
 #pragma once
 
 #include <cstddef>

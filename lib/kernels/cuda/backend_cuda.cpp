@@ -55,13 +55,9 @@ T* act_scratch(int slot, size_t count) {
   return b.as<T>();
 }
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public OnCuda<Backend> {
  public:
   const char* name() const override { return "cuda"; }
-  std::shared_ptr<void> alloc(size_t bytes) override { return cuda::alloc_zeroed(bytes); }
-  void to_device(void* dst, const void* src, size_t bytes) override { cuda::copy_to_device(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { cuda::copy_to_host(dst, src, bytes); }
-  void synchronize() override { cuda::synchronize(); }
   std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CudaWeights>(w); }
   std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return std::make_unique<CudaActWeights>(w); }
   void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {

@@ -3,7 +3,6 @@
 // Plain C++, so it compiles in every build; without CUDA, cuda_gptq_ops() throws saying why.
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -12,7 +11,6 @@
 #include "kernels/cuda/gptq_common.h"
 #include "kernels/cuda/gptq_cuda.h"
 #include "kernels/gptq_ops.h"
-#include "kernels/host_memory.h"
 
 namespace ptq::kernels {
 
@@ -62,12 +60,9 @@ void gptq_sweep(GptqOps& ops, const GptqSweep& s) {
 
 namespace {
 
-class CudaGptqOps final : public GptqOps {
+class CudaGptqOps final : public OnCuda<GptqOps> {
  public:
   const char* name() const override { return "cuda"; }
-  std::shared_ptr<void> alloc(size_t bytes) override { return cuda::alloc_zeroed(bytes); }
-  void to_device(void* dst, const void* src, size_t bytes) override { cuda::copy_to_device(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { cuda::copy_to_host(dst, src, bytes); }
   void gemm_at_b(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float beta, float* c, int64_t ldc) override {
     cuda::gemm_at_b(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -78,12 +73,9 @@ class CudaGptqOps final : public GptqOps {
   void sweep_block(const GptqSweep& s, int64_t i1, int64_t i2) override { cuda::gptq_sweep_block(s, i1, i2); }
 };
 
-class HostEmulationGptqOps final : public GptqOps {
+class HostEmulationGptqOps final : public OnHost<GptqOps> {
  public:
   const char* name() const override { return "cuda-host-emulation"; }
-  std::shared_ptr<void> alloc(size_t bytes) override { return host_alloc_zeroed(bytes); }
-  void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
 
   // The kernel's tiles only stage operands: each element is gemm_at_b_dot over k in order, as here.
   void gemm_at_b(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
