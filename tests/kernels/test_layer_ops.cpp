@@ -169,6 +169,18 @@ HadamardFactors make_factors(int64_t p, int64_t m, std::mt19937& rng) {
 const std::tuple<int64_t, int64_t, int64_t> kHadamardShapes[] = {
     {1, 1, 2}, {2, 1, 3}, {64, 1, 5}, {32, 3, 4}, {8, 43, 2}, {256, 43, 2}, {4096, 1, 1}, {16384, 1, 2}};
 
+// Random factors of a shape, a random input x [rows, p·m] and want = hadamard_rotate's output for it.
+struct HadamardCase {
+  HadamardFactors f;
+  std::vector<float> x, want;
+};
+HadamardCase make_hadamard_case(int64_t p, int64_t m, int64_t rows, std::mt19937& rng) {
+  HadamardCase c{make_factors(p, m, rng), random_vec(size_t(rows * p * m), rng), {}};
+  c.want = c.x;
+  hadamard_rotate(c.f, c.want.data(), rows);
+  return c;
+}
+
 // hadamard_kernel on the CPU: each step over every lane of the block, a barrier (the loop's end) between steps.
 std::vector<float> hadamard_host(const HadamardFactors& f, const std::vector<float>& x, int64_t rows) {
   std::vector<float> out = x, r(f.r.begin(), f.r.end()), z(size_t(f.n()));
@@ -606,13 +618,10 @@ TEST_CASE("layer ops, host emulation: a split norm's lanes emit the index's colu
 TEST_CASE("layer ops, host emulation: the Hadamard blocks equal hadamard_rotate bit for bit", "[cuda-host]") {
   std::mt19937 rng(37);
   for (auto [p, m, rows] : kHadamardShapes) {
-    const HadamardFactors f = make_factors(p, m, rng);
-    const std::vector<float> x = random_vec(size_t(rows * p * m), rng);
-    std::vector<float> want = x;
-    hadamard_rotate(f, want.data(), rows);
+    const HadamardCase c = make_hadamard_case(p, m, rows, rng);
     INFO("p " << p << " m " << m << " rows " << rows);
     // The same fp32 operations on the same operands (signs, butterflies, 1/√p, the mix in increasing a).
-    REQUIRE(hadamard_host(f, x, rows) == want);
+    REQUIRE(hadamard_host(c.f, c.x, rows) == c.want);
   }
 }
 
@@ -705,16 +714,13 @@ TEST_CASE("cuda rms_norm with a channel split equals rms_norm_ref's", "[.cuda]")
 TEST_CASE("cuda hadamard_rotate equals hadamard_rotate bit for bit", "[.cuda]") {
   std::mt19937 rng(47);
   for (auto [p, m, rows] : kHadamardShapes) {
-    const HadamardFactors f = make_factors(p, m, rng);
-    const std::vector<float> x = random_vec(size_t(rows * p * m), rng);
-    std::vector<float> want = x;
-    hadamard_rotate(f, want.data(), rows);
-    const cu::DeviceHadamard d = cu::upload_hadamard(f);
-    cu::Buffer xd = cu::to_device(x.data(), x.size());
+    const HadamardCase c = make_hadamard_case(p, m, rows, rng);
+    const cu::DeviceHadamard d = cu::upload_hadamard(c.f);
+    cu::Buffer xd = cu::to_device(c.x.data(), c.x.size());
     cu::hadamard_rotate(d, xd.as<float>(), rows);
     cu::synchronize();
     INFO("p " << p << " m " << m << " rows " << rows);
-    REQUIRE(download<float>(xd) == want);  // mul_rn keeps the mix unfused: the same fp32 operations
+    REQUIRE(download<float>(xd) == c.want);  // mul_rn keeps the mix unfused: the same fp32 operations
   }
   // A row wider than a block's shared memory is refused, naming the width (2^24 floats, 64 MiB).
   HadamardFactors wide = make_factors(int64_t(1) << 24, 1, rng);
