@@ -15,6 +15,7 @@
 #include "io/gguf_kquants.h"
 #include "io/safetensors.h"
 #include "kernels/gptq_ops.h"
+#include "model/model.h"
 
 namespace ptq {
 
@@ -232,22 +233,12 @@ LinearQuantResult gptq_quantize_on(kernels::GptqOps& ops, const LinearQuantReque
   SweepSetup s = prepare_sweep(rq);
   const WeightQuantSpec& spec = rq.spec;
   const int64_t out = s.out, in = s.in;
-  auto upload = [&](const at::Tensor& t) {
-    const at::Tensor c = t.contiguous();
-    std::shared_ptr<void> p = ops.alloc(c.nbytes());
-    ops.to_device(p.get(), c.data_ptr(), c.nbytes());
-    return p;
-  };
-  auto download = [&](const std::shared_ptr<void>& p, at::Tensor t) {
-    ops.to_host(t.data_ptr(), p.get(), t.nbytes());
-    return t;
-  };
 
   // 4-5. U from the damped Hessian, raising percdamp on failure.
   LinearQuantResult result;
   std::shared_ptr<void> u = ops.alloc(static_cast<size_t>(in * in) * sizeof(float));
   {
-    const std::shared_ptr<void> h = upload(s.h);
+    const std::shared_ptr<void> h = upload_tensor(ops, s.h);
     const std::shared_ptr<void> work = ops.alloc(static_cast<size_t>(2 * in * in) * sizeof(double));
     const double mean_diag = s.h.diagonal().mean().item<double>();
     double p = rq.gptq.percdamp;
@@ -291,9 +282,9 @@ LinearQuantResult gptq_quantize_on(kernels::GptqOps& ops, const LinearQuantReque
   v.grids_at_starts = !s.static_groups && !s.per_tensor;
   kernels::gptq_sweep(ops, v);
 
-  result.loss = download(b.loss, at::empty({out}, at::kDouble)).sum().item<double>();
-  result.weight = finish_sweep(s, spec, download(b.codes, at::empty({in, out}, at::kByte)),
-                               download(b.scale, scale), download(b.zero, zero));
+  result.loss = download_into(ops, b.loss.get(), at::empty({out}, at::kDouble)).sum().item<double>();
+  result.weight = finish_sweep(s, spec, download_into(ops, b.codes.get(), at::empty({in, out}, at::kByte)),
+                               download_into(ops, b.scale.get(), scale), download_into(ops, b.zero.get(), zero));
   return result;
 }
 

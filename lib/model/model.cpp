@@ -168,6 +168,18 @@ void expect_shape(const std::string& name, const at::Tensor& t, std::vector<int6
 
 }  // namespace
 
+std::shared_ptr<void> upload_tensor(kernels::Memory& mem, const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  std::shared_ptr<void> p = mem.alloc(c.nbytes());
+  mem.to_device(p.get(), c.data_ptr(), c.nbytes());
+  return p;
+}
+
+at::Tensor download_into(kernels::Memory& mem, const void* src, at::Tensor t) {
+  mem.to_host(t.data_ptr(), src, t.nbytes());
+  return t;
+}
+
 std::vector<at::Tensor> LinearKernel::forward_siblings(const at::Tensor& x,
                                                        const std::vector<const LinearKernel*>& siblings) const {
   std::vector<at::Tensor> out;

@@ -13,6 +13,7 @@
 
 #include "io/safetensors.h"
 #include "kernels/hadamard.h"
+#include "kernels/memory.h"
 #include "kernels/packed_weights.h"
 #include "model/config.h"
 
@@ -60,6 +61,11 @@ struct Linear {
 
 // An fp32 [n, k] tensor as F32 packed weights: a view that keeps (a contiguous copy of) the tensor alive.
 std::shared_ptr<const kernels::PackedWeights> view_float_tensor(const at::Tensor& w);
+
+// A tensor's bytes (made contiguous) in `mem`'s memory (a backend's, the GPTQ ops'), owned by the pointer; and bytes
+// of `mem`'s memory back into `t` (its size and type), returned.
+std::shared_ptr<void> upload_tensor(kernels::Memory& mem, const at::Tensor& t);
+at::Tensor download_into(kernels::Memory& mem, const void* src, at::Tensor t);
 
 // W [n, k] fp32 of packed weights (inspection, metrics, tests; never on the forward path).
 at::Tensor dequantize_packed(const kernels::PackedWeights& w);

@@ -38,21 +38,13 @@ std::string unsupported_config(const ModelConfig& cfg) {
 
 DecoderRunner::~DecoderRunner() = default;
 
-std::shared_ptr<void> DecoderRunner::upload_tensor(const at::Tensor& t, at::ScalarType type) {
-  const at::Tensor c = t.to(type).contiguous();
-  const size_t bytes = size_t(c.numel()) * c.element_size();
-  std::shared_ptr<void> p = backend_->alloc(bytes);
-  backend_->to_device(p.get(), c.data_ptr(), bytes);
-  return p;
-}
-
 DecoderRunner::NormWeights DecoderRunner::upload_norm(const Norm& n) {
   NormWeights w;
-  w.gamma = upload_tensor(n.weight, at::kFloat);
-  if (n.bias.defined()) w.beta = upload_tensor(n.bias, at::kFloat);
+  w.gamma = upload_tensor(*backend_, n.weight.to(at::kFloat));
+  if (n.bias.defined()) w.beta = upload_tensor(*backend_, n.bias.to(at::kFloat));
   w.width = model_.config().hidden;
   if (n.index.defined()) {  // in range: the loader checks it (model.cpp)
-    w.index = upload_tensor(n.index, at::kLong);
+    w.index = upload_tensor(*backend_, n.index.to(at::kLong));
     w.width = n.index.numel();
   }
   max_norm_width_ = std::max(max_norm_width_, w.width);
@@ -105,7 +97,7 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
       // A module without a packed form (kept in fp32) is viewed; the view keeps it alive past release_layer.
       l.linear[j] = backend_->upload(lin.packed != nullptr ? *lin.packed : *view_float_tensor(lin.weight));
       weight_bytes_ += l.linear[j]->bytes();
-      if (lin.bias.defined()) l.bias[j] = upload_tensor(lin.bias, at::kFloat);
+      if (lin.bias.defined()) l.bias[j] = upload_tensor(*backend_, lin.bias.to(at::kFloat));
     }
     model.release_layer(i);
     progress.update(i + 1);

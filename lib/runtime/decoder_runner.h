@@ -56,7 +56,6 @@ class DecoderRunner final : public ForwardRunner {
     return static_cast<T*>(scratch_bytes(slot, count * sizeof(T)));
   }
   void* scratch_bytes(int slot, size_t bytes);
-  std::shared_ptr<void> upload_tensor(const at::Tensor& t, at::ScalarType type);
   NormWeights upload_norm(const Norm& n);
 
   Model& model_;
