@@ -1,9 +1,10 @@
 // ptq_kernel_bench: the kernels layer's benchmark and CUDA probe, without LibTorch (it builds with
 // -DPTQ_KERNELS_ONLY=ON where only a compiler and nvcc exist). Prints one JSON object per line on stdout.
 //
-//   ptq_kernel_bench --cuda-check   the CUDA device (exit 0), or why there is none (exit 77)
+//   ptq_kernel_bench --cuda-check   the CUDA device and which GEMM runs FP16 (exit 0), or why there is none (exit 77)
 //   ptq_kernel_bench [--quick] [--repeats N] [--cpu-only]
-//     {"bench":"machine"}        CPU instruction set, OpenMP threads, measured read bandwidth; the CUDA device if any
+//     {"bench":"machine"}        CPU instruction set, OpenMP threads, measured read bandwidth; the CUDA device if any,
+//                                with the cuBLAS library loaded or why it is unavailable
 //     {"bench":"cpu_gemv"}       linear() at one token per weight kind: GB/s of weights and the share of bandwidth
 //     {"bench":"cpu_act_module"} an activation-quantized module of a 1.1B shape (TinyLlama: hidden 2048, ffn 5632) on
 //                                the byte kernels, static per-tensor codes against per-token dynamic codes, at 1 and
@@ -12,6 +13,10 @@
 //     {"bench":"cuda_gemm"}      linear / int_linear at 512 tokens: TFLOP/s (2·m·n·k / s)
 //     {"bench":"cuda_layer"}     the seven linear modules of one 7B-shaped decoder layer (Llama-2-7B: hidden 4096,
 //                                ffn 11008) per scheme at batch 1, 16 and a 512-token prefill, with the ratio to FP16
+//                                (speedup_vs_fp16; fp16_gemm: the kernel that ran the FP16 baseline)
+// FP16 runs twice: on cuBLAS, the baseline (FloatGemm::Cublas), then on ptq's own hmma kernel (FloatGemm::Own); the
+// weight-only lines say in "gemm" which kernel of linear_cuda.h ran (gemv at 1 token). Where cuBLAS is unavailable
+// the own kernel is the baseline and runs once.
 // Timing: best of --repeats (default 5) runs of `inner` calls each, after one warm-up call; the device is
 // synchronized before and after each run. --quick: small shapes (a smoke test that the bench runs).
 #include <omp.h>
@@ -31,6 +36,7 @@
 #include "core/half.h"
 #include "kernels/bandwidth.h"
 #include "kernels/cpu_features.h"
+#include "kernels/cuda/cublas.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/int_linear_cuda.h"
 #include "kernels/cuda/linear_cuda.h"
@@ -102,6 +108,11 @@ void machine(const Options& o) {
     const cu::DeviceInfo d = cu::device_info(0);
     std::printf(",\"cuda_device\":\"%s\",\"sm\":%d,\"multiprocessors\":%d,\"memory_gib\":%.1f,\"peak_bandwidth_gbs\":%.1f",
                 d.name.c_str(), d.sm, d.multiprocessors, double(d.memory_bytes) / (1 << 30), d.peak_bandwidth_gbs);
+    const std::string why = cu::cublas_unavailable();
+    if (why.empty())
+      std::printf(",\"cublas\":\"%s\"", cu::cublas_library().c_str());
+    else
+      std::printf(",\"cublas\":null,\"cublas_unavailable\":\"%s\"", why.c_str());
   } else {
     std::printf(",\"cuda_device\":null,\"cuda_unavailable\":\"%s\"", cu::unavailable_reason().c_str());
   }
@@ -242,32 +253,47 @@ void cuda_layer_and_gemm(const Options& o) {
     da.upload(a.data(), da.bytes());
   }
   std::vector<double> fp16_ms(token_counts.size(), 0.0);
+  std::vector<std::string> fp16_gemm(token_counts.size());
   // One scheme's seven modules at every token count: a cuda_layer line each, and at the prefill count a cuda_gemm line
-  // (`rate`: "tflops" for float activations, "tops" for integer ones). The FP16 scheme runs first and sets the base.
-  auto measure = [&](const char* scheme, const char* rate, const std::function<void(int64_t m)>& layer) {
+  // (`rate`: "tflops" for float activations, "tops" for integer ones; `gemm`: the kernel, where linear_kernel says it).
+  // The FP16 baseline runs first (`base`).
+  using Gemm = std::function<const char*(int64_t m)>;
+  auto measure = [&](const char* scheme, const char* rate, const std::function<void(int64_t m)>& layer,
+                     const Gemm& gemm, bool base) {
     for (size_t ti = 0; ti < token_counts.size(); ++ti) {
       const int64_t m = token_counts[ti];
       const double sec = time_call([&] { layer(m); }, cu::synchronize, o.repeats, o.quick ? 2 : 20);
-      if (std::strcmp(scheme, "f16") == 0) fp16_ms[ti] = sec * 1e3;
-      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\",\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f}\n",
-                  scheme, (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3));
+      const std::string kernel = gemm ? std::string(",\"gemm\":\"") + gemm(m) + "\"" : "";
+      if (base) fp16_ms[ti] = sec * 1e3, fp16_gemm[ti] = gemm(m);
+      std::printf("{\"bench\":\"cuda_layer\",\"scheme\":\"%s\"%s,\"tokens\":%lld,\"ms\":%.3f,\"speedup_vs_fp16\":%.2f,"
+                  "\"fp16_gemm\":\"%s\"}\n",
+                  scheme, kernel.c_str(), (long long)m, sec * 1e3, fp16_ms[ti] / (sec * 1e3), fp16_gemm[ti].c_str());
       if (m != prefill) continue;
       double ops = 0;
       for (auto [n, kk] : shapes) ops += 2.0 * double(m) * double(n) * double(kk);
-      std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\",\"tokens\":%lld,\"%s\":%.2f}\n", scheme, (long long)m,
-                  rate, ops / sec / 1e12);
+      std::printf("{\"bench\":\"cuda_gemm\",\"weights\":\"%s\"%s,\"tokens\":%lld,\"%s\":%.2f}\n", scheme,
+                  kernel.c_str(), (long long)m, rate, ops / sec / 1e12);
     }
   };
-  // Weight-only schemes (fp32 activations).
+  // Weight-only schemes (fp32 activations); FP16 on cuBLAS (the baseline) and on the own kernel.
+  std::vector<cu::FloatGemm> fp16_gemms = {cu::FloatGemm::Own};
+  if (cu::cublas_unavailable().empty()) fp16_gemms.insert(fp16_gemms.begin(), cu::FloatGemm::Cublas);
   for (const Scheme& s : {kWeightSchemes[0], kWeightSchemes[1], kWeightSchemes[3]}) {
     std::vector<cu::DeviceWeights> mods;
     for (auto [n, kk] : shapes) {
       std::vector<uint16_t> f16;
       mods.push_back(cu::upload(make_weights(s, n, kk, f16, rng)));
     }
-    measure(s.name, "tflops", [&](int64_t m) {
+    const auto layer = [&](int64_t m) {
       for (const auto& w : mods) cu::linear(w, dx.as<float>(), m, dy.as<float>());
-    });
+    };
+    const Gemm gemm = [&](int64_t m) { return cu::linear_kernel(mods.front(), m); };
+    const std::vector<cu::FloatGemm> gemms = s.quant ? std::vector<cu::FloatGemm>{cu::FloatGemm::Auto} : fp16_gemms;
+    for (cu::FloatGemm g : gemms) {
+      cu::set_float_gemm(g);
+      measure(s.name, "tflops", layer, gemm, !s.quant && g == gemms.front());
+    }
+    cu::set_float_gemm(cu::FloatGemm::Auto);
   }
   // Integer activations: W8A8, and 4-bit weights with 8- or 4-bit codes (held as bytes on the device, so W4A8 and
   // W4A4 run the W8A8 kernel on smaller integers).
@@ -276,7 +302,7 @@ void cuda_layer_and_gemm(const Options& o) {
     for (auto [n, kk] : shapes) mods.push_back(make_int_module(n, kk, bits, rng));
     measure(name, "tops", [&](int64_t m) {
       for (const auto& mod : mods) cu::int_linear(mod.dw, dc.as<int8_t>(), da.as<float>(), m, true, dy.as<float>());
-    });
+    }, nullptr, false);
   }
 }
 
@@ -349,8 +375,11 @@ int cuda_check() {
     return 77;
   }
   const cu::DeviceInfo d = cu::device_info(0);
-  std::printf("%s (sm_%d, %d SMs, %.1f GiB)\n", d.name.c_str(), d.sm, d.multiprocessors,
-              double(d.memory_bytes) / (1 << 30));
+  const std::string why = cu::cublas_unavailable();
+  const std::string gemm = why.empty() ? "cuBLAS (" + cu::cublas_library() + ")"
+                                       : "ptq's own hmma kernel (cuBLAS unavailable: " + why + ")";
+  std::printf("%s (sm_%d, %d SMs, %.1f GiB); FP16/BF16 GEMM: %s\n", d.name.c_str(), d.sm, d.multiprocessors,
+              double(d.memory_bytes) / (1 << 30), gemm.c_str());
   return 0;
 }
 

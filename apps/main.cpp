@@ -56,8 +56,8 @@ void add_run_flags(CLI::App* cmd, RunFlags& f, const char* default_activations) 
       ->each([&f](const std::string&) { f.activations_given = true; });
   cmd->add_option("--device", f.device,
                   "Where the forward runs: cpu (the packed CPU kernels) or cuda (the first CUDA GPU: weights, "
-                  "activations and an f16 KV cache on the device; Llama-family models with float or weight-only "
-                  "quantized modules; needs a build with -DPTQ_WITH_CUDA=ON)")
+                  "activations and an f16 KV cache on the device; Llama-family models with float, weight-only "
+                  "quantized or activation-quantized modules; needs a build with -DPTQ_WITH_CUDA=ON)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->default_str("cpu");
 }

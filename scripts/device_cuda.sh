@@ -8,7 +8,8 @@
 #   scripts/device_cuda.sh run       there (carry device-carry): the [cuda] and [cuda-host] kernel tests, then
 #                                    ptq_kernel_bench; writes $OUT/cuda_tests.txt and $OUT/kernel_bench.jsonl
 #                                    (JSON lines: device, GEMV GB/s vs peak, GEMM TFLOP/s, a 7B-shaped layer's linear
-#                                    modules per scheme at batch 1 / 16 / 512 tokens)
+#                                    modules per scheme at batch 1 / 16 / 512 tokens, FP16 on cuBLAS and on the own
+#                                    kernel); the first and last lines say which FP16 GEMM ran
 #
 # With the device tool: scripts/device_cuda.sh prepare, then run(command="scripts/device_cuda.sh run",
 # carry=["device-carry"], timeout_s=420). The whole run takes a few minutes on an H200 (bench: 5 repeats).
@@ -37,11 +38,15 @@ case "${1:-}" in
     out=${OUT:-out}
     mkdir -p "$out"
     export LD_LIBRARY_PATH="$PWD/device-carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # cuBLAS is dlopen'ed from the machine's toolkit (lib/kernels/cuda/cublas.h), not carried.
+    [[ -d /usr/local/cuda/lib64 ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:/usr/local/cuda/lib64"
     nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv > "$out/nvidia_smi.csv" 2>&1 || true
     device-carry/ptq_kernel_bench --cuda-check
     rc=0
     device-carry/ptq_kernel_tests "[cuda],[cuda-host]" 2>&1 | tee "$out/cuda_tests.txt" || rc=$?
     device-carry/ptq_kernel_bench 2>&1 | tee "$out/kernel_bench.jsonl"
+    echo "FP16 GEMMs measured:"
+    grep '"bench":"cuda_gemm","weights":"f16"' "$out/kernel_bench.jsonl" || echo "  none (no cuda_gemm f16 line)"
     exit "$rc"
     ;;
   *)

@@ -46,6 +46,11 @@ class Backend : public Memory {
   virtual void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) = 0;
   // y [m, n] of an activation-quantized module (weights from upload(ActLinearWeights)) on x [m, k].
   virtual void act_linear(const Weights& w, const float* x, int64_t m, float* y) = 0;
+  // Whether an act_linear since the last call met an input act_codes_ref refuses (a NaN; an Inf in a per-token row)
+  // and could not refuse it then, its kernels running behind the host (CUDA: codes 0 there, the outputs invalid);
+  // clears the record. Waits for the queued work. The CPU reference refuses at the module (act_codes_ref throws) and
+  // answers false.
+  virtual bool take_nonfinite_act_input() = 0;
   // y = x̂ · gamma (+ beta: a fold's shift, OutlierTune's; null: none); with a channel split (MergeQuant's;
   // layer_ops.h's NormSplit, its index in this backend's memory) y has split.width columns.
   virtual void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,

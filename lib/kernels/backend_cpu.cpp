@@ -57,6 +57,7 @@ class CpuReferenceBackend final : public OnHost<Backend> {
     act_codes_ref(w.codes, x, m, w.view.k, w.view.k, w.perm.empty() ? nullptr : w.perm.data(), codes.data(), a.data());
     int_linear(w.view, IntActivations{codes.data(), a.data(), m, true}, y, w.bias.empty() ? nullptr : w.bias.data());
   }
+  bool take_nonfinite_act_input() override { return false; }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
                 const NormSplit& split, float* y) override {
     rms_norm_ref(x, m, d, gamma, eps, y, beta, split);

@@ -4,13 +4,16 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/safetensors.h"
 #include "quant/act_linear.h"
 
 namespace ptq {
 
 struct DecoderRunner::Layer {
   NormWeights attn_norm, mlp_norm;
-  std::unique_ptr<kernels::Backend::Weights> down_hadamard;  // the online rotation of down_proj's input, or null
+  // The online rotation of down_proj's input, or null: a Hadamard seed's factors, or a dense rotation R (composed by a
+  // transform; uploaded as a linear module's weights Rᵀ, so g · R = g (Rᵀ)ᵀ runs as the backend's fp32 linear op).
+  std::unique_ptr<kernels::Backend::Weights> down_hadamard, down_rotation;
   int64_t ffn = 0;  // gate/up outputs, down_proj's input: the config's, or wider where a fold split channels
   std::unique_ptr<kernels::Backend::Weights> linear[kNumLinear];
   std::shared_ptr<void> bias[kNumLinear];
@@ -64,10 +67,6 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
   layers_.resize(size_t(cfg.n_layers));
   for (int64_t i = 0; i < cfg.n_layers; ++i) {
     const LayerWeights& w = model.layer(i);
-    if (w.down_hadamard == nullptr && w.down_rotation.defined())
-      fail_input("--device {}: layer {} has a dense online rotation before down_proj (composed by a transform, not "
-                 "stored as a Hadamard seed); run it on the CPU",
-                 backend_->name(), i);
     Layer& l = layers_[size_t(i)];
     l.attn_norm = upload_norm(w.attn_norm);
     l.mlp_norm = upload_norm(w.mlp_norm);
@@ -77,7 +76,15 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
                  backend_->name(), i, l.ffn, w[LinearId::Up].out_features(),
                  w[LinearId::Down].in_features());
     max_ffn_ = std::max(max_ffn_, l.ffn);
-    if (w.down_hadamard != nullptr) l.down_hadamard = backend_->upload(*w.down_hadamard);
+    if (w.down_hadamard != nullptr)
+      l.down_hadamard = backend_->upload(*w.down_hadamard);
+    else if (w.down_rotation.defined()) {
+      if (w.down_rotation.dim() != 2 || w.down_rotation.size(0) != l.ffn || w.down_rotation.size(1) != l.ffn)
+        fail_input("--device {}: layer {}'s online rotation before down_proj is {}, expected [{}, {}]",
+                   backend_->name(), i, shape_str(w.down_rotation.sizes().vec()), l.ffn, l.ffn);
+      l.down_rotation = backend_->upload(*view_float_tensor(w.down_rotation.t()));
+      weight_bytes_ += l.down_rotation->bytes();
+    }
     for (int j = 0; j < kNumLinear; ++j) {
       const Linear& lin = w.linear[j];
       const std::string name = linear_module_name(cfg, LinearId(j));
@@ -111,8 +118,7 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
   backend_->synchronize();
 }
 
-void* DecoderRunner::scratch_bytes(int slot, size_t bytes) {
-  if (scratch_.size() <= size_t(slot)) scratch_.resize(size_t(slot) + 1);
+void* DecoderRunner::scratch_bytes(Slot slot, size_t bytes) {
   auto& [size, mem] = scratch_[size_t(slot)];
   if (size < bytes) {
     mem = backend_->alloc(bytes);
@@ -128,18 +134,18 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     fail_input("KV cache holds {} positions; {} + {} tokens do not fit", seq.capacity, pos0, m);
   const at::Tensor e =
       model_.embed(at::from_blob(const_cast<int64_t*>(ids), {1, m}, at::kLong), pos0).to(at::kFloat).contiguous();
-  float* h = scratch<float>(0, size_t(m * D));
-  float* x = scratch<float>(1, size_t(m * max_norm_width_));
-  float* q = scratch<float>(2, size_t(m * H * hd));
-  float* k = scratch<float>(3, size_t(m * Hkv * hd));
-  float* v = scratch<float>(4, size_t(m * Hkv * hd));
-  float* att = scratch<float>(5, size_t(m * H * hd));
-  float* tmp = scratch<float>(6, size_t(m * D));
-  float* g = scratch<float>(7, size_t(m * max_ffn_));
-  float* u = scratch<float>(8, size_t(m * max_ffn_));
+  float* h = scratch<float>(Slot::Hidden, size_t(m * D));
+  float* x = scratch<float>(Slot::Normed, size_t(m * max_norm_width_));
+  float* q = scratch<float>(Slot::Q, size_t(m * H * hd));
+  float* k = scratch<float>(Slot::K, size_t(m * Hkv * hd));
+  float* v = scratch<float>(Slot::V, size_t(m * Hkv * hd));
+  float* att = scratch<float>(Slot::Attention, size_t(m * H * hd));
+  float* tmp = scratch<float>(Slot::Residual, size_t(m * D));
+  float* g = scratch<float>(Slot::Gate, size_t(m * max_ffn_));
+  float* u = scratch<float>(Slot::Up, size_t(m * max_ffn_));
   const int64_t rows = last_only ? 1 : m;
-  float* logits = scratch<float>(9, size_t(rows * cfg.vocab));
-  int64_t* positions = scratch<int64_t>(10, size_t(m));
+  float* logits = scratch<float>(Slot::Logits, size_t(rows * cfg.vocab));
+  int64_t* positions = scratch<int64_t>(Slot::Positions, size_t(m));
   backend_->to_device(h, e.data_ptr<float>(), size_t(m * D) * sizeof(float));
   // The tokens' positions, once per call: every layer's RoPE reads them.
   std::vector<int64_t> pos(static_cast<size_t>(m));
@@ -177,14 +183,24 @@ void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, b
     lin(l, LinearId::Gate, x, g);
     lin(l, LinearId::Up, x, u);
     backend_->swiglu(g, u, m * l.ffn, g);
-    if (l.down_hadamard != nullptr) backend_->hadamard(*l.down_hadamard, g, m);
-    lin(l, LinearId::Down, g, tmp);
+    float* mid = g;
+    if (l.down_hadamard != nullptr) {
+      backend_->hadamard(*l.down_hadamard, g, m);
+    } else if (l.down_rotation != nullptr) {
+      backend_->linear(*l.down_rotation, g, m, u, nullptr);  // up's output is spent: u = g · R
+      mid = u;
+    }
+    lin(l, LinearId::Down, mid, tmp);
     backend_->add(h, tmp, m * D);
   }
   backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_norm_.gamma.get()),
                      static_cast<const float*>(final_norm_.beta.get()), eps, final_norm_.split(), x);
   backend_->linear(*head_, x, rows, logits, nullptr);
   backend_->to_host(out, logits, size_t(rows * cfg.vocab) * sizeof(float));
+  if (backend_->take_nonfinite_act_input())
+    fail_input("--device {}: an activation-quantized module's input held NaN or Inf (the model's activations "
+               "overflowed or its weights are damaged); the CPU path refuses the same input",
+               backend_->name());
   seq.length = pos0 + m;
 }
 

@@ -9,14 +9,16 @@
 //   x = rms_norm(h) · γ_mlp (+ β_mlp) [, split];  g = silu(x Wgᵀ) · x Wuᵀ [; g ← g · Q];  h += g Wdᵀ
 // then the final norm and the lm_head (only on the last token for forward_last). β is a fold's shift (OutlierTune),
 // the split a fold's channel split (MergeQuant: the norm emits copies of channels, x is wider than hidden), Q the
-// online Hadamard rotation before down_proj (QuaRot-style, stored as its seed; Backend::hadamard).
+// online rotation before down_proj (QuaRot-style: stored as its seed, Backend::hadamard; or a dense matrix composed
+// by a transform in memory, the backend's linear op with weights Qᵀ).
 //
 // Takes Llama-family decoders (RMSNorm, RoPE, gated SiLU MLP, pre-norm, no learned positions or embedding
 // projections) with float, weight-only quantized and activation-quantized modules (the latter on the backend's
 // integer path, Backend::act_linear, where ActQuantLinear::device_unsupported() is empty: codes and weight integers
 // within a signed byte, per-tensor static or per-token codes); refuses, naming what the model has, other
-// activation-quantized modules, dense online rotations (composed by transforms), a split final norm and other KV
-// cache types than f16.
+// activation-quantized modules, a split final norm and other KV cache types than f16. An activation-quantized
+// module's input the CPU path refuses (NaN; Inf in a per-token row) is refused here too, once the forward's logits
+// are back (Backend::take_nonfinite_act_input: the device's kernels cannot stop at the module).
 #pragma once
 
 #include <memory>
@@ -50,12 +52,16 @@ class DecoderRunner final : public ForwardRunner {
   struct Sequence;
   // Logits of one sequence's m tokens at `seq`'s length (advanced), [rows, vocab] into `out` (host).
   void run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out);
-  // Backend memory of `count` T for scratch slot `slot`, kept and grown across calls.
+  // A forward's activations in backend memory, one slot each, kept and grown across calls: the residual stream, the
+  // norms' output, q, k, v, attention's output, a module's output added to the residual, gate and up (and the dense
+  // rotation's output, in up's), the logits, the tokens' positions.
+  enum class Slot { Hidden, Normed, Q, K, V, Attention, Residual, Gate, Up, Logits, Positions, Count };
+  // Backend memory of `count` T for scratch slot `slot`.
   template <class T>
-  T* scratch(int slot, size_t count) {
+  T* scratch(Slot slot, size_t count) {
     return static_cast<T*>(scratch_bytes(slot, count * sizeof(T)));
   }
-  void* scratch_bytes(int slot, size_t bytes);
+  void* scratch_bytes(Slot slot, size_t bytes);
   NormWeights upload_norm(const Norm& n);
 
   Model& model_;
@@ -66,7 +72,7 @@ class DecoderRunner final : public ForwardRunner {
   int64_t max_ffn_ = 0;         // the widest MLP (gate/up outputs)
   std::unique_ptr<kernels::Backend::Weights> head_;
   int64_t weight_bytes_ = 0;
-  std::vector<std::pair<size_t, std::shared_ptr<void>>> scratch_;
+  std::pair<size_t, std::shared_ptr<void>> scratch_[size_t(Slot::Count)];
 };
 
 }  // namespace ptq

@@ -1,7 +1,8 @@
 // The CUDA linear kernels (lib/kernels/cuda). Two kinds of tests:
 //  - "[cuda-host]": the per-thread functions the kernels run (linear_common.h, int_linear_common.h), compiled for the
 //    CPU and run over every (row, lane) of a launch, against the scalar references linear_ref / int_linear_ref and
-//    PackedWeights::at. They run everywhere, so the decoding and indexing of the device code is tested without a GPU.
+//    PackedWeights::at. They run everywhere, so the decoding and indexing of the device code is tested without a GPU;
+//    so do the cuBLAS loader (cublas.h: the library and its functions, no handle) and linear's choice of kernel.
 //  - "[.cuda]" (hidden: a plain run skips them; "[cuda]" selects them): the kernels on a device against the same
 //    references; ctest runs them as one entry (cuda_kernels, tests/kernels/run_cuda_tests.sh) that reports "skipped:
 //    no CUDA device" where there is none.
@@ -10,13 +11,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <numeric>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <vector>
 
 #include "core/half.h"
+#include "kernels/cuda/cublas.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/int_linear_common.h"
 #include "kernels/cuda/int_linear_cuda.h"
@@ -97,20 +102,55 @@ double fp16_operand_tolerance(int64_t k, double abs_terms, double abs_cross) {
          double(k + 2) * std::ldexp(1.0, -24) * abs_terms + 1e-6;
 }
 
-// `fp16_operands`: got came from the tensor-core GEMM (F16, BF16 and quantized weights at more than 4 tokens).
+// cuBLAS's GEMM uses F16 / BF16 weights as they are and rounds only the activations, to nearest in the weights' type:
+// each product is off by at most u16 of itself (u16 = 2^-11 for fp16, 2^-8 for bf16: 11 and 8 significant bits), or
+// for an fp16 activation under fp16's normal range (2^-14) by its absolute rounding 2^-25 times |w|; the product of two
+// 16-bit floats is exact in fp32. cuBLAS sums in fp32 in an order of its own (tensor-core tiles, perhaps split-K),
+// and tensor cores may truncate rather than round inside an mma: 2 (k + 2) u (u = 2^-24) of Σ|x·w| for those sums,
+// the bias and linear_ref's own rounding to fp32.
+double cublas_tolerance(WeightKind kind, int64_t k, double abs_terms, double abs_cross) {
+  const double u16 = std::ldexp(1.0, kind == WeightKind::F16 ? -11 : -8);
+  return u16 * abs_terms + (kind == WeightKind::F16 ? std::ldexp(1.0, -25) * abs_cross : 0.0) +
+         2.0 * double(k + 2) * std::ldexp(1.0, -24) * abs_terms + 1e-6;
+}
+
+// How the kernel that made a result rounded its operands: not at all (gemv, gemm), both to fp16 (hmma), or the
+// activations to the weights' fp16 / bf16 (cublas).
+enum class Operands { Fp32, Fp16, Activations16 };
+
+Operands operands_of(const std::string& kernel) {
+  return kernel == "hmma" ? Operands::Fp16 : kernel == "cublas" ? Operands::Activations16 : Operands::Fp32;
+}
+
+// The bound on |y - linear_ref| for one output: Σ|x·w| and Σ(|x| + |w|) over its k terms, per Operands.
+double output_tolerance(const PackedWeights& w, Operands ops, double abs_terms, double abs_cross) {
+  switch (ops) {
+    case Operands::Fp16: return fp16_operand_tolerance(w.k, abs_terms, abs_cross);
+    case Operands::Activations16: return cublas_tolerance(w.kind, w.k, abs_terms, abs_cross);
+    default: return tolerance(w.k, abs_terms);
+  }
+}
+
+// Σ|x·w| and Σ(|x| + |w|) of output (t, r).
+std::pair<double, double> abs_sums(const PackedWeights& w, const std::vector<float>& x, int64_t t, int64_t r) {
+  double abs_terms = 0, abs_cross = 0;
+  for (int64_t c = 0; c < w.k; ++c) {
+    abs_terms += std::fabs(double(x[t * w.k + c]) * w.at(r, c));
+    abs_cross += std::fabs(double(x[t * w.k + c])) + std::fabs(double(w.at(r, c)));
+  }
+  return {abs_terms, abs_cross};
+}
+
+// got against linear_ref within output_tolerance; an empty `bias`: none.
 void compare_linear(const PackedWeights& w, const std::vector<float>& x, int64_t m, const std::vector<float>& got,
-                    const std::vector<float>& bias, bool fp16_operands = false) {
+                    const std::vector<float>& bias, Operands ops = Operands::Fp32) {
   std::vector<float> want(size_t(m * w.n));
-  linear_ref(w, x.data(), m, want.data(), bias.data());
+  linear_ref(w, x.data(), m, want.data(), bias.empty() ? nullptr : bias.data());
   for (int64_t t = 0; t < m; ++t)
     for (int64_t r = 0; r < w.n; ++r) {
-      double abs_terms = 0, abs_cross = 0;
-      for (int64_t c = 0; c < w.k; ++c) {
-        abs_terms += std::fabs(double(x[t * w.k + c]) * w.at(r, c));
-        abs_cross += std::fabs(double(x[t * w.k + c])) + std::fabs(double(w.at(r, c)));
-      }
-      INFO("token " << t << " row " << r << " of [" << w.n << ", " << w.k << "]" << (fp16_operands ? ", fp16" : ""));
-      const double tol = fp16_operands ? fp16_operand_tolerance(w.k, abs_terms, abs_cross) : tolerance(w.k, abs_terms);
+      const auto [abs_terms, abs_cross] = abs_sums(w, x, t, r);
+      INFO("token " << t << " row " << r << " of [" << w.n << ", " << w.k << "], operands " << int(ops));
+      const double tol = output_tolerance(w, ops, abs_terms, abs_cross);
       REQUIRE(std::fabs(double(got[t * w.n + r]) - double(want[t * w.n + r])) <= tol);
     }
 }
@@ -307,7 +347,7 @@ TEST_CASE("cuda linear, host emulation: the tensor-core GEMM's tiles and fragmen
           }
         }
       INFO("tensor-core GEMM, kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
-      compare_linear(w, x, m, y, bias, /*fp16_operands=*/true);
+      compare_linear(w, x, m, y, bias, Operands::Fp16);
     }
   }
 }
@@ -449,7 +489,7 @@ std::vector<ActCase> act_cases() {
 
 // act_codes_kernel on the CPU: each lane's range, the block's tree in its order, then every column's code.
 void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
-                        int8_t* c, float* a) {
+                        int8_t* c, float* a, int* nonfinite = nullptr) {
   constexpr int kT = cu::kActCodeThreads;
   for (int64_t t = 0; t < m; ++t) {
     float mn[kT], mx[kT];
@@ -462,8 +502,38 @@ void act_codes_emulated(const ActCodes& p, const float* x, int64_t m, int64_t x_
     const ptq::grid_math::ActGrid g = p.per_token ? ptq::grid_math::act_grid(mn[0], mx[0], p.sym, p.clip, p.qmax)
                                                   : p.grid;
     a[t] = g.scale;
-    for (int64_t j = 0; j < k; ++j) c[t * k + j] = cu::act_code_byte(p, g, x + t * x_cols, perm, j);
+    if (!cu::act_code_valid(g.scale) && nonfinite != nullptr) *nonfinite = 1;
+    for (int64_t j = 0; j < k; ++j) c[t * k + j] = cu::act_code_byte(p, g, x + t * x_cols, perm, j, nonfinite);
   }
+}
+
+// Inputs [m, k] with one non-finite value at token 1 (a NaN, +Inf, -Inf) or none, and whether act_codes_ref refuses
+// them: a NaN always; an Inf where it makes the step non-finite (a per-token row's range), not on a static grid,
+// where it clamps to the grid's end as any large value does.
+struct NonfiniteCase {
+  const char* what;
+  std::vector<float> x;
+  bool refused;
+};
+std::vector<NonfiniteCase> nonfinite_cases(const ActCodes& p, const int32_t* perm, int64_t m, int64_t k,
+                                           std::mt19937& rng) {
+  std::vector<NonfiniteCase> out;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (auto [what, v] : {std::pair<const char*, float>{"none", 0.0f}, {"NaN", std::nanf("")}, {"+Inf", inf},
+                         {"-Inf", -inf}}) {
+    std::vector<float> x = random_vec(size_t(m * k), rng);
+    if (std::string(what) != "none") x[size_t(k + k / 2)] = v;
+    std::vector<int16_t> c(size_t(m * k));
+    std::vector<float> a(static_cast<size_t>(m));
+    bool refused = false;
+    try {
+      act_codes_ref(p, x.data(), m, k, k, perm, c.data(), a.data());
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    out.push_back({what, std::move(x), refused});
+  }
+  return out;
 }
 
 }  // namespace
@@ -487,6 +557,30 @@ TEST_CASE("cuda act_codes, host emulation: the blocks' ranges and codes equal ac
       REQUIRE(std::vector<int16_t>(got.begin(), got.end()) == want);
       REQUIRE(a_got == a_want);
     }
+}
+
+TEST_CASE("cuda act_codes, host emulation: the nonfinite record is set exactly where act_codes_ref refuses",
+          "[cuda-host]") {
+  std::mt19937 rng(18);
+  int refused = 0, accepted_inf = 0;
+  for (const ActCase& ac : act_cases()) {
+    const int64_t m = 3, k = 300;
+    std::vector<int32_t> perm(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) perm[j] = int32_t(k - 1 - j);
+    const int32_t* p = ac.perm ? perm.data() : nullptr;
+    for (const NonfiniteCase& nc : nonfinite_cases(ac.codes, p, m, k, rng)) {
+      std::vector<int8_t> c(size_t(m * k));
+      std::vector<float> a(static_cast<size_t>(m));
+      int flag = 0;
+      act_codes_emulated(ac.codes, nc.x.data(), m, k, k, p, c.data(), a.data(), &flag);
+      INFO(nc.what << " per_token " << ac.codes.per_token << " sym " << ac.codes.sym);
+      CHECK((flag != 0) == nc.refused);
+      refused += nc.refused;
+      accepted_inf += !nc.refused && std::string(nc.what) != "none";
+    }
+  }
+  CHECK(refused > 0);       // both outcomes occur: the record is not constant
+  CHECK(accepted_inf > 0);  // an Inf on a static grid is coded (clamped), as act_codes_ref codes it
 }
 
 TEST_CASE("cuda act_linear's dword padding: zero weight columns and a column map leave y bit for bit", "[cuda-host]") {
@@ -550,6 +644,121 @@ TEST_CASE("without a device the CUDA layer says why, and uploads throw", "[cuda-
   REQUIRE_THROWS_AS(cu::Buffer(16), cu::Error);
 }
 
+namespace {
+
+// Sets the process-wide FloatGemm for a test and restores the previous one.
+class FloatGemmScope {
+ public:
+  explicit FloatGemmScope(cu::FloatGemm g) : saved_(cu::float_gemm()) { cu::set_float_gemm(g); }
+  ~FloatGemmScope() { cu::set_float_gemm(saved_); }
+  FloatGemmScope(const FloatGemmScope&) = delete;
+  FloatGemmScope& operator=(const FloatGemmScope&) = delete;
+
+ private:
+  cu::FloatGemm saved_;
+};
+
+}  // namespace
+
+TEST_CASE("the cuBLAS loader finds libcublas and every function it calls, without a device", "[cuda-host]") {
+  if (!cu::built_with_cuda()) {
+    REQUIRE(cu::cublas_library().empty());
+    REQUIRE(cu::cublas_load_error().find("without CUDA") != std::string::npos);
+    return;
+  }
+  // Conditional on the toolkit's file: the build machines, CI (one image) and the device machine have the CUDA 13
+  // toolkit at /usr/local/cuda, where cuBLAS must load; a machine without it must say why instead.
+  const std::string error = cu::cublas_load_error(), library = cu::cublas_library();
+  if (std::ifstream("/usr/local/cuda/lib64/libcublas.so.13").good()) {
+    INFO(error);
+    REQUIRE(error.empty());
+    REQUIRE(std::find(std::begin(cu::kCublasCandidates), std::end(cu::kCublasCandidates), library) !=
+            std::end(cu::kCublasCandidates));
+  } else {
+    REQUIRE(library.empty());
+    REQUIRE(error.find("no usable cuBLAS library") != std::string::npos);
+  }
+}
+
+TEST_CASE("cuda linear picks its kernel by weight kind, token count and FloatGemm: cuBLAS forced without it throws why",
+          "[cuda-host]") {
+  cu::DeviceWeights f32, f16, bf16, quant;  // no buffers: the choice reads the kind only
+  f32.kind = WeightKind::F32, f16.kind = WeightKind::F16, bf16.kind = WeightKind::BF16, quant.kind = WeightKind::Quant;
+  if (!cu::built_with_cuda()) {
+    REQUIRE_THROWS_AS(cu::linear_kernel(f16, 8), cu::Error);
+    return;
+  }
+  const std::string why = cu::cublas_unavailable();  // here without a device: "no usable CUDA driver ..."
+  INFO("cublas_unavailable: " << why);
+  for (cu::FloatGemm g : {cu::FloatGemm::Auto, cu::FloatGemm::Own, cu::FloatGemm::Cublas}) {
+    const FloatGemmScope scope(g);
+    INFO("FloatGemm " << int(g));
+    for (const cu::DeviceWeights* w : {&f32, &f16, &bf16, &quant})
+      REQUIRE(std::string(cu::linear_kernel(*w, kGemvMaxTokens)) == "gemv");
+    REQUIRE(std::string(cu::linear_kernel(f32, 5)) == "gemm");
+    REQUIRE(std::string(cu::linear_kernel(quant, 5)) == "hmma");
+    for (const cu::DeviceWeights* w : {&f16, &bf16}) {
+      if (g == cu::FloatGemm::Own || (g == cu::FloatGemm::Auto && !why.empty())) {
+        REQUIRE(std::string(cu::linear_kernel(*w, 5)) == "hmma");
+      } else if (why.empty()) {
+        REQUIRE(std::string(cu::linear_kernel(*w, 5)) == "cublas");
+      } else {
+        try {
+          cu::linear_kernel(*w, 5);
+          FAIL("FloatGemm::Cublas without cuBLAS did not throw");
+        } catch (const cu::Error& e) {
+          REQUIRE(std::string(e.what()).find("cuBLAS is unavailable: " + why) != std::string::npos);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// Random [n, k] weights of a 16-bit kind (F16 or BF16) with the view of them (not copyable: the view points into
+// `bits`).
+struct HalfWeights {
+  std::vector<uint16_t> bits;
+  PackedWeights w;
+  HalfWeights(WeightKind kind, int64_t n, int64_t k, std::mt19937& rng) {
+    for (float v : random_vec(size_t(n * k), rng))
+      bits.push_back(kind == WeightKind::F16 ? ptq::f32_to_fp16(v) : ptq::f32_to_bf16(v));
+    w = view_float_weights(kind, bits.data(), n, k);
+  }
+  HalfWeights(const HalfWeights&) = delete;
+  HalfWeights& operator=(const HalfWeights&) = delete;
+};
+
+// Shapes of the cuBLAS tests: n and k not multiples of 8 (k = 9: one padded 16-column row of fp16 activations).
+const std::pair<int64_t, int64_t> kHalfShapes[] = {{13, 77}, {70, 9}, {37, 301}, {129, 1031}};
+// Token counts above kGemvMaxTokens, not multiples of 8 either.
+const int64_t kHalfTokens[] = {5, 63, 130};
+
+// f(weights, their device copy) for every kHalfShapes shape in F16 and in BF16, where cuBLAS is available.
+template <class F>
+void for_half_weights(std::mt19937& rng, F&& f) {
+  INFO("cublas_unavailable: " << cu::cublas_unavailable());
+  REQUIRE(cu::cublas_unavailable().empty());
+  for (auto [n, k] : kHalfShapes)
+    for (WeightKind kind : {WeightKind::F16, WeightKind::BF16}) {
+      const HalfWeights h(kind, n, k, rng);
+      f(h.w, cu::upload(h.w));
+    }
+}
+
+// linear_host with FloatGemm g, checking that `kernel` ran.
+std::vector<float> run_linear(cu::FloatGemm g, const char* kernel, const cu::DeviceWeights& dw,
+                              const std::vector<float>& x, int64_t m, const std::vector<float>& bias) {
+  const FloatGemmScope scope(g);
+  REQUIRE(std::string(cu::linear_kernel(dw, m)) == kernel);
+  std::vector<float> y(size_t(m * dw.n), NAN);
+  cu::linear_host(dw, x.data(), m, y.data(), bias.empty() ? nullptr : bias.data());
+  return y;
+}
+
+}  // namespace
+
 // ---- on a device ---------------------------------------------------------------------------------------------
 
 TEST_CASE("cuda linear equals linear_ref on odd sizes, every grid, float kinds, GEMV and GEMM", "[.cuda]") {
@@ -562,10 +771,47 @@ TEST_CASE("cuda linear equals linear_ref on odd sizes, every grid, float kinds, 
       const std::vector<float> x = random_vec(size_t(m * w.k), rng);
       std::vector<float> y(size_t(m * w.n));
       cu::linear_host(dw, x.data(), m, y.data(), bias.data());
-      INFO("kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m);
-      compare_linear(w, x, m, y, bias, m > 4 && w.kind != WeightKind::F32);
+      const std::string kernel = cu::linear_kernel(dw, m);
+      INFO("kind " << weight_kind_name(w.kind) << " bits " << w.bits << " m " << m << " kernel " << kernel);
+      compare_linear(w, x, m, y, bias, operands_of(kernel));
     }
   }
+}
+
+TEST_CASE("cuda linear on cuBLAS equals linear_ref within its activations' rounding, F16 and BF16, odd sizes, bias",
+          "[.cuda]") {
+  std::mt19937 rng(24);
+  for_half_weights(rng, [&](const PackedWeights& w, const cu::DeviceWeights& dw) {
+    for (int64_t m : kHalfTokens)
+      for (bool with_bias : {false, true}) {
+        const std::vector<float> x = random_vec(size_t(m * w.k), rng);
+        const std::vector<float> bias = with_bias ? random_vec(size_t(w.n), rng) : std::vector<float>();
+        const std::vector<float> y = run_linear(cu::FloatGemm::Cublas, "cublas", dw, x, m, bias);
+        INFO(weight_kind_name(w.kind) << " [" << w.n << ", " << w.k << "] m " << m << " bias " << with_bias);
+        compare_linear(w, x, m, y, bias, Operands::Activations16);
+      }
+  });
+}
+
+TEST_CASE("cuda linear: cuBLAS and the own hmma kernel agree within the sum of their bounds", "[.cuda]") {
+  std::mt19937 rng(25);
+  for_half_weights(rng, [&](const PackedWeights& w, const cu::DeviceWeights& dw) {
+    const std::vector<float> bias = random_vec(size_t(w.n), rng);
+    for (int64_t m : kHalfTokens) {
+      const std::vector<float> x = random_vec(size_t(m * w.k), rng);
+      const std::vector<float> a = run_linear(cu::FloatGemm::Cublas, "cublas", dw, x, m, bias);
+      const std::vector<float> b = run_linear(cu::FloatGemm::Own, "hmma", dw, x, m, bias);
+      // Each is within its bound of linear_ref, so they are within the sum of the two of each other.
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t r = 0; r < w.n; ++r) {
+          const auto [abs_terms, abs_cross] = abs_sums(w, x, t, r);
+          const double tol = output_tolerance(w, Operands::Activations16, abs_terms, abs_cross) +
+                             output_tolerance(w, Operands::Fp16, abs_terms, abs_cross);
+          INFO(weight_kind_name(w.kind) << " [" << w.n << ", " << w.k << "] m " << m << " token " << t << " row " << r);
+          REQUIRE(std::fabs(double(a[t * w.n + r]) - double(b[t * w.n + r])) <= tol);
+        }
+    }
+  });
 }
 
 TEST_CASE("cuda act_codes equals act_codes_ref bit for bit", "[.cuda]") {
@@ -590,6 +836,28 @@ TEST_CASE("cuda act_codes equals act_codes_ref bit for bit", "[.cuda]") {
       CHECK(std::vector<int16_t>(got.begin(), got.end()) == want);
       CHECK(a_got == a_want);
     }
+}
+
+TEST_CASE("cuda act_codes sets its nonfinite record exactly where act_codes_ref refuses", "[.cuda]") {
+  std::mt19937 rng(24);
+  const int64_t m = 3, k = 300;
+  for (const ActCase& ac : act_cases()) {
+    std::vector<int32_t> perm(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) perm[j] = int32_t(k - 1 - j);
+    cu::Buffer dp = cu::to_device(perm.data(), perm.size());
+    for (const NonfiniteCase& nc : nonfinite_cases(ac.codes, ac.perm ? perm.data() : nullptr, m, k, rng)) {
+      cu::Buffer dx = cu::to_device(nc.x.data(), nc.x.size()), dc(size_t(m * k)), da(size_t(m) * sizeof(float));
+      cu::Buffer flag(sizeof(int));
+      flag.zero();
+      cu::act_codes(ac.codes, dx.as<float>(), m, k, k, ac.perm ? dp.as<int32_t>() : nullptr, dc.as<int8_t>(),
+                    da.as<float>(), flag.as<int>());
+      cu::synchronize();
+      int got = 0;
+      flag.download(&got, sizeof(got));
+      INFO(nc.what << " per_token " << ac.codes.per_token << " sym " << ac.codes.sym);
+      CHECK((got != 0) == nc.refused);
+    }
+  }
 }
 
 TEST_CASE("cuda int_linear equals int_linear_ref bit for bit, GEMV and GEMM", "[.cuda]") {

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -11,6 +13,7 @@
 #include "eval/perplexity.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/device.h"
+#include "model/hadamard.h"
 #include "model/tokenizer.h"
 #include "quant/act_linear.h"
 #include "pipeline/quantize.h"
@@ -18,6 +21,7 @@
 #include "runtime/decoder_runner.h"
 #include "runtime/open_model.h"
 #include "tests/test_model.h"
+#include "transforms/rotate.h"
 #include "tests/test_paths.h"
 
 using namespace ptq;
@@ -208,6 +212,100 @@ TEST_CASE("decoder runner (CPU reference backend): activation-quantized checkpoi
   }
   CHECK(norm_split);  // both kinds of split ran through the runner
   CHECK(ffn_split);
+}
+
+TEST_CASE("decoder runner: a dense online rotation before down_proj (composed in memory by a transform)", "[runtime]") {
+  // Every layer gets W_down ← W_down · R and the online rotation R (add_down_rotation), as a QuaRot-style recipe does
+  // in memory before it stores R's seed: the rotated model computes the same function (R orthogonal), the runner
+  // runs R as a linear op with weights Rᵀ. Fp32 weights (the reference opening), so R is not rounded on either side.
+  RunOptions o;
+  o.reference = true;
+  o.kv_cache = KvCacheType::F16;
+  const std::string dir = test::repo_path(kSotu);
+  auto plain = open_model_for_run(dir, o), ref = open_model_for_run(dir, o), run = open_model_for_run(dir, o);
+  int rotated = 0;
+  auto rotate = [&rotated, cfg = plain->config()](int64_t i, LayerWeights& w) {
+    add_down_rotation(cfg, w, random_hadamard(w[LinearId::Down].in_features(), 40 + uint64_t(i)));
+    ++rotated;
+  };
+  ref->set_layer_finisher(rotate);
+  run->set_layer_finisher(rotate);
+  run->set_forward_runner(std::make_shared<DecoderRunner>(*run, kernels::cpu_reference_backend()));
+  REQUIRE(rotated == run->config().n_layers);
+  const at::Tensor ids = seeded_ids(8000, 2, 37, 5);
+  auto ref_cache = ref->new_cache(2, 37), plain_cache = plain->new_cache(2, 37);
+  const at::Tensor a = run->forward(ids), b = ref->forward(ids, &ref_cache), c = plain->forward(ids, &plain_cache);
+  REQUIRE(ref->layer(0).down_rotation.defined());
+  INFO("runner vs rotated forward " << rel_diff(a, b) << ", rotated vs plain forward " << rel_diff(b, c));
+  // The float noise of kTol's comment (measured 1.6e-5); a missing or transposed R moves logits by O(1).
+  CHECK(rel_diff(a, b) < kTol);
+  // The invariant: the rotation leaves the function unchanged up to fp32 rounding of the products (measured 4.8e-6),
+  // within the same bound.
+  CHECK(rel_diff(b, c) < kTol);
+}
+
+namespace {
+
+// A backend that runs the CPU reference's ops but keeps going past an activation input it cannot code, as the CUDA
+// backend's kernels must (codes 0, the record set): the runner's deferred refusal, checked on the host.
+class DeferringBackend final : public kernels::Backend {
+ public:
+  std::unique_ptr<kernels::Backend> in = kernels::cpu_reference_backend();
+  bool nonfinite = false;
+  const char* name() const override { return "deferring"; }
+  std::shared_ptr<void> alloc(size_t bytes) override { return in->alloc(bytes); }
+  void to_device(void* d, const void* s, size_t b) override { in->to_device(d, s, b); }
+  void to_host(void* d, const void* s, size_t b) override { in->to_host(d, s, b); }
+  void synchronize() override { in->synchronize(); }
+  std::unique_ptr<Weights> upload(const kernels::PackedWeights& w) override { return in->upload(w); }
+  std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return in->upload(w); }
+  std::unique_ptr<Weights> upload(const kernels::HadamardFactors& f) override { return in->upload(f); }
+  void linear(const Weights& w, const float* x, int64_t m, float* y, const float* bias) override {
+    in->linear(w, x, m, y, bias);
+  }
+  void act_linear(const Weights& w, const float* x, int64_t m, float* y) override {
+    try {
+      in->act_linear(w, x, m, y);
+    } catch (const std::invalid_argument&) {  // act_codes_ref's refusal
+      nonfinite = true;
+    }
+  }
+  bool take_nonfinite_act_input() override { return std::exchange(nonfinite, false); }
+  void rms_norm(const float* x, int64_t m, int64_t d, const float* g, const float* b, float eps,
+                const kernels::NormSplit& s, float* y) override {
+    in->rms_norm(x, m, d, g, b, eps, s, y);
+  }
+  void hadamard(const Weights& f, float* x, int64_t rows) override { in->hadamard(f, x, rows); }
+  void rope(float* x, int64_t m, int64_t heads, int64_t hd, const int64_t* pos, double theta) override {
+    in->rope(x, m, heads, hd, pos, theta);
+  }
+  void kv_append(const kernels::AttentionDims& a, const float* k, const float* v, int64_t m, int64_t past, uint16_t* kc,
+                 uint16_t* vc) override {
+    in->kv_append(a, k, v, m, past, kc, vc);
+  }
+  void attention(const kernels::AttentionDims& a, const float* q, int64_t m, int64_t past, const uint16_t* kc,
+                 const uint16_t* vc, float* out) override {
+    in->attention(a, q, m, past, kc, vc, out);
+  }
+  void swiglu(const float* g, const float* u, int64_t n, float* out) override { in->swiglu(g, u, n, out); }
+  void add(float* y, const float* x, int64_t n) override { in->add(y, x, n); }
+};
+
+}  // namespace
+
+TEST_CASE("decoder runner refuses an activation input the CPU path refuses, after the forward", "[runtime]") {
+  const std::string out = quantize_sotu(bundled("w8a8-rtn-static"), test::make_temp_dir("decoder-runner-nan") + "/q", 2);
+  const at::Tensor ids = seeded_ids(8000, 1, 6, 8);
+  auto cpu = open_packed(out), dev = open_packed(out);
+  for (Model* m : {cpu.get(), dev.get()})  // layer 1's attention norm damaged: q/k/v_proj's inputs hold a NaN column
+    m->layer(1).attn_norm.weight.narrow(0, 3, 1).fill_(std::numeric_limits<float>::quiet_NaN());
+  REQUIRE_THROWS_WITH(cpu->forward(ids), Catch::Contains("NaN or Inf"));
+  dev->set_forward_runner(std::make_shared<DecoderRunner>(*dev, std::make_unique<DeferringBackend>()));
+  REQUIRE_THROWS_WITH(dev->forward(ids), Catch::Contains("deferring") && Catch::Contains("held NaN or Inf"));
+  // The record is cleared: a clean model through the same kind of backend runs.
+  auto clean = open_packed(out);
+  clean->set_forward_runner(std::make_shared<DecoderRunner>(*clean, std::make_unique<DeferringBackend>()));
+  CHECK(at::isfinite(clean->forward(ids)).all().item<bool>());
 }
 
 TEST_CASE("decoder runner refuses what it does not run, naming it", "[runtime]") {

@@ -67,8 +67,21 @@ class CudaBackend final : public OnCuda<Backend> {
     const auto& w = static_cast<const CudaActWeights&>(weights);
     int8_t* c = act_scratch<int8_t>(0, size_t(m * w.w.k));
     float* a = act_scratch<float>(1, size_t(m));
-    cuda::act_codes(w.codes, x, m, w.x_cols, w.w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a);
+    if (nonfinite_.empty()) {
+      nonfinite_ = cuda::Buffer(sizeof(int));
+      nonfinite_.zero();
+    }
+    cuda::act_codes(w.codes, x, m, w.x_cols, w.w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a,
+                    nonfinite_.as<int>());
     cuda::int_linear(w.w, c, a, m, true, y, w.bias.empty() ? nullptr : w.bias.as<float>());
+  }
+  bool take_nonfinite_act_input() override {
+    if (nonfinite_.empty()) return false;  // no act_linear yet
+    int flag = 0;
+    cuda::synchronize();
+    nonfinite_.download(&flag, sizeof(flag));
+    if (flag != 0) nonfinite_.zero();
+    return flag != 0;
   }
   void rms_norm(const float* x, int64_t m, int64_t d, const float* gamma, const float* beta, float eps,
                 const NormSplit& split, float* y) override {
@@ -93,6 +106,9 @@ class CudaBackend final : public OnCuda<Backend> {
     cuda::swiglu(gate, up, count, out);
   }
   void add(float* y, const float* x, int64_t count) override { cuda::add(y, x, count); }
+
+ private:
+  cuda::Buffer nonfinite_;  // one int: act_codes' record of an input it could not code (take_nonfinite_act_input)
 };
 
 }  // namespace

@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kMmaThreads) int_mma_kernel(const uint32_t* w,
 }
 
 __global__ void act_codes_kernel(ActCodes p, const float* x, int64_t x_cols, int64_t k, const int32_t* perm, int8_t* c,
-                                 float* a) {
+                                 float* a, int* nonfinite) {
   __shared__ float smn[kActCodeThreads], smx[kActCodeThreads], grid[3];
   const int tid = threadIdx.x;
   const int64_t t = blockIdx.x;
@@ -135,22 +135,23 @@ __global__ void act_codes_kernel(ActCodes p, const float* x, int64_t x_cols, int
     const grid_math::ActGrid g = p.per_token ? grid_math::act_grid(smn[0], smx[0], p.sym, p.clip, p.qmax) : p.grid;
     grid[0] = g.scale, grid[1] = g.inv, grid[2] = g.zero;
     a[t] = g.scale;
+    if (!act_code_valid(g.scale) && nonfinite != nullptr) *nonfinite = 1;
   }
   __syncthreads();
   grid_math::ActGrid g;
   g.scale = grid[0], g.inv = grid[1], g.zero = grid[2];
-  for (int64_t j = tid; j < k; j += kActCodeThreads) c[t * k + j] = act_code_byte(p, g, xr, perm, j);
+  for (int64_t j = tid; j < k; j += kActCodeThreads) c[t * k + j] = act_code_byte(p, g, xr, perm, j, nonfinite);
 }
 
 }  // namespace
 
 void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
-               int8_t* c, float* a, const Stream* stream) {
+               int8_t* c, float* a, int* nonfinite, const Stream* stream) {
   if (m < 0 || k <= 0 || x_cols <= 0 || (perm == nullptr && k != x_cols))
     throw std::invalid_argument("cuda::act_codes: bad shape");
   if (m == 0) return;
   if (m > int64_t(0x7fffffff)) throw std::invalid_argument("cuda::act_codes: too many tokens for one launch");
-  act_codes_kernel<<<unsigned(m), kActCodeThreads, 0, stream_of(stream)>>>(p, x, x_cols, k, perm, c, a);
+  act_codes_kernel<<<unsigned(m), kActCodeThreads, 0, stream_of(stream)>>>(p, x, x_cols, k, perm, c, a, nonfinite);
   check_launch("act_codes");
 }
 

@@ -66,11 +66,19 @@ PTQ_HD void act_row_range(const float* xr, int64_t k, int lane, int lanes, float
   }
 }
 
-// The byte of column j's code (columns in group order through perm); 0 for a NaN input.
+// Whether a token's grid and codes are what act_codes_ref accepts: a finite step, no NaN code (a NaN input; an Inf
+// input clamps to the grid's end on a finite step, as there). Where not, act_codes_ref throws and the device kernel
+// writes 0 codes and sets its `nonfinite` flag (act_codes).
+PTQ_HD bool act_code_valid(float v) { return v == v && v - v == 0.0f; }
+
+// The byte of column j's code (columns in group order through perm); for a NaN code, 0, and *nonfinite = 1 where
+// nonfinite is not null.
 PTQ_HD int8_t act_code_byte(const ActCodes& p, const grid_math::ActGrid& g, const float* xr, const int32_t* perm,
-                            int64_t j) {
+                            int64_t j, int* nonfinite = nullptr) {
   const float c = grid_math::act_code(xr[perm != nullptr ? perm[j] : j], g, p.qmin, p.qmax);
-  return c == c ? int8_t(c) : int8_t(0);
+  if (act_code_valid(c)) return int8_t(c);
+  if (nonfinite != nullptr) *nonfinite = 1;
+  return 0;
 }
 
 // ---- tensor cores: mma.sync m16n8k32, s8 x s8 -> s32 (sm_80 and later) --------------------------------------------

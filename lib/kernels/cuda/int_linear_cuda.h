@@ -37,10 +37,12 @@ DeviceIntWeights upload(const IntWeights& w);
 void int_linear(const DeviceIntWeights& w, const int8_t* c, const float* a, int64_t m, bool per_token, float* y,
                 const float* bias = nullptr, const Stream* stream = nullptr);
 // Codes c [m, k] (int8) and steps a [m] of x [m, x_cols] (device pointers; perm [k] int32 or null): act_codes_ref's,
-// bit for bit, except that a NaN or Inf input is not reported (a NaN gives code 0). One block per token; per token the
-// block reduces the row's range first. Runs on `stream`.
+// bit for bit, where act_codes_ref accepts x. Where it throws (a NaN input, or a non-finite step: an Inf in a
+// per-token row), the kernel cannot: it writes 0 codes there and sets *nonfinite = 1 (a device int, or null: not
+// reported), which the caller reads back when it next synchronizes (the backend's take_nonfinite_act_input). One
+// block per token; per token the block reduces the row's range first. Runs on `stream`.
 void act_codes(const ActCodes& p, const float* x, int64_t m, int64_t x_cols, int64_t k, const int32_t* perm,
-               int8_t* c, float* a, const Stream* stream = nullptr);
+               int8_t* c, float* a, int* nonfinite = nullptr, const Stream* stream = nullptr);
 
 // Weights whose groups are not whole dwords, each group padded with zero columns to whole dwords (what upload takes),
 // and the group-order column map of the codes that go with them: padded column j reads input column perm[j] (the

@@ -9,7 +9,7 @@ void int_linear(const DeviceIntWeights&, const int8_t*, const float*, int64_t, b
                 const Stream*) {
   throw_built_without_cuda();
 }
-void act_codes(const ActCodes&, const float*, int64_t, int64_t, int64_t, const int32_t*, int8_t*, float*,
+void act_codes(const ActCodes&, const float*, int64_t, int64_t, int64_t, const int32_t*, int8_t*, float*, int*,
                const Stream*) {
   throw_built_without_cuda();
 }

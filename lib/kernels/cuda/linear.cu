@@ -1,10 +1,15 @@
 // CUDA kernels of linear_cuda.h.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdio>
+#include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/cublas.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/linear_common.h"
 #include "kernels/cuda/linear_cuda.h"
@@ -23,11 +28,23 @@ WeightsView view_of(const DeviceWeights& w) {
                    w.data.data());
 }
 
-__global__ void gather_x_kernel(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t xw, float* xp) {
+// xp as fp32 (Kind kKindF32) or rounded to nearest fp16 / bf16 (kKindF16 / kKindBF16: cuBLAS's operand).
+template <int Kind>
+__global__ void gather_x_kernel(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t xw, void* xp) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= m * xw) return;
   const int64_t t = i / xw, j = i % xw;
-  xp[i] = j < k ? x[t * k + (perm != nullptr ? perm[j] : j)] : 0.0f;
+  const float v = j < k ? x[t * k + (perm != nullptr ? perm[j] : j)] : 0.0f;
+  if constexpr (Kind == kKindF32)
+    static_cast<float*>(xp)[i] = v;
+  else
+    static_cast<uint16_t*>(xp)[i] = Kind == kKindF16 ? f32_to_fp16(v) : f32_to_bf16(v);
+}
+
+// y [m, n] = bias in every row: the C that cuBLAS's GEMM adds onto.
+__global__ void broadcast_bias_kernel(const float* bias, int64_t m, int64_t n, float* y) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < m * n) y[i] = bias[i % n];
 }
 
 template <int M, int CW>
@@ -112,13 +129,80 @@ __global__ void __launch_bounds__(kMmaThreads) hmma_kernel(WeightsView w, const 
 }
 
 // Per-thread scratch for the gathered activations (grown, never shrunk).
-float* workspace(size_t floats) {
+void* workspace(size_t bytes) {
   thread_local Buffer buf;
-  if (buf.bytes() < floats * sizeof(float)) buf = Buffer(floats * sizeof(float));
-  return buf.as<float>();
+  if (buf.bytes() < bytes) buf = Buffer(bytes);
+  return buf.data();
+}
+
+unsigned blocks_of(int64_t total) { return unsigned((total + 255) / 256); }
+
+// x gathered into xp [m, xp_width] in the type of out_kind (kKindF32, kKindF16 or kKindBF16).
+void gather_x(const DeviceWeights& w, int out_kind, const float* x, int64_t m, int64_t xw, void* xp, cudaStream_t s) {
+  const int32_t* perm = w.perm.empty() ? nullptr : w.perm.as<int32_t>();
+  const unsigned blocks = blocks_of(m * xw);
+  if (out_kind == kKindF16)
+    gather_x_kernel<kKindF16><<<blocks, 256, 0, s>>>(x, perm, m, w.k, xw, xp);
+  else if (out_kind == kKindBF16)
+    gather_x_kernel<kKindBF16><<<blocks, 256, 0, s>>>(x, perm, m, w.k, xw, xp);
+  else
+    gather_x_kernel<kKindF32><<<blocks, 256, 0, s>>>(x, perm, m, w.k, xw, xp);
+  check_launch("gather_x");
+}
+
+// ---- which kernel (linear_cuda.h's list) -----------------------------------------------------------------------
+
+enum class Kernel { Gemv, Cublas, Hmma, Gemm };
+constexpr const char* kKernelNames[] = {"gemv", "cublas", "hmma", "gemm"};
+static_assert(std::size(kKernelNames) == size_t(Kernel::Gemm) + 1, "a name per kernel");
+
+std::atomic<FloatGemm> g_float_gemm{FloatGemm::Auto};
+
+// The kernel for w at m tokens. `fallback` receives why cuBLAS was passed over under FloatGemm::Auto (else empty).
+Kernel choose_kernel(const DeviceWeights& w, int64_t m, std::string& fallback) {
+  if (m <= kGemvMaxTokens) return Kernel::Gemv;
+  if (!hmma_takes(view_of(w))) return Kernel::Gemm;
+  const FloatGemm g = float_gemm();
+  if (w.kind == WeightKind::Quant || g == FloatGemm::Own) return Kernel::Hmma;
+  std::string why = cublas_unavailable();
+  if (why.empty()) return Kernel::Cublas;
+  if (g == FloatGemm::Cublas)
+    throw Error(std::string("cuda::linear: the cuBLAS GEMM is required (FloatGemm::Cublas) for ") +
+                weight_kind_name(w.kind) + " weights, but cuBLAS is unavailable: " + why);
+  fallback = std::move(why);
+  return Kernel::Hmma;
+}
+
+void note_fallback(const std::string& why) {
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    std::fprintf(stderr, "ptq: cuBLAS is unavailable (%s); F16/BF16 GEMMs run on ptq's own tensor-core kernel\n",
+                 why.c_str());
+  });
+}
+
+// linear_cuda.h's cublas kernel: x rounded to the weights' type into the workspace (rows of xp_width elements, a
+// multiple of 8: 16-byte aligned rows for cuBLAS), y pre-filled with the bias where there is one.
+void linear_cublas(const DeviceWeights& w, const float* x, int64_t m, float* y, const float* bias, cudaStream_t s) {
+  const int64_t xw = xp_width(view_of(w));
+  void* x16 = workspace(size_t(m * xw) * sizeof(uint16_t));
+  gather_x(w, int(w.kind), x, m, xw, x16, s);
+  if (bias != nullptr) {
+    broadcast_bias_kernel<<<blocks_of(m * w.n), 256, 0, s>>>(bias, m, w.n, y);
+    check_launch("broadcast_bias");
+  }
+  cublas_gemm_xwt(w.kind, w.data.data(), w.k, x16, xw, m, w.n, w.k, bias != nullptr, y, s);
 }
 
 }  // namespace
+
+void set_float_gemm(FloatGemm g) { g_float_gemm.store(g); }
+FloatGemm float_gemm() { return g_float_gemm.load(); }
+
+const char* linear_kernel(const DeviceWeights& w, int64_t m) {
+  std::string fallback;
+  return kKernelNames[int(choose_kernel(w, m, fallback))];
+}
 
 int64_t DeviceWeights::bytes() const {
   return int64_t(codes.bytes() + scales.bytes() + offsets.bytes() + perm.bytes() + data.bytes());
@@ -152,15 +236,16 @@ void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const f
   if (m < 0) throw std::invalid_argument("cuda::linear: negative token count");
   if (m == 0) return;
   if (x == nullptr || y == nullptr) throw std::invalid_argument("cuda::linear: null input or output");
-  const WeightsView v = view_of(w);
   const cudaStream_t s = stream_of(stream);
+  std::string fallback;
+  const Kernel kernel = choose_kernel(w, m, fallback);
+  if (!fallback.empty()) note_fallback(fallback);
+  if (kernel == Kernel::Cublas) return linear_cublas(w, x, m, y, bias, s);
+  const WeightsView v = view_of(w);
   const int64_t xw = xp_width(v);
-  float* xp = workspace(size_t(m * xw));
-  const int64_t total = m * xw;
-  gather_x_kernel<<<unsigned((total + 255) / 256), 256, 0, s>>>(x, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), m,
-                                                                 w.k, xw, xp);
-  check_launch("gather_x");
-  if (m <= kGemvMaxTokens) {
+  float* xp = static_cast<float*>(workspace(size_t(m * xw) * sizeof(float)));
+  gather_x(w, kKindF32, x, m, xw, xp, s);
+  if (kernel == Kernel::Gemv) {
     const unsigned blocks = unsigned((w.n + kGemvWarps - 1) / kGemvWarps);
     with_chunk_width(v, [&](auto cw) {
       with_token_count(m, [&](auto tokens) {
@@ -171,7 +256,7 @@ void linear(const DeviceWeights& w, const float* x, int64_t m, float* y, const f
     check_launch("gemv");
     return;
   }
-  if (hmma_takes(v)) {
+  if (kernel == Kernel::Hmma) {
     const dim3 grid(unsigned((w.n + kMmaBlockRows - 1) / kMmaBlockRows),
                     unsigned((m + kMmaBlockTokens - 1) / kMmaBlockTokens));
     hmma_kernel<<<grid, kMmaThreads, 0, s>>>(v, xp, m, y, bias);
