@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
   // SIGINT/SIGTERM remove the run's temporary outputs and exit 130/143 (core/temporaries.h); before any thread starts.
   ptq::install_signal_cleanup();
   using namespace ptq::cli;
-  CLI::App app{"ptq: offline post-training quantization toolchain for LLMs (C++, CPU)"};
+  CLI::App app{"ptq: offline post-training quantization toolchain for LLMs (C++; CPU, and CUDA in builds with nvcc)"};
   app.set_version_flag("--version", std::string("ptq ") + PTQ_VERSION);
   app.require_subcommand(1);
   GlobalOptions g;
