@@ -680,6 +680,46 @@ TEST_CASE("the cuBLAS loader finds libcublas and every function it calls, withou
   }
 }
 
+TEST_CASE("cublasGemmEx's arguments for y = x Wᵀ, run through the BLAS definition of the call, give x Wᵀ",
+          "[cuda-host]") {
+  // The column-major GEMM as the BLAS reference defines it: C[i + j·ldc] = Σ_l op(A)[i, l] · op(B)[l, j], with
+  // op(A)[i, l] = A[l + i·lda] transposed, A[i + l·lda] not (likewise B); what cublasGemmEx computes on a device.
+  auto gemm_ex = [](const cu::GemmExShape& g, const std::vector<double>& A, const std::vector<double>& B,
+                    std::vector<double>& C) {
+    for (int64_t i = 0; i < g.rows; ++i)
+      for (int64_t j = 0; j < g.cols; ++j) {
+        double sum = 0;
+        for (int64_t l = 0; l < g.depth; ++l)
+          sum += (g.trans_a ? A[size_t(l + i * g.lda)] : A[size_t(i + l * g.lda)]) *
+                 (g.trans_b ? B[size_t(j + l * g.ldb)] : B[size_t(l + j * g.ldb)]);
+        C[size_t(i + j * g.ldc)] = sum;
+      }
+  };
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> small(-8, 8);  // integers: every sum exact, the comparison bit for bit
+  // (m, n, k, row strides of W and x): linear_cublas's x rows padded to 8 elements, W's rows as stored, and padded.
+  for (auto [m, n, k, ldw, ldx] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{5, 13, 77, 77, 80},
+                                   {70, 9, 8, 8, 8}, {6, 31, 301, 304, 304}, {33, 1, 3, 3, 8}}) {
+    std::vector<double> w(size_t(n * ldw), 1e30), x(size_t(m * ldx), 1e30);  // padding poisoned: must not be read
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < k; ++j) w[size_t(r * ldw + j)] = small(rng);
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t j = 0; j < k; ++j) x[size_t(t * ldx + j)] = small(rng);
+    const cu::GemmExShape g = cu::cublas_xwt_shape(m, n, k, ldw, ldx);
+    std::vector<double> y(size_t(m * n), -1);
+    gemm_ex(g, w, x, y);
+    INFO("m " << m << " n " << n << " k " << k << " ldw " << ldw << " ldx " << ldx);
+    bool equal = true;
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = 0; r < n; ++r) {
+        double want = 0;  // y [m, n] row-major = x Wᵀ
+        for (int64_t j = 0; j < k; ++j) want += x[size_t(t * ldx + j)] * w[size_t(r * ldw + j)];
+        equal = equal && y[size_t(t * n + r)] == want;
+      }
+    CHECK(equal);
+  }
+}
+
 TEST_CASE("cuda linear picks its kernel by weight kind, token count and FloatGemm: cuBLAS forced without it throws why",
           "[cuda-host]") {
   cu::DeviceWeights f32, f16, bf16, quant;  // no buffers: the choice reads the kind only

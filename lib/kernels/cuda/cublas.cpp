@@ -156,8 +156,10 @@ void cublas_gemm_xwt(WeightKind kind, const void* w, int64_t ldw, const void* x,
   if (s != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cublasSetStream: ") + a.status_string(s));
   const cudaDataType type = kind == WeightKind::F16 ? CUDA_R_16F : CUDA_R_16BF;
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  s = a.gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &alpha, w, type, int(ldw), x, type, int(ldx),
-                &beta, y, CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  const GemmExShape g = cublas_xwt_shape(m, n, k, ldw, ldx);
+  auto op = [](bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; };
+  s = a.gemm_ex(h, op(g.trans_a), op(g.trans_b), int(g.rows), int(g.cols), int(g.depth), &alpha, w, type, int(g.lda),
+                x, type, int(g.ldb), &beta, y, CUDA_R_32F, int(g.ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) throw Error("cublasGemmEx (" + shape + "): " + a.status_string(s));
 }
 

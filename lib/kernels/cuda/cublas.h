@@ -33,6 +33,22 @@ std::string cublas_library();
 // device if there is none yet.
 std::string cublas_unavailable();
 
+// cublasGemmEx's shape arguments for y [m, n] = x [m, k] · Wᵀ, all three row-major (W's rows ldw apart, x's ldx):
+// read column-major, y is C (n x m, ldc = n), W is A stored k x n (lda = ldw) and used transposed, x is B stored k x m
+// (ldb = ldx) used as is: C = Aᵀ B. The one place these are decided; the [cuda-host] tests run them through the BLAS
+// definition of the call on the CPU against linear_ref.
+struct GemmExShape {
+  bool trans_a = true, trans_b = false;
+  int64_t rows = 0, cols = 0, depth = 0;  // BLAS m, n, k: C is rows x cols, the sum runs over depth
+  int64_t lda = 0, ldb = 0, ldc = 0;
+};
+inline GemmExShape cublas_xwt_shape(int64_t m, int64_t n, int64_t k, int64_t ldw, int64_t ldx) {
+  GemmExShape s;
+  s.rows = n, s.cols = m, s.depth = k;
+  s.lda = ldw, s.ldb = ldx, s.ldc = n;
+  return s;
+}
+
 // y = x Wᵀ (accumulate: y += x Wᵀ) for 16-bit weights W [n, k] (kind F16 or BF16, row stride ldw elements) and
 // activations x [m, k] of the same type (row stride ldx), y [m, n] fp32 (row stride n); device pointers. One
 // cublasGemmEx with fp32 accumulation (CUBLAS_COMPUTE_32F): in cuBLAS's column-major terms C (n x m, ldc = n) =
