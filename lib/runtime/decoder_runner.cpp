@@ -54,8 +54,9 @@ DecoderRunner::NormWeights DecoderRunner::upload_norm(const Norm& n) {
   return w;
 }
 
-DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend)
-    : model_(model), backend_(std::move(backend)) {
+DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend, int64_t max_rows)
+    : model_(model), backend_(std::move(backend)), max_rows_(max_rows) {
+  if (max_rows_ < 1) fail_input("DecoderRunner: max_rows must be at least 1, got {}", max_rows_);
   const ModelConfig& cfg = model.config();
   if (const std::string why = unsupported_config(cfg); !why.empty())
     fail_input("--device {}: this model ({}) has {}; the device runner takes Llama-family decoders (RMSNorm, RoPE, "
@@ -127,81 +128,93 @@ void* DecoderRunner::scratch_bytes(Slot slot, size_t bytes) {
   return mem.get();
 }
 
-void DecoderRunner::run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out) {
+void DecoderRunner::run_batch(const int64_t* ids, int64_t batch, int64_t m, Sequence* seqs, bool last_only,
+                              float* out) {
   const ModelConfig& cfg = model_.config();
-  const int64_t pos0 = seq.length, H = cfg.n_heads, Hkv = cfg.n_kv_heads, hd = cfg.head_dim, D = cfg.hidden;
-  if (pos0 + m > seq.capacity)
-    fail_input("KV cache holds {} positions; {} + {} tokens do not fit", seq.capacity, pos0, m);
+  const int64_t pos0 = seqs[0].length, H = cfg.n_heads, Hkv = cfg.n_kv_heads, hd = cfg.head_dim, D = cfg.hidden;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (seqs[b].length != pos0)
+      fail_input("KV cache sequences at different lengths ({} and {}): a batch continues from one length",
+                 seqs[b].length, pos0);
+    if (pos0 + m > seqs[b].capacity)
+      fail_input("KV cache holds {} positions; {} + {} tokens do not fit", seqs[b].capacity, pos0, m);
+  }
+  const int64_t M = batch * m;  // rows: sequence b's token t is row b·m + t
   const at::Tensor e =
-      model_.embed(at::from_blob(const_cast<int64_t*>(ids), {1, m}, at::kLong), pos0).to(at::kFloat).contiguous();
-  float* h = scratch<float>(Slot::Hidden, size_t(m * D));
-  float* x = scratch<float>(Slot::Normed, size_t(m * max_norm_width_));
-  float* q = scratch<float>(Slot::Q, size_t(m * H * hd));
-  float* k = scratch<float>(Slot::K, size_t(m * Hkv * hd));
-  float* v = scratch<float>(Slot::V, size_t(m * Hkv * hd));
-  float* att = scratch<float>(Slot::Attention, size_t(m * H * hd));
-  float* tmp = scratch<float>(Slot::Residual, size_t(m * D));
-  float* g = scratch<float>(Slot::Gate, size_t(m * max_ffn_));
-  float* u = scratch<float>(Slot::Up, size_t(m * max_ffn_));
-  const int64_t rows = last_only ? 1 : m;
+      model_.embed(at::from_blob(const_cast<int64_t*>(ids), {batch, m}, at::kLong), pos0).to(at::kFloat).contiguous();
+  float* h = scratch<float>(Slot::Hidden, size_t(M * D));
+  float* x = scratch<float>(Slot::Normed, size_t(M * max_norm_width_));
+  float* q = scratch<float>(Slot::Q, size_t(M * H * hd));
+  float* k = scratch<float>(Slot::K, size_t(M * Hkv * hd));
+  float* v = scratch<float>(Slot::V, size_t(M * Hkv * hd));
+  float* att = scratch<float>(Slot::Attention, size_t(M * H * hd));
+  float* tmp = scratch<float>(Slot::Residual, size_t(M * D));
+  float* g = scratch<float>(Slot::Gate, size_t(M * max_ffn_));
+  float* u = scratch<float>(Slot::Up, size_t(M * max_ffn_));
+  const int64_t rows = last_only ? batch : M;  // logits' rows: each sequence's last token, or every token
   float* logits = scratch<float>(Slot::Logits, size_t(rows * cfg.vocab));
-  int64_t* positions = scratch<int64_t>(Slot::Positions, size_t(m));
-  backend_->to_device(h, e.data_ptr<float>(), size_t(m * D) * sizeof(float));
+  int64_t* positions = scratch<int64_t>(Slot::Positions, size_t(M));
+  backend_->to_device(h, e.data_ptr<float>(), size_t(M * D) * sizeof(float));
   // The tokens' positions, once per call: every layer's RoPE reads them.
-  std::vector<int64_t> pos(static_cast<size_t>(m));
-  for (int64_t t = 0; t < m; ++t) pos[size_t(t)] = pos0 + t;
+  std::vector<int64_t> pos(static_cast<size_t>(M));
+  for (int64_t r = 0; r < M; ++r) pos[size_t(r)] = pos0 + r % m;
   backend_->to_device(positions, pos.data(), pos.size() * sizeof(int64_t));
 
-  const kernels::AttentionDims dims{H, Hkv, hd, seq.capacity, cfg.sliding_window};
+  const kernels::AttentionDims dims{H, Hkv, hd, seqs[0].capacity, cfg.sliding_window};
   const float eps = float(cfg.norm_eps);
   auto lin = [&](const Layer& l, LinearId id, const float* in, float* o) {
     const int j = int(id);
     if (l.act[j])
-      backend_->act_linear(*l.linear[j], in, m, o);
+      backend_->act_linear(*l.linear[j], in, M, o);
     else
-      backend_->linear(*l.linear[j], in, m, o, static_cast<const float*>(l.bias[j].get()));
+      backend_->linear(*l.linear[j], in, M, o, static_cast<const float*>(l.bias[j].get()));
+  };
+  auto norm = [&](const NormWeights& n, const float* in, int64_t n_rows, float* o) {
+    backend_->rms_norm(in, n_rows, D, static_cast<const float*>(n.gamma.get()), static_cast<const float*>(n.beta.get()),
+                       eps, n.split(), o);
   };
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
-    auto* kc = static_cast<uint16_t*>(seq.k[i].get());
-    auto* vc = static_cast<uint16_t*>(seq.v[i].get());
-    auto norm = [&](const NormWeights& n, const float* in, int64_t rows, float* out) {
-      backend_->rms_norm(in, rows, D, static_cast<const float*>(n.gamma.get()), static_cast<const float*>(n.beta.get()),
-                         eps, n.split(), out);
-    };
-    norm(l.attn_norm, h, m, x);
+    norm(l.attn_norm, h, M, x);
     lin(l, LinearId::Q, x, q);
     lin(l, LinearId::K, x, k);
     lin(l, LinearId::V, x, v);
-    backend_->rope(q, m, H, hd, positions, cfg.rope_theta);
-    backend_->rope(k, m, Hkv, hd, positions, cfg.rope_theta);
-    backend_->kv_append(dims, k, v, m, pos0, kc, vc);
-    backend_->attention(dims, q, m, pos0, kc, vc, att);
+    backend_->rope(q, M, H, hd, positions, cfg.rope_theta);
+    backend_->rope(k, M, Hkv, hd, positions, cfg.rope_theta);
+    for (int64_t b = 0; b < batch; ++b) {  // each sequence its own cache
+      auto* kc = static_cast<uint16_t*>(seqs[b].k[i].get());
+      auto* vc = static_cast<uint16_t*>(seqs[b].v[i].get());
+      backend_->kv_append(dims, k + b * m * Hkv * hd, v + b * m * Hkv * hd, m, pos0, kc, vc);
+      backend_->attention(dims, q + b * m * H * hd, m, pos0, kc, vc, att + b * m * H * hd);
+    }
     lin(l, LinearId::O, att, tmp);
-    backend_->add(h, tmp, m * D);
-    norm(l.mlp_norm, h, m, x);
+    backend_->add(h, tmp, M * D);
+    norm(l.mlp_norm, h, M, x);
     lin(l, LinearId::Gate, x, g);
     lin(l, LinearId::Up, x, u);
-    backend_->swiglu(g, u, m * l.ffn, g);
+    backend_->swiglu(g, u, M * l.ffn, g);
     float* mid = g;
     if (l.down_hadamard != nullptr) {
-      backend_->hadamard(*l.down_hadamard, g, m);
+      backend_->hadamard(*l.down_hadamard, g, M);
     } else if (l.down_rotation != nullptr) {
-      backend_->linear(*l.down_rotation, g, m, u, nullptr);  // up's output is spent: u = g · R
+      backend_->linear(*l.down_rotation, g, M, u, nullptr);  // up's output is spent: u = g · R
       mid = u;
     }
     lin(l, LinearId::Down, mid, tmp);
-    backend_->add(h, tmp, m * D);
+    backend_->add(h, tmp, M * D);
   }
-  backend_->rms_norm(h + (m - rows) * D, rows, D, static_cast<const float*>(final_norm_.gamma.get()),
-                     static_cast<const float*>(final_norm_.beta.get()), eps, final_norm_.split(), x);
+  if (last_only) {  // each sequence's last row into row b of x, then the head over those rows
+    for (int64_t b = 0; b < batch; ++b) norm(final_norm_, h + (b * m + m - 1) * D, 1, x + b * D);
+  } else {
+    norm(final_norm_, h, M, x);
+  }
   backend_->linear(*head_, x, rows, logits, nullptr);
   backend_->to_host(out, logits, size_t(rows * cfg.vocab) * sizeof(float));
   if (backend_->take_nonfinite_act_input())
     fail_input("--device {}: an activation-quantized module's input held NaN or Inf (the model's activations "
                "overflowed or its weights are damaged); the CPU path refuses the same input",
                backend_->name());
-  seq.length = pos0 + m;
+  for (int64_t b = 0; b < batch; ++b) seqs[b].length = pos0 + m;
 }
 
 KVCache DecoderRunner::new_cache(int64_t batch, int64_t capacity) {
@@ -240,9 +253,14 @@ at::Tensor DecoderRunner::forward(const at::Tensor& ids, KVCache* cache, bool la
     seqs = static_cast<std::vector<Sequence>*>(scratch_cache.device.get());
   }
   if (int64_t(seqs->size()) != B) fail_input("KV cache holds {} sequences, the batch has {}", seqs->size(), B);
-  for (int64_t b = 0; b < B; ++b)
-    run_sequence(flat.data_ptr<int64_t>() + b * T, T, (*seqs)[size_t(b)], last_only,
-                 logits.data_ptr<float>() + b * rows * model_.config().vocab);
+  // Sequences in chunks of at most max_rows_ rows (one sequence where it alone is longer): their rows share every
+  // linear op, each weight read once per chunk; the activations' scratch stays bounded by the chunk.
+  const int64_t per_chunk = std::max<int64_t>(1, max_rows_ / T);
+  for (int64_t b = 0; b < B; b += per_chunk) {
+    const int64_t n = std::min(per_chunk, B - b);
+    run_batch(flat.data_ptr<int64_t>() + b * T, n, T, seqs->data() + b, last_only,
+              logits.data_ptr<float>() + b * rows * model_.config().vocab);
+  }
   if (cache != nullptr) cache->length += T;
   return logits;
 }

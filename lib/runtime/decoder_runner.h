@@ -3,7 +3,8 @@
 // the logits back. `--device cuda` runs models through it on the CUDA backend; its orchestration is tested on the CPU
 // reference backend against the LibTorch forward (tests/runtime/test_decoder_runner.cpp).
 //
-// One layer, m tokens of one sequence at positions p .. p + m - 1 (h [m, hidden] in backend memory):
+// One layer, m tokens of each sequence of a batch at positions p .. p + m - 1, the batch's rows together (h [batch · m,
+// hidden] in backend memory; every op below on all rows at once, but kv_append and attention per sequence):
 //   x = rms_norm(h) · γ_attn (+ β_attn) [, split];  q = x Wqᵀ (+b), k = x Wkᵀ (+b), v = x Wvᵀ (+b);  rope(q), rope(k)
 //   kv_append(k, v at p);  a = attention(q over cache 0 .. p + t);  h += a Woᵀ (+b)
 //   x = rms_norm(h) · γ_mlp (+ β_mlp) [, split];  g = silu(x Wgᵀ) · x Wuᵀ [; g ← g · Q];  h += g Wdᵀ
@@ -31,9 +32,14 @@ namespace ptq {
 
 class DecoderRunner final : public ForwardRunner {
  public:
+  // The most rows (sequences x tokens) one pass takes by default: a batch is run in chunks of whole sequences within
+  // it (one sequence where it alone is longer), which bounds the activations' scratch (hidden, ffn and vocab wide).
+  static constexpr int64_t kMaxRows = 2048;
+
   // Uploads every layer of `model` (opened for the packed runner: weights as stored) and its head; each layer's host
   // copy is released once uploaded. `model` must outlive the runner (the embedding is gathered on the host).
-  DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend);
+  // `max_rows`: the most rows (sequences x tokens) one pass takes (kMaxRows; the tests set fewer to split batches).
+  DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> backend, int64_t max_rows = kMaxRows);
   ~DecoderRunner() override;
 
   const char* device() const override { return backend_->name(); }
@@ -50,8 +56,11 @@ class DecoderRunner final : public ForwardRunner {
   };
   struct Layer;
   struct Sequence;
-  // Logits of one sequence's m tokens at `seq`'s length (advanced), [rows, vocab] into `out` (host).
-  void run_sequence(const int64_t* ids, int64_t m, Sequence& seq, bool last_only, float* out);
+  // Logits of `batch` sequences' m tokens each (ids [batch, m]) at their common length (advanced): [batch, rows,
+  // vocab] into `out` (host), rows = 1 (last_only) or m. The batch's rows run every linear op, norm and add together;
+  // RoPE with each row's position; kv_append and attention per sequence, on its own cache.
+  void run_batch(const int64_t* ids, int64_t batch, int64_t m, Sequence* seqs, bool last_only, float* out);
+
   // A forward's activations in backend memory, one slot each, kept and grown across calls: the residual stream, the
   // norms' output, q, k, v, attention's output, a module's output added to the residual, gate and up (and the dense
   // rotation's output, in up's), the logits, the tokens' positions.
@@ -70,6 +79,7 @@ class DecoderRunner final : public ForwardRunner {
   NormWeights final_norm_;
   int64_t max_norm_width_ = 0;  // the widest norm output: the scratch the q/k/v and gate/up inputs share
   int64_t max_ffn_ = 0;         // the widest MLP (gate/up outputs)
+  int64_t max_rows_;
   std::unique_ptr<kernels::Backend::Weights> head_;
   int64_t weight_bytes_ = 0;
   std::pair<size_t, std::shared_ptr<void>> scratch_[size_t(Slot::Count)];

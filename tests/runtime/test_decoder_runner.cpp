@@ -37,9 +37,10 @@ std::unique_ptr<Model> open_packed(const std::string& dir, KvCacheType kv = KvCa
   return open_model_for_run(dir, o);
 }
 
-std::unique_ptr<Model> open_on_reference_backend(const std::string& dir) {
+std::unique_ptr<Model> open_on_reference_backend(const std::string& dir,
+                                                 int64_t max_rows = DecoderRunner::kMaxRows) {
   auto m = open_packed(dir);
-  m->set_forward_runner(std::make_shared<DecoderRunner>(*m, kernels::cpu_reference_backend()));
+  m->set_forward_runner(std::make_shared<DecoderRunner>(*m, kernels::cpu_reference_backend(), max_rows));
   return m;
 }
 
@@ -61,8 +62,8 @@ double rel_diff(const at::Tensor& a, const at::Tensor& b) {
 // which move logits by O(1).
 constexpr double kTol = 2e-4;
 
-void check_runner(const std::string& dir, int64_t vocab) {
-  auto ref = open_packed(dir), run = open_on_reference_backend(dir);
+void check_runner(const std::string& dir, int64_t vocab, int64_t max_rows = DecoderRunner::kMaxRows) {
+  auto ref = open_packed(dir), run = open_on_reference_backend(dir, max_rows);
   const at::Tensor ids = seeded_ids(vocab, 2, 37, 3);
   // The LibTorch forward through an f16 cache too (without one it attends over unrounded fp32 keys and values).
   auto ref_cache = ref->new_cache(2, 37);
@@ -113,8 +114,22 @@ Recipe bundled(const std::string& name) { return load_recipe(test::repo_path("co
 }  // namespace
 
 TEST_CASE("decoder runner (CPU reference backend) equals the packed LibTorch forward: FP checkpoints", "[runtime]") {
-  check_runner(test::repo_path(kSotu), 8000);
+  check_runner(test::repo_path(kSotu), 8000);  // a batch's two sequences in one pass
   check_runner(test::repo_path(kStories), 512);
+  check_runner(test::repo_path(kSotu), 8000, 40);  // one sequence per pass (37 tokens each, at most 40 rows)
+  {
+    // Five sequences of 8 tokens, at most 16 rows a pass (chunks of 2, 2, 1), then decode steps of all five at once.
+    auto ref = open_packed(test::repo_path(kSotu)), run = open_on_reference_backend(test::repo_path(kSotu), 16);
+    const at::Tensor ids = seeded_ids(8000, 5, 11, 6);
+    auto ref_cache = ref->new_cache(5, 11), cache = run->new_cache(5, 11);
+    const at::Tensor want = ref->forward(ids, &ref_cache);
+    std::vector<at::Tensor> parts = {run->forward(ids.narrow(1, 0, 8), &cache)};
+    for (int64_t t = 8; t < 11; ++t) parts.push_back(run->forward(ids.narrow(1, t, 1), &cache));
+    const at::Tensor got = at::cat(parts, 1);
+    INFO("chunked batch vs LibTorch forward: " << rel_diff(got, want));
+    CHECK(rel_diff(got, want) < kTol);
+    CHECK(cache.length == 11);
+  }
   auto run = open_on_reference_backend(test::repo_path(kSotu));
   auto packed = open_packed(test::repo_path(kSotu));
   CHECK(run->packed_weight_bytes() == packed->packed_weight_bytes());
