@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "io/safetensors.h"
 #include "quant/act_linear.h"
 
 namespace ptq {
@@ -79,10 +78,7 @@ DecoderRunner::DecoderRunner(Model& model, std::unique_ptr<kernels::Backend> bac
     max_ffn_ = std::max(max_ffn_, l.ffn);
     if (w.down_hadamard != nullptr)
       l.down_hadamard = backend_->upload(*w.down_hadamard);
-    else if (w.down_rotation.defined()) {
-      if (w.down_rotation.dim() != 2 || w.down_rotation.size(0) != l.ffn || w.down_rotation.size(1) != l.ffn)
-        fail_input("--device {}: layer {}'s online rotation before down_proj is {}, expected [{}, {}]",
-                   backend_->name(), i, shape_str(w.down_rotation.sizes().vec()), l.ffn, l.ffn);
+    else if (w.down_rotation.defined()) {  // [ffn, ffn]: add_down_rotation checks it against down_proj's input
       l.down_rotation = backend_->upload(*view_float_tensor(w.down_rotation.t()));
       weight_bytes_ += l.down_rotation->bytes();
     }

@@ -57,6 +57,7 @@ T* act_scratch(int slot, size_t count) {
 
 class CudaBackend final : public OnCuda<Backend> {
  public:
+  CudaBackend() { nonfinite_.zero(); }
   const char* name() const override { return "cuda"; }
   std::unique_ptr<Weights> upload(const PackedWeights& w) override { return std::make_unique<CudaWeights>(w); }
   std::unique_ptr<Weights> upload(const ActLinearWeights& w) override { return std::make_unique<CudaActWeights>(w); }
@@ -67,16 +68,11 @@ class CudaBackend final : public OnCuda<Backend> {
     const auto& w = static_cast<const CudaActWeights&>(weights);
     int8_t* c = act_scratch<int8_t>(0, size_t(m * w.w.k));
     float* a = act_scratch<float>(1, size_t(m));
-    if (nonfinite_.empty()) {
-      nonfinite_ = cuda::Buffer(sizeof(int));
-      nonfinite_.zero();
-    }
     cuda::act_codes(w.codes, x, m, w.x_cols, w.w.k, w.perm.empty() ? nullptr : w.perm.as<int32_t>(), c, a,
                     nonfinite_.as<int>());
     cuda::int_linear(w.w, c, a, m, true, y, w.bias.empty() ? nullptr : w.bias.as<float>());
   }
   bool take_nonfinite_act_input() override {
-    if (nonfinite_.empty()) return false;  // no act_linear yet
     int flag = 0;
     cuda::synchronize();
     nonfinite_.download(&flag, sizeof(flag));
@@ -108,7 +104,7 @@ class CudaBackend final : public OnCuda<Backend> {
   void add(float* y, const float* x, int64_t count) override { cuda::add(y, x, count); }
 
  private:
-  cuda::Buffer nonfinite_;  // one int: act_codes' record of an input it could not code (take_nonfinite_act_input)
+  cuda::Buffer nonfinite_{sizeof(int)};  // one int: act_codes' record of an input it could not code (take_nonfinite_act_input)
 };
 
 }  // namespace
